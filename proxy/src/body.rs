@@ -1,0 +1,201 @@
+//! [`ProxyBody`]: the one body type of the data path, in both directions.
+//!
+//! A streamed body is passed through frame by frame, never buffered whole. It
+//! enforces an idle timeout (longest pause between frames) and, for request
+//! bodies, the service's size cap. A response body carries the upstream
+//! connection it arrived on and hands it back to the endpoint's pool when the
+//! body ends cleanly; a body dropped early or failed takes its connection with
+//! it, so a half-read connection is never reused.
+
+use crate::pool::{Endpoint, InFlight, Sender};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// A boxed error, as hyper accepts for bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a body stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// No frame arrived within the idle timeout.
+    #[error("body idle timeout")]
+    IdleTimeout,
+    /// The request body is larger than the service's cap.
+    #[error("request body larger than the service's max_request_body")]
+    TooLarge,
+}
+
+/// The body of every request and response the proxy sends.
+pub struct ProxyBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(Box<Stream>),
+}
+
+struct Stream {
+    inner: Incoming,
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Bytes still allowed, when capped.
+    remaining: Option<u64>,
+    /// The upstream connection to return to its pool at a clean end.
+    checkin: Option<(Sender, Arc<Endpoint>)>,
+    /// Counts the request in flight on its endpoint until the body is done.
+    _guard: Option<InFlight>,
+}
+
+// === impl ProxyBody ===
+
+impl ProxyBody {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self { kind: Kind::Empty }
+    }
+
+    /// A body of one chunk.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            kind: Kind::Full(Some(bytes.into())),
+        }
+    }
+
+    /// A streamed body with an idle timeout and an optional size cap.
+    pub fn stream(inner: Incoming, idle: Duration, cap: Option<u64>) -> Self {
+        if inner.is_end_stream() {
+            return Self::empty();
+        }
+        Self {
+            kind: Kind::Stream(Box::new(Stream {
+                inner,
+                idle,
+                sleep: None,
+                remaining: cap,
+                checkin: None,
+                _guard: None,
+            })),
+        }
+    }
+
+    /// A response body that returns `sender` to `endpoint`'s pool when it ends cleanly.
+    pub fn upstream(
+        inner: Incoming,
+        idle: Duration,
+        sender: Sender,
+        endpoint: Arc<Endpoint>,
+    ) -> Self {
+        if inner.is_end_stream() {
+            endpoint.checkin(sender);
+            return Self::empty();
+        }
+        Self {
+            kind: Kind::Stream(Box::new(Stream {
+                inner,
+                idle,
+                sleep: None,
+                remaining: None,
+                checkin: Some((sender, endpoint)),
+                _guard: None,
+            })),
+        }
+    }
+}
+
+impl ProxyBody {
+    /// Keeps `guard` alive until the body is done (or drops it now for a finished body).
+    pub fn with_guard(mut self, guard: InFlight) -> Self {
+        if let Kind::Stream(s) = &mut self.kind {
+            s._guard = Some(guard);
+        }
+        self
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(s) => s.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(b) => b.is_none(),
+            Kind::Stream(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Stream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+// === impl Stream ===
+
+impl Stream {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Poll::Ready(frame) = polled else {
+            // Arm the idle timer at the first pause after progress.
+            let idle = self.idle;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            if sleep.is_elapsed() {
+                sleep.as_mut().reset(Instant::now() + idle);
+            }
+            ready!(sleep.as_mut().poll(cx));
+            self.checkin = None;
+            return Poll::Ready(Some(Err(BodyError::IdleTimeout.into())));
+        };
+        // Progress: the next pause starts a fresh idle period.
+        if let Some(sleep) = &mut self.sleep {
+            sleep.as_mut().reset(Instant::now() + self.idle);
+        }
+        match frame {
+            Some(Ok(frame)) => {
+                if let (Some(remaining), Some(data)) = (&mut self.remaining, frame.data_ref()) {
+                    let len = data.len() as u64;
+                    if len > *remaining {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge.into())));
+                    }
+                    *remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                self.checkin = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            None => {
+                if let Some((sender, endpoint)) = self.checkin.take() {
+                    endpoint.checkin(sender);
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The serde mirror of the YAML file: exactly what users write, nothing
+//! validated yet beyond types. Unknown fields are errors everywhere.
+//!
+//! Values that later validation must point at are wrapped in [`Spanned`] so an
+//! error can name their line.
+
+use super::units::{ByteSize, Dur};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub listeners: Spanned<Vec<FileListener>>,
+    #[serde(default)]
+    pub server: FileServer,
+    pub services: Spanned<Vec<FileService>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileListener {
+    pub name: Spanned<String>,
+    pub bind: Spanned<String>,
+    pub tls: Option<FileTls>,
+    pub max_connections: Option<usize>,
+    /// Trust `X-Forwarded-*` headers from clients (only behind a trusted hop).
+    #[serde(default)]
+    pub trust_forwarded: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    #[serde(default)]
+    pub sni: Vec<FileSniCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSniCert {
+    pub names: Spanned<Vec<String>>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// Process-wide limits and timeouts; every field has a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileServer {
+    pub header_read_timeout: Option<Dur>,
+    pub body_idle_timeout: Option<Dur>,
+    pub write_idle_timeout: Option<Dur>,
+    pub tls_handshake_timeout: Option<Dur>,
+    pub drain_timeout: Option<Dur>,
+    pub max_header_bytes: Option<Spanned<ByteSize>>,
+    pub max_headers: Option<Spanned<usize>>,
+    pub max_uri_bytes: Option<Spanned<ByteSize>>,
+    pub h2_max_concurrent_streams: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileService {
+    pub name: Spanned<String>,
+    #[serde(rename = "match")]
+    pub matcher: FileMatch,
+    pub pools: Spanned<BTreeMap<String, FilePool>>,
+    pub split: Option<FileSplit>,
+    pub timeout: Option<Dur>,
+    pub connect_timeout: Option<Dur>,
+    pub max_request_body: Option<ByteSize>,
+    /// Add `x-switchyard-pool` to responses.
+    #[serde(default)]
+    pub expose_pool: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMatch {
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilePool {
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    pub lb: Option<LbKind>,
+    pub health_check: Option<FileHealthCheck>,
+    pub outlier: Option<FileOutlier>,
+}
+
+/// Load-balancing algorithm within a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbKind {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The endpoint with fewer requests in flight, of two picked at random.
+    LeastRequest,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileHealthCheck {
+    pub path: Spanned<String>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<Dur>,
+    pub max_ejection: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSplit {
+    pub sticky: Option<Spanned<FileSticky>>,
+    #[serde(default)]
+    pub rules: Vec<FileRule>,
+    pub weights: Option<Spanned<BTreeMap<String, u32>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSticky {
+    pub cookie: Option<String>,
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRule {
+    #[serde(rename = "match")]
+    pub matcher: Spanned<FileRuleMatch>,
+    pub pool: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRuleMatch {
+    #[serde(default)]
+    pub header: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cookie: BTreeMap<String, String>,
+}

@@ -1,0 +1,106 @@
+//! Errors: the crate's [`Error`] for start-up and control-path failures, and
+//! [`ErrorClass`], the small `Copy` class every request-path failure maps to.
+//!
+//! A request-path failure is never boxed or formatted per request: its class
+//! decides the status code, the `x-switchyard-error` header, the access-log
+//! label and whether a retry is allowed (pingora's `ErrorType`/`RetryType`).
+
+use http::StatusCode;
+use std::path::PathBuf;
+
+/// Errors of start-up, configuration and the control path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid; the message names the field and line.
+    #[error("{0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error("listener `{name}`: cannot bind {addr}: {source}")]
+    Bind {
+        /// The listener's name.
+        name: String,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A TLS certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// The class of a request-path failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// No service matches the request's host and path.
+    NoService,
+    /// The chosen pool has no healthy endpoint.
+    NoHealthyEndpoint,
+    /// Connecting to the upstream failed (refused, unreachable, connect timeout).
+    UpstreamConnect,
+    /// The upstream did not answer within the service's timeout.
+    UpstreamTimeout,
+    /// The upstream connection broke or answered with bad framing.
+    UpstreamReset,
+    /// The request is malformed or ambiguous.
+    BadRequest,
+    /// The request method is not proxied (`CONNECT`).
+    MethodNotAllowed,
+    /// The request URI is longer than the limit.
+    UriTooLong,
+    /// The request body is larger than the service's cap.
+    PayloadTooLarge,
+    /// The client stalled while sending its request body.
+    RequestTimeout,
+}
+
+// === impl ErrorClass ===
+
+impl ErrorClass {
+    /// The status code the client receives.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NoService => StatusCode::NOT_FOUND,
+            Self::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamConnect | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The stable label used in the `x-switchyard-error` header, logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoService => "no-service",
+            Self::NoHealthyEndpoint => "no-healthy-endpoint",
+            Self::UpstreamConnect => "upstream-connect",
+            Self::UpstreamTimeout => "upstream-timeout",
+            Self::UpstreamReset => "upstream-reset",
+            Self::BadRequest => "bad-request",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::UriTooLong => "uri-too-long",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::RequestTimeout => "request-timeout",
+        }
+    }
+
+    /// Whether the failure counts against the endpoint's passive health.
+    pub fn is_endpoint_failure(self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamConnect | Self::UpstreamTimeout | Self::UpstreamReset
+        )
+    }
+}

@@ -1,0 +1,355 @@
+//! Header rules of the data path: which requests are refused before routing,
+//! what the upstream receives, and what the client receives.
+//!
+//! - [`check_request`] refuses `CONNECT`, over-long URIs, a missing or doubled
+//!   `Host`, a `Host` that disagrees with the absolute URI or `:authority`, and any
+//!   `Transfer-Encoding` other than exactly `chunked`; it returns the routing host.
+//! - [`to_upstream`] strips hop-by-hop headers (and those the client's
+//!   `Connection` lists), `Proxy-Authorization` and client-sent `x-switchyard-*`,
+//!   and sets `X-Forwarded-For/-Proto/-Host`.
+//! - [`to_client`] strips hop-by-hop headers from the upstream's response.
+
+use crate::error::ErrorClass;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Version};
+use std::borrow::Cow;
+
+/// Name of the response header that carries a proxy error's class.
+pub static X_SWITCHYARD_ERROR: HeaderName = HeaderName::from_static("x-switchyard-error");
+/// Name of the response header that names the serving pool, when enabled.
+pub static X_SWITCHYARD_POOL: HeaderName = HeaderName::from_static("x-switchyard-pool");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug)]
+pub struct ClientConn {
+    /// The peer's IP as an `X-Forwarded-For` entry.
+    pub peer_ip: HeaderValue,
+    /// Arrived over TLS.
+    pub tls: bool,
+    /// Keep client-sent `X-Forwarded-*` (the listener sits behind a trusted hop).
+    pub trust_forwarded: bool,
+}
+
+/// The outcome of [`check_request`].
+#[derive(Debug)]
+pub struct Checked<'a> {
+    /// Routing host: lower case, no port, no trailing dot.
+    pub host: Cow<'a, str>,
+    /// What the rest of the path needs to know.
+    pub flags: RequestFlags,
+}
+
+/// Facts found while checking a request that shape how it is forwarded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestFlags {
+    /// The request carried both `Content-Length` and `Transfer-Encoding`: the
+    /// client connection must close after the response.
+    pub close: bool,
+    /// The client asked for a WebSocket upgrade (HTTP/1.1 only).
+    pub websocket: bool,
+}
+
+/// Refuses malformed or ambiguous requests; returns what routing needs.
+pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>, ErrorClass> {
+    if parts.method == Method::CONNECT {
+        return Err(ErrorClass::MethodNotAllowed);
+    }
+    let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    if uri_len > max_uri_bytes {
+        return Err(ErrorClass::UriTooLong);
+    }
+
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ErrorClass::BadRequest);
+    }
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let raw_host = match (host_header, authority) {
+        (Some(h), Some(a)) => {
+            let h = h.to_str().map_err(|_| ErrorClass::BadRequest)?;
+            if !strip_port(h).eq_ignore_ascii_case(strip_port(a)) {
+                return Err(ErrorClass::BadRequest);
+            }
+            a
+        }
+        (Some(h), None) => h.to_str().map_err(|_| ErrorClass::BadRequest)?,
+        (None, Some(a)) => a,
+        // HTTP/1.0 may omit Host; such a request can only match a service without a host.
+        (None, None) if parts.version <= Version::HTTP_10 => "",
+        (None, None) => return Err(ErrorClass::BadRequest),
+    };
+    if raw_host.contains('@') {
+        return Err(ErrorClass::BadRequest);
+    }
+    let host = strip_port(raw_host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+
+    let mut close = false;
+    let mut te = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(v) = te.next() {
+        if te.next().is_some() || !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(ErrorClass::BadRequest);
+        }
+        close = parts.headers.contains_key(header::CONTENT_LENGTH);
+    }
+
+    let websocket = parts.version == Version::HTTP_11
+        && parts
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && has_token(&parts.headers, header::CONNECTION, b"upgrade");
+    Ok(Checked {
+        host,
+        flags: RequestFlags { close, websocket },
+    })
+}
+
+/// Strips the port from `host[:port]` or `[v6]:port`.
+fn strip_port(h: &str) -> &str {
+    match h.rfind(':') {
+        Some(i) if !h[i..].contains(']') => &h[..i],
+        _ => h,
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: the fixed set and any the message's own
+/// `Connection` headers list.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites the client's headers into what the upstream receives.
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    flags: RequestFlags,
+    authority: Option<&str>,
+    conn: &ClientConn,
+) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    // A body framed by Transfer-Encoding travels chunked; a stray length must not.
+    if flags.close {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let internal: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-switchyard-"))
+        .cloned()
+        .collect();
+    for k in internal {
+        headers.remove(k);
+    }
+
+    if !headers.contains_key(header::HOST) {
+        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+
+    let prior = if conn.trust_forwarded {
+        joined(headers, &X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    let xff = match prior {
+        Some(mut p) => {
+            p.extend_from_slice(b", ");
+            p.extend_from_slice(conn.peer_ip.as_bytes());
+            HeaderValue::from_bytes(&p).unwrap_or_else(|_| conn.peer_ip.clone())
+        }
+        None => conn.peer_ip.clone(),
+    };
+    headers.insert(&X_FORWARDED_FOR, xff);
+    if !(conn.trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if conn.tls { "https" } else { "http" };
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(conn.trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
+        match headers.get(header::HOST).cloned() {
+            Some(h) => headers.insert(&X_FORWARDED_HOST, h),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+
+    if flags.websocket {
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// All values of a header joined with `, `, when present.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for v in headers.get_all(name) {
+        let o = out.get_or_insert_with(Vec::new);
+        if !o.is_empty() {
+            o.extend_from_slice(b", ");
+        }
+        o.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// Rewrites the upstream's response headers into what the client receives.
+/// A `101 Switching Protocols` keeps its `Upgrade` and `Connection: upgrade`.
+pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool) {
+    let upgrade = if switching_protocols {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(headers);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(build: http::request::Builder) -> Parts {
+        build.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn host_rules() {
+        let p = parts(Request::get("/").header("host", "Shop.Example.com:8080"));
+        assert_eq!(check_request(&p, 8192).unwrap().host, "shop.example.com");
+        let p = parts(Request::get("/"));
+        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
+        let p = parts(Request::get("/").header("host", "a").header("host", "a"));
+        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
+        let p = parts(Request::get("http://a.com/x").header("host", "b.com"));
+        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
+        let p = parts(Request::get("http://a.com/x").header("host", "A.com"));
+        assert_eq!(check_request(&p, 8192).unwrap().host, "a.com");
+        let p = parts(Request::get("/").version(Version::HTTP_10));
+        assert_eq!(check_request(&p, 8192).unwrap().host, "");
+        let p = parts(Request::get("/").header("host", "[::1]:80"));
+        assert_eq!(check_request(&p, 8192).unwrap().host, "[::1]");
+    }
+
+    #[test]
+    fn limits_and_methods() {
+        let p = parts(Request::connect("a.com:443").header("host", "a.com:443"));
+        assert_eq!(
+            check_request(&p, 8192).unwrap_err(),
+            ErrorClass::MethodNotAllowed
+        );
+        let long = format!("/{}", "a".repeat(9000));
+        let p = parts(Request::get(long.as_str()).header("host", "a"));
+        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::UriTooLong);
+        let p = parts(
+            Request::post("/")
+                .header("host", "a")
+                .header("transfer-encoding", "chunked, chunked"),
+        );
+        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
+        let p = parts(
+            Request::post("/")
+                .header("host", "a")
+                .header("transfer-encoding", "Chunked"),
+        );
+        assert!(check_request(&p, 8192).is_ok());
+    }
+
+    #[test]
+    fn upstream_headers() {
+        let mut p = parts(
+            Request::get("/")
+                .header("host", "a.com")
+                .header("connection", "keep-alive, x-secret")
+                .header("x-secret", "1")
+                .header("keep-alive", "timeout=5")
+                .header("te", "trailers")
+                .header("proxy-authorization", "Basic x")
+                .header("x-switchyard-pool", "canary")
+                .header("x-forwarded-for", "6.6.6.6")
+                .header("x-keep", "yes"),
+        );
+        let flags = RequestFlags::default();
+        let conn = ClientConn {
+            peer_ip: HeaderValue::from_static("10.0.0.1"),
+            tls: false,
+            trust_forwarded: false,
+        };
+        to_upstream(&mut p.headers, flags, None, &conn);
+        let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+            "x-switchyard-pool",
+        ] {
+            assert!(!names.contains(&gone), "{gone} in {names:?}");
+        }
+        assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(p.headers["x-forwarded-proto"], "http");
+        assert_eq!(p.headers["x-forwarded-host"], "a.com");
+        assert_eq!(p.headers["x-keep"], "yes");
+
+        let mut p = parts(
+            Request::get("/")
+                .header("x-forwarded-for", "1.1.1.1")
+                .header("x-forwarded-for", "2.2.2.2"),
+        );
+        let trusted = ClientConn {
+            trust_forwarded: true,
+            tls: true,
+            ..conn
+        };
+        to_upstream(&mut p.headers, flags, Some("b.com"), &trusted);
+        assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(p.headers["x-forwarded-proto"], "https");
+        assert_eq!(p.headers["host"], "b.com");
+    }
+}

@@ -1,0 +1,175 @@
+//! Listeners: bind, accept, and serve client connections.
+//!
+//! The data path starts here. Each accepted connection takes a permit (at
+//! most `max_connections` per listener; beyond that new clients wait in the
+//! kernel backlog), gets a write-idle timeout, finishes its TLS handshake
+//! within the handshake timeout, and is served by hyper's auto builder
+//! (HTTP/1.1, HTTP/2 by ALPN or prior knowledge, upgrades). Every connection is
+//! watched by the graceful-shutdown signal: on shutdown, HTTP/1 connections
+//! close after their current response and HTTP/2 ones send GOAWAY.
+
+use crate::config::{ListenerConfig, ServerConfig};
+use crate::error::Error;
+use crate::headers::ClientConn;
+use crate::{forward, tls, Shared};
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_io_timeout::TimeoutStream;
+use tokio_rustls::TlsAcceptor;
+
+/// A bound listener, ready to serve.
+pub struct BoundListener {
+    /// Listener name.
+    pub name: String,
+    /// The address actually bound (the real port when the config said 0).
+    pub local_addr: SocketAddr,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    trust_forwarded: bool,
+}
+
+/// Binds a listener and loads its certificates.
+pub async fn bind(cfg: &ListenerConfig) -> Result<BoundListener, Error> {
+    let tls = match &cfg.tls {
+        Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
+        None => None,
+    };
+    let bind_err = |source| Error::Bind {
+        name: cfg.name.clone(),
+        addr: cfg.bind,
+        source,
+    };
+    let listener = TcpListener::bind(cfg.bind).await.map_err(bind_err)?;
+    let local_addr = listener.local_addr().map_err(bind_err)?;
+    Ok(BoundListener {
+        name: cfg.name.clone(),
+        local_addr,
+        listener,
+        tls,
+        max_connections: cfg.max_connections,
+        trust_forwarded: cfg.trust_forwarded,
+    })
+}
+
+/// hyper's connection builder with the limits of `server`.
+pub fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes)
+        .max_headers(server.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(server.h2_max_concurrent_streams)
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_header_list_size(server.max_header_bytes as u32)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+// === impl BoundListener ===
+
+impl BoundListener {
+    /// Accepts until `stop` turns true; each connection is watched by `watcher`.
+    pub async fn serve(
+        self,
+        shared: Arc<Shared>,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        watcher: impl Fn() -> Watcher + Send + 'static,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let tls_timeout = shared.server.tls_handshake_timeout;
+        let write_timeout = shared.server.write_idle_timeout;
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = stopped(&mut stop) => return,
+            };
+            let (stream, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly.
+                        tracing::warn!(listener = %self.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut stop) => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Arc::new(ClientConn {
+                peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                    .unwrap_or(HeaderValue::from_static("unknown")),
+                tls: self.tls.is_some(),
+                trust_forwarded: self.trust_forwarded,
+            });
+            let (shared, builder, watcher, tls) =
+                (shared.clone(), builder.clone(), watcher(), self.tls.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let mut io = TimeoutStream::new(stream);
+                io.set_write_timeout(Some(write_timeout));
+                let io = Box::pin(io);
+                match tls {
+                    None => serve_conn(io, shared, conn, &builder, watcher).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(tls_timeout, acceptor.accept(io)).await {
+                            Ok(Ok(tls_stream)) => {
+                                serve_conn(tls_stream, shared, conn, &builder, watcher).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %peer, error = %e, "tls handshake failed")
+                            }
+                            Err(_) => tracing::debug!(peer = %peer, "tls handshake timed out"),
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn serve_conn<I>(
+    io: I,
+    shared: Arc<Shared>,
+    conn: Arc<ClientConn>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(forward::handle(shared, conn, req).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}

@@ -1,0 +1,57 @@
+//! Active HTTP health checks: one task per endpoint sends `GET path` every
+//! interval on a fresh connection; any 2xx within the timeout is a pass.
+//! `unhealthy_threshold` failures in a row mark the endpoint unhealthy,
+//! `healthy_threshold` passes in a row mark it healthy again. The tasks run
+//! on the control path; the request path only reads the resulting flag.
+
+use super::{conn, Endpoint};
+use crate::body::ProxyBody;
+use crate::config::HealthCheckConfig;
+use http::{header, Request};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Starts checking `endpoint`; the task ends when aborted (its pool is dropped).
+pub(super) fn spawn(endpoint: Arc<Endpoint>, cfg: HealthCheckConfig) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut passes = 0u32;
+        let mut fails = 0u32;
+        let mut tick = tokio::time::interval(cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ok = tokio::time::timeout(cfg.timeout, probe(&endpoint, &cfg.path))
+                .await
+                .unwrap_or(false);
+            if ok {
+                passes += 1;
+                fails = 0;
+                if passes >= cfg.healthy_threshold {
+                    endpoint.set_healthy(true);
+                }
+            } else {
+                fails += 1;
+                passes = 0;
+                if fails >= cfg.unhealthy_threshold {
+                    endpoint.set_healthy(false);
+                }
+            }
+        }
+    })
+}
+
+async fn probe(endpoint: &Endpoint, path: &str) -> bool {
+    let Ok(mut sender) = conn::connect(endpoint.addr, std::time::Duration::from_secs(5)).await
+    else {
+        return false;
+    };
+    let Ok(req) = Request::get(path)
+        .header(header::HOST, endpoint.addr.to_string())
+        .header(header::USER_AGENT, "switchyard-health-check")
+        .header(header::CONNECTION, "close")
+        .body(ProxyBody::empty())
+    else {
+        return false;
+    };
+    matches!(sender.send_request(req).await, Ok(resp) if resp.status().is_success())
+}
