@@ -1,1 +1,13 @@
+//! End-to-end tests: the real `switchyard` binary between real clients and
+//! real upstreams, all on 127.0.0.1 with ports chosen by the kernel.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod faults;
+mod hardening;
+mod lifecycle;
+mod protocols;
+mod routing;
+mod split;
+mod streaming;
+mod support;

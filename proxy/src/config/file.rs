@@ -67,7 +67,7 @@ pub(crate) struct FileServer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileService {
     pub name: Spanned<String>,
-    #[serde(rename = "match")]
+    #[serde(rename = "match", default)]
     pub matcher: FileMatch,
     pub pools: Spanned<BTreeMap<String, FilePool>>,
     pub split: Option<FileSplit>,

@@ -567,10 +567,12 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
 
     let weights = match split.weights {
         None if pools.len() == 1 => vec![1],
-        None => return Err(Error::Config(format!(
+        None => {
+            return Err(Error::Config(format!(
             "config: {p}.split.weights: required when a service has more than one pool (pools: {})",
             pool_names.join(", ")
-        ))),
+        )))
+        }
         Some(w) => weights_for(&w.value, &pool_names)
             .map_err(|m| fail(format!("{p}.split.weights"), &w.referenced, m))?,
     };

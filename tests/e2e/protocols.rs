@@ -1,0 +1,226 @@
+//! HTTP/2 (prior knowledge and ALPN), TLS with SNI, WebSocket upgrades.
+
+use crate::support::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_is_proxied_to_http1() {
+    let up = Upstream::text("over h1").await;
+    let proxy = Proxy::start(&config(&service(
+        "s",
+        "    match: { host: h2.test }\n",
+        &[("p", &[up.addr])],
+        "",
+    )))
+    .await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::get("http://h2.test/x").body(full("")).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(
+            resp.into_body().collect().await.unwrap().to_bytes(),
+            "over h1"
+        );
+    }
+    let seen = up.last();
+    assert_eq!(
+        seen.headers["host"], "h2.test",
+        "h2 :authority becomes the upstream Host"
+    );
+    assert_eq!(seen.uri, "/x");
+}
+
+struct Certs {
+    dir: tempfile::TempDir,
+    main: CertificateDer<'static>,
+    api: CertificateDer<'static>,
+}
+
+fn certs() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let mk = |names: &[&str], file: &str| {
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(format!("{file}.pem")), ck.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{file}.key")),
+            ck.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        ck.cert.der().clone()
+    };
+    let main = mk(&["localhost", "shop.test"], "main");
+    let api = mk(&["api.test"], "api");
+    Certs { dir, main, api }
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    c: &Certs,
+    name: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(c.main.clone()).unwrap();
+    roots.add(c.api.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_alpn_and_sni() {
+    let up = Upstream::start(|req| async move {
+        let proto = req
+            .headers()
+            .get("x-forwarded-proto")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Response::new(full(proto))
+    })
+    .await;
+    let c = certs();
+    let yaml = format!(
+        "listeners:\n  - name: tls\n    bind: \"127.0.0.1:0\"\n    tls:\n      cert: main.pem\n      key: main.key\n      \
+         sni:\n        - {{ names: [api.test], cert: api.pem, key: api.key }}\nservices:\n{}",
+        service("s", "", &[("p", &[up.addr])], "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["main.pem", "main.key", "api.pem", "api.key"] {
+        std::fs::copy(c.dir.path().join(f), dir.path().join(f)).unwrap();
+    }
+    let proxy = Proxy::start_in(dir, &yaml).await;
+
+    // HTTP/2 by ALPN.
+    let tls = tls_connect(proxy.addr, &c, "shop.test", b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0], c.main);
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = h2
+        .send_request(Request::get("https://shop.test/").body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "https"
+    );
+
+    // HTTP/1.1 by ALPN, and the SNI certificate for api.test.
+    let tls = tls_connect(proxy.addr, &c, "api.test", b"http/1.1").await;
+    assert_eq!(
+        tls.get_ref().1.peer_certificates().unwrap()[0],
+        c.api,
+        "SNI picks the api.test certificate"
+    );
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = h1
+        .send_request(
+            Request::get("/")
+                .header("host", "api.test")
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "https"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_tunnels_both_ways() {
+    let up = Upstream::start(|mut req| async move {
+        if req.headers().get("upgrade").is_none() {
+            return Response::new(full("no upgrade"));
+        }
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let mut io = TokioIo::new(on.await.unwrap());
+            let mut buf = [0u8; 64];
+            loop {
+                let n = io.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                io.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let proxy = Proxy::start(&config(&service("s", "", &[("p", &[up.addr])], ""))).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(head.contains("sec-websocket-accept"), "{head}");
+    for msg in [&b"ping"[..], b"hello over the tunnel"] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+    let seen = up.last();
+    assert_eq!(seen.headers["upgrade"], "websocket");
+    assert_eq!(
+        seen.headers["sec-websocket-key"],
+        "dGhlIHNhbXBsZSBub25jZQ=="
+    );
+}
