@@ -111,7 +111,7 @@ nginx -c "$W/ng/nginx.conf" -g 'daemon off;' & pids+=($!)
 cat > "$W/haproxy.cfg" <<EOF
 global
   nbthread 2
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
@@ -134,7 +134,13 @@ haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & pids+=($!)
 
 # Wait until all three answer, and check the split and the override on each.
 for port in $P_SY $P_NG $P_HA; do
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+  up=0
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && { up=1; break; }; sleep 0.1; done
+  if [ $up = 0 ]; then
+    echo "nothing answers on port $port; logs:" >&2
+    tail -n 5 "$W"/*.log "$W"/*/error.log >&2 || true
+    exit 1
+  fi
   canary=$(for _ in $(seq 200); do curl -s "http://127.0.0.1:$port/"; done | grep -c canary || true)
   override=$(curl -s -H 'x-canary: always' "http://127.0.0.1:$port/")
   echo "port $port: $canary/200 on canary without header; with x-canary: always -> $override"

@@ -184,6 +184,11 @@ impl Stream {
                     }
                     *remaining -= len;
                 }
+                // A body of known length ends with its last byte; the reader
+                // may never poll again, so hand the connection back now.
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
@@ -191,11 +196,16 @@ impl Stream {
                 Poll::Ready(Some(Err(e.into())))
             }
             None => {
-                if let Some((sender, endpoint)) = self.checkin.take() {
-                    endpoint.checkin(sender);
-                }
+                self.finish();
                 Poll::Ready(None)
             }
+        }
+    }
+
+    /// The exchange ended cleanly: the connection may carry the next request.
+    fn finish(&mut self) {
+        if let Some((sender, endpoint)) = self.checkin.take() {
+            endpoint.checkin(sender);
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum Error {
     /// A TLS certificate or key could not be loaded.
     #[error("{0}")]
     Tls(String),
+    /// A thread or runtime could not be started.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 /// The class of a request-path failure.

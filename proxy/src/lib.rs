@@ -8,6 +8,7 @@
 //!
 //! Following the data path:
 //!
+//! - [`worker`]: thread-per-core workers, each with its own runtime;
 //! - [`listener`], [`tls`]: bind, accept, TLS, hyper connection settings;
 //! - [`forward`]: the request phases — check, match, split, forward, respond;
 //! - [`headers`], [`path`]: request checks, header rewriting, path normalisation;
@@ -34,6 +35,7 @@ pub mod pool;
 pub mod snapshot;
 pub mod split;
 pub mod tls;
+pub mod worker;
 
 pub use config::Config;
 pub use error::Error;
@@ -84,12 +86,15 @@ impl Proxy {
         Self { config, shared }
     }
 
-    /// Binds every listener and loads TLS certificates.
-    pub async fn bind(self) -> Result<Bound, Error> {
-        let mut listeners = Vec::new();
-        for l in &self.config.listeners {
-            listeners.push(listener::bind(l).await?);
-        }
+    /// Binds every listener (one socket per worker) and loads TLS certificates.
+    pub fn bind(self) -> Result<Bound, Error> {
+        let workers = self.shared.server.workers;
+        let listeners = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| listener::bind(l, workers))
+            .collect::<Result<_, _>>()?;
         Ok(Bound {
             listeners,
             shared: self.shared,
@@ -110,33 +115,111 @@ impl Bound {
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
     /// in-flight requests finish for up to the drain timeout.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let builder = Arc::new(listener::builder(&self.shared.server));
+    ///
+    /// Starts the worker threads; the caller's runtime stays the control path.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let workers = self.shared.server.workers;
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut accept_loops = Vec::new();
+        let (exit_tx, exit_rx) = watch::channel(false);
+        let (stopped_tx, mut stopped_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+
+        let mut per_worker: Vec<Vec<listener::Acceptor>> =
+            (0..workers).map(|_| Vec::new()).collect();
         for l in self.listeners {
-            tracing::info!(listener = %l.name, addr = %l.local_addr, "listening");
-            let g = graceful.clone();
-            accept_loops.push(tokio::spawn(l.serve(
-                self.shared.clone(),
-                builder.clone(),
-                move || g.watcher(),
-                stop_rx.clone(),
-            )));
+            tracing::info!(listener = %l.name, addr = %l.local_addr, workers, "listening");
+            for (i, a) in l.into_acceptors().enumerate() {
+                per_worker[i].push(a);
+            }
         }
+        let mut threads = Vec::new();
+        for (i, acceptors) in per_worker.into_iter().enumerate() {
+            let (shared, graceful, stop_rx, exit_rx, stopped_tx) = (
+                self.shared.clone(),
+                graceful.clone(),
+                stop_rx.clone(),
+                exit_rx.clone(),
+                stopped_tx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("switchyard-worker-{i}"))
+                .spawn(move || {
+                    worker_main(i, acceptors, shared, graceful, stop_rx, exit_rx, stopped_tx)
+                })
+                .map_err(|e| Error::Runtime(format!("cannot start worker thread {i}: {e}")))?;
+            threads.push(thread);
+        }
+        drop(stopped_tx);
+
         shutdown.await;
         let _ = stop_tx.send(true);
-        for l in accept_loops {
-            let _ = l.await;
+        // Every worker has stopped accepting: no new connection can join the drain.
+        for _ in 0..workers {
+            if stopped_rx.recv().await.is_none() {
+                break;
+            }
         }
         let drain = self.shared.server.drain_timeout;
-        let open = graceful.count();
-        tracing::info!(open_connections = open, drain_timeout = ?drain, "shutting down: draining");
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-        match tokio::time::timeout(drain, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("drained"),
-            Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
+        tracing::info!(open_connections = graceful.count(), drain_timeout = ?drain, "shutting down: draining");
+        match Arc::try_unwrap(graceful) {
+            Ok(graceful) => match tokio::time::timeout(drain, graceful.shutdown()).await {
+                Ok(()) => tracing::info!("drained"),
+                Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
+            },
+            Err(_) => {
+                tracing::warn!("a worker is still holding the drain signal; closing connections")
+            }
         }
+        let _ = exit_tx.send(true);
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(())
     }
+}
+
+/// One worker thread: its own current-thread runtime serving its acceptors
+/// until told to exit; dropping the runtime closes what is still open.
+fn worker_main(
+    index: usize,
+    acceptors: Vec<listener::Acceptor>,
+    shared: Arc<Shared>,
+    graceful: Arc<GracefulShutdown>,
+    stop: watch::Receiver<bool>,
+    mut exit: watch::Receiver<bool>,
+    stopped: tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    worker::set_index(index);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot start the worker runtime");
+            let _ = stopped.send(());
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let builder = Arc::new(listener::builder(&shared.server));
+        let loops: Vec<_> = acceptors
+            .into_iter()
+            .map(|a| {
+                let g = graceful.clone();
+                tokio::spawn(a.serve(
+                    shared.clone(),
+                    builder.clone(),
+                    move || g.watcher(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        for l in loops {
+            let _ = l.await;
+        }
+        drop(graceful);
+        let _ = stopped.send(());
+        let _ = exit.wait_for(|e| *e).await;
+    });
 }

@@ -1,8 +1,10 @@
 //! Listeners: bind, accept, and serve client connections.
 //!
-//! The data path starts here. Each accepted connection takes a permit (at
-//! most `max_connections` per listener; beyond that new clients wait in the
-//! kernel backlog), gets a write-idle timeout, finishes its TLS handshake
+//! The data path starts here. A listener is one `SO_REUSEPORT` socket per
+//! worker (see [`crate::worker`]); the kernel spreads new connections across
+//! them. Each accepted connection takes a permit (at most `max_connections`
+//! per listener across workers; beyond that new clients wait in the kernel
+//! backlog), gets a write-idle timeout, finishes its TLS handshake
 //! within the handshake timeout, and is served by hyper's auto builder
 //! (HTTP/1.1, HTTP/2 by ALPN or prior knowledge, upgrades). Every connection is
 //! watched by the graceful-shutdown signal: on shutdown, HTTP/1 connections
@@ -17,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
+use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,20 +30,29 @@ use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
 
-/// A bound listener, ready to serve.
+/// A bound listener: one socket per worker, ready to serve.
 pub struct BoundListener {
     /// Listener name.
     pub name: String,
     /// The address actually bound (the real port when the config said 0).
     pub local_addr: SocketAddr,
-    listener: TcpListener,
+    sockets: Vec<std::net::TcpListener>,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
+    permits: Arc<Semaphore>,
     trust_forwarded: bool,
 }
 
-/// Binds a listener and loads its certificates.
-pub async fn bind(cfg: &ListenerConfig) -> Result<BoundListener, Error> {
+/// One worker's share of a listener.
+pub struct Acceptor {
+    name: String,
+    socket: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    permits: Arc<Semaphore>,
+    trust_forwarded: bool,
+}
+
+/// Binds a listener (one `SO_REUSEPORT` socket per worker) and loads its certificates.
+pub fn bind(cfg: &ListenerConfig, workers: usize) -> Result<BoundListener, Error> {
     let tls = match &cfg.tls {
         Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
         None => None,
@@ -50,16 +62,54 @@ pub async fn bind(cfg: &ListenerConfig) -> Result<BoundListener, Error> {
         addr: cfg.bind,
         source,
     };
-    let listener = TcpListener::bind(cfg.bind).await.map_err(bind_err)?;
-    let local_addr = listener.local_addr().map_err(bind_err)?;
+    let first = reuseport_socket(cfg.bind).map_err(bind_err)?;
+    // Port 0 picks a port once; the other workers join that same port.
+    let local_addr = first.local_addr().map_err(bind_err)?;
+    let mut sockets = vec![first];
+    for _ in 1..workers {
+        sockets.push(reuseport_socket(local_addr).map_err(bind_err)?);
+    }
     Ok(BoundListener {
         name: cfg.name.clone(),
         local_addr,
-        listener,
+        sockets,
         tls,
-        max_connections: cfg.max_connections,
+        permits: Arc::new(Semaphore::new(cfg.max_connections)),
         trust_forwarded: cfg.trust_forwarded,
     })
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+// === impl BoundListener ===
+
+impl BoundListener {
+    /// Splits the listener into one acceptor per worker.
+    pub fn into_acceptors(self) -> impl Iterator<Item = Acceptor> {
+        let Self {
+            name,
+            sockets,
+            tls,
+            permits,
+            trust_forwarded,
+            ..
+        } = self;
+        sockets.into_iter().map(move |socket| Acceptor {
+            name: name.clone(),
+            socket,
+            tls: tls.clone(),
+            permits: permits.clone(),
+            trust_forwarded,
+        })
+    }
 }
 
 /// hyper's connection builder with the limits of `server`.
@@ -82,10 +132,11 @@ pub fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
-// === impl BoundListener ===
+// === impl Acceptor ===
 
-impl BoundListener {
+impl Acceptor {
     /// Accepts until `stop` turns true; each connection is watched by `watcher`.
+    /// Runs on a worker's runtime.
     pub async fn serve(
         self,
         shared: Arc<Shared>,
@@ -93,7 +144,14 @@ impl BoundListener {
         watcher: impl Fn() -> Watcher + Send + 'static,
         mut stop: watch::Receiver<bool>,
     ) {
-        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let listener = match TcpListener::from_std(self.socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listener = %self.name, error = %e, "cannot register the listener socket");
+                return;
+            }
+        };
+        let permits = self.permits;
         let tls_timeout = shared.server.tls_handshake_timeout;
         let write_timeout = shared.server.write_idle_timeout;
         loop {
@@ -102,7 +160,7 @@ impl BoundListener {
                 _ = stopped(&mut stop) => return,
             };
             let (stream, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
+                r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly.

@@ -110,13 +110,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(pool = %pool, addr = %addr, "demo upstream");
         }
     }
-    let bound = Proxy::new(config, access_log).bind().await?;
+    let bound = Proxy::new(config, access_log).bind()?;
     if demo {
         if let Some((_, addr)) = bound.addrs().first() {
             print_demo_hints(*addr);
         }
     }
-    bound.run(shutdown_signal()).await;
+    bound.run(shutdown_signal()).await?;
     Ok(())
 }
 

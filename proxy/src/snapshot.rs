@@ -58,7 +58,8 @@ impl Snapshot {
     pub fn new(cfg: &Config) -> Self {
         let mut snap = Snapshot::default();
         for (i, s) in cfg.services.iter().enumerate() {
-            snap.services.push(Arc::new(Service::new(s)));
+            snap.services
+                .push(Arc::new(Service::new(s, cfg.server.workers)));
             match &s.host {
                 Some(HostMatch::Exact(h)) => snap.exact.entry(h.clone()).or_default().push(i),
                 Some(HostMatch::Wildcard(sfx)) => {
@@ -122,12 +123,16 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 // === impl Service ===
 
 impl Service {
-    fn new(cfg: &ServiceConfig) -> Self {
+    fn new(cfg: &ServiceConfig, workers: usize) -> Self {
         let names: Vec<String> = cfg.pools.iter().map(|p| p.name.clone()).collect();
         Self {
             name: cfg.name.clone(),
             path_prefix: cfg.path_prefix.clone(),
-            pools: cfg.pools.iter().map(|p| Arc::new(Pool::new(p))).collect(),
+            pools: cfg
+                .pools
+                .iter()
+                .map(|p| Arc::new(Pool::new(p, workers)))
+                .collect(),
             pool_header_values: names
                 .iter()
                 .map(|n| HeaderValue::from_str(n).unwrap_or(HeaderValue::from_static("invalid")))

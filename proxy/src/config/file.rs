@@ -61,6 +61,7 @@ pub(crate) struct FileServer {
     pub max_headers: Option<Spanned<usize>>,
     pub max_uri_bytes: Option<Spanned<ByteSize>>,
     pub h2_max_concurrent_streams: Option<u32>,
+    pub workers: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]

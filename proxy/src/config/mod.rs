@@ -84,6 +84,8 @@ pub struct ServerConfig {
     pub max_uri_bytes: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Data-path worker threads (default: one per core).
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
             h2_max_concurrent_streams: 100,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -380,7 +383,19 @@ fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {
         }
         Some(s) => s.value,
     };
+    let workers = match f.workers {
+        None => d.workers,
+        Some(w) if w.value == 0 || w.value > 1024 => {
+            return Err(fail(
+                "server.workers",
+                &w.referenced,
+                "must be between 1 and 1024",
+            ))
+        }
+        Some(w) => w.value,
+    };
     Ok(ServerConfig {
+        workers,
         header_read_timeout: f.header_read_timeout.map_or(d.header_read_timeout, |v| v.0),
         body_idle_timeout: f.body_idle_timeout.map_or(d.body_idle_timeout, |v| v.0),
         write_idle_timeout: f.write_idle_timeout.map_or(d.write_idle_timeout, |v| v.0),

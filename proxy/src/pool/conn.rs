@@ -1,9 +1,11 @@
 //! Upstream connections of one endpoint: HTTP/1.1 with keep-alive.
 //!
-//! Idle connections wait in a bounded lock-free queue. A request takes one
-//! (skipping any the upstream closed or that idled too long) or dials a new
-//! one; the response body puts it back when the exchange ended cleanly (see
-//! `ProxyBody::upstream`). A full queue drops the extra connection.
+//! Each worker thread keeps its own idle connections in a bounded queue, so a
+//! connection is only ever used on the thread that drives it. A request takes
+//! one (skipping any the upstream closed or that idled too long) or dials a
+//! new one; the response body puts it back when the exchange ended cleanly
+//! (see `ProxyBody::upstream`). A full queue drops the extra connection. Off
+//! the worker threads nothing is pooled.
 
 use crate::body::ProxyBody;
 use crossbeam_queue::ArrayQueue;
@@ -37,16 +39,21 @@ pub enum ConnectError {
     Handshake(SocketAddr, hyper::Error),
 }
 
+/// Idle connections of one endpoint, one queue per worker.
 #[derive(Debug)]
 pub(super) struct Idle {
-    queue: ArrayQueue<(Sender, Instant)>,
+    per_worker: Box<[ArrayQueue<(Sender, Instant)>]>,
 }
 
 impl Idle {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(workers: usize) -> Self {
         Self {
-            queue: ArrayQueue::new(MAX_IDLE),
+            per_worker: (0..workers).map(|_| ArrayQueue::new(MAX_IDLE)).collect(),
         }
+    }
+
+    fn queue(&self) -> Option<&ArrayQueue<(Sender, Instant)>> {
+        crate::worker::index().and_then(|i| self.per_worker.get(i))
     }
 
     /// A ready connection, and whether it was newly dialled.
@@ -55,7 +62,10 @@ impl Idle {
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<(Sender, bool), ConnectError> {
-        while let Some((mut sender, since)) = self.queue.pop() {
+        let Some(queue) = self.queue() else {
+            return connect(addr, connect_timeout).await.map(|s| (s, true));
+        };
+        while let Some((mut sender, since)) = queue.pop() {
             if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
@@ -69,9 +79,9 @@ impl Idle {
     }
 
     pub(super) fn checkin(&self, sender: Sender) {
-        if !sender.is_closed() {
+        if let (Some(queue), false) = (self.queue(), sender.is_closed()) {
             // A full queue drops the connection, which closes it.
-            let _ = self.queue.push((sender, Instant::now()));
+            let _ = queue.push((sender, Instant::now()));
         }
     }
 }

@@ -53,11 +53,11 @@ pub struct Endpoint {
 impl Pool {
     /// Builds a pool and starts its active health checks, if configured.
     /// Must be called inside a tokio runtime when health checks are configured.
-    pub fn new(cfg: &PoolConfig) -> Self {
+    pub fn new(cfg: &PoolConfig, workers: usize) -> Self {
         let endpoints: Box<[Arc<Endpoint>]> = cfg
             .endpoints
             .iter()
-            .map(|a| Arc::new(Endpoint::new(*a)))
+            .map(|a| Arc::new(Endpoint::new(*a, workers)))
             .collect();
         let checks = match &cfg.health_check {
             Some(hc) => endpoints
@@ -154,7 +154,7 @@ impl Drop for Pool {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(addr: SocketAddr, workers: usize) -> Self {
         Self {
             addr,
             in_flight: AtomicU32::new(0),
@@ -162,7 +162,7 @@ impl Endpoint {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             active_healthy: AtomicBool::new(true),
-            idle: conn::Idle::new(),
+            idle: conn::Idle::new(workers),
         }
     }
 
@@ -228,19 +228,22 @@ mod tests {
     use super::*;
 
     fn pool(n: usize, lb: LbKind) -> Pool {
-        Pool::new(&PoolConfig {
-            name: "p".into(),
-            endpoints: (0..n)
-                .map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)))
-                .collect(),
-            lb,
-            health_check: None,
-            outlier: OutlierConfig {
-                consecutive_failures: 3,
-                base_ejection: Duration::from_secs(10),
-                max_ejection: Duration::from_secs(60),
+        Pool::new(
+            &PoolConfig {
+                name: "p".into(),
+                endpoints: (0..n)
+                    .map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)))
+                    .collect(),
+                lb,
+                health_check: None,
+                outlier: OutlierConfig {
+                    consecutive_failures: 3,
+                    base_ejection: Duration::from_secs(10),
+                    max_ejection: Duration::from_secs(60),
+                },
             },
-        })
+            1,
+        )
     }
 
     #[test]
