@@ -39,10 +39,7 @@ fn headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in [
         ("host", "shop.example.com"),
-        (
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
-        ),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
         ("accept", "text/html,application/xhtml+xml"),
         ("accept-language", "en-GB,en;q=0.9"),
         ("accept-encoding", "gzip, deflate, br"),
@@ -61,15 +58,9 @@ fn bench(c: &mut Criterion) {
     let by_header = split("      sticky: { header: x-user-id }\n");
     let by_cookie = split("      sticky: { cookie: session }\n");
     let mut g = c.benchmark_group("split");
-    g.bench_function("unkeyed", |b| {
-        b.iter(|| black_box(unkeyed.assign(black_box(&h))))
-    });
-    g.bench_function("sticky_header", |b| {
-        b.iter(|| black_box(by_header.assign(black_box(&h))))
-    });
-    g.bench_function("sticky_cookie", |b| {
-        b.iter(|| black_box(by_cookie.assign(black_box(&h))))
-    });
+    g.bench_function("unkeyed", |b| b.iter(|| black_box(unkeyed.assign(black_box(&h)))));
+    g.bench_function("sticky_header", |b| b.iter(|| black_box(by_header.assign(black_box(&h)))));
+    g.bench_function("sticky_cookie", |b| b.iter(|| black_box(by_cookie.assign(black_box(&h)))));
     g.finish();
 }
 

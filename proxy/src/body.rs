@@ -65,9 +65,7 @@ impl ProxyBody {
 
     /// A body of one chunk.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
-        Self {
-            kind: Kind::Full(Some(bytes.into())),
-        }
+        Self { kind: Kind::Full(Some(bytes.into())) }
     }
 
     /// A streamed body with an idle timeout and an optional size cap.
@@ -88,12 +86,7 @@ impl ProxyBody {
     }
 
     /// A response body that returns `sender` to `endpoint`'s pool when it ends cleanly.
-    pub fn upstream(
-        inner: Incoming,
-        idle: Duration,
-        sender: Sender,
-        endpoint: Arc<Endpoint>,
-    ) -> Self {
+    pub fn upstream(inner: Incoming, idle: Duration, sender: Sender, endpoint: Arc<Endpoint>) -> Self {
         if inner.is_end_stream() {
             endpoint.checkin(sender);
             return Self::empty();
@@ -125,10 +118,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -161,9 +151,7 @@ impl Stream {
         let Poll::Ready(frame) = polled else {
             // Arm the idle timer at the first pause after progress.
             let idle = self.idle;
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
             if sleep.is_elapsed() {
                 sleep.as_mut().reset(Instant::now() + idle);
             }

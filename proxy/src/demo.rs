@@ -26,10 +26,7 @@ pub async fn start_upstreams(config: &Config) -> std::io::Result<Vec<(String, So
                 let listener = TcpListener::bind(addr).await.map_err(|e| {
                     std::io::Error::new(
                         e.kind(),
-                        format!(
-                            "demo upstream {addr} (service {}, pool {}): {e}",
-                            service.name, pool.name
-                        ),
+                        format!("demo upstream {addr} (service {}, pool {}): {e}", service.name, pool.name),
                     )
                 })?;
                 let text = Bytes::from(format!("hello from {} ({addr})\n", pool.name));
@@ -49,18 +46,13 @@ async fn serve(listener: TcpListener, text: Bytes) {
         let text = text.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let status = if req.uri().path() == "/fail" {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                };
+                let status =
+                    if req.uri().path() == "/fail" { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
                 let mut resp = Response::new(Full::new(text.clone()));
                 *resp.status_mut() = status;
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

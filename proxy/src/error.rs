@@ -12,25 +12,25 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     ReadConfig {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The configuration is invalid; the message names the field and line.
     #[error("{0}")]
     Config(String),
     /// A listener could not be bound.
-    #[error("listener `{name}`: cannot bind {addr}: {source}")]
+    #[error("listener `{name}`: cannot bind {addr}: {error}")]
     Bind {
         /// The listener's name.
         name: String,
         /// The address.
         addr: std::net::SocketAddr,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A TLS certificate or key could not be loaded.
     #[error("{0}")]
@@ -101,9 +101,6 @@ impl ErrorClass {
 
     /// Whether the failure counts against the endpoint's passive health.
     pub fn is_endpoint_failure(self) -> bool {
-        matches!(
-            self,
-            Self::UpstreamConnect | Self::UpstreamTimeout | Self::UpstreamReset
-        )
+        matches!(self, Self::UpstreamConnect | Self::UpstreamTimeout | Self::UpstreamReset)
     }
 }

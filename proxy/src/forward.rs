@@ -25,11 +25,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Serves one client request; never fails (errors become responses).
-pub async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ClientConn>,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = req.method().clone();
     let version = req.version();
@@ -75,10 +71,7 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
 
     // 1. check
     let version = req.version();
-    let client_upgrade = req
-        .headers()
-        .contains_key(header::UPGRADE)
-        .then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let checked = match headers::check_request(&parts, shared.server.max_uri_bytes) {
         Ok(c) => c,
@@ -124,11 +117,7 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
     parts.version = Version::HTTP_11;
     let bodyless = body.is_end_stream();
     let retry_connect = bodyless && is_idempotent(&parts.method);
-    let body = ProxyBody::stream(
-        body,
-        shared.server.body_idle_timeout,
-        service.max_request_body,
-    );
+    let body = ProxyBody::stream(body, shared.server.body_idle_timeout, service.max_request_body);
     let mut upstream_req = Request::from_parts(parts, body);
 
     // 4. forward
@@ -137,11 +126,7 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
     let mut stale_left = 3;
     let (endpoint_index, mut resp, sender) = loop {
         let Some(i) = pool.pick(exclude) else {
-            let class = if exclude.is_some() {
-                ErrorClass::UpstreamConnect
-            } else {
-                ErrorClass::NoHealthyEndpoint
-            };
+            let class = if exclude.is_some() { ErrorClass::UpstreamConnect } else { ErrorClass::NoHealthyEndpoint };
             return Err((class, log));
         };
         let endpoint = &pool.endpoints[i];
@@ -159,8 +144,7 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
                 return Err((ErrorClass::UpstreamConnect, log));
             }
         };
-        let sent =
-            tokio::time::timeout(service.timeout, sender.try_send_request(upstream_req)).await;
+        let sent = tokio::time::timeout(service.timeout, sender.try_send_request(upstream_req)).await;
         match sent {
             Ok(Ok(resp)) => break (i, resp, sender),
             Err(_elapsed) => {
@@ -195,15 +179,10 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
     headers::to_client(&mut rparts.headers, switching && flags.websocket);
     rparts.version = version;
     if service.expose_pool {
-        rparts.headers.insert(
-            &X_SWITCHYARD_POOL,
-            service.pool_header_values[pool_index].clone(),
-        );
+        rparts.headers.insert(&X_SWITCHYARD_POOL, service.pool_header_values[pool_index].clone());
     }
     if flags.close && version < Version::HTTP_2 {
-        rparts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let body = if switching {
         if !flags.websocket {
@@ -213,12 +192,7 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
         tunnel(client_upgrade, upstream_upgrade, endpoint.addr);
         ProxyBody::empty()
     } else {
-        let body = ProxyBody::upstream(
-            rbody,
-            shared.server.body_idle_timeout,
-            sender,
-            endpoint.clone(),
-        );
+        let body = ProxyBody::upstream(rbody, shared.server.body_idle_timeout, sender, endpoint.clone());
         in_flight(body, pool, &endpoint)
     };
     Ok((Response::from_parts(rparts, body), log))
@@ -267,26 +241,15 @@ fn upstream_uri(uri: &Uri, path: &str) -> Uri {
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 fn is_gateway_failure(s: StatusCode) -> bool {
-    matches!(
-        s,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
+    matches!(s, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT)
 }
 
 /// Maps a failed upstream exchange to its class: our own body errors first

@@ -107,15 +107,9 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>,
     }
 
     let websocket = parts.version == Version::HTTP_11
-        && parts
-            .headers
-            .get(header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         && has_token(&parts.headers, header::CONNECTION, b"upgrade");
-    Ok(Checked {
-        host,
-        flags: RequestFlags { close, websocket },
-    })
+    Ok(Checked { host, flags: RequestFlags { close, websocket } })
 }
 
 /// Strips the port from `host[:port]` or `[v6]:port`.
@@ -149,36 +143,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for name in
+        [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE]
+    {
         headers.remove(name);
     }
 }
 
 /// Rewrites the client's headers into what the upstream receives.
-pub fn to_upstream(
-    headers: &mut HeaderMap,
-    flags: RequestFlags,
-    authority: Option<&str>,
-    conn: &ClientConn,
-) {
+pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Option<&str>, conn: &ClientConn) {
     strip_hop_by_hop(headers);
     headers.remove(header::PROXY_AUTHORIZATION);
     // A body framed by Transfer-Encoding travels chunked; a stray length must not.
     if flags.close {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let internal: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-switchyard-"))
-        .cloned()
-        .collect();
+    let internal: Vec<HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with("x-switchyard-")).cloned().collect();
     for k in internal {
         headers.remove(k);
     }
@@ -189,11 +170,7 @@ pub fn to_upstream(
         }
     }
 
-    let prior = if conn.trust_forwarded {
-        joined(headers, &X_FORWARDED_FOR)
-    } else {
-        None
-    };
+    let prior = if conn.trust_forwarded { joined(headers, &X_FORWARDED_FOR) } else { None };
     let xff = match prior {
         Some(mut p) => {
             p.extend_from_slice(b", ");
@@ -236,11 +213,7 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 /// Rewrites the upstream's response headers into what the client receives.
 /// A `101 Switching Protocols` keeps its `Upgrade` and `Connection: upgrade`.
 pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool) {
-    let upgrade = if switching_protocols {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
+    let upgrade = if switching_protocols { headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(headers);
     headers.remove(header::PROXY_AUTHENTICATE);
     if let Some(u) = upgrade {
@@ -279,24 +252,13 @@ mod tests {
     #[test]
     fn limits_and_methods() {
         let p = parts(Request::connect("a.com:443").header("host", "a.com:443"));
-        assert_eq!(
-            check_request(&p, 8192).unwrap_err(),
-            ErrorClass::MethodNotAllowed
-        );
+        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::MethodNotAllowed);
         let long = format!("/{}", "a".repeat(9000));
         let p = parts(Request::get(long.as_str()).header("host", "a"));
         assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::UriTooLong);
-        let p = parts(
-            Request::post("/")
-                .header("host", "a")
-                .header("transfer-encoding", "chunked, chunked"),
-        );
+        let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "chunked, chunked"));
         assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
-        let p = parts(
-            Request::post("/")
-                .header("host", "a")
-                .header("transfer-encoding", "Chunked"),
-        );
+        let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "Chunked"));
         assert!(check_request(&p, 8192).is_ok());
     }
 
@@ -315,21 +277,10 @@ mod tests {
                 .header("x-keep", "yes"),
         );
         let flags = RequestFlags::default();
-        let conn = ClientConn {
-            peer_ip: HeaderValue::from_static("10.0.0.1"),
-            tls: false,
-            trust_forwarded: false,
-        };
+        let conn = ClientConn { peer_ip: HeaderValue::from_static("10.0.0.1"), tls: false, trust_forwarded: false };
         to_upstream(&mut p.headers, flags, None, &conn);
         let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
-        for gone in [
-            "connection",
-            "x-secret",
-            "keep-alive",
-            "te",
-            "proxy-authorization",
-            "x-switchyard-pool",
-        ] {
+        for gone in ["connection", "x-secret", "keep-alive", "te", "proxy-authorization", "x-switchyard-pool"] {
             assert!(!names.contains(&gone), "{gone} in {names:?}");
         }
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
@@ -337,16 +288,8 @@ mod tests {
         assert_eq!(p.headers["x-forwarded-host"], "a.com");
         assert_eq!(p.headers["x-keep"], "yes");
 
-        let mut p = parts(
-            Request::get("/")
-                .header("x-forwarded-for", "1.1.1.1")
-                .header("x-forwarded-for", "2.2.2.2"),
-        );
-        let trusted = ClientConn {
-            trust_forwarded: true,
-            tls: true,
-            ..conn
-        };
+        let mut p = parts(Request::get("/").header("x-forwarded-for", "1.1.1.1").header("x-forwarded-for", "2.2.2.2"));
+        let trusted = ClientConn { trust_forwarded: true, tls: true, ..conn };
         to_upstream(&mut p.headers, flags, Some("b.com"), &trusted);
         assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "https");

@@ -72,6 +72,17 @@ pub struct Bound {
     shared: Arc<Shared>,
 }
 
+/// Everything `switchyard check` verifies beyond [`Config::load`]: that every
+/// listener's certificates and keys load and match.
+pub fn check(config: &Config) -> Result<(), Error> {
+    for l in &config.listeners {
+        if let Some(t) = &l.tls {
+            tls::server_config(t).map_err(|e| Error::Tls(format!("listener `{}`: {e}", l.name)))?;
+        }
+    }
+    Ok(())
+}
+
 // === impl Proxy ===
 
 impl Proxy {
@@ -89,16 +100,8 @@ impl Proxy {
     /// Binds every listener (one socket per worker) and loads TLS certificates.
     pub fn bind(self) -> Result<Bound, Error> {
         let workers = self.shared.server.workers;
-        let listeners = self
-            .config
-            .listeners
-            .iter()
-            .map(|l| listener::bind(l, workers))
-            .collect::<Result<_, _>>()?;
-        Ok(Bound {
-            listeners,
-            shared: self.shared,
-        })
+        let listeners = self.config.listeners.iter().map(|l| listener::bind(l, workers)).collect::<Result<_, _>>()?;
+        Ok(Bound { listeners, shared: self.shared })
     }
 }
 
@@ -107,10 +110,7 @@ impl Proxy {
 impl Bound {
     /// The bound addresses, by listener name.
     pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.local_addr))
-            .collect()
+        self.listeners.iter().map(|l| (l.name.clone(), l.local_addr)).collect()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
@@ -124,8 +124,7 @@ impl Bound {
         let (exit_tx, exit_rx) = watch::channel(false);
         let (stopped_tx, mut stopped_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
 
-        let mut per_worker: Vec<Vec<listener::Acceptor>> =
-            (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<listener::Acceptor>> = (0..workers).map(|_| Vec::new()).collect();
         for l in self.listeners {
             tracing::info!(listener = %l.name, addr = %l.local_addr, workers, "listening");
             for (i, a) in l.into_acceptors().enumerate() {
@@ -134,18 +133,11 @@ impl Bound {
         }
         let mut threads = Vec::new();
         for (i, acceptors) in per_worker.into_iter().enumerate() {
-            let (shared, graceful, stop_rx, exit_rx, stopped_tx) = (
-                self.shared.clone(),
-                graceful.clone(),
-                stop_rx.clone(),
-                exit_rx.clone(),
-                stopped_tx.clone(),
-            );
+            let (shared, graceful, stop_rx, exit_rx, stopped_tx) =
+                (self.shared.clone(), graceful.clone(), stop_rx.clone(), exit_rx.clone(), stopped_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
-                .spawn(move || {
-                    worker_main(i, acceptors, shared, graceful, stop_rx, exit_rx, stopped_tx)
-                })
+                .spawn(move || worker_main(i, acceptors, shared, graceful, stop_rx, exit_rx, stopped_tx))
                 .map_err(|e| Error::Runtime(format!("cannot start worker thread {i}: {e}")))?;
             threads.push(thread);
         }
@@ -190,10 +182,7 @@ fn worker_main(
     stopped: tokio::sync::mpsc::UnboundedSender<()>,
 ) {
     worker::set_index(index);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(worker = index, error = %e, "cannot start the worker runtime");
@@ -207,12 +196,7 @@ fn worker_main(
             .into_iter()
             .map(|a| {
                 let g = graceful.clone();
-                tokio::spawn(a.serve(
-                    shared.clone(),
-                    builder.clone(),
-                    move || g.watcher(),
-                    stop.clone(),
-                ))
+                tokio::spawn(a.serve(shared.clone(), builder.clone(), move || g.watcher(), stop.clone()))
             })
             .collect();
         for l in loops {

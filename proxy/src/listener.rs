@@ -57,11 +57,13 @@ pub fn bind(cfg: &ListenerConfig, workers: usize) -> Result<BoundListener, Error
         Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
         None => None,
     };
-    let bind_err = |source| Error::Bind {
-        name: cfg.name.clone(),
-        addr: cfg.bind,
-        source,
-    };
+    let bind_err = |error| Error::Bind { name: cfg.name.clone(), addr: cfg.bind, error };
+    // SO_REUSEPORT would let this process silently share a port with another
+    // one (say, a second proxy started by mistake): a plain bind first makes
+    // a taken port an error, as operators expect.
+    if cfg.bind.port() != 0 {
+        drop(std::net::TcpListener::bind(cfg.bind).map_err(bind_err)?);
+    }
     let first = reuseport_socket(cfg.bind).map_err(bind_err)?;
     // Port 0 picks a port once; the other workers join that same port.
     let local_addr = first.local_addr().map_err(bind_err)?;
@@ -94,14 +96,7 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 impl BoundListener {
     /// Splits the listener into one acceptor per worker.
     pub fn into_acceptors(self) -> impl Iterator<Item = Acceptor> {
-        let Self {
-            name,
-            sockets,
-            tls,
-            permits,
-            trust_forwarded,
-            ..
-        } = self;
+        let Self { name, sockets, tls, permits, trust_forwarded, .. } = self;
         sockets.into_iter().map(move |socket| Acceptor {
             name: name.clone(),
             socket,
@@ -173,13 +168,11 @@ impl Acceptor {
             };
             let _ = stream.set_nodelay(true);
             let conn = Arc::new(ClientConn {
-                peer_ip: HeaderValue::from_str(&peer.ip().to_string())
-                    .unwrap_or(HeaderValue::from_static("unknown")),
+                peer_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
                 tls: self.tls.is_some(),
                 trust_forwarded: self.trust_forwarded,
             });
-            let (shared, builder, watcher, tls) =
-                (shared.clone(), builder.clone(), watcher(), self.tls.clone());
+            let (shared, builder, watcher, tls) = (shared.clone(), builder.clone(), watcher(), self.tls.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let mut io = TimeoutStream::new(stream);
@@ -187,17 +180,13 @@ impl Acceptor {
                 let io = Box::pin(io);
                 match tls {
                     None => serve_conn(io, shared, conn, &builder, watcher).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(tls_timeout, acceptor.accept(io)).await {
-                            Ok(Ok(tls_stream)) => {
-                                serve_conn(tls_stream, shared, conn, &builder, watcher).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(peer = %peer, error = %e, "tls handshake failed")
-                            }
-                            Err(_) => tracing::debug!(peer = %peer, "tls handshake timed out"),
+                    Some(acceptor) => match tokio::time::timeout(tls_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(tls_stream)) => serve_conn(tls_stream, shared, conn, &builder, watcher).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "tls handshake failed")
                         }
-                    }
+                        Err(_) => tracing::debug!(peer = %peer, "tls handshake timed out"),
+                    },
                 }
             });
         }

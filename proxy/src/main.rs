@@ -8,20 +8,10 @@ use switchyard::logging::{self, LogFormat};
 use switchyard::{Config, Proxy};
 
 #[derive(Parser)]
-#[command(
-    name = "switchyard",
-    version,
-    about = "A reverse proxy for progressive delivery"
-)]
+#[command(name = "switchyard", version, about = "A reverse proxy for progressive delivery")]
 struct Cli {
     /// Log line format.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "human",
-        env = "SWITCHYARD_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "human", env = "SWITCHYARD_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -55,7 +45,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Check { config } = &cli.command {
-        return match Config::load(config) {
+        return match Config::load(config).and_then(|c| switchyard::check(&c).map(|()| c)) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} listener(s), {} service(s))",
@@ -72,10 +62,7 @@ fn main() -> ExitCode {
         };
     }
     let _guard = logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");
@@ -86,7 +73,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("switchyard: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -94,18 +80,13 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     let (config_path, access_log, demo) = match command {
-        Command::Serve {
-            config,
-            no_access_log,
-        } => (config, !no_access_log, false),
+        Command::Serve { config, no_access_log } => (config, !no_access_log, false),
         Command::Demo { config } => (config, true, true),
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
     };
     let config = Config::load(&config_path)?;
     if demo {
-        let started = switchyard::demo::start_upstreams(&config)
-            .await
-            .context("starting demo upstreams")?;
+        let started = switchyard::demo::start_upstreams(&config).await.context("starting demo upstreams")?;
         for (pool, addr) in &started {
             tracing::info!(pool = %pool, addr = %addr, "demo upstream");
         }
@@ -135,14 +116,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

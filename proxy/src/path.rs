@@ -30,8 +30,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
         match b[i] {
             b'\\' => return Err(AmbiguousPath),
             b'%' => {
-                let (Some(h), Some(l)) = (b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex))
-                else {
+                let (Some(h), Some(l)) = (b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex)) else {
                     return Err(AmbiguousPath);
                 };
                 let c = h * 16 + l;
@@ -40,11 +39,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
                 } else if matches!(c, b'/' | b'\\' | 0) {
                     return Err(AmbiguousPath);
                 } else {
-                    decoded.extend_from_slice(&[
-                        b'%',
-                        b[i + 1].to_ascii_uppercase(),
-                        b[i + 2].to_ascii_uppercase(),
-                    ]);
+                    decoded.extend_from_slice(&[b'%', b[i + 1].to_ascii_uppercase(), b[i + 2].to_ascii_uppercase()]);
                 }
                 i += 3;
             }
@@ -76,15 +71,11 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
         out.push(b'/');
     }
     // Only ASCII bytes were added or decoded, so the bytes stay valid UTF-8.
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| AmbiguousPath)
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| AmbiguousPath)
 }
 
 fn needs_work(b: &[u8]) -> bool {
-    b.iter().any(|c| matches!(c, b'%' | b'\\'))
-        || b.windows(2)
-            .any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'))
+    b.iter().any(|c| matches!(c, b'%' | b'\\')) || b.windows(2).any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'))
 }
 
 fn hex(c: &u8) -> Option<u8> {

@@ -58,21 +58,17 @@ impl Snapshot {
     pub fn new(cfg: &Config) -> Self {
         let mut snap = Snapshot::default();
         for (i, s) in cfg.services.iter().enumerate() {
-            snap.services
-                .push(Arc::new(Service::new(s, cfg.server.workers)));
+            snap.services.push(Arc::new(Service::new(s, cfg.server.workers)));
             match &s.host {
                 Some(HostMatch::Exact(h)) => snap.exact.entry(h.clone()).or_default().push(i),
-                Some(HostMatch::Wildcard(sfx)) => {
-                    match snap.wildcard.iter_mut().find(|(w, _)| w == sfx) {
-                        Some((_, v)) => v.push(i),
-                        None => snap.wildcard.push((sfx.clone(), vec![i])),
-                    }
-                }
+                Some(HostMatch::Wildcard(sfx)) => match snap.wildcard.iter_mut().find(|(w, _)| w == sfx) {
+                    Some((_, v)) => v.push(i),
+                    None => snap.wildcard.push((sfx.clone(), vec![i])),
+                },
                 None => snap.any_host.push(i),
             }
         }
-        snap.wildcard
-            .sort_by_key(|(sfx, _)| std::cmp::Reverse(sfx.len()));
+        snap.wildcard.sort_by_key(|(sfx, _)| std::cmp::Reverse(sfx.len()));
         let by_prefix_len = |v: &mut Vec<usize>, services: &[Arc<Service>]| {
             v.sort_by_key(|&i| std::cmp::Reverse(services[i].path_prefix.len()))
         };
@@ -88,12 +84,8 @@ impl Snapshot {
 
     /// The service for a host (lower case, without port) and a normalised path.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Service>> {
-        let in_group = |group: &[usize]| {
-            group
-                .iter()
-                .map(|&i| &self.services[i])
-                .find(|s| prefix_matches(&s.path_prefix, path))
-        };
+        let in_group =
+            |group: &[usize]| group.iter().map(|&i| &self.services[i]).find(|s| prefix_matches(&s.path_prefix, path));
         if let Some(s) = self.exact.get(host).and_then(|g| in_group(g)) {
             return Some(s);
         }
@@ -115,9 +107,7 @@ impl Snapshot {
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
-        && (prefix.ends_with('/')
-            || path.len() == prefix.len()
-            || path.as_bytes()[prefix.len()] == b'/')
+        && (prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
 }
 
 // === impl Service ===
@@ -128,11 +118,7 @@ impl Service {
         Self {
             name: cfg.name.clone(),
             path_prefix: cfg.path_prefix.clone(),
-            pools: cfg
-                .pools
-                .iter()
-                .map(|p| Arc::new(Pool::new(p, workers)))
-                .collect(),
+            pools: cfg.pools.iter().map(|p| Arc::new(Pool::new(p, workers))).collect(),
             pool_header_values: names
                 .iter()
                 .map(|n| HeaderValue::from_str(n).unwrap_or(HeaderValue::from_static("invalid")))
@@ -171,34 +157,13 @@ services:
     #[test]
     fn host_then_longest_prefix() {
         let s = snap();
-        assert_eq!(
-            name(&s, "shop.example.com", "/api/x").as_deref(),
-            Some("exact-api")
-        );
-        assert_eq!(
-            name(&s, "shop.example.com", "/api").as_deref(),
-            Some("exact-api")
-        );
-        assert_eq!(
-            name(&s, "shop.example.com", "/apix").as_deref(),
-            Some("exact-root")
-        );
-        assert_eq!(
-            name(&s, "a.example.com", "/img/1.png").as_deref(),
-            Some("wild")
-        );
-        assert_eq!(
-            name(&s, "a.eu.example.com", "/img/1.png").as_deref(),
-            Some("wild-deep")
-        );
-        assert_eq!(
-            name(&s, "example.com", "/img/1.png").as_deref(),
-            Some("fallback")
-        );
-        assert_eq!(
-            name(&s, "a.example.com", "/img").as_deref(),
-            Some("fallback")
-        );
+        assert_eq!(name(&s, "shop.example.com", "/api/x").as_deref(), Some("exact-api"));
+        assert_eq!(name(&s, "shop.example.com", "/api").as_deref(), Some("exact-api"));
+        assert_eq!(name(&s, "shop.example.com", "/apix").as_deref(), Some("exact-root"));
+        assert_eq!(name(&s, "a.example.com", "/img/1.png").as_deref(), Some("wild"));
+        assert_eq!(name(&s, "a.eu.example.com", "/img/1.png").as_deref(), Some("wild-deep"));
+        assert_eq!(name(&s, "example.com", "/img/1.png").as_deref(), Some("fallback"));
+        assert_eq!(name(&s, "a.example.com", "/img").as_deref(), Some("fallback"));
         assert_eq!(name(&s, "other.org", "/"), None);
     }
 }

@@ -15,11 +15,8 @@ use std::sync::Arc;
 /// Builds the rustls server config of a listener, loading every certificate.
 pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut resolver = SniResolver {
-        default: load(&cfg.default, &provider)?,
-        exact: HashMap::new(),
-        wildcard: Vec::new(),
-    };
+    let mut resolver =
+        SniResolver { default: load(&cfg.default, &provider)?, exact: HashMap::new(), wildcard: Vec::new() };
     for (names, files) in &cfg.sni {
         let key = load(files, &provider)?;
         for name in names {
@@ -31,9 +28,7 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Error
             }
         }
     }
-    resolver
-        .wildcard
-        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    resolver.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(format!("tls: {e}")))?
@@ -46,30 +41,14 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Error
 fn load(files: &CertFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, Error> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            Error::Tls(format!(
-                "tls: cannot read certificates from {}: {e}",
-                files.cert.display()
-            ))
-        })?;
+        .map_err(|e| Error::Tls(format!("tls: cannot read certificates from {}: {e}", files.cert.display())))?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!(
-            "tls: no certificate in {}",
-            files.cert.display()
-        )));
+        return Err(Error::Tls(format!("tls: no certificate in {}", files.cert.display())));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        Error::Tls(format!(
-            "tls: cannot read a private key from {}: {e}",
-            files.key.display()
-        ))
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| Error::Tls(format!("tls: cannot read a private key from {}: {e}", files.key.display())))?;
     let ck = CertifiedKey::from_der(certs, key, provider).map_err(|e| {
-        Error::Tls(format!(
-            "tls: {} and {} do not form a usable pair: {e}",
-            files.cert.display(),
-            files.key.display()
-        ))
+        Error::Tls(format!("tls: {} and {} do not form a usable pair: {e}", files.cert.display(), files.key.display()))
     })?;
     Ok(Arc::new(ck))
 }
@@ -94,9 +73,7 @@ impl ResolvesServerCert for SniResolver {
         self.wildcard
             .iter()
             .find(|(sfx, _)| {
-                name.len() > sfx.len()
-                    && name.ends_with(sfx.as_str())
-                    && !name[..name.len() - sfx.len()].contains('.')
+                name.len() > sfx.len() && name.ends_with(sfx.as_str()) && !name[..name.len() - sfx.len()].contains('.')
             })
             .map(|(_, k)| k.clone())
             .or_else(|| Some(self.default.clone()))

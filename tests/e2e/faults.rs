@@ -18,8 +18,7 @@ async fn dead_addr() -> SocketAddr {
 }
 
 fn err_header(h: &http::HeaderMap) -> &str {
-    h.get("x-switchyard-error")
-        .map_or("", |v| v.to_str().unwrap())
+    h.get("x-switchyard-error").map_or("", |v| v.to_str().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,18 +27,8 @@ async fn refused_is_502_and_get_retries_on_another_endpoint() {
     let live = Upstream::text("live").await;
     let yaml = config(
         &[
-            service(
-                "solo",
-                "    match: { path_prefix: /solo }\n",
-                &[("p", &[dead])],
-                "",
-            ),
-            service(
-                "pair",
-                "    match: { path_prefix: /pair }\n",
-                &[("p", &[dead, live.addr])],
-                "",
-            ),
+            service("solo", "    match: { path_prefix: /solo }\n", &[("p", &[dead])], ""),
+            service("pair", "    match: { path_prefix: /pair }\n", &[("p", &[dead, live.addr])], ""),
         ]
         .concat(),
     );
@@ -54,18 +43,12 @@ async fn refused_is_502_and_get_retries_on_another_endpoint() {
     let mut c = Client::connect(proxy.addr).await;
     let mut failed = 0;
     for _ in 0..4 {
-        let req = Request::post("/pair")
-            .header("host", "x")
-            .body(full("data"))
-            .unwrap();
+        let req = Request::post("/pair").header("host", "x").body(full("data")).unwrap();
         let resp = c.send(req).await.unwrap();
         failed += usize::from(resp.status() == 502);
         let _ = resp.into_body().collect().await;
     }
-    assert_eq!(
-        failed, 2,
-        "POSTs to the dead endpoint must fail, not be retried"
-    );
+    assert_eq!(failed, 2, "POSTs to the dead endpoint must fail, not be retried");
 
     // Every GET that lands on the dead endpoint is retried on the live one.
     for _ in 0..8 {
@@ -81,31 +64,19 @@ async fn slow_upstream_is_504_after_the_service_timeout() {
         Response::new(full("late"))
     })
     .await;
-    let yaml = config(&service(
-        "slow",
-        "    timeout: 300ms\n",
-        &[("p", &[slow.addr])],
-        "",
-    ));
+    let yaml = config(&service("slow", "    timeout: 300ms\n", &[("p", &[slow.addr])], ""));
     let proxy = Proxy::start(&yaml).await;
     let t = std::time::Instant::now();
     let (status, headers, _) = get(proxy.addr, "/", &[]).await;
     assert_eq!(status, 504);
     assert_eq!(err_header(&headers), "upstream-timeout");
-    assert!(
-        t.elapsed() < Duration::from_secs(4),
-        "answered before the upstream did"
-    );
+    assert!(t.elapsed() < Duration::from_secs(4), "answered before the upstream did");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_active_checks_make_503() {
     let up = Upstream::start(|req| async move {
-        let status = if req.uri().path() == "/healthz" {
-            500
-        } else {
-            200
-        };
+        let status = if req.uri().path() == "/healthz" { 500 } else { 200 };
         let mut r = Response::new(full("x"));
         *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
         r
@@ -161,24 +132,12 @@ async fn passive_ejection_and_recovery() {
     for _ in 0..20 {
         assert_eq!(c.get("/", &[]).await.2, "good");
     }
-    assert_eq!(
-        flaky.hits(),
-        flaky_hits,
-        "an ejected endpoint gets no traffic"
-    );
+    assert_eq!(flaky.hits(), flaky_hits, "an ejected endpoint gets no traffic");
     broken.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let bodies: Vec<String> = bodies(&mut c, 10).await;
-    assert!(
-        bodies.iter().any(|b| b == "flaky"),
-        "traffic returns after the ejection: {bodies:?}"
-    );
-    assert!(proxy
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l["message"] == "endpoint ejected"));
+    assert!(bodies.iter().any(|b| b == "flaky"), "traffic returns after the ejection: {bodies:?}");
+    assert!(proxy.lines.lock().unwrap().iter().any(|l| l["message"] == "endpoint ejected"));
 }
 
 async fn bodies(c: &mut Client, n: usize) -> Vec<String> {
@@ -216,24 +175,9 @@ async fn broken_upstream_responses() {
     let reset = raw_upstream(b"").await;
     let yaml = config(
         &[
-            service(
-                "half",
-                "    match: { path_prefix: /half }\n",
-                &[("p", &[half])],
-                "",
-            ),
-            service(
-                "garbage",
-                "    match: { path_prefix: /garbage }\n",
-                &[("p", &[garbage])],
-                "",
-            ),
-            service(
-                "reset",
-                "    match: { path_prefix: /reset }\n",
-                &[("p", &[reset])],
-                "",
-            ),
+            service("half", "    match: { path_prefix: /half }\n", &[("p", &[half])], ""),
+            service("garbage", "    match: { path_prefix: /garbage }\n", &[("p", &[garbage])], ""),
+            service("reset", "    match: { path_prefix: /reset }\n", &[("p", &[reset])], ""),
         ]
         .concat(),
     );
@@ -241,20 +185,9 @@ async fn broken_upstream_responses() {
 
     // Half a body then close: the client must see an error, never a complete response.
     let mut c = Client::connect(proxy.addr).await;
-    let resp = c
-        .send(
-            Request::get("/half")
-                .header("host", "x")
-                .body(full(""))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = c.send(Request::get("/half").header("host", "x").body(full("")).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(
-        resp.into_body().collect().await.is_err(),
-        "a truncated body must not look complete"
-    );
+    assert!(resp.into_body().collect().await.is_err(), "a truncated body must not look complete");
 
     let (status, headers, _) = get(proxy.addr, "/garbage", &[]).await;
     assert_eq!(status, 502);

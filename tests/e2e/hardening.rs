@@ -17,11 +17,9 @@ async fn echo_len() -> (Upstream, Arc<Mutex<Vec<Result<u64, ()>>>>) {
             let len = drain_len(req.into_body()).await.map_err(|_| ());
             b.lock().unwrap().push(len);
             let mut r = Response::new(full(format!("len={}", len.unwrap_or(0))));
-            r.headers_mut()
-                .insert("connection", "x-bar".parse().unwrap());
+            r.headers_mut().insert("connection", "x-bar".parse().unwrap());
             r.headers_mut().insert("x-bar", "secret".parse().unwrap());
-            r.headers_mut()
-                .insert("keep-alive", "timeout=5".parse().unwrap());
+            r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
             r.headers_mut().insert("x-kept", "yes".parse().unwrap());
             r
         }
@@ -45,21 +43,15 @@ const WAIT: Duration = Duration::from_secs(3);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_chunked_is_forwarded_chunked_and_closes() {
     let (up, bodies, proxy) = setup().await;
-    let req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let req =
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
     let out = raw(proxy.addr, req, WAIT).await;
     assert_eq!(status_of(&out), 200, "{out}");
     assert!(out.contains("len=3"), "{out}");
-    assert!(
-        out.to_ascii_lowercase().contains("connection: close"),
-        "{out}"
-    );
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
     assert_eq!(up.hits(), 1, "exactly one request reaches the upstream");
     let seen = up.last();
-    assert!(
-        seen.headers.get("content-length").is_none(),
-        "{:?}",
-        seen.headers
-    );
+    assert!(seen.headers.get("content-length").is_none(), "{:?}", seen.headers);
     assert_eq!(seen.headers["transfer-encoding"], "chunked");
     assert_eq!(*bodies.lock().unwrap(), vec![Ok(3)]);
 }
@@ -89,11 +81,7 @@ async fn bad_framing_is_refused_and_nothing_forwarded() {
     for (i, case) in cases.iter().enumerate() {
         let out = raw(proxy.addr, case, WAIT).await;
         let status = status_of(&out);
-        assert!(
-            status == 400 || status == 501,
-            "case {i} ({:?}) got {status}: {out}",
-            String::from_utf8_lossy(case)
-        );
+        assert!(status == 400 || status == 501, "case {i} ({:?}) got {status}: {out}", String::from_utf8_lossy(case));
     }
     assert_eq!(up.hits(), 0, "nothing may be forwarded");
 }
@@ -102,25 +90,17 @@ async fn bad_framing_is_refused_and_nothing_forwarded() {
 async fn broken_chunked_bodies_never_arrive_complete() {
     let (_up, bodies, proxy) = setup().await;
     // An invalid chunk size, then a missing final chunk (client closes its side).
-    let _ = raw(
-        proxy.addr,
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nabc",
-        WAIT,
-    )
-    .await;
+    let _ =
+        raw(proxy.addr, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nabc", WAIT)
+            .await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     use tokio::io::AsyncWriteExt;
-    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n").await.unwrap();
     s.shutdown().await.unwrap();
     drop(s);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = bodies.lock().unwrap().clone();
-    assert!(
-        seen.iter().all(|b| b.is_err()),
-        "an upstream saw a complete body: {seen:?}"
-    );
+    assert!(seen.iter().all(|b| b.is_err()), "an upstream saw a complete body: {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,10 +126,7 @@ async fn hop_by_hop_and_internal_headers_are_stripped_both_ways() {
         assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h:?}");
     }
     assert_eq!(h["x-end"], "kept");
-    assert_eq!(
-        h["x-forwarded-for"], "127.0.0.1",
-        "an untrusted client's XFF is replaced"
-    );
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "an untrusted client's XFF is replaced");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.test:8080");
     let lower = out.to_ascii_lowercase();
@@ -161,62 +138,29 @@ async fn hop_by_hop_and_internal_headers_are_stripped_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_methods_and_timeouts() {
     let (up, _b, proxy) = setup().await;
-    let big = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(70 * 1024)
-    );
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
     assert_eq!(status_of(&raw(proxy.addr, big.as_bytes(), WAIT).await), 431);
     let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
     let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
-    assert_eq!(
-        status_of(&raw(proxy.addr, many.as_bytes(), WAIT).await),
-        431
-    );
+    assert_eq!(status_of(&raw(proxy.addr, many.as_bytes(), WAIT).await), 431);
     let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
-    assert_eq!(
-        status_of(&raw(proxy.addr, long.as_bytes(), WAIT).await),
-        414
-    );
-    assert_eq!(
-        status_of(
-            &raw(
-                proxy.addr,
-                b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
-                WAIT
-            )
-            .await
-        ),
-        405
-    );
+    assert_eq!(status_of(&raw(proxy.addr, long.as_bytes(), WAIT).await), 414);
+    assert_eq!(status_of(&raw(proxy.addr, b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", WAIT).await), 405);
     assert_eq!(up.hits(), 0);
 
     // Slow headers: the connection is closed after the header read timeout (1 s here).
     let t = std::time::Instant::now();
-    let _ = raw(
-        proxy.addr,
-        b"GET / HTTP/1.1\r\nHost: x\r\n",
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(
-        t.elapsed() < Duration::from_secs(4),
-        "a slow header was not cut off: {:?}",
-        t.elapsed()
-    );
+    let _ = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(5)).await;
+    assert!(t.elapsed() < Duration::from_secs(4), "a slow header was not cut off: {:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order() {
-    let up = Upstream::start(|req| async move { Response::new(full(req.uri().path().to_owned())) })
-        .await;
+    let up = Upstream::start(|req| async move { Response::new(full(req.uri().path().to_owned())) }).await;
     let proxy = Proxy::start(&config(&service("s", "", &[("p", &[up.addr])], ""))).await;
     let req = b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let out = raw(proxy.addr, req, WAIT).await;
-    let (a, b, c) = (
-        out.find("/one").unwrap(),
-        out.find("/two").unwrap(),
-        out.find("/three").unwrap(),
-    );
+    let (a, b, c) = (out.find("/one").unwrap(), out.find("/two").unwrap(), out.find("/three").unwrap());
     assert!(a < b && b < c, "{out}");
     assert_eq!(out.matches("HTTP/1.1 200").count(), 3);
 }

@@ -19,25 +19,15 @@ async fn sigterm_drains_requests_in_flight() {
         inflight.push(tokio::spawn(async move { get(addr, "/", &[]).await }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        slow.hits(),
-        5,
-        "all requests reached the upstream before the signal"
-    );
+    assert_eq!(slow.hits(), 5, "all requests reached the upstream before the signal");
     proxy.signal("TERM");
     for r in inflight {
         let (status, _, body) = r.await.unwrap();
         assert_eq!((status.as_u16(), body.as_str()), (200, "finished"));
     }
-    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "{exit:?}");
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "the listener is closed"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,14 +45,7 @@ async fn drain_timeout_bounds_shutdown() {
     let addr = proxy.addr;
     let stuck = tokio::spawn(async move {
         let mut c = Client::connect(addr).await;
-        let r = c
-            .send(
-                http::Request::get("/")
-                    .header("host", "x")
-                    .body(full(""))
-                    .unwrap(),
-            )
-            .await;
+        let r = c.send(http::Request::get("/").header("host", "x").body(full("")).unwrap()).await;
         match r {
             Ok(resp) => resp.into_body().collect().await.is_ok(),
             Err(_) => false,
@@ -71,20 +54,10 @@ async fn drain_timeout_bounds_shutdown() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
     proxy.signal("TERM");
-    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait()).await.unwrap().unwrap();
     assert!(exit.success());
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "exited {:?} after SIGTERM",
-        t.elapsed()
-    );
-    assert!(
-        !stuck.await.unwrap(),
-        "the hung request cannot have completed"
-    );
+    assert!(t.elapsed() < Duration::from_secs(5), "exited {:?} after SIGTERM", t.elapsed());
+    assert!(!stuck.await.unwrap(), "the hung request cannot have completed");
 }
 
 fn check(yaml: &str) -> (bool, String) {
@@ -96,19 +69,12 @@ fn check(yaml: &str) -> (bool, String) {
         .arg(&path)
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
 }
 
 #[test]
 fn check_names_the_field_and_line() {
-    let good = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/checkout.yaml"
-    ))
-    .unwrap();
+    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/checkout.yaml")).unwrap();
     let (ok, out) = check(&good);
     assert!(ok, "{out}");
 
@@ -119,47 +85,35 @@ fn check_names_the_field_and_line() {
             "services[0].pools.canary",
             "line 12",
         ),
-        (
-            "weights: { stable: 95, canary: 5 }",
-            "weights: { stable: 95, canry: 5 }",
-            "unknown pool `canry`",
-            "line 17",
-        ),
-        (
-            "weights: { stable: 95, canary: 5 }",
-            "weights: { stable: 0, canary: 0 }",
-            "must not all be zero",
-            "line 17",
-        ),
-        (
-            "pool: canary }",
-            "pool: blue }",
-            "services[0].split.rules[0].pool",
-            "line 16",
-        ),
-        (
-            "bind: 0.0.0.0:8080",
-            "bind: 0.0.0.0:http-alt-x",
-            "listeners[0].bind",
-            "line 5",
-        ),
-        (
-            "path_prefix: / }",
-            "path_prefix: api }",
-            "services[0].match.path_prefix",
-            "line 9",
-        ),
+        ("weights: { stable: 95, canary: 5 }", "weights: { stable: 95, canry: 5 }", "unknown pool `canry`", "line 17"),
+        ("weights: { stable: 95, canary: 5 }", "weights: { stable: 0, canary: 0 }", "must not all be zero", "line 17"),
+        ("pool: canary }", "pool: blue }", "services[0].split.rules[0].pool", "line 16"),
+        ("bind: 0.0.0.0:8080", "bind: 0.0.0.0:http-alt-x", "listeners[0].bind", "line 5"),
+        ("path_prefix: / }", "path_prefix: api }", "services[0].match.path_prefix", "line 9"),
         ("services:", "servics:", "unknown field `servics`", "line 7"),
     ];
     for (from, to, expect, line) in cases {
         assert!(good.contains(from), "{from}");
         let (ok, out) = check(&good.replacen(from, to, 1));
         assert!(!ok, "accepted: {to}");
-        assert!(
-            out.contains(expect) && out.contains(line),
-            "for `{to}` expected {expect} at {line}, got: {out}"
-        );
+        assert!(out.contains(expect) && out.contains(line), "for `{to}` expected {expect} at {line}, got: {out}");
     }
+    // TLS files are loaded by `check`, not only looked for.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("c.key"), "not a key").unwrap();
+    let yaml = good
+        .replace("    # tls: { cert: certs/site.pem, key: certs/site.key }", "    tls: { cert: c.pem, key: c.key }");
+    std::fs::write(dir.path().join("tls.yaml"), yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("tls.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listener `public`") && err.contains("c.pem"), "{err}");
+
     let (ok, out) = check("listeners: [\n");
     assert!(!ok);
     assert!(out.contains("config:"), "{out}");

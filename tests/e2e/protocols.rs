@@ -13,34 +13,20 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_is_proxied_to_http1() {
     let up = Upstream::text("over h1").await;
-    let proxy = Proxy::start(&config(&service(
-        "s",
-        "    match: { host: h2.test }\n",
-        &[("p", &[up.addr])],
-        "",
-    )))
-    .await;
+    let proxy = Proxy::start(&config(&service("s", "    match: { host: h2.test }\n", &[("p", &[up.addr])], ""))).await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     for _ in 0..3 {
         let req = Request::get("http://h2.test/x").body(full("")).unwrap();
         let resp = sender.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), http::Version::HTTP_2);
-        assert_eq!(
-            resp.into_body().collect().await.unwrap().to_bytes(),
-            "over h1"
-        );
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "over h1");
     }
     let seen = up.last();
-    assert_eq!(
-        seen.headers["host"], "h2.test",
-        "h2 :authority becomes the upstream Host"
-    );
+    assert_eq!(seen.headers["host"], "h2.test", "h2 :authority becomes the upstream Host");
     assert_eq!(seen.uri, "/x");
 }
 
@@ -53,16 +39,9 @@ struct Certs {
 fn certs() -> Certs {
     let dir = tempfile::tempdir().unwrap();
     let mk = |names: &[&str], file: &str| {
-        let ck = rcgen::generate_simple_self_signed(
-            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         std::fs::write(dir.path().join(format!("{file}.pem")), ck.cert.pem()).unwrap();
-        std::fs::write(
-            dir.path().join(format!("{file}.key")),
-            ck.signing_key.serialize_pem(),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(format!("{file}.key")), ck.signing_key.serialize_pem()).unwrap();
         ck.cert.der().clone()
     };
     let main = mk(&["localhost", "shop.test"], "main");
@@ -88,20 +67,13 @@ async fn tls_connect(
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = TcpStream::connect(addr).await.unwrap();
-    connector
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap()
+    connector.connect(ServerName::try_from(name.to_owned()).unwrap(), tcp).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_alpn_and_sni() {
     let up = Upstream::start(|req| async move {
-        let proto = req
-            .headers()
-            .get("x-forwarded-proto")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
+        let proto = req.headers().get("x-forwarded-proto").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         Response::new(full(proto))
     })
     .await;
@@ -121,46 +93,20 @@ async fn tls_with_alpn_and_sni() {
     let tls = tls_connect(proxy.addr, &c, "shop.test", b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0], c.main);
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
-    let resp = h2
-        .send_request(Request::get("https://shop.test/").body(full("")).unwrap())
-        .await
-        .unwrap();
+    let resp = h2.send_request(Request::get("https://shop.test/").body(full("")).unwrap()).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
-    assert_eq!(
-        resp.into_body().collect().await.unwrap().to_bytes(),
-        "https"
-    );
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "https");
 
     // HTTP/1.1 by ALPN, and the SNI certificate for api.test.
     let tls = tls_connect(proxy.addr, &c, "api.test", b"http/1.1").await;
-    assert_eq!(
-        tls.get_ref().1.peer_certificates().unwrap()[0],
-        c.api,
-        "SNI picks the api.test certificate"
-    );
-    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
+    assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0], c.api, "SNI picks the api.test certificate");
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
-    let resp = h1
-        .send_request(
-            Request::get("/")
-                .header("host", "api.test")
-                .body(full(""))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = h1.send_request(Request::get("/").header("host", "api.test").body(full("")).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        resp.into_body().collect().await.unwrap().to_bytes(),
-        "https"
-    );
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "https");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,16 +157,10 @@ async fn websocket_upgrade_tunnels_both_ways() {
     for msg in [&b"ping"[..], b"hello over the tunnel"] {
         s.write_all(msg).await.unwrap();
         let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut back)).await.unwrap().unwrap();
         assert_eq!(back, msg);
     }
     let seen = up.last();
     assert_eq!(seen.headers["upgrade"], "websocket");
-    assert_eq!(
-        seen.headers["sec-websocket-key"],
-        "dGhlIHNhbXBsZSBub25jZQ=="
-    );
+    assert_eq!(seen.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
 }

@@ -24,11 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-type Handler = Arc<
-    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>
-        + Send
-        + Sync,
->;
+type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>> + Send + Sync>;
 
 /// A request as the upstream saw it.
 #[derive(Clone, Debug)]
@@ -106,12 +102,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream {
-            addr,
-            hits,
-            seen,
-            task,
-        }
+        Upstream { addr, hits, seen, task }
     }
 
     pub fn hits(&self) -> usize {
@@ -119,12 +110,7 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("the upstream saw no request")
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw no request")
     }
 }
 
@@ -136,19 +122,14 @@ pub struct Zeros {
 impl Body for Zeros {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
         let n = self.remaining.min(64 * 1024);
         self.remaining -= n;
         static CHUNK: [u8; 64 * 1024] = [b'z'; 64 * 1024];
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-            &CHUNK[..n as usize],
-        )))))
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n as usize])))))
     }
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.remaining)
@@ -217,12 +198,7 @@ impl Proxy {
             .await
             .expect("switchyard did not report a listener within 20 s")
             .expect("switchyard exited before listening");
-        Proxy {
-            addr,
-            child,
-            dir,
-            lines,
-        }
+        Proxy { addr, child, dir, lines }
     }
 
     pub fn pid(&self) -> u32 {
@@ -242,22 +218,13 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args(["-s", sig, &self.pid().to_string()])
-            .status()
-            .unwrap();
+        let ok = std::process::Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().unwrap();
         assert!(ok.success());
     }
 
     /// Log lines seen so far with this message.
     pub fn logged(&self, message: &str) -> Vec<serde_json::Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|v| v["message"] == message)
-            .cloned()
-            .collect()
+        self.lines.lock().unwrap().iter().filter(|v| v["message"] == message).cloned().collect()
     }
 }
 
@@ -269,27 +236,18 @@ pub struct Client {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(conn);
         Client { sender }
     }
 
-    pub async fn send(
-        &mut self,
-        req: Request<BoxBody>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
+    pub async fn send(&mut self, req: Request<BoxBody>) -> Result<Response<Incoming>, hyper::Error> {
         self.sender.ready().await?;
         self.sender.send_request(req).await
     }
 
     /// GET `path` with extra headers; returns status, the response and its body text.
-    pub async fn get(
-        &mut self,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, http::HeaderMap, String) {
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, String) {
         let mut b = Request::get(path).header("host", "test.local");
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -303,11 +261,7 @@ impl Client {
 }
 
 /// One-shot GET on a new connection.
-pub async fn get(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, http::HeaderMap, String) {
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, String) {
     Client::connect(addr).await.get(path, headers).await
 }
 
@@ -322,10 +276,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
 
 /// The status code of the first response in raw bytes.
 pub fn status_of(raw: &str) -> u16 {
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// A service YAML block with the given pools (`name → endpoints`) and split.
@@ -333,10 +284,7 @@ pub fn service(name: &str, extra: &str, pools: &[(&str, &[SocketAddr])], split: 
     let mut s = format!("  - name: {name}\n{extra}    pools:\n");
     for (pool, eps) in pools {
         let eps: Vec<String> = eps.iter().map(|a| format!("\"{a}\"")).collect();
-        s.push_str(&format!(
-            "      {pool}: {{ endpoints: [{}] }}\n",
-            eps.join(", ")
-        ));
+        s.push_str(&format!("      {pool}: {{ endpoints: [{}] }}\n", eps.join(", ")));
     }
     if !split.is_empty() {
         s.push_str(&format!("    split:\n{split}"));

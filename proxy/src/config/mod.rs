@@ -180,11 +180,7 @@ pub struct OutlierConfig {
 
 impl Default for OutlierConfig {
     fn default() -> Self {
-        Self {
-            consecutive_failures: 5,
-            base_ejection: Duration::from_secs(10),
-            max_ejection: Duration::from_secs(300),
-        }
+        Self { consecutive_failures: 5, base_ejection: Duration::from_secs(10), max_ejection: Duration::from_secs(300) }
     }
 }
 
@@ -225,10 +221,7 @@ impl Config {
     /// Reads and validates a config file. Relative paths inside it (TLS files)
     /// are taken relative to the file's folder.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|error| Error::ReadConfig { path: path.to_owned(), error })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_yaml(&text, base)
     }
@@ -255,11 +248,7 @@ impl Config {
             };
             let msg = e.without_snippet().to_string();
             let msg = msg.lines().next().unwrap_or_default().trim();
-            let at = if msg.contains(" at line ") {
-                ""
-            } else {
-                at.as_str()
-            };
+            let at = if msg.contains(" at line ") { "" } else { at.as_str() };
             Error::Config(format!("config: {path}{msg}{at}"))
         })?;
         validate(file, base)
@@ -301,11 +290,7 @@ fn fail(path: impl Display, at: &Location, msg: impl Display) -> Error {
 fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
     let server = validate_server(file.server)?;
     if file.listeners.value.is_empty() {
-        return Err(fail(
-            "listeners",
-            &file.listeners.referenced,
-            "at least one listener is required",
-        ));
+        return Err(fail("listeners", &file.listeners.referenced, "at least one listener is required"));
     }
     let mut listeners = Vec::new();
     let mut names = HashSet::new();
@@ -318,8 +303,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
                 format!("duplicate listener name `{}`", l.name.value),
             ));
         }
-        let bind =
-            resolve(&l.bind.value).map_err(|m| fail(format!("{p}.bind"), &l.bind.referenced, m))?;
+        let bind = resolve(&l.bind.value).map_err(|m| fail(format!("{p}.bind"), &l.bind.referenced, m))?;
         let tls = match l.tls {
             None => None,
             Some(t) => Some(validate_tls(t, base, &format!("{p}.tls"))?),
@@ -354,43 +338,29 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         }
         services.push(svc);
     }
-    Ok(Config {
-        listeners,
-        server,
-        services,
-    })
+    Ok(Config { listeners, server, services })
 }
 
 fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {
     let d = ServerConfig::default();
     let size = |v: Option<Spanned<units::ByteSize>>, name: &str, min: u64, dflt: usize| match v {
         None => Ok(dflt),
-        Some(s) if s.value.0 < min || s.value.0 > u32::MAX as u64 => Err(fail(
-            format!("server.{name}"),
-            &s.referenced,
-            format!("must be between {min} and {} bytes", u32::MAX),
-        )),
+        Some(s) if s.value.0 < min || s.value.0 > u32::MAX as u64 => {
+            Err(fail(format!("server.{name}"), &s.referenced, format!("must be between {min} and {} bytes", u32::MAX)))
+        }
         Some(s) => Ok(s.value.0 as usize),
     };
     let max_headers = match f.max_headers {
         None => d.max_headers,
         Some(s) if s.value == 0 || s.value > 10_000 => {
-            return Err(fail(
-                "server.max_headers",
-                &s.referenced,
-                "must be between 1 and 10000",
-            ))
+            return Err(fail("server.max_headers", &s.referenced, "must be between 1 and 10000"))
         }
         Some(s) => s.value,
     };
     let workers = match f.workers {
         None => d.workers,
         Some(w) if w.value == 0 || w.value > 1024 => {
-            return Err(fail(
-                "server.workers",
-                &w.referenced,
-                "must be between 1 and 1024",
-            ))
+            return Err(fail("server.workers", &w.referenced, "must be between 1 and 1024"))
         }
         Some(w) => w.value,
     };
@@ -399,67 +369,36 @@ fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {
         header_read_timeout: f.header_read_timeout.map_or(d.header_read_timeout, |v| v.0),
         body_idle_timeout: f.body_idle_timeout.map_or(d.body_idle_timeout, |v| v.0),
         write_idle_timeout: f.write_idle_timeout.map_or(d.write_idle_timeout, |v| v.0),
-        tls_handshake_timeout: f
-            .tls_handshake_timeout
-            .map_or(d.tls_handshake_timeout, |v| v.0),
+        tls_handshake_timeout: f.tls_handshake_timeout.map_or(d.tls_handshake_timeout, |v| v.0),
         drain_timeout: f.drain_timeout.map_or(d.drain_timeout, |v| v.0),
         // hyper's read buffer cannot be smaller than 8 KiB.
-        max_header_bytes: size(
-            f.max_header_bytes,
-            "max_header_bytes",
-            8192,
-            d.max_header_bytes,
-        )?,
+        max_header_bytes: size(f.max_header_bytes, "max_header_bytes", 8192, d.max_header_bytes)?,
         max_headers,
         max_uri_bytes: size(f.max_uri_bytes, "max_uri_bytes", 16, d.max_uri_bytes)?,
-        h2_max_concurrent_streams: f
-            .h2_max_concurrent_streams
-            .unwrap_or(d.h2_max_concurrent_streams)
-            .max(1),
+        h2_max_concurrent_streams: f.h2_max_concurrent_streams.unwrap_or(d.h2_max_concurrent_streams).max(1),
     })
 }
 
 fn validate_tls(t: FileTls, base: &Path, p: &str) -> Result<TlsConfig, Error> {
-    let files =
-        |cert: Spanned<String>, key: Spanned<String>, p: &str| -> Result<CertFiles, Error> {
-            let cert_path = base.join(&cert.value);
-            let key_path = base.join(&key.value);
-            if !cert_path.is_file() {
-                return Err(fail(
-                    format!("{p}.cert"),
-                    &cert.referenced,
-                    format!("no such file {}", cert_path.display()),
-                ));
-            }
-            if !key_path.is_file() {
-                return Err(fail(
-                    format!("{p}.key"),
-                    &key.referenced,
-                    format!("no such file {}", key_path.display()),
-                ));
-            }
-            Ok(CertFiles {
-                cert: cert_path,
-                key: key_path,
-            })
-        };
+    let files = |cert: Spanned<String>, key: Spanned<String>, p: &str| -> Result<CertFiles, Error> {
+        let cert_path = base.join(&cert.value);
+        let key_path = base.join(&key.value);
+        if !cert_path.is_file() {
+            return Err(fail(format!("{p}.cert"), &cert.referenced, format!("no such file {}", cert_path.display())));
+        }
+        if !key_path.is_file() {
+            return Err(fail(format!("{p}.key"), &key.referenced, format!("no such file {}", key_path.display())));
+        }
+        Ok(CertFiles { cert: cert_path, key: key_path })
+    };
     let default = files(t.cert, t.key, p)?;
     let mut sni = Vec::new();
     for (i, c) in t.sni.into_iter().enumerate() {
         let sp = format!("{p}.sni[{i}]");
         if c.names.value.is_empty() {
-            return Err(fail(
-                format!("{sp}.names"),
-                &c.names.referenced,
-                "list at least one server name",
-            ));
+            return Err(fail(format!("{sp}.names"), &c.names.referenced, "list at least one server name"));
         }
-        let names = c
-            .names
-            .value
-            .iter()
-            .map(|n| n.to_ascii_lowercase())
-            .collect();
+        let names = c.names.value.iter().map(|n| n.to_ascii_lowercase()).collect();
         sni.push((names, files(c.cert, c.key, &sp)?));
     }
     Ok(TlsConfig { default, sni })
@@ -468,22 +407,14 @@ fn validate_tls(t: FileTls, base: &Path, p: &str) -> Result<TlsConfig, Error> {
 fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
     let host = match s.matcher.host {
         None => None,
-        Some(h) => Some(
-            parse_host(&h.value).map_err(|m| fail(format!("{p}.match.host"), &h.referenced, m))?,
-        ),
+        Some(h) => Some(parse_host(&h.value).map_err(|m| fail(format!("{p}.match.host"), &h.referenced, m))?),
     };
     let path_prefix = match s.matcher.path_prefix {
         None => "/".to_owned(),
         Some(pp) if !pp.value.starts_with('/') => {
-            return Err(fail(
-                format!("{p}.match.path_prefix"),
-                &pp.referenced,
-                "must start with `/`",
-            ))
+            return Err(fail(format!("{p}.match.path_prefix"), &pp.referenced, "must start with `/`"))
         }
-        Some(pp)
-            if crate::path::normalize(&pp.value).ok().as_deref() != Some(pp.value.as_str()) =>
-        {
+        Some(pp) if crate::path::normalize(&pp.value).ok().as_deref() != Some(pp.value.as_str()) => {
             return Err(fail(
                 format!("{p}.match.path_prefix"),
                 &pp.referenced,
@@ -494,11 +425,7 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
     };
 
     if s.pools.value.is_empty() {
-        return Err(fail(
-            format!("{p}.pools"),
-            &s.pools.referenced,
-            "at least one pool is required",
-        ));
+        return Err(fail(format!("{p}.pools"), &s.pools.referenced, "at least one pool is required"));
     }
     let pool_names: Vec<String> = s.pools.value.keys().cloned().collect();
     let mut pools = Vec::new();
@@ -513,15 +440,9 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
         None => None,
         Some(st) => Some(match (st.value.cookie, st.value.header) {
             (Some(c), None) if !c.is_empty() => StickyKey::Cookie(c),
-            (None, Some(h)) => {
-                StickyKey::Header(HeaderName::try_from(h.as_str()).map_err(|_| {
-                    fail(
-                        format!("{p}.split.sticky.header"),
-                        &st.referenced,
-                        format!("`{h}` is not a valid header name"),
-                    )
-                })?)
-            }
+            (None, Some(h)) => StickyKey::Header(HeaderName::try_from(h.as_str()).map_err(|_| {
+                fail(format!("{p}.split.sticky.header"), &st.referenced, format!("`{h}` is not a valid header name"))
+            })?),
             _ => {
                 return Err(fail(
                     format!("{p}.split.sticky"),
@@ -539,57 +460,36 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
             fail(
                 format!("{rp}.pool"),
                 &r.pool.referenced,
-                format!(
-                    "unknown pool `{}` (pools: {})",
-                    r.pool.value,
-                    pool_names.join(", ")
-                ),
+                format!("unknown pool `{}` (pools: {})", r.pool.value, pool_names.join(", ")),
             )
         })?;
         let at = &r.matcher.referenced;
         let m = r.matcher.value;
         if m.header.is_empty() && m.cookie.is_empty() {
-            return Err(fail(
-                format!("{rp}.match"),
-                at,
-                "give at least one `header` or `cookie` condition",
-            ));
+            return Err(fail(format!("{rp}.match"), at, "give at least one `header` or `cookie` condition"));
         }
         let mut headers = Vec::new();
         for (k, v) in m.header {
-            let name = HeaderName::try_from(k.as_str()).map_err(|_| {
-                fail(
-                    format!("{rp}.match.header"),
-                    at,
-                    format!("`{k}` is not a valid header name"),
-                )
-            })?;
-            let value = HeaderValue::try_from(v.as_str()).map_err(|_| {
-                fail(
-                    format!("{rp}.match.header.{k}"),
-                    at,
-                    "not a valid header value",
-                )
-            })?;
+            let name = HeaderName::try_from(k.as_str())
+                .map_err(|_| fail(format!("{rp}.match.header"), at, format!("`{k}` is not a valid header name")))?;
+            let value = HeaderValue::try_from(v.as_str())
+                .map_err(|_| fail(format!("{rp}.match.header.{k}"), at, "not a valid header value"))?;
             headers.push((name, value));
         }
-        rules.push(RuleConfig {
-            headers,
-            cookies: m.cookie.into_iter().collect(),
-            pool,
-        });
+        rules.push(RuleConfig { headers, cookies: m.cookie.into_iter().collect(), pool });
     }
 
     let weights = match split.weights {
         None if pools.len() == 1 => vec![1],
         None => {
             return Err(Error::Config(format!(
-            "config: {p}.split.weights: required when a service has more than one pool (pools: {})",
-            pool_names.join(", ")
-        )))
+                "config: {p}.split.weights: required when a service has more than one pool (pools: {})",
+                pool_names.join(", ")
+            )))
         }
-        Some(w) => weights_for(&w.value, &pool_names)
-            .map_err(|m| fail(format!("{p}.split.weights"), &w.referenced, m))?,
+        Some(w) => {
+            weights_for(&w.value, &pool_names).map_err(|m| fail(format!("{p}.split.weights"), &w.referenced, m))?
+        }
     };
 
     Ok(ServiceConfig {
@@ -597,11 +497,7 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
         host,
         path_prefix,
         pools,
-        split: SplitConfig {
-            sticky,
-            rules,
-            weights,
-        },
+        split: SplitConfig { sticky, rules, weights },
         timeout: s.timeout.map_or(Duration::from_secs(15), |d| d.0),
         connect_timeout: s.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
         max_request_body: s.max_request_body.map(|b| b.0),
@@ -626,32 +522,20 @@ pub fn weights_for(map: &BTreeMap<String, u32>, pools: &[String]) -> Result<Vec<
         return Err("weights must not all be zero".into());
     }
     if total > u64::from(u32::MAX) {
-        return Err(format!(
-            "weights add up to {total}; keep the sum below {}",
-            u32::MAX
-        ));
+        return Err(format!("weights add up to {total}; keep the sum below {}", u32::MAX));
     }
     Ok(out)
 }
 
 fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolConfig, Error> {
     if fp.endpoints.value.is_empty() {
-        return Err(fail(
-            format!("{p}.endpoints"),
-            &fp.endpoints.referenced,
-            "at least one endpoint is required",
-        ));
+        return Err(fail(format!("{p}.endpoints"), &fp.endpoints.referenced, "at least one endpoint is required"));
     }
     let mut endpoints = Vec::new();
     for (i, e) in fp.endpoints.value.iter().enumerate() {
-        let addr =
-            resolve(&e.value).map_err(|m| fail(format!("{p}.endpoints[{i}]"), &e.referenced, m))?;
+        let addr = resolve(&e.value).map_err(|m| fail(format!("{p}.endpoints[{i}]"), &e.referenced, m))?;
         if endpoints.contains(&addr) {
-            return Err(fail(
-                format!("{p}.endpoints[{i}]"),
-                &e.referenced,
-                format!("duplicate endpoint {addr}"),
-            ));
+            return Err(fail(format!("{p}.endpoints[{i}]"), &e.referenced, format!("duplicate endpoint {addr}")));
         }
         endpoints.push(addr);
     }
@@ -659,22 +543,12 @@ fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolConfig, Erro
         None => None,
         Some(h) => {
             if !h.path.value.starts_with('/') {
-                return Err(fail(
-                    format!("{p}.health_check.path"),
-                    &h.path.referenced,
-                    "must start with `/`",
-                ));
+                return Err(fail(format!("{p}.health_check.path"), &h.path.referenced, "must start with `/`"));
             }
             Some(HealthCheckConfig {
                 path: h.path.value,
-                interval: h
-                    .interval
-                    .map_or(Duration::from_secs(5), |d| d.0)
-                    .max(Duration::from_millis(10)),
-                timeout: h
-                    .timeout
-                    .map_or(Duration::from_secs(1), |d| d.0)
-                    .max(Duration::from_millis(1)),
+                interval: h.interval.map_or(Duration::from_secs(5), |d| d.0).max(Duration::from_millis(10)),
+                timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0).max(Duration::from_millis(1)),
                 healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
                 unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
             })
@@ -684,30 +558,18 @@ fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolConfig, Erro
     let outlier = match fp.outlier {
         None => d,
         Some(o) => OutlierConfig {
-            consecutive_failures: o
-                .consecutive_failures
-                .unwrap_or(d.consecutive_failures)
-                .max(1),
+            consecutive_failures: o.consecutive_failures.unwrap_or(d.consecutive_failures).max(1),
             base_ejection: o.base_ejection.map_or(d.base_ejection, |v| v.0),
             max_ejection: o.max_ejection.map_or(d.max_ejection, |v| v.0),
         },
     };
-    Ok(PoolConfig {
-        name,
-        endpoints,
-        lb: fp.lb.unwrap_or_default(),
-        health_check,
-        outlier,
-    })
+    Ok(PoolConfig { name, endpoints, lb: fp.lb.unwrap_or_default(), health_check, outlier })
 }
 
 fn parse_host(h: &str) -> Result<HostMatch, String> {
     let h = h.to_ascii_lowercase();
     let valid = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-            && !s.starts_with('.')
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') && !s.starts_with('.')
     };
     if let Some(rest) = h.strip_prefix("*.") {
         if valid(rest) {
@@ -716,9 +578,7 @@ fn parse_host(h: &str) -> Result<HostMatch, String> {
     } else if valid(&h) {
         return Ok(HostMatch::Exact(h));
     }
-    Err(format!(
-        "`{h}` is not a host name or `*.domain` wildcard (no port, no scheme)"
-    ))
+    Err(format!("`{h}` is not a host name or `*.domain` wildcard (no port, no scheme)"))
 }
 
 fn resolve(s: &str) -> Result<SocketAddr, String> {
@@ -726,12 +586,8 @@ fn resolve(s: &str) -> Result<SocketAddr, String> {
         return Ok(a);
     }
     match s.to_socket_addrs() {
-        Ok(mut it) => it
-            .next()
-            .ok_or_else(|| format!("`{s}` resolves to no address")),
-        Err(e) => Err(format!(
-            "`{s}` is not an address like 127.0.0.1:9001 or host:port ({e})"
-        )),
+        Ok(mut it) => it.next().ok_or_else(|| format!("`{s}` resolves to no address")),
+        Err(e) => Err(format!("`{s}` is not an address like 127.0.0.1:9001 or host:port ({e})")),
     }
 }
 
@@ -765,10 +621,7 @@ services:
         let c = load(EXAMPLE).unwrap();
         let s = &c.services[0];
         assert_eq!(s.host, Some(HostMatch::Exact("shop.example.com".into())));
-        assert_eq!(
-            s.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-            ["canary", "stable"]
-        );
+        assert_eq!(s.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["canary", "stable"]);
         assert_eq!(s.split.weights, vec![5, 95]);
         assert_eq!(s.split.rules[0].pool, 0);
         assert_eq!(s.split.sticky, Some(StickyKey::Cookie("session".into())));
@@ -796,16 +649,12 @@ services:
     fn rule_to_unknown_pool() {
         let bad = EXAMPLE.replace("pool: canary }", "pool: beta }");
         let e = load(&bad).unwrap_err();
-        assert!(
-            e.contains("services[0].split.rules[0].pool (line 14)"),
-            "{e}"
-        );
+        assert!(e.contains("services[0].split.rules[0].pool (line 14)"), "{e}");
     }
 
     #[test]
     fn zero_and_negative_weights() {
-        let e =
-            load(&EXAMPLE.replace("stable: 95, canary: 5", "stable: 0, canary: 0")).unwrap_err();
+        let e = load(&EXAMPLE.replace("stable: 95, canary: 5", "stable: 0, canary: 0")).unwrap_err();
         assert!(e.contains("must not all be zero"), "{e}");
         let e = load(&EXAMPLE.replace("canary: 5", "canary: -5")).unwrap_err();
         assert!(e.contains("services[0].split.weights"), "{e}");
@@ -817,14 +666,10 @@ services:
         assert!(e.contains("listeners[0].bind (line 4)"), "{e}");
         let e = load(&EXAMPLE.replace("path_prefix: /", "path_prefix: /a/../b")).unwrap_err();
         assert!(e.contains("path_prefix"), "{e}");
-        let e =
-            load(&EXAMPLE.replace("{ cookie: session }", "{ cookie: a, header: b }")).unwrap_err();
+        let e = load(&EXAMPLE.replace("{ cookie: session }", "{ cookie: a, header: b }")).unwrap_err();
         assert!(e.contains("sticky (line 12)"), "{e}");
         let e = load(&format!("{EXAMPLE}    timeout: soon\n")).unwrap_err();
-        assert!(
-            e.contains("services[0].timeout") && e.contains("invalid duration"),
-            "{e}"
-        );
+        assert!(e.contains("services[0].timeout") && e.contains("invalid duration"), "{e}");
         let e = load("listeners: [").unwrap_err();
         assert!(e.starts_with("config:"), "{e}");
     }
@@ -838,10 +683,7 @@ services:
 
     #[test]
     fn wildcard_hosts() {
-        assert_eq!(
-            parse_host("*.Example.com"),
-            Ok(HostMatch::Wildcard(".example.com".into()))
-        );
+        assert_eq!(parse_host("*.Example.com"), Ok(HostMatch::Wildcard(".example.com".into())));
         assert!(parse_host("example.com:80").is_err());
         assert!(parse_host("*.").is_err());
     }

@@ -11,11 +11,9 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
-            de::Error::custom(format!(
-                "invalid duration `{s}` ({e}); write e.g. `250ms`, `15s`, `30m`"
-            ))
-        })
+        humantime::parse_duration(&s)
+            .map(Dur)
+            .map_err(|e| de::Error::custom(format!("invalid duration `{s}` ({e}); write e.g. `250ms`, `15s`, `30m`")))
     }
 }
 
@@ -33,11 +31,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Text(s) => parse_size(&s).map(ByteSize).ok_or_else(|| {
-                de::Error::custom(format!(
-                    "invalid size `{s}`; write e.g. `65536`, `64KiB`, `10MiB`"
-                ))
-            }),
+            Raw::Text(s) => parse_size(&s)
+                .map(ByteSize)
+                .ok_or_else(|| de::Error::custom(format!("invalid size `{s}`; write e.g. `65536`, `64KiB`, `10MiB`"))),
         }
     }
 }

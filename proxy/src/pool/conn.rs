@@ -47,9 +47,7 @@ pub(super) struct Idle {
 
 impl Idle {
     pub(super) fn new(workers: usize) -> Self {
-        Self {
-            per_worker: (0..workers).map(|_| ArrayQueue::new(MAX_IDLE)).collect(),
-        }
+        Self { per_worker: (0..workers).map(|_| ArrayQueue::new(MAX_IDLE)).collect() }
     }
 
     fn queue(&self) -> Option<&ArrayQueue<(Sender, Instant)>> {
@@ -87,20 +85,15 @@ impl Idle {
 }
 
 /// Dials a new HTTP/1.1 connection (upgrades allowed) and spawns its driver.
-pub(crate) async fn connect(
-    addr: SocketAddr,
-    connect_timeout: Duration,
-) -> Result<Sender, ConnectError> {
+pub(crate) async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
         Err(_) => return Err(ConnectError::Timeout(addr)),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ConnectError::Handshake(addr, e))?;
+    let (sender, conn) =
+        http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|e| ConnectError::Handshake(addr, e))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");

@@ -20,9 +20,7 @@ pub(super) fn spawn(endpoint: Arc<Endpoint>, cfg: HealthCheckConfig) -> JoinHand
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let ok = tokio::time::timeout(cfg.timeout, probe(&endpoint, &cfg.path))
-                .await
-                .unwrap_or(false);
+            let ok = tokio::time::timeout(cfg.timeout, probe(&endpoint, &cfg.path)).await.unwrap_or(false);
             if ok {
                 passes += 1;
                 fails = 0;
@@ -41,8 +39,7 @@ pub(super) fn spawn(endpoint: Arc<Endpoint>, cfg: HealthCheckConfig) -> JoinHand
 }
 
 async fn probe(endpoint: &Endpoint, path: &str) -> bool {
-    let Ok(mut sender) = conn::connect(endpoint.addr, std::time::Duration::from_secs(5)).await
-    else {
+    let Ok(mut sender) = conn::connect(endpoint.addr, std::time::Duration::from_secs(5)).await else {
         return false;
     };
     let Ok(req) = Request::get(path)

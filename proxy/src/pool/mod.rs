@@ -54,16 +54,10 @@ impl Pool {
     /// Builds a pool and starts its active health checks, if configured.
     /// Must be called inside a tokio runtime when health checks are configured.
     pub fn new(cfg: &PoolConfig, workers: usize) -> Self {
-        let endpoints: Box<[Arc<Endpoint>]> = cfg
-            .endpoints
-            .iter()
-            .map(|a| Arc::new(Endpoint::new(*a, workers)))
-            .collect();
+        let endpoints: Box<[Arc<Endpoint>]> =
+            cfg.endpoints.iter().map(|a| Arc::new(Endpoint::new(*a, workers))).collect();
         let checks = match &cfg.health_check {
-            Some(hc) => endpoints
-                .iter()
-                .map(|e| health::spawn(e.clone(), hc.clone()))
-                .collect(),
+            Some(hc) => endpoints.iter().map(|e| health::spawn(e.clone(), hc.clone())).collect(),
             None => Vec::new(),
         };
         Self {
@@ -87,11 +81,7 @@ impl Pool {
             LbKind::LeastRequest => {
                 // Power of two choices, the two distinct when possible.
                 let a = scan_from(fastrand::usize(..n))?;
-                let b = if n > 1 {
-                    scan_from(a + 1 + fastrand::usize(..n - 1)).unwrap_or(a)
-                } else {
-                    a
-                };
+                let b = if n > 1 { scan_from(a + 1 + fastrand::usize(..n - 1)).unwrap_or(a) } else { a };
                 let load = |i: usize| self.endpoints[i].in_flight.load(Relaxed);
                 Some(if load(b) < load(a) { b } else { a })
             }
@@ -121,11 +111,7 @@ impl Pool {
             return;
         }
         let now = clock_ms();
-        let others_available = self
-            .endpoints
-            .iter()
-            .enumerate()
-            .any(|(j, e)| j != i && e.is_available(now));
+        let others_available = self.endpoints.iter().enumerate().any(|(j, e)| j != i && e.is_available(now));
         if !others_available {
             // Never eject the whole pool: keep serving from the last endpoint.
             return;
@@ -137,8 +123,7 @@ impl Pool {
             .base_ejection
             .saturating_mul(1 << n)
             .min(self.outlier.max_ejection.max(self.outlier.base_ejection));
-        ep.ejected_until
-            .store(now + backoff.as_millis() as u64, Relaxed);
+        ep.ejected_until.store(now + backoff.as_millis() as u64, Relaxed);
         tracing::warn!(pool = %self.name, endpoint = %ep.addr, failures, ejected_for = ?backoff, "endpoint ejected");
     }
 }
@@ -194,10 +179,7 @@ impl Endpoint {
     }
 
     /// Connects or reuses an idle connection.
-    pub async fn checkout(
-        &self,
-        connect_timeout: Duration,
-    ) -> Result<(Sender, bool), ConnectError> {
+    pub async fn checkout(&self, connect_timeout: Duration) -> Result<(Sender, bool), ConnectError> {
         self.idle.checkout(self.addr, connect_timeout).await
     }
 
@@ -231,9 +213,7 @@ mod tests {
         Pool::new(
             &PoolConfig {
                 name: "p".into(),
-                endpoints: (0..n)
-                    .map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)))
-                    .collect(),
+                endpoints: (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16))).collect(),
                 lb,
                 health_check: None,
                 outlier: OutlierConfig {
@@ -264,10 +244,7 @@ mod tests {
         }
         let p = pool(3, LbKind::LeastRequest);
         let _busy: Vec<_> = (0..5).map(|_| p.endpoints[0].in_flight_guard()).collect();
-        assert!(
-            (0..1000).all(|_| p.pick(None) != Some(0)),
-            "two distinct choices never both land on the busy one"
-        );
+        assert!((0..1000).all(|_| p.pick(None) != Some(0)), "two distinct choices never both land on the busy one");
     }
 
     #[test]
@@ -277,20 +254,14 @@ mod tests {
         p.report(0, true);
         p.report(0, false);
         p.report(0, false);
-        assert!(
-            p.endpoints[0].is_available(clock_ms()),
-            "a success resets the count"
-        );
+        assert!(p.endpoints[0].is_available(clock_ms()), "a success resets the count");
         p.report(0, false);
         assert!(!p.endpoints[0].is_available(clock_ms()));
         assert_eq!(p.pick(None), Some(1));
         for _ in 0..10 {
             p.report(1, false);
         }
-        assert!(
-            p.endpoints[1].is_available(clock_ms()),
-            "last endpoint stays"
-        );
+        assert!(p.endpoints[1].is_available(clock_ms()), "last endpoint stays");
     }
 
     #[tokio::test(start_paused = true)]
@@ -306,10 +277,7 @@ mod tests {
             p.report(0, false);
         }
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(
-            !p.endpoints[0].is_available(clock_ms()),
-            "second ejection lasts 20 s"
-        );
+        assert!(!p.endpoints[0].is_available(clock_ms()), "second ejection lasts 20 s");
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(p.endpoints[0].is_available(clock_ms()));
     }

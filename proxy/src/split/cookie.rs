@@ -12,9 +12,7 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> 
             let (k, v) = (&pair[..eq], &pair[eq + 1..]);
             (k.trim_ascii() == name.as_bytes()).then(|| {
                 let v = v.trim_ascii();
-                v.strip_prefix(b"\"")
-                    .and_then(|v| v.strip_suffix(b"\""))
-                    .unwrap_or(v)
+                v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v)
             })
         })
     })

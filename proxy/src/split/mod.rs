@@ -63,11 +63,7 @@ impl Split {
                 pool: r.pool,
             })
             .collect();
-        Self {
-            rules,
-            sticky: cfg.sticky.clone(),
-            weights: Weights::new(&cfg.weights, pool_names),
-        }
+        Self { rules, sticky: cfg.sticky.clone(), weights: Weights::new(&cfg.weights, pool_names) }
     }
 
     /// Chooses the pool (an index into the service's pools) for a request.
@@ -100,13 +96,8 @@ impl Split {
 
 impl Rule {
     fn matches(&self, headers: &HeaderMap) -> bool {
-        self.headers
-            .iter()
-            .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
-            && self
-                .cookies
-                .iter()
-                .all(|(name, value)| cookie_value(headers, name) == Some(value.as_bytes()))
+        self.headers.iter().all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+            && self.cookies.iter().all(|(name, value)| cookie_value(headers, name) == Some(value.as_bytes()))
     }
 }
 
@@ -122,11 +113,7 @@ impl Weights {
                 Some(*sum)
             })
             .collect();
-        Self {
-            weights: weights.into(),
-            cumulative,
-            seeds: pool_names.iter().map(|n| sticky::seed(n)).collect(),
-        }
+        Self { weights: weights.into(), cumulative, seeds: pool_names.iter().map(|n| sticky::seed(n)).collect() }
     }
 
     /// A weighted random choice.
@@ -155,32 +142,18 @@ mod tests {
     }
 
     fn split(weights: Vec<u32>, sticky: Option<StickyKey>, rules: Vec<RuleConfig>) -> Split {
-        Split::new(
-            &SplitConfig {
-                sticky,
-                rules,
-                weights,
-            },
-            &names(),
-        )
+        Split::new(&SplitConfig { sticky, rules, weights }, &names())
     }
 
     #[test]
     fn rules_first_in_order() {
         let rules = vec![
             RuleConfig {
-                headers: vec![(
-                    HeaderName::from_static("x-canary"),
-                    HeaderValue::from_static("always"),
-                )],
+                headers: vec![(HeaderName::from_static("x-canary"), HeaderValue::from_static("always"))],
                 cookies: vec![],
                 pool: 0,
             },
-            RuleConfig {
-                headers: vec![],
-                cookies: vec![("beta".into(), "1".into())],
-                pool: 1,
-            },
+            RuleConfig { headers: vec![], cookies: vec![("beta".into(), "1".into())], pool: 1 },
         ];
         let s = split(vec![0, 1], None, rules);
         let mut h = HeaderMap::new();
@@ -196,20 +169,14 @@ mod tests {
     fn unkeyed_follows_weights() {
         let s = split(vec![1, 9999], None, vec![]);
         let n = 1_000_000;
-        let canary = (0..n)
-            .filter(|_| s.assign(&HeaderMap::new()).0 == 0)
-            .count();
+        let canary = (0..n).filter(|_| s.assign(&HeaderMap::new()).0 == 0).count();
         // 0.01 % of 1e6 = 100, sd = 10: a 6-sd band.
         assert!((40..=160).contains(&canary), "{canary}");
     }
 
     #[test]
     fn zero_weight_pool_gets_nothing() {
-        let s = split(
-            vec![0, 5],
-            Some(StickyKey::Header(HeaderName::from_static("x-user"))),
-            vec![],
-        );
+        let s = split(vec![0, 5], Some(StickyKey::Header(HeaderName::from_static("x-user"))), vec![]);
         for i in 0..10_000 {
             let mut h = HeaderMap::new();
             h.insert("x-user", HeaderValue::from(i));
@@ -220,11 +187,7 @@ mod tests {
 
     #[test]
     fn sticky_key_is_stable_and_falls_back() {
-        let s = split(
-            vec![50, 50],
-            Some(StickyKey::Cookie("session".into())),
-            vec![],
-        );
+        let s = split(vec![50, 50], Some(StickyKey::Cookie("session".into())), vec![]);
         let mut h = HeaderMap::new();
         h.insert("cookie", HeaderValue::from_static("session=abc123"));
         let first = s.assign(&h);
