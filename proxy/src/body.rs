@@ -47,6 +47,8 @@ struct Stream {
     inner: Incoming,
     idle: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The idle timer runs (there was a pause since the last frame).
+    armed: bool,
     /// Bytes still allowed, when capped.
     remaining: Option<u64>,
     /// The upstream connection to return to its pool at a clean end.
@@ -78,6 +80,7 @@ impl ProxyBody {
                 inner,
                 idle,
                 sleep: None,
+                armed: false,
                 remaining: cap,
                 checkin: None,
                 _guard: None,
@@ -96,6 +99,7 @@ impl ProxyBody {
                 inner,
                 idle,
                 sleep: None,
+                armed: false,
                 remaining: None,
                 checkin: Some((sender, endpoint)),
                 _guard: None,
@@ -149,20 +153,19 @@ impl Stream {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let Poll::Ready(frame) = polled else {
-            // Arm the idle timer at the first pause after progress.
+            // The idle period starts at the first pause after progress (not
+            // when the reader last polled: a slow reader is not an idle body).
             let idle = self.idle;
             let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-            if sleep.is_elapsed() {
+            if !self.armed {
                 sleep.as_mut().reset(Instant::now() + idle);
+                self.armed = true;
             }
             ready!(sleep.as_mut().poll(cx));
             self.checkin = None;
             return Poll::Ready(Some(Err(BodyError::IdleTimeout.into())));
         };
-        // Progress: the next pause starts a fresh idle period.
-        if let Some(sleep) = &mut self.sleep {
-            sleep.as_mut().reset(Instant::now() + self.idle);
-        }
+        self.armed = false;
         match frame {
             Some(Ok(frame)) => {
                 if let (Some(remaining), Some(data)) = (&mut self.remaining, frame.data_ref()) {

@@ -32,7 +32,10 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ClientConn>, req: Request<Inc
     let outcome = proxy(&shared, &conn, req).await;
     let (resp, log) = match outcome {
         Ok((resp, log)) => (resp, log),
-        Err((class, log)) => (error_response(class, version), log),
+        Err((class, mut log)) => {
+            log.error = Some(class);
+            (error_response(class, version), log)
+        }
     };
     if shared.access_log {
         let elapsed = start.elapsed();

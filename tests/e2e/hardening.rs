@@ -164,3 +164,43 @@ async fn pipelined_requests_are_answered_in_order() {
     assert!(a < b && b < c, "{out}");
     assert_eq!(out.matches("HTTP/1.1 200").count(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_and_stalled_uploads_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start(|req| async move {
+        if req.uri().path() == "/big" {
+            return Response::new(http_body_util::BodyExt::boxed(Zeros { remaining: 256 << 20 }));
+        }
+        let n = drain_len(req.into_body()).await.map_or(-1, |n| n as i64);
+        Response::new(full(n.to_string()))
+    })
+    .await;
+    let yaml = format!(
+        "listeners:\n  - {{ name: main, bind: \"127.0.0.1:0\" }}\n\
+         server: {{ write_idle_timeout: 1s, body_idle_timeout: 1s }}\nservices:\n{}",
+        service("s", "", &[("p", &[up.addr])], "")
+    );
+    let proxy = Proxy::start(&yaml).await;
+
+    // A reader that stops reading a 256 MiB response: the proxy gives up on it
+    // after the write idle timeout instead of buffering the body.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 1024];
+    s.read_exact(&mut first).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection should have been closed");
+    assert!((rest.len() as u64) < 64 << 20, "read {} bytes after stalling: nothing should be left", rest.len());
+    assert!(proxy.peak_rss() < 64 << 20, "peak RSS {}", proxy.peak_rss());
+
+    // An upload that stalls half way: 408 after the body idle timeout.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part of it").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&out), 408, "{out}");
+}
