@@ -38,6 +38,9 @@ pub enum Error {
     /// A thread or runtime could not be started.
     #[error("{0}")]
     Runtime(String),
+    /// The state store failed.
+    #[error("{0}")]
+    State(String),
 }
 
 /// The class of a request-path failure.

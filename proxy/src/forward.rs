@@ -16,7 +16,7 @@ use crate::error::ErrorClass;
 use crate::headers::{self, ClientConn, X_SWITCHYARD_ERROR, X_SWITCHYARD_POOL};
 use crate::pool::Pool;
 use crate::snapshot::Service;
-use crate::Shared;
+use crate::{stats, Shared};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -37,8 +37,11 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ClientConn>, req: Request<Inc
             (error_response(class, version), log)
         }
     };
+    let elapsed = start.elapsed();
+    if let (true, Some(slot)) = (shared.record_stats, log.stats_slot) {
+        stats::record(slot, elapsed, resp.status().as_u16(), log.error);
+    }
     if shared.access_log {
-        let elapsed = start.elapsed();
         tracing::info!(
             target: "switchyard::access",
             method = %method,
@@ -62,6 +65,7 @@ struct Log {
     path: Option<String>,
     service: Option<Arc<Service>>,
     pool: Option<usize>,
+    stats_slot: Option<usize>,
     endpoint: Option<std::net::SocketAddr>,
     error: Option<ErrorClass>,
 }
@@ -102,6 +106,7 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
     let (pool_index, _by) = service.split.assign(&parts.headers);
     let pool = &service.pools[pool_index];
     log.pool = Some(pool_index);
+    log.stats_slot = Some(pool.stats_slot);
 
     let flags = checked.flags;
     drop(checked);

@@ -17,13 +17,22 @@
 //! - [`pool`]: endpoints, load balancing, health, upstream connections;
 //! - [`body`]: the streamed body type of both directions.
 //!
+//! Per request, outcomes go to [`stats`] (thread-local recorders).
+//!
+//! The control path: [`control`] (weights, reload: new snapshot, event,
+//! persist, swap), [`state`] (the durable store and history), [`admin`] (the
+//! JSON API and Prometheus), [`ctl`] (the CLI client).
+//!
 //! Around it: [`config`] (YAML → validated [`Config`]), [`error`],
 //! [`logging`], [`demo`] (upstreams for the bundled example).
 //!
 //! Use: [`Proxy::new`] → [`Proxy::bind`] → [`Bound::run`].
 
+pub mod admin;
 pub mod body;
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod forward;
@@ -34,6 +43,8 @@ pub mod path;
 pub mod pool;
 pub mod snapshot;
 pub mod split;
+pub mod state;
+pub mod stats;
 pub mod tls;
 pub mod worker;
 
@@ -42,13 +53,17 @@ pub use error::Error;
 
 use arc_swap::ArcSwap;
 use config::ServerConfig;
+use control::Control;
 use hyper_util::server::graceful::GracefulShutdown;
 use listener::BoundListener;
 use snapshot::Snapshot;
+use stats::Stats;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// State shared by every connection: the current snapshot and the limits.
 pub struct Shared {
@@ -58,18 +73,44 @@ pub struct Shared {
     pub server: ServerConfig,
     /// Write one access-log line per request.
     pub access_log: bool,
+    /// Record per-pool statistics.
+    pub record_stats: bool,
+    /// The control path's aggregates.
+    pub stats: Arc<Stats>,
+    /// Where workers send their recordings.
+    stats_tx: mpsc::UnboundedSender<stats::Flush>,
+    /// Shutting down: readiness turns false.
+    pub draining: AtomicBool,
+}
+
+/// How a proxy runs, beyond its config file.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// One access-log line per request.
+    pub access_log: bool,
+    /// Per-pool statistics (off only to measure their cost).
+    pub record_stats: bool,
+    /// The config file, for reloads.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { access_log: true, record_stats: true, config_path: None }
+    }
 }
 
 /// A configured proxy, not yet bound.
 pub struct Proxy {
     config: Config,
-    shared: Arc<Shared>,
+    control: Arc<Control>,
 }
 
 /// A proxy with its listeners bound.
 pub struct Bound {
     listeners: Vec<BoundListener>,
-    shared: Arc<Shared>,
+    admin: Option<(tokio::net::TcpListener, Arc<admin::Admin>)>,
+    control: Arc<Control>,
 }
 
 /// Everything `switchyard check` verifies beyond [`Config::load`]: that every
@@ -86,22 +127,44 @@ pub fn check(config: &Config) -> Result<(), Error> {
 // === impl Proxy ===
 
 impl Proxy {
-    /// Compiles the config into the first snapshot. Starts health checks, so
-    /// it must run inside a tokio runtime.
-    pub fn new(config: Config, access_log: bool) -> Self {
+    /// Opens the state store (if any), applies the weights stored there over
+    /// the file's, and compiles the first snapshot. Starts health checks and
+    /// the stats aggregator, so it must run inside a tokio runtime.
+    pub fn new(config: Config, options: Options) -> Result<Self, Error> {
+        let stats = Arc::new(Stats::new(config.stats.window, config.stats.resolution));
+        let stats_tx = stats.spawn_aggregator();
+        let store = config.state_dir.as_deref().map(state::StateStore::open).transpose()?;
+        let overrides = match &store {
+            Some(s) => s.weights()?,
+            None => Default::default(),
+        };
+        for (service, weights) in &overrides {
+            tracing::info!(service = %service, weights = ?weights, "using weights set through the admin API (state store), not the config file's");
+        }
+        let snapshot = Snapshot::build(&config, &stats, None, &overrides);
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(&config)),
+            snapshot: ArcSwap::from_pointee(snapshot),
             server: config.server.clone(),
-            access_log,
+            access_log: options.access_log,
+            record_stats: options.record_stats,
+            stats,
+            stats_tx,
+            draining: AtomicBool::new(false),
         });
-        Self { config, shared }
+        let control = Arc::new(Control::new(shared, store, config.clone(), options.config_path));
+        Ok(Self { config, control })
     }
 
-    /// Binds every listener (one socket per worker) and loads TLS certificates.
-    pub fn bind(self) -> Result<Bound, Error> {
-        let workers = self.shared.server.workers;
+    /// Binds every listener (one socket per worker) and the admin API, and
+    /// loads TLS certificates.
+    pub async fn bind(self) -> Result<Bound, Error> {
+        let workers = self.control.shared.server.workers;
         let listeners = self.config.listeners.iter().map(|l| listener::bind(l, workers)).collect::<Result<_, _>>()?;
-        Ok(Bound { listeners, shared: self.shared })
+        let admin = match &self.config.admin {
+            Some(a) => Some(admin::bind(self.control.clone(), a.bind, a.tokens.clone()).await?),
+            None => None,
+        };
+        Ok(Bound { listeners, admin, control: self.control })
     }
 }
 
@@ -113,12 +176,24 @@ impl Bound {
         self.listeners.iter().map(|l| (l.name.clone(), l.local_addr)).collect()
     }
 
+    /// Run-time control (weights, reload) of this proxy.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and lets
     /// in-flight requests finish for up to the drain timeout.
     ///
     /// Starts the worker threads; the caller's runtime stays the control path.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let workers = self.shared.server.workers;
+        let shared = self.control.shared.clone();
+        let workers = shared.server.workers;
+        let admin_task = self.admin.map(|(listener, admin)| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(addr = %addr, "admin listening");
+            }
+            tokio::spawn(admin::serve(listener, admin))
+        });
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(false);
@@ -134,7 +209,7 @@ impl Bound {
         let mut threads = Vec::new();
         for (i, acceptors) in per_worker.into_iter().enumerate() {
             let (shared, graceful, stop_rx, exit_rx, stopped_tx) =
-                (self.shared.clone(), graceful.clone(), stop_rx.clone(), exit_rx.clone(), stopped_tx.clone());
+                (shared.clone(), graceful.clone(), stop_rx.clone(), exit_rx.clone(), stopped_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
                 .spawn(move || worker_main(i, acceptors, shared, graceful, stop_rx, exit_rx, stopped_tx))
@@ -144,6 +219,7 @@ impl Bound {
         drop(stopped_tx);
 
         shutdown.await;
+        shared.draining.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
         // Every worker has stopped accepting: no new connection can join the drain.
         for _ in 0..workers {
@@ -151,7 +227,7 @@ impl Bound {
                 break;
             }
         }
-        let drain = self.shared.server.drain_timeout;
+        let drain = shared.server.drain_timeout;
         tracing::info!(open_connections = graceful.count(), drain_timeout = ?drain, "shutting down: draining");
         match Arc::try_unwrap(graceful) {
             Ok(graceful) => match tokio::time::timeout(drain, graceful.shutdown()).await {
@@ -165,6 +241,9 @@ impl Bound {
         let _ = exit_tx.send(true);
         for t in threads {
             let _ = t.join();
+        }
+        if let Some(t) = admin_task {
+            t.abort();
         }
         Ok(())
     }
@@ -191,6 +270,9 @@ fn worker_main(
         }
     };
     runtime.block_on(async move {
+        if shared.record_stats {
+            tokio::spawn(stats::flush_loop(shared.stats_tx.clone(), shared.stats.tick()));
+        }
         let builder = Arc::new(listener::builder(&shared.server));
         let loops: Vec<_> = acceptors
             .into_iter()

@@ -1,11 +1,11 @@
-//! The `switchyard` binary: `serve`, `check` and `demo`.
+//! The `switchyard` binary: `serve`, `check`, `demo` and `ctl`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard::logging::{self, LogFormat};
-use switchyard::{Config, Proxy};
+use switchyard::{Config, Options, Proxy};
 
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "A reverse proxy for progressive delivery")]
@@ -27,6 +27,9 @@ enum Command {
         /// Do not write one log line per request.
         #[arg(long)]
         no_access_log: bool,
+        /// Do not record per-pool statistics (only to measure what they cost).
+        #[arg(long)]
+        no_stats: bool,
     },
     /// Validate a config file and exit (non-zero on any error).
     Check {
@@ -40,6 +43,8 @@ enum Command {
         #[arg(short, long, default_value = "examples/demo.yaml")]
         config: PathBuf,
     },
+    /// Talk to a running proxy's admin API.
+    Ctl(switchyard::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +66,26 @@ fn main() -> ExitCode {
             }
         };
     }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = match cli.command {
+        Command::Ctl(args) => {
+            return match runtime.block_on(switchyard::ctl::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard ctl: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => cli,
+    };
+    drop(runtime);
     let _guard = logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -79,10 +104,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    let (config_path, access_log, demo) = match command {
-        Command::Serve { config, no_access_log } => (config, !no_access_log, false),
-        Command::Demo { config } => (config, true, true),
-        Command::Check { .. } => unreachable!("handled before the runtime starts"),
+    let (config_path, access_log, record_stats, demo) = match command {
+        Command::Serve { config, no_access_log, no_stats } => (config, !no_access_log, !no_stats, false),
+        Command::Demo { config } => (config, true, true, true),
+        Command::Check { .. } | Command::Ctl(_) => anyhow::bail!("not a serving command"),
     };
     let config = Config::load(&config_path)?;
     if demo {
@@ -91,7 +116,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(pool = %pool, addr = %addr, "demo upstream");
         }
     }
-    let bound = Proxy::new(config, access_log).bind()?;
+    let options = Options { access_log, record_stats, config_path: Some(config_path) };
+    let bound = Proxy::new(config, options)?.bind().await?;
+    let control = bound.control();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                // Errors are logged and recorded by the control path.
+                let _ = control.reload("SIGHUP", None).await;
+            }
+        }
+    });
     if demo {
         if let Some((_, addr)) = bound.addrs().first() {
             print_demo_hints(*addr);

@@ -12,6 +12,8 @@
 use crate::config::{Config, HostMatch, ServiceConfig};
 use crate::pool::Pool;
 use crate::split::Split;
+use crate::state::WeightMap;
+use crate::stats::Stats;
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,18 +50,84 @@ pub struct Service {
     pub max_request_body: Option<u64>,
     /// Add `x-switchyard-pool` to responses.
     pub expose_pool: bool,
+    /// The weights in force were set through the admin API, not the file.
+    pub weights_from_api: bool,
+    /// The service's config, with the weights in force.
+    pub config: ServiceConfig,
 }
 
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// Compiles a validated config. Starts the pools' health checks, so it
-    /// must run inside a tokio runtime.
-    pub fn new(cfg: &Config) -> Self {
-        let mut snap = Snapshot::default();
-        for (i, s) in cfg.services.iter().enumerate() {
-            snap.services.push(Arc::new(Service::new(s, cfg.server.workers)));
-            match &s.host {
+    /// Compiles a validated config. Pools whose config is unchanged from
+    /// `previous` are reused, with their health state and idle connections;
+    /// new pools start their health checks, so this must run inside a tokio
+    /// runtime. `overrides` are weights set at run time, by service; one that
+    /// no longer fits the service's pools is ignored (and logged).
+    pub fn build(
+        cfg: &Config,
+        stats: &Stats,
+        previous: Option<&Snapshot>,
+        overrides: &HashMap<String, WeightMap>,
+    ) -> Self {
+        let services = cfg
+            .services
+            .iter()
+            .map(|s| {
+                let old = previous.and_then(|p| p.services.iter().find(|o| o.name == s.name));
+                let pools = s
+                    .pools
+                    .iter()
+                    .map(|pc| {
+                        let reused = old.and_then(|o| o.pools.iter().find(|p| p.name == pc.name && p.config == *pc));
+                        match reused {
+                            Some(p) => p.clone(),
+                            None => Arc::new(Pool::new(pc, cfg.server.workers, stats.slot(&s.name, &pc.name))),
+                        }
+                    })
+                    .collect();
+                let mut config = s.clone();
+                let mut from_api = false;
+                if let Some(map) = overrides.get(&s.name) {
+                    let names: Vec<String> = s.pools.iter().map(|p| p.name.clone()).collect();
+                    match crate::config::weights_for(map, &names) {
+                        Ok(w) => {
+                            config.split.weights = w;
+                            from_api = true;
+                        }
+                        Err(e) => tracing::warn!(service = %s.name, error = %e, "ignoring stored weights that no longer fit the service"),
+                    }
+                }
+                Arc::new(Service::new(config, pools, from_api))
+            })
+            .collect();
+        Self::index(services)
+    }
+
+    /// This snapshot with one service's weights replaced; `None` if there is
+    /// no such service. Everything else, pools included, is shared.
+    pub fn with_weights(&self, service: &str, weights: Vec<u32>, from_api: bool) -> Option<Self> {
+        let mut found = false;
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                if s.name != service {
+                    return s.clone();
+                }
+                found = true;
+                let mut config = s.config.clone();
+                config.split.weights = weights.clone();
+                Arc::new(Service::new(config, s.pools.to_vec(), from_api))
+            })
+            .collect();
+        found.then(|| Self::index(services))
+    }
+
+    fn index(services: Vec<Arc<Service>>) -> Self {
+        let mut snap = Snapshot { services, ..Default::default() };
+        for (i, s) in snap.services.iter().enumerate() {
+            match &s.config.host {
                 Some(HostMatch::Exact(h)) => snap.exact.entry(h.clone()).or_default().push(i),
                 Some(HostMatch::Wildcard(sfx)) => match snap.wildcard.iter_mut().find(|(w, _)| w == sfx) {
                     Some((_, v)) => v.push(i),
@@ -103,6 +171,11 @@ impl Snapshot {
     pub fn services(&self) -> &[Arc<Service>] {
         &self.services
     }
+
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
+        self.services.iter().find(|s| s.name == name)
+    }
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -113,22 +186,29 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 // === impl Service ===
 
 impl Service {
-    fn new(cfg: &ServiceConfig, workers: usize) -> Self {
-        let names: Vec<String> = cfg.pools.iter().map(|p| p.name.clone()).collect();
+    fn new(config: ServiceConfig, pools: Vec<Arc<Pool>>, weights_from_api: bool) -> Self {
+        let names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
         Self {
-            name: cfg.name.clone(),
-            path_prefix: cfg.path_prefix.clone(),
-            pools: cfg.pools.iter().map(|p| Arc::new(Pool::new(p, workers))).collect(),
+            name: config.name.clone(),
+            path_prefix: config.path_prefix.clone(),
+            pools: pools.into(),
             pool_header_values: names
                 .iter()
                 .map(|n| HeaderValue::from_str(n).unwrap_or(HeaderValue::from_static("invalid")))
                 .collect(),
-            split: Split::new(&cfg.split, &names),
-            timeout: cfg.timeout,
-            connect_timeout: cfg.connect_timeout,
-            max_request_body: cfg.max_request_body,
-            expose_pool: cfg.expose_pool,
+            split: Split::new(&config.split, &names),
+            timeout: config.timeout,
+            connect_timeout: config.connect_timeout,
+            max_request_body: config.max_request_body,
+            expose_pool: config.expose_pool,
+            weights_from_api,
+            config,
         }
+    }
+
+    /// Pool names in index order.
+    pub fn pool_names(&self) -> Vec<String> {
+        self.pools.iter().map(|p| p.name.clone()).collect()
     }
 }
 
@@ -147,7 +227,8 @@ services:
   - { name: wild-deep, match: { host: "*.eu.example.com" }, pools: { p: { endpoints: ["127.0.0.1:1"] } } }
   - { name: fallback, match: { path_prefix: /img }, pools: { p: { endpoints: ["127.0.0.1:1"] } } }
 "#;
-        Snapshot::new(&Config::from_yaml(yaml, Path::new(".")).unwrap())
+        let stats = Stats::new(std::time::Duration::from_secs(30), std::time::Duration::from_secs(1));
+        Snapshot::build(&Config::from_yaml(yaml, Path::new(".")).unwrap(), &stats, None, &HashMap::new())
     }
 
     fn name(s: &Snapshot, host: &str, path: &str) -> Option<String> {

@@ -17,6 +17,29 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub server: FileServer,
     pub services: Spanned<Vec<FileService>>,
+    pub admin: Option<FileAdmin>,
+    pub state: Option<FileState>,
+    pub stats: Option<FileStats>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAdmin {
+    pub bind: Spanned<String>,
+    pub token_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileState {
+    pub dir: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileStats {
+    pub window: Option<Dur>,
+    pub resolution: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A validated configuration with every default filled in.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Client-facing listeners.
     pub listeners: Vec<ListenerConfig>,
@@ -28,10 +28,41 @@ pub struct Config {
     pub server: ServerConfig,
     /// Services in file order.
     pub services: Vec<ServiceConfig>,
+    /// The admin API, when enabled.
+    pub admin: Option<AdminConfig>,
+    /// Where run-time state is kept (defaults to `switchyard-state` beside
+    /// the config file when the admin API is enabled).
+    pub state_dir: Option<PathBuf>,
+    /// Statistics windows.
+    pub stats: StatsConfig,
+}
+
+/// The admin API listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminConfig {
+    /// Address to bind (loopback by default; elsewhere only with a token).
+    pub bind: SocketAddr,
+    /// `(name, token)` pairs read from `token_file`.
+    pub tokens: Vec<(String, String)>,
+}
+
+/// Statistics windows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatsConfig {
+    /// Length of the sliding window.
+    pub window: Duration,
+    /// Its resolution (how often workers hand their recordings over).
+    pub resolution: Duration,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self { window: Duration::from_secs(30), resolution: Duration::from_secs(1) }
+    }
 }
 
 /// One listener.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ListenerConfig {
     /// Unique name, used in logs.
     pub name: String,
@@ -46,7 +77,7 @@ pub struct ListenerConfig {
 }
 
 /// A certificate chain and its private key, as PEM files.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CertFiles {
     /// PEM certificate chain.
     pub cert: PathBuf,
@@ -55,7 +86,7 @@ pub struct CertFiles {
 }
 
 /// TLS settings of a listener.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TlsConfig {
     /// Served when SNI names none of the `sni` certificates.
     pub default: CertFiles,
@@ -64,7 +95,7 @@ pub struct TlsConfig {
 }
 
 /// Process-wide limits and timeouts (defaults from HARDENING.md).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
     /// Time a client has to send a whole request head; also the keep-alive idle limit.
     pub header_read_timeout: Duration,
@@ -115,7 +146,7 @@ pub enum HostMatch {
 }
 
 /// One service.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
     /// Unique name.
     pub name: String,
@@ -138,7 +169,7 @@ pub struct ServiceConfig {
 }
 
 /// One pool of a service.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PoolConfig {
     /// Pool name (`stable`, `canary`, ...).
     pub name: String,
@@ -153,7 +184,7 @@ pub struct PoolConfig {
 }
 
 /// Active HTTP health checking of a pool's endpoints.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HealthCheckConfig {
     /// Path requested with `GET`; any 2xx is healthy.
     pub path: String,
@@ -168,7 +199,7 @@ pub struct HealthCheckConfig {
 }
 
 /// Passive health: eject an endpoint after consecutive failures.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct OutlierConfig {
     /// Consecutive failures (connect errors, timeouts, resets, 502/503/504) that eject.
     pub consecutive_failures: u32,
@@ -185,7 +216,7 @@ impl Default for OutlierConfig {
 }
 
 /// A split: rules in order, then weights (by sticky key when one is present).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SplitConfig {
     /// What identifies a user for sticky assignment.
     pub sticky: Option<StickyKey>,
@@ -205,7 +236,7 @@ pub enum StickyKey {
 }
 
 /// A rule: all its conditions must hold; then the request goes to `pool`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RuleConfig {
     /// Headers that must have exactly these values.
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -338,7 +369,58 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         }
         services.push(svc);
     }
-    Ok(Config { listeners, server, services })
+    let admin = match file.admin {
+        None => None,
+        Some(a) => Some(validate_admin(a, base)?),
+    };
+    let state_dir = match file.state {
+        Some(st) => Some(base.join(st.dir)),
+        None => admin.as_ref().map(|_| base.join("switchyard-state")),
+    };
+    let d = StatsConfig::default();
+    let stats = match file.stats {
+        None => d,
+        Some(st) => {
+            let resolution = st.resolution.map_or(Ok(d.resolution), |r| {
+                if r.value.0 < Duration::from_millis(10) {
+                    Err(fail("stats.resolution", &r.referenced, "must be at least 10ms"))
+                } else {
+                    Ok(r.value.0)
+                }
+            })?;
+            let window = st.window.map_or(d.window, |w| w.0).max(resolution);
+            StatsConfig { window, resolution }
+        }
+    };
+    Ok(Config { listeners, server, services, admin, state_dir, stats })
+}
+
+fn validate_admin(a: FileAdmin, base: &Path) -> Result<AdminConfig, Error> {
+    let bind = resolve(&a.bind.value).map_err(|m| fail("admin.bind", &a.bind.referenced, m))?;
+    let mut tokens = Vec::new();
+    if let Some(tf) = a.token_file {
+        let path = base.join(&tf.value);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| fail("admin.token_file", &tf.referenced, format!("cannot read {}: {e}", path.display())))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (name, token) = match line.split_once(':') {
+                Some((n, t)) => (n.trim(), t.trim()),
+                None => ("admin", line),
+            };
+            if token.len() < 16 {
+                return Err(fail(
+                    "admin.token_file",
+                    &tf.referenced,
+                    format!("the token of `{name}` is shorter than 16 characters"),
+                ));
+            }
+            tokens.push((name.to_owned(), token.to_owned()));
+        }
+        if tokens.is_empty() {
+            return Err(fail("admin.token_file", &tf.referenced, format!("{} holds no token", path.display())));
+        }
+    }
+    Ok(AdminConfig { bind, tokens })
 }
 
 fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {

@@ -26,6 +26,10 @@ use tokio::time::Instant;
 pub struct Pool {
     /// Pool name.
     pub name: String,
+    /// The pool's config, to tell on reload whether it changed.
+    pub config: PoolConfig,
+    /// Where its statistics are recorded.
+    pub stats_slot: usize,
     /// Endpoints in config order.
     pub endpoints: Box<[Arc<Endpoint>]>,
     lb: LbKind,
@@ -53,7 +57,7 @@ pub struct Endpoint {
 impl Pool {
     /// Builds a pool and starts its active health checks, if configured.
     /// Must be called inside a tokio runtime when health checks are configured.
-    pub fn new(cfg: &PoolConfig, workers: usize) -> Self {
+    pub fn new(cfg: &PoolConfig, workers: usize, stats_slot: usize) -> Self {
         let endpoints: Box<[Arc<Endpoint>]> =
             cfg.endpoints.iter().map(|a| Arc::new(Endpoint::new(*a, workers))).collect();
         let checks = match &cfg.health_check {
@@ -62,6 +66,8 @@ impl Pool {
         };
         Self {
             name: cfg.name.clone(),
+            config: cfg.clone(),
+            stats_slot,
             endpoints,
             lb: cfg.lb,
             next: AtomicUsize::new(0),
@@ -223,6 +229,7 @@ mod tests {
                 },
             },
             1,
+            0,
         )
     }
 

@@ -1,0 +1,96 @@
+//! JSON wire types of the admin API, shared by the server and `switchyard ctl`.
+//! The OpenAPI description (`proxy/openapi.yaml`) documents the same shapes.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An error answer: `{"error": "..."}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// One service.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Name.
+    pub name: String,
+    /// Host match (`*.x` for wildcards), if any.
+    pub host: Option<String>,
+    /// Path prefix.
+    pub path_prefix: String,
+    /// Where the weights in force come from: `config` or `api`.
+    pub weights_source: String,
+    /// Sticky key, e.g. `cookie:session`.
+    pub sticky: Option<String>,
+    /// Rules in order, e.g. `header x-canary=always → canary`.
+    pub rules: Vec<String>,
+    /// Pools in name order.
+    pub pools: Vec<PoolView>,
+}
+
+/// One pool.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PoolView {
+    /// Name.
+    pub name: String,
+    /// Relative weight in force.
+    pub weight: u32,
+    /// Share of unkeyed, rule-less traffic, in percent.
+    pub share_percent: f64,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// One endpoint.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// Address.
+    pub address: String,
+    /// Takes traffic (not ejected, active checks passing).
+    pub healthy: bool,
+}
+
+/// A pool's figures over a span.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PoolStatsView {
+    /// Requests.
+    pub requests: u64,
+    /// Responses by status class (`1xx`..`5xx`).
+    pub status: BTreeMap<String, u64>,
+    /// Proxy-side errors by class (`connect`, `timeout`, `reset`, `no_healthy_endpoint`).
+    pub errors: BTreeMap<String, u64>,
+    /// 5xx responses / requests.
+    pub error_rate: f64,
+    /// Latency to the response head, milliseconds.
+    pub latency_ms: LatencyView,
+}
+
+/// Latency quantiles in milliseconds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct LatencyView {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// `GET /v1/services/{svc}/stats`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Service.
+    pub service: String,
+    /// Length of the window the figures cover, seconds.
+    pub window_seconds: f64,
+    /// Per pool, over the window.
+    pub pools: BTreeMap<String, PoolStatsView>,
+    /// Per pool, since the proxy started.
+    pub lifetime: BTreeMap<String, PoolStatsView>,
+}

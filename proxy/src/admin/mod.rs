@@ -1,0 +1,509 @@
+//! The admin API: JSON over HTTP/1.1 on its own listener (loopback by
+//! default), served on the control path. Reads are open on loopback; every
+//! write needs `Authorization: Bearer <token>` when tokens are configured,
+//! a JSON content type (so a cross-site form cannot post), and becomes an
+//! event. See `proxy/openapi.yaml` (also served at `/v1/openapi.yaml`).
+
+pub mod api;
+
+use crate::control::{Control, ControlError};
+use crate::state::WeightMap;
+use crate::stats::{Figures, ERROR_LABELS, STATUS_LABELS};
+use api::*;
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// The OpenAPI 3 description of this API.
+pub const OPENAPI: &str = include_str!("../../openapi.yaml");
+
+/// Every route: method and path template, as listed in the OpenAPI description.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/openapi.yaml"),
+    ("GET", "/v1/services"),
+    ("GET", "/v1/services/{svc}"),
+    ("PUT", "/v1/services/{svc}/weights"),
+    ("DELETE", "/v1/services/{svc}/weights"),
+    ("GET", "/v1/services/{svc}/stats"),
+    ("GET", "/v1/events"),
+    ("POST", "/v1/config/reload"),
+];
+
+const MAX_BODY: usize = 1 << 20;
+
+/// Admin state: the control path plus who may write.
+pub struct Admin {
+    control: Arc<Control>,
+    tokens: Vec<(String, String)>,
+    loopback: bool,
+    registry: prometheus::Registry,
+}
+
+/// Binds the admin listener. Refuses a non-loopback address without a token.
+pub async fn bind(
+    control: Arc<Control>,
+    addr: SocketAddr,
+    mut tokens: Vec<(String, String)>,
+) -> Result<(TcpListener, Arc<Admin>), crate::Error> {
+    if let Ok(t) = std::env::var("SWITCHYARD_ADMIN_TOKEN") {
+        if !t.trim().is_empty() {
+            tokens.push(("env".into(), t.trim().to_owned()));
+        }
+    }
+    let loopback = addr.ip().is_loopback();
+    if !loopback && tokens.is_empty() {
+        return Err(crate::Error::Config(format!(
+            "admin.bind {addr} is not a loopback address: set admin.token_file or SWITCHYARD_ADMIN_TOKEN"
+        )));
+    }
+    let registry = prometheus::Registry::new();
+    let collector = crate::stats::metrics::SwitchyardCollector::new(control.shared.clone())
+        .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    registry.register(Box::new(collector)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|error| crate::Error::Bind { name: "admin".into(), addr, error })?;
+    if tokens.is_empty() {
+        tracing::warn!("admin API has no token: writes are open to local processes");
+    }
+    Ok((listener, Arc::new(Admin { control, tokens, loopback, registry })))
+}
+
+/// Serves the admin API until the task is dropped.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// The admin API's response body: one chunk, or a stream of server-sent events.
+pub enum AdminBody {
+    /// A whole body.
+    Full(Full<Bytes>),
+    /// Frames from a channel (server-sent events).
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl http_body::Body for AdminBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut *self {
+            AdminBody::Full(f) => Pin::new(f).poll_frame(cx),
+            AdminBody::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+}
+
+type Resp = Response<AdminBody>;
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
+    let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
+    let mut r = Response::new(AdminBody::Full(Full::new(Bytes::from(bytes))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
+    json(status, &ErrorBody { error: msg.into() })
+}
+
+fn text(content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(AdminBody::Full(Full::new(body.into())));
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+impl From<ControlError> for Resp {
+    fn from(e: ControlError) -> Resp {
+        let status = match e {
+            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, e.to_string())
+    }
+}
+
+// === impl Admin ===
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Resp {
+        let path = req.uri().path().to_owned();
+        let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let method = req.method().clone();
+        let is_write = matches!(method, Method::PUT | Method::POST | Method::DELETE | Method::PATCH);
+        let health = segs.first() == Some(&"health");
+
+        // Which routes exist, for 404 vs 405.
+        let allowed: &[Method] = match segs.as_slice() {
+            ["health", "live"] | ["health", "ready"] | ["metrics"] | ["v1", "openapi.yaml"] | ["v1", "services"] => {
+                &[Method::GET]
+            }
+            ["v1", "services", _] | ["v1", "services", _, "stats"] | ["v1", "events"] => &[Method::GET],
+            ["v1", "services", _, "weights"] => &[Method::PUT, Method::DELETE],
+            ["v1", "config", "reload"] => &[Method::POST],
+            _ => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        };
+        if !allowed.contains(&method) {
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"));
+            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            if let Ok(v) = header::HeaderValue::from_str(&allow) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            return r;
+        }
+
+        // Authentication: writes always (when tokens exist); reads too off loopback.
+        let token_name = self.token_name(req.headers());
+        let needs_token = !self.tokens.is_empty() && (is_write || (!self.loopback && !health));
+        if needs_token && token_name.is_none() {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        let actor = req
+            .headers()
+            .get("x-switchyard-actor")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| v.chars().take(128).collect())
+            .or(token_name)
+            .unwrap_or_else(|| "anonymous".to_owned());
+        let reason = req.headers().get("x-switchyard-reason").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if is_write && !is_json(req.headers()) {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "writes need Content-Type: application/json");
+        }
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 1 MiB")
+            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+        };
+
+        let c = &self.control;
+        match (method, segs.as_slice()) {
+            (Method::GET, ["health", "live"]) => json(StatusCode::OK, &serde_json::json!({ "status": "live" })),
+            (Method::GET, ["health", "ready"]) => {
+                if c.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "draining" }))
+                } else {
+                    json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+                }
+            }
+            (Method::GET, ["metrics"]) => {
+                let mut out = String::new();
+                match prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+                    Ok(()) => text("text/plain; version=0.0.4; charset=utf-8", out),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+            (Method::GET, ["v1", "openapi.yaml"]) => text("application/yaml", OPENAPI),
+            (Method::GET, ["v1", "services"]) => {
+                let snap = c.shared.snapshot.load();
+                json(StatusCode::OK, &snap.services().iter().map(|s| service_view(s)).collect::<Vec<_>>())
+            }
+            (Method::GET, ["v1", "services", name]) => match c.shared.snapshot.load().service(name) {
+                Some(s) => json(StatusCode::OK, &service_view(s)),
+                None => error(StatusCode::NOT_FOUND, format!("no service named `{name}`")),
+            },
+            (Method::GET, ["v1", "services", name, "stats"]) => self.stats(name, &query),
+            (Method::PUT, ["v1", "services", name, "weights"]) => {
+                let (weights, body_reason) = match parse_weights(&body) {
+                    Ok(w) => w,
+                    Err(msg) => {
+                        return error(StatusCode::BAD_REQUEST, msg);
+                    }
+                };
+                match c.set_weights(name, weights, &actor, body_reason.or(reason)).await {
+                    Ok(ev) => json(StatusCode::OK, &ev),
+                    Err(e) => e.into(),
+                }
+            }
+            (Method::DELETE, ["v1", "services", name, "weights"]) => {
+                match c.reset_weights(name, &actor, reason).await {
+                    Ok(ev) => json(StatusCode::OK, &ev),
+                    Err(e) => e.into(),
+                }
+            }
+            (Method::POST, ["v1", "config", "reload"]) => match c.reload(&actor, reason).await {
+                Ok(ev) => json(StatusCode::OK, &ev),
+                Err(e) => e.into(),
+            },
+            (Method::GET, ["v1", "events"]) => self.events(&query),
+            _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        }
+    }
+
+    /// The name of the token the request carries, if it is a valid one.
+    fn token_name(&self, headers: &HeaderMap) -> Option<String> {
+        let given = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        let mut found = None;
+        for (name, token) in &self.tokens {
+            // Compare every token in constant time; never short-circuit on a match.
+            if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                found = Some(name.clone());
+            }
+        }
+        found
+    }
+
+    fn stats(&self, name: &str, query: &str) -> Resp {
+        let c = &self.control;
+        let snap = c.shared.snapshot.load();
+        let Some(svc) = snap.service(name) else {
+            return error(StatusCode::NOT_FOUND, format!("no service named `{name}`"));
+        };
+        let stats = &c.shared.stats;
+        let span = match query_param(query, "window").map(humantime::parse_duration) {
+            None => None,
+            Some(Ok(d)) if d <= stats.window() && d >= stats.tick() => Some(d),
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("window must be a duration between {:?} and {:?}", stats.tick(), stats.window()),
+                )
+            }
+        };
+        let window_seconds = span.unwrap_or(stats.window()).as_secs_f64();
+        let view = StatsView {
+            service: svc.name.clone(),
+            window_seconds,
+            pools: svc
+                .pools
+                .iter()
+                .map(|p| (p.name.clone(), figures_view(&stats.recent(p.stats_slot, span))))
+                .collect(),
+            lifetime: svc.pools.iter().map(|p| (p.name.clone(), figures_view(&stats.lifetime(p.stats_slot)))).collect(),
+        };
+        json(StatusCode::OK, &view)
+    }
+
+    fn events(&self, query: &str) -> Resp {
+        let Some(store) = &self.control.store else {
+            return json(StatusCode::OK, &Vec::<crate::state::Event>::new());
+        };
+        let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
+        let after = query_param(query, "after").and_then(|a| a.parse::<u64>().ok());
+        let follow = matches!(query_param(query, "follow"), Some("1" | "true"));
+        // Subscribe before reading the backlog so nothing falls between the two.
+        let mut live = store.subscribe();
+        let backlog = match after {
+            Some(a) => store.events(a, limit),
+            None => store.last_events(limit),
+        };
+        let backlog = match backlog {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        if !follow {
+            return json(StatusCode::OK, &backlog);
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let mut last = backlog.last().map_or(after.unwrap_or(0), |e| e.seq);
+        tokio::spawn(async move {
+            let sse = |e: &crate::state::Event| {
+                Bytes::from(format!(
+                    "id: {}\nevent: {}\ndata: {}\n\n",
+                    e.seq,
+                    e.kind,
+                    serde_json::to_string(e).unwrap_or_default()
+                ))
+            };
+            for e in &backlog {
+                if tx.send(sse(e)).await.is_err() {
+                    return;
+                }
+            }
+            let mut keepalive = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    r = live.recv() => match r {
+                        Ok(e) if e.seq > last => {
+                            last = e.seq;
+                            if tx.send(sse(&e)).await.is_err() { return; }
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx.send(Bytes::from_static(b": lagged; reconnect with after=<last id>\n\n")).await;
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                    _ = keepalive.tick() => if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() { return; },
+                }
+            }
+        });
+        let mut r = Response::new(AdminBody::Stream(rx));
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+        r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+        r
+    }
+}
+
+fn is_json(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+/// Accepts `{"stable": 90, "canary": 10}` or `{"weights": {...}, "reason": "..."}`.
+fn parse_weights(body: &[u8]) -> Result<(WeightMap, Option<String>), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wrapped {
+        weights: WeightMap,
+        reason: Option<String>,
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    if value.get("weights").is_some_and(serde_json::Value::is_object) {
+        let w: Wrapped = serde_json::from_value(value).map_err(|e| format!("invalid body: {e}"))?;
+        return Ok((w.weights, w.reason));
+    }
+    let w: WeightMap = serde_json::from_value(value)
+        .map_err(|e| format!("weights must be an object of pool names to non-negative integers: {e}"))?;
+    if w.is_empty() {
+        return Err("no weights given".into());
+    }
+    Ok((w, None))
+}
+
+fn service_view(s: &crate::snapshot::Service) -> ServiceView {
+    use crate::config::{HostMatch, StickyKey};
+    let total: u64 = s.split.weights().iter().map(|w| u64::from(*w)).sum();
+    let now = crate::pool::clock_ms();
+    let names = s.pool_names();
+    ServiceView {
+        name: s.name.clone(),
+        host: s.config.host.as_ref().map(|h| match h {
+            HostMatch::Exact(h) => h.clone(),
+            HostMatch::Wildcard(sfx) => format!("*{sfx}"),
+        }),
+        path_prefix: s.path_prefix.clone(),
+        weights_source: if s.weights_from_api { "api" } else { "config" }.into(),
+        sticky: s.config.split.sticky.as_ref().map(|k| match k {
+            StickyKey::Cookie(c) => format!("cookie:{c}"),
+            StickyKey::Header(h) => format!("header:{h}"),
+        }),
+        rules: s
+            .config
+            .split
+            .rules
+            .iter()
+            .map(|r| {
+                let mut conds: Vec<String> =
+                    r.headers.iter().map(|(k, v)| format!("header {k}={}", v.to_str().unwrap_or("?"))).collect();
+                conds.extend(r.cookies.iter().map(|(k, v)| format!("cookie {k}={v}")));
+                format!("{} → {}", conds.join(" and "), names.get(r.pool).map_or("?", String::as_str))
+            })
+            .collect(),
+        pools: s
+            .pools
+            .iter()
+            .zip(s.split.weights())
+            .map(|(p, w)| PoolView {
+                name: p.name.clone(),
+                weight: *w,
+                share_percent: if total == 0 { 0.0 } else { (f64::from(*w) * 10000.0 / total as f64).round() / 100.0 },
+                endpoints: p
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointView { address: e.addr.to_string(), healthy: e.is_available(now) })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn figures_view(f: &Figures) -> PoolStatsView {
+    let ms = |us: u64| us as f64 / 1000.0;
+    PoolStatsView {
+        requests: f.requests,
+        status: STATUS_LABELS.iter().zip(f.status).map(|(l, n)| (l.to_string(), n)).collect(),
+        errors: ERROR_LABELS.iter().zip(f.errors).map(|(l, n)| (l.to_string(), n)).collect(),
+        error_rate: f.error_rate(),
+        latency_ms: LatencyView {
+            p50: ms(f.p50_us),
+            p90: ms(f.p90_us),
+            p99: ms(f.p99_us),
+            p999: ms(f.p999_us),
+            max: ms(f.max_us),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_bodies() {
+        let (w, r) = parse_weights(br#"{"stable": 90, "canary": 10}"#).unwrap();
+        assert_eq!((w["stable"], w["canary"], r), (90, 10, None));
+        let (w, r) = parse_weights(br#"{"weights": {"canary": 5}, "reason": "step 1"}"#).unwrap();
+        assert_eq!((w["canary"], r.as_deref()), (5, Some("step 1")));
+        assert!(parse_weights(br#"{"stable": -1}"#).is_err());
+        assert!(parse_weights(br#"{"stable": 1.5}"#).is_err());
+        assert!(parse_weights(br#"{}"#).is_err());
+        assert!(parse_weights(b"stable=1").is_err());
+        assert!(parse_weights(br#"{"weights": {"a": 1}, "extra": 1}"#).is_err());
+    }
+
+    /// Every route is described in the OpenAPI document and nothing else is.
+    #[test]
+    fn openapi_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_saphyr::from_str(OPENAPI).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let mut routes: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        documented.sort();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+}

@@ -1,0 +1,341 @@
+//! `switchyard ctl`: the admin API from a terminal or a CI job. Human tables
+//! by default, `--json` for scripts; any failure exits non-zero with the
+//! server's message on stderr.
+
+use crate::admin::api::{ErrorBody, ServiceView, StatsView};
+use crate::state::Event;
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::net::TcpStream;
+
+/// Connection settings and the command.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Admin API address.
+    #[arg(long, env = "SWITCHYARD_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
+    pub addr: String,
+    /// Bearer token for writes.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the bearer token from this file (its first line; `name:token` allowed).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Who is acting, recorded in the history (default: the token's name).
+    #[arg(long, env = "SWITCHYARD_ACTOR")]
+    pub actor: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `switchyard ctl` commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Services, pools, weights, health and live figures.
+    Status,
+    /// Set a service's weights: `weights checkout stable=90 canary=10` (or `--reset`).
+    Weights {
+        /// The service.
+        service: String,
+        /// `pool=weight` pairs; pools not named get 0.
+        weights: Vec<String>,
+        /// Why, recorded in the history.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Drop the run-time weights: the config file's apply again.
+        #[arg(long, conflicts_with = "weights")]
+        reset: bool,
+    },
+    /// Per-pool figures over the window.
+    Stats {
+        /// The service.
+        service: String,
+        /// A shorter span than the configured window, e.g. `10s`.
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// The deployment history.
+    Events {
+        /// Keep streaming new events.
+        #[arg(long)]
+        follow: bool,
+        /// How many of the newest events.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Re-read the proxy's config file.
+    Reload {
+        /// Why, recorded in the history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+struct Client {
+    addr: String,
+    token: Option<String>,
+    actor: Option<String>,
+}
+
+/// Runs one `ctl` command.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
+            Some(line.split_once(':').map_or(line, |(_, t)| t.trim()).to_owned())
+        }
+        (None, None) => None,
+    };
+    let c = Client { addr: args.addr.clone(), token, actor: args.actor.clone() };
+    let json = args.json;
+    match args.command {
+        CtlCommand::Status => status(&c, json).await,
+        CtlCommand::Weights { service, weights, reason, reset } => {
+            let path = format!("/v1/services/{service}/weights");
+            let body = if reset {
+                c.call(Method::DELETE, &path, None, reason.as_deref()).await?
+            } else {
+                if weights.is_empty() {
+                    bail!("give pool=weight pairs, e.g. `stable=90 canary=10`, or --reset");
+                }
+                let mut map = BTreeMap::new();
+                for w in &weights {
+                    let (pool, n) = w.split_once('=').ok_or_else(|| anyhow!("`{w}` is not pool=weight"))?;
+                    let n: u32 = n.parse().map_err(|_| anyhow!("`{n}` in `{w}` is not a non-negative integer"))?;
+                    map.insert(pool.to_owned(), n);
+                }
+                c.call(Method::PUT, &path, Some(serde_json::to_vec(&map)?), reason.as_deref()).await?
+            };
+            print_event(&body, json)
+        }
+        CtlCommand::Stats { service, window } => {
+            let q = window.map(|w| format!("?window={w}")).unwrap_or_default();
+            let body = c.call(Method::GET, &format!("/v1/services/{service}/stats{q}"), None, None).await?;
+            if json {
+                return print_raw(&body);
+            }
+            let s: StatsView = serde_json::from_slice(&body)?;
+            println!("{} — last {}s", s.service, s.window_seconds);
+            print_stats_table(&s);
+            Ok(())
+        }
+        CtlCommand::Events { follow, limit } => {
+            if follow {
+                return c.follow(&format!("/v1/events?follow=1&limit={limit}"), json).await;
+            }
+            let body = c.call(Method::GET, &format!("/v1/events?limit={limit}"), None, None).await?;
+            if json {
+                return print_raw(&body);
+            }
+            for e in serde_json::from_slice::<Vec<Event>>(&body)? {
+                println!("{}", event_line(&e));
+            }
+            Ok(())
+        }
+        CtlCommand::Reload { reason } => {
+            let body = c.call(Method::POST, "/v1/config/reload", None, reason.as_deref()).await?;
+            print_event(&body, json)
+        }
+    }
+}
+
+async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
+    let body = c.call(Method::GET, "/v1/services", None, None).await?;
+    let services: Vec<ServiceView> = serde_json::from_slice(&body)?;
+    let mut all_stats = Vec::new();
+    for s in &services {
+        let b = c.call(Method::GET, &format!("/v1/services/{}/stats", s.name), None, None).await?;
+        all_stats.push(serde_json::from_slice::<StatsView>(&b)?);
+    }
+    if json {
+        let out = serde_json::json!({ "services": services, "stats": all_stats });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "SERVICE".to_string(),
+        "POOL".into(),
+        "WEIGHT".into(),
+        "SHARE".into(),
+        "HEALTHY".into(),
+        "REQS".into(),
+        "ERR%".into(),
+        "P99(ms)".into(),
+    ]];
+    for (s, st) in services.iter().zip(&all_stats) {
+        for p in &s.pools {
+            let f = st.pools.get(&p.name);
+            let healthy = p.endpoints.iter().filter(|e| e.healthy).count();
+            rows.push(vec![
+                format!("{}{}", s.name, if s.weights_source == "api" { " (api)" } else { "" }),
+                p.name.clone(),
+                p.weight.to_string(),
+                format!("{:.2}%", p.share_percent),
+                format!("{healthy}/{}", p.endpoints.len()),
+                f.map_or("0".into(), |f| f.requests.to_string()),
+                f.map_or("-".into(), |f| format!("{:.2}", f.error_rate * 100.0)),
+                f.map_or("-".into(), |f| format!("{:.1}", f.latency_ms.p99)),
+            ]);
+        }
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_stats_table(s: &StatsView) {
+    let mut rows = vec![["POOL", "REQS", "2xx", "4xx", "5xx", "ERR%", "P50", "P90", "P99", "P999", "MAX(ms)"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()];
+    for (name, f) in &s.pools {
+        let st = |k: &str| f.status.get(k).copied().unwrap_or(0).to_string();
+        rows.push(vec![
+            name.clone(),
+            f.requests.to_string(),
+            st("2xx"),
+            st("4xx"),
+            st("5xx"),
+            format!("{:.2}", f.error_rate * 100.0),
+            format!("{:.1}", f.latency_ms.p50),
+            format!("{:.1}", f.latency_ms.p90),
+            format!("{:.1}", f.latency_ms.p99),
+            format!("{:.1}", f.latency_ms.p999),
+            format!("{:.1}", f.latency_ms.max),
+        ]);
+    }
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn event_line(e: &Event) -> String {
+    format!(
+        "#{:<5} {}  {:<14} {:<10} {}{}{}",
+        e.seq,
+        e.time,
+        e.kind,
+        e.actor,
+        if e.outcome == "refused" { "REFUSED: " } else { "" },
+        e.message,
+        e.reason.as_ref().map(|r| format!(" (reason: {r})")).unwrap_or_default()
+    )
+}
+
+fn print_event(body: &[u8], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_raw(body);
+    }
+    let e: Event = serde_json::from_slice(body)?;
+    println!("{}", e.message);
+    Ok(())
+}
+
+fn print_raw(body: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(body)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+// === impl Client ===
+
+impl Client {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let stream = TcpStream::connect(&self.addr).await.with_context(|| {
+            format!("cannot reach the admin API at {} (is the proxy running with an `admin` section?)", self.addr)
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method.clone()).uri(path).header(header::HOST, &self.addr);
+        if method != Method::GET {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(a) = &self.actor {
+            req = req.header("x-switchyard-actor", a);
+        }
+        if let Some(r) = reason {
+            req = req.header("x-switchyard-reason", r);
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    /// One call; the body on 2xx, the server's message as the error otherwise.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<Bytes> {
+        let resp = self.send(method, path, body, reason).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("{}", server_error(status, &bytes));
+        }
+        Ok(bytes)
+    }
+
+    /// Streams server-sent events until the connection ends.
+    async fn follow(&self, path: &str, json: bool) -> anyhow::Result<()> {
+        let resp = self.send(Method::GET, path, None, None).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            bail!("{}", server_error(status, &bytes));
+        }
+        let mut buf = String::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else { continue };
+            buf.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = buf.find("\n\n") {
+                let msg: String = buf.drain(..end + 2).collect();
+                for line in msg.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                    if json {
+                        println!("{line}");
+                    } else if let Ok(e) = serde_json::from_str::<Event>(line) {
+                        println!("{}", event_line(&e));
+                    }
+                }
+                std::io::stdout().flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn server_error(status: StatusCode, body: &[u8]) -> String {
+    let msg = serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+    format!("{} {}: {msg}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+}

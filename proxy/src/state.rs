@@ -1,0 +1,199 @@
+//! The state store: weights set at run time and the deployment history,
+//! durable across restarts (and `kill -9`).
+//!
+//! An embedded redb database in `state.dir`: one file, ACID, each commit
+//! fsynced before it returns, so a change is on disk before the admin API
+//! answers. Two tables: `weights` (service → its weights, as JSON) and
+//! `events` (sequence number → event, as JSON). New events are also
+//! broadcast for `GET /v1/events?follow=1`. Everything here runs on the
+//! control path.
+
+use crate::error::Error;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tokio::sync::broadcast;
+
+const WEIGHTS: TableDefinition<&str, &str> = TableDefinition::new("weights");
+const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
+
+/// Weights by pool name.
+pub type WeightMap = BTreeMap<String, u32>;
+
+/// One entry of the deployment history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Sequence number, increasing from 1.
+    pub seq: u64,
+    /// When, RFC 3339 in UTC.
+    pub time: String,
+    /// What happened: `weights`, `weights-reset`, `config-reload`, ...
+    pub kind: String,
+    /// The service concerned, if one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub service: Option<String>,
+    /// Who: the `x-switchyard-actor` header, else the token's name.
+    pub actor: String,
+    /// Why, when the caller said.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// `applied`, or `refused` for a write that changed nothing.
+    pub outcome: String,
+    /// The state before.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null", default)]
+    pub old: serde_json::Value,
+    /// The state after (or what was asked for, when refused).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null", default)]
+    pub new: serde_json::Value,
+    /// A human-readable summary.
+    pub message: String,
+}
+
+/// The embedded store.
+pub struct StateStore {
+    db: Database,
+    events: broadcast::Sender<Event>,
+}
+
+fn db_err(e: impl std::fmt::Display) -> Error {
+    Error::State(format!("state store: {e}"))
+}
+
+// === impl StateStore ===
+
+impl StateStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::State(format!("state store: cannot create {}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("switchyard.redb"))
+            .map_err(|e| Error::State(format!("state store: cannot open {}: {e}", dir.display())))?;
+        // Create the tables so readers never see them missing.
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(WEIGHTS).map_err(db_err)?;
+        tx.open_table(EVENTS).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(Self { db, events: broadcast::channel(1024).0 })
+    }
+
+    /// Weights set at run time, by service.
+    pub fn weights(&self) -> Result<HashMap<String, WeightMap>, Error> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(WEIGHTS).map_err(db_err)?;
+        let mut out = HashMap::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let map: WeightMap = serde_json::from_str(v.value()).map_err(db_err)?;
+            out.insert(k.value().to_owned(), map);
+        }
+        Ok(out)
+    }
+
+    /// In one durable transaction: sets (`Some`) or clears (`None`) a
+    /// service's run-time weights, and appends `event` (its `seq` and `time`
+    /// are filled in). Returns the event as stored.
+    pub fn commit(&self, weights: Option<(&str, Option<&WeightMap>)>, event: Event) -> Result<Event, Error> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let event = {
+            if let Some((service, w)) = weights {
+                let mut table = tx.open_table(WEIGHTS).map_err(db_err)?;
+                match w {
+                    Some(w) => {
+                        let json = serde_json::to_string(w).map_err(db_err)?;
+                        table.insert(service, json.as_str()).map_err(db_err)?;
+                    }
+                    None => {
+                        table.remove(service).map_err(db_err)?;
+                    }
+                }
+            }
+            let mut table = tx.open_table(EVENTS).map_err(db_err)?;
+            let seq = table.last().map_err(db_err)?.map_or(0, |(k, _)| k.value()) + 1;
+            let event = Event {
+                seq,
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                ..event
+            };
+            let json = serde_json::to_string(&event).map_err(db_err)?;
+            table.insert(seq, json.as_str()).map_err(db_err)?;
+            event
+        };
+        tx.commit().map_err(db_err)?;
+        let _ = self.events.send(event.clone());
+        Ok(event)
+    }
+
+    /// Events after `after`, oldest first, at most `limit`.
+    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, Error> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(EVENTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.range(after.saturating_add(1)..).map_err(db_err)?.take(limit) {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(serde_json::from_str(v.value()).map_err(db_err)?);
+        }
+        Ok(out)
+    }
+
+    /// The newest events, oldest first, at most `limit`.
+    pub fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(EVENTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)?.rev().take(limit) {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(serde_json::from_str(v.value()).map_err(db_err)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// New events as they are committed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+/// A blank event to fill in.
+pub fn event(kind: &str, service: Option<&str>, actor: &str, reason: Option<String>) -> Event {
+    Event {
+        seq: 0,
+        time: String::new(),
+        kind: kind.into(),
+        service: service.map(Into::into),
+        actor: actor.into(),
+        reason,
+        outcome: "applied".into(),
+        old: serde_json::Value::Null,
+        new: serde_json::Value::Null,
+        message: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_and_events_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(dir.path()).unwrap();
+            let w: WeightMap = [("stable".to_string(), 90), ("canary".to_string(), 10)].into();
+            let e =
+                s.commit(Some(("web", Some(&w))), event("weights", Some("web"), "ci", Some("ramp".into()))).unwrap();
+            assert_eq!(e.seq, 1);
+            s.commit(None, event("config-reload", None, "ops", None)).unwrap();
+        }
+        let s = StateStore::open(dir.path()).unwrap();
+        assert_eq!(s.weights().unwrap()["web"]["canary"], 10);
+        let events = s.events(0, 10).unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(events[0].reason.as_deref(), Some("ramp"));
+        assert_eq!(s.events(1, 10).unwrap().len(), 1);
+        assert_eq!(s.last_events(1).unwrap()[0].seq, 2);
+        s.commit(Some(("web", None)), event("weights-reset", Some("web"), "ci", None)).unwrap();
+        assert!(s.weights().unwrap().is_empty());
+    }
+}

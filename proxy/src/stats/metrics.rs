@@ -1,0 +1,167 @@
+//! Prometheus exposition: a collector that reads the control path's
+//! aggregates and the current snapshot at scrape time. Metric names are the
+//! constants below; every one is documented in the README.
+
+use super::{Stats, ERROR_LABELS, STATUS_LABELS};
+use crate::Shared;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use std::sync::Arc;
+
+/// Requests by service, pool and status class (`1xx`..`5xx`).
+pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
+/// Time to the response head, by service and pool.
+pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
+/// Proxy-side failures by service, pool and class (`connect`, `timeout`, `reset`, `no_healthy_endpoint`).
+pub const UPSTREAM_ERRORS_TOTAL: &str = "switchyard_upstream_errors_total";
+/// Current relative weight of each pool.
+pub const POOL_WEIGHT: &str = "switchyard_pool_weight";
+/// 1 when an endpoint takes traffic (not ejected, checks passing), else 0.
+pub const ENDPOINT_HEALTHY: &str = "switchyard_endpoint_healthy";
+
+/// Histogram bucket bounds in seconds.
+const BUCKETS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Collects every Switchyard metric.
+pub struct SwitchyardCollector {
+    shared: Arc<Shared>,
+    descs: Vec<Desc>,
+}
+
+/// Every family: name, help, labels, type — in the order `collect` returns them.
+const FAMILIES: [(&str, &str, &[&str], MetricType); 5] = [
+    (REQUESTS_TOTAL, "Requests by service, pool and status class.", &["service", "pool", "class"], MetricType::COUNTER),
+    (
+        REQUEST_DURATION_SECONDS,
+        "Time to the response head, by service and pool.",
+        &["service", "pool"],
+        MetricType::HISTOGRAM,
+    ),
+    (
+        UPSTREAM_ERRORS_TOTAL,
+        "Proxy-side failures by service, pool and class.",
+        &["service", "pool", "class"],
+        MetricType::COUNTER,
+    ),
+    (POOL_WEIGHT, "Current relative weight of each pool.", &["service", "pool"], MetricType::GAUGE),
+    (
+        ENDPOINT_HEALTHY,
+        "1 when an endpoint takes traffic, else 0.",
+        &["service", "pool", "endpoint"],
+        MetricType::GAUGE,
+    ),
+];
+
+impl SwitchyardCollector {
+    /// A collector over `shared`'s stats and snapshot.
+    pub fn new(shared: Arc<Shared>) -> Result<Self, prometheus::Error> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, labels, _)| {
+                Desc::new(
+                    (*name).into(),
+                    (*help).into(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { shared, descs })
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name((*k).into());
+            l.set_value((*v).into());
+            l
+        })
+        .collect()
+}
+
+fn family(index: usize, metrics: Vec<Metric>) -> MetricFamily {
+    let (name, help, _, kind) = FAMILIES[index];
+    let mut f = MetricFamily::default();
+    f.set_name(name.into());
+    f.set_help(help.into());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn counter(l: Vec<LabelPair>, v: u64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v as f64);
+    let mut m = Metric::default();
+    m.set_label(l);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(l: Vec<LabelPair>, v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::default();
+    m.set_label(l);
+    m.set_gauge(g);
+    m
+}
+
+impl Collector for SwitchyardCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats: &Stats = &self.shared.stats;
+        let (mut requests, mut durations, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        stats.each_lifetime(|svc, pool, p| {
+            for (class, n) in STATUS_LABELS.iter().zip(p.lifetime_status) {
+                requests.push(counter(labels(&[("service", svc), ("pool", pool), ("class", class)]), n));
+            }
+            for (class, n) in ERROR_LABELS.iter().zip(p.lifetime_errors) {
+                errors.push(counter(labels(&[("service", svc), ("pool", pool), ("class", class)]), n));
+            }
+            let mut h = Histogram::default();
+            h.set_sample_count(p.lifetime.len());
+            h.set_sample_sum(p.lifetime_sum_us as f64 / 1e6);
+            h.set_bucket(
+                BUCKETS
+                    .iter()
+                    .map(|&b| {
+                        let mut bucket = Bucket::default();
+                        bucket.set_upper_bound(b);
+                        let count =
+                            if p.lifetime.is_empty() { 0 } else { p.lifetime.count_between(0, (b * 1e6) as u64) };
+                        bucket.set_cumulative_count(count);
+                        bucket
+                    })
+                    .collect(),
+            );
+            let mut m = Metric::default();
+            m.set_label(labels(&[("service", svc), ("pool", pool)]));
+            m.set_histogram(h);
+            durations.push(m);
+        });
+
+        let (mut weights, mut health) = (Vec::new(), Vec::new());
+        let snapshot = self.shared.snapshot.load();
+        let now = crate::pool::clock_ms();
+        for svc in snapshot.services() {
+            for (pool, w) in svc.pools.iter().zip(svc.split.weights()) {
+                weights.push(gauge(labels(&[("service", &svc.name), ("pool", &pool.name)]), f64::from(*w)));
+                for ep in pool.endpoints.iter() {
+                    let addr = ep.addr.to_string();
+                    let up = if ep.is_available(now) { 1.0 } else { 0.0 };
+                    health
+                        .push(gauge(labels(&[("service", &svc.name), ("pool", &pool.name), ("endpoint", &addr)]), up));
+                }
+            }
+        }
+        [requests, durations, errors, weights, health].into_iter().enumerate().map(|(i, m)| family(i, m)).collect()
+    }
+}

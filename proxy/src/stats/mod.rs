@@ -1,0 +1,280 @@
+//! Per-pool statistics: latency histograms (1 µs to 60 s, 3 significant
+//! digits), responses by status class and proxy-side errors by kind, over a
+//! sliding window and since start.
+//!
+//! Request path: [`record`] writes into the worker's own thread-local
+//! recorders ([`recorder`]). Every tick (the window's resolution) each worker
+//! sends what it recorded to the control path, where [`Stats`] merges it into
+//! per-pool rings ([`window`]). Prometheus reads the same aggregates at
+//! scrape time ([`metrics`]), so a scrape costs the request path nothing.
+
+pub mod metrics;
+mod recorder;
+mod window;
+
+pub use window::Figures;
+
+use crate::error::ErrorClass;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Response status classes kept: 1xx, 2xx, 3xx, 4xx, 5xx.
+pub const STATUS_CLASSES: usize = 5;
+/// Proxy-side error kinds kept.
+pub const ERROR_KINDS: usize = 4;
+
+/// The class of a response status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 1xx
+    Informational = 0,
+    /// 2xx
+    Success = 1,
+    /// 3xx
+    Redirection = 2,
+    /// 4xx
+    ClientError = 3,
+    /// 5xx (including the proxy's own 502/503/504)
+    ServerError = 4,
+}
+
+/// Labels of the status classes, by index.
+pub const STATUS_LABELS: [&str; STATUS_CLASSES] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A proxy-side failure attributed to a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connecting to the upstream failed.
+    Connect = 0,
+    /// The upstream did not answer in time.
+    Timeout = 1,
+    /// The upstream broke the exchange.
+    Reset = 2,
+    /// No endpoint of the pool was available.
+    NoHealthyEndpoint = 3,
+}
+
+/// Labels of the error kinds, by index.
+pub const ERROR_LABELS: [&str; ERROR_KINDS] = ["connect", "timeout", "reset", "no_healthy_endpoint"];
+
+impl StatusClass {
+    /// The class of a status code.
+    pub fn of(status: u16) -> Self {
+        match status {
+            0..=199 => Self::Informational,
+            200..=299 => Self::Success,
+            300..=399 => Self::Redirection,
+            400..=499 => Self::ClientError,
+            _ => Self::ServerError,
+        }
+    }
+}
+
+impl ErrorKind {
+    /// The kind of a request-path error, when it is the pool's doing.
+    pub fn of(class: ErrorClass) -> Option<Self> {
+        match class {
+            ErrorClass::UpstreamConnect => Some(Self::Connect),
+            ErrorClass::UpstreamTimeout => Some(Self::Timeout),
+            ErrorClass::UpstreamReset => Some(Self::Reset),
+            ErrorClass::NoHealthyEndpoint => Some(Self::NoHealthyEndpoint),
+            _ => None,
+        }
+    }
+}
+
+/// What one worker recorded for one pool during one tick.
+#[derive(Debug)]
+pub struct Second {
+    /// Tick number, stamped by the control path.
+    at: u64,
+    /// `(latency µs, count)` for each non-empty histogram bucket.
+    latencies: Vec<(u64, u64)>,
+    status: [u64; STATUS_CLASSES],
+    errors: [u64; ERROR_KINDS],
+    requests: u64,
+}
+
+/// Records one request's outcome against pool `slot`. Request path: touches
+/// only this thread's recorders.
+pub fn record(slot: usize, latency: Duration, status: u16, error: Option<ErrorClass>) {
+    recorder::record(slot, latency.as_micros() as u64, StatusClass::of(status), error.and_then(ErrorKind::of));
+}
+
+/// A batch of per-pool data from one worker.
+pub type Flush = Vec<(usize, Second)>;
+
+/// Sends this worker's recordings to the control path every `tick`, until the
+/// receiver is gone. Runs on each worker's runtime.
+pub async fn flush_loop(tx: mpsc::UnboundedSender<Flush>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let batch = recorder::take();
+        if !batch.is_empty() && tx.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
+/// The control path's aggregates for every pool that ever existed.
+pub struct Stats {
+    tick: Duration,
+    window_ticks: u64,
+    start: Instant,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    slots: HashMap<(String, String), usize>,
+    names: Vec<(String, String)>,
+    pools: Vec<window::PoolStats>,
+}
+
+// === impl Stats ===
+
+impl Stats {
+    /// Aggregates with a `window` of `tick`-long slots.
+    pub fn new(window: Duration, tick: Duration) -> Self {
+        let tick = tick.max(Duration::from_millis(10));
+        let window_ticks = (window.as_nanos() / tick.as_nanos()).max(1) as u64;
+        Stats {
+            tick,
+            window_ticks,
+            start: Instant::now(),
+            inner: Mutex::new(Inner { slots: HashMap::new(), names: Vec::new(), pools: Vec::new() }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Control path only; a panic while holding it cannot leave the data inconsistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The slot of a pool, stable for the process's life (same names, same slot).
+    pub fn slot(&self, service: &str, pool: &str) -> usize {
+        let mut inner = self.lock();
+        let key = (service.to_owned(), pool.to_owned());
+        if let Some(&s) = inner.slots.get(&key) {
+            return s;
+        }
+        let s = inner.pools.len();
+        inner.slots.insert(key.clone(), s);
+        inner.names.push(key);
+        let capacity = self.window_ticks;
+        inner.pools.push(window::PoolStats::new(capacity));
+        s
+    }
+
+    /// The window length.
+    pub fn window(&self) -> Duration {
+        self.tick * self.window_ticks as u32
+    }
+
+    /// The resolution.
+    pub fn tick(&self) -> Duration {
+        self.tick
+    }
+
+    fn now(&self) -> u64 {
+        (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    /// Merges a worker's batch, stamped with the current tick.
+    pub fn add(&self, batch: Flush) {
+        let now = self.now();
+        let mut inner = self.lock();
+        for (slot, second) in batch {
+            if let Some(p) = inner.pools.get_mut(slot) {
+                p.add(second, now);
+            }
+        }
+    }
+
+    /// Figures of pool `slot` over the last `span` (at most the window; the
+    /// whole window when `None`).
+    pub fn recent(&self, slot: usize, span: Option<Duration>) -> Figures {
+        let ticks = span.map_or(self.window_ticks, |s| (s.as_nanos() / self.tick.as_nanos()).max(1) as u64);
+        let now = self.now();
+        self.lock().pools.get(slot).map(|p| p.window(now, ticks)).unwrap_or_default()
+    }
+
+    /// Figures of pool `slot` since start.
+    pub fn lifetime(&self, slot: usize) -> Figures {
+        self.lock().pools.get(slot).map(|p| p.lifetime()).unwrap_or_default()
+    }
+
+    /// Runs `f` over every pool's `(service, pool)` names and lifetime aggregates.
+    fn each_lifetime(&self, mut f: impl FnMut(&str, &str, &window::PoolStats)) {
+        let inner = self.lock();
+        for (i, (svc, pool)) in inner.names.iter().enumerate() {
+            f(svc, pool, &inner.pools[i]);
+        }
+    }
+
+    /// Starts merging batches from the workers; runs on the control path.
+    pub fn spawn_aggregator(self: &Arc<Self>) -> mpsc::UnboundedSender<Flush> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Flush>();
+        let stats = self.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                stats.add(batch);
+            }
+        });
+        tx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Percentiles from the recorders equal a reference computed from the same latencies.
+    #[test]
+    fn recording_matches_a_reference() {
+        let stats = Stats::new(Duration::from_secs(30), Duration::from_secs(1));
+        let slot = stats.slot("svc", "stable");
+        let mut rng = fastrand::Rng::with_seed(7);
+        // A long-tailed mix: mostly ~1-5 ms, some ~50-500 ms, a few seconds.
+        let mut lat: Vec<u64> = (0..100_000)
+            .map(|_| match rng.u32(..1000) {
+                0..=949 => rng.u64(1_000..5_000),
+                950..=997 => rng.u64(50_000..500_000),
+                _ => rng.u64(1_000_000..9_000_000),
+            })
+            .collect();
+        for (i, &us) in lat.iter().enumerate() {
+            let status = if i % 50 == 0 { 503 } else { 200 };
+            let err = (i % 200 == 0).then_some(ErrorClass::UpstreamConnect);
+            record(slot, Duration::from_micros(us), status, err);
+        }
+        stats.add(recorder::take());
+        let f = stats.lifetime(slot);
+        let w = stats.recent(slot, None);
+        assert_eq!(f, w, "one tick: window and lifetime agree");
+        assert_eq!(f.requests, 100_000);
+        assert_eq!(f.status[4], 2_000);
+        assert_eq!(f.errors[ErrorKind::Connect as usize], 500);
+        lat.sort_unstable();
+        let reference = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).saturating_sub(1)];
+        for (q, got) in [(0.5, f.p50_us), (0.9, f.p90_us), (0.99, f.p99_us), (0.999, f.p999_us), (1.0, f.max_us)] {
+            let want = reference(q);
+            let rel = (got as f64 - want as f64).abs() / want as f64;
+            assert!(rel <= 0.001, "q{q}: got {got} µs, reference {want} µs ({:.4} off)", rel);
+        }
+        assert!(recorder::take().is_empty(), "taking resets the recorders");
+    }
+
+    #[test]
+    fn slots_are_stable_by_name() {
+        let stats = Stats::new(Duration::from_secs(30), Duration::from_secs(1));
+        let a = stats.slot("s", "stable");
+        let b = stats.slot("s", "canary");
+        assert_ne!(a, b);
+        assert_eq!(stats.slot("s", "stable"), a);
+    }
+}

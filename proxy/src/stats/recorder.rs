@@ -1,0 +1,79 @@
+//! Per-worker recording: the only stats code on the request path.
+//!
+//! Each worker thread owns its recorders (a thread-local vector indexed by
+//! pool slot), so recording is a plain histogram increment with no atomics
+//! and no locks. Every resolution tick the worker turns what it recorded into
+//! compact [`Second`]s and sends them to the control path, then resets.
+
+use super::{ErrorKind, Second, StatusClass, ERROR_KINDS, STATUS_CLASSES};
+use hdrhistogram::Histogram;
+use std::cell::RefCell;
+
+/// Lowest and highest latency recorded, in microseconds (1 µs to 60 s).
+pub(super) const LOW_US: u64 = 1;
+pub(super) const HIGH_US: u64 = 60_000_000;
+/// Significant digits kept.
+pub(super) const SIGFIG: u8 = 3;
+
+#[allow(clippy::expect_used)]
+pub(super) fn histogram() -> Histogram<u64> {
+    // Constant bounds that hdrhistogram accepts (low >= 1, high >= 2 * low, sigfig <= 5).
+    Histogram::new_with_bounds(LOW_US, HIGH_US, SIGFIG).expect("valid constant histogram bounds")
+}
+
+struct Recorder {
+    latency: Histogram<u64>,
+    status: [u64; STATUS_CLASSES],
+    errors: [u64; ERROR_KINDS],
+    requests: u64,
+}
+
+thread_local! {
+    static RECORDERS: RefCell<Vec<Option<Recorder>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records one request against pool `slot` on this thread.
+pub(super) fn record(slot: usize, latency_us: u64, status: StatusClass, error: Option<ErrorKind>) {
+    RECORDERS.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() <= slot {
+            r.resize_with(slot + 1, || None);
+        }
+        let rec = r[slot].get_or_insert_with(|| Recorder {
+            latency: histogram(),
+            status: [0; STATUS_CLASSES],
+            errors: [0; ERROR_KINDS],
+            requests: 0,
+        });
+        rec.latency.saturating_record(latency_us.clamp(LOW_US, HIGH_US));
+        rec.status[status as usize] += 1;
+        if let Some(e) = error {
+            rec.errors[e as usize] += 1;
+        }
+        rec.requests += 1;
+    });
+}
+
+/// Takes everything recorded on this thread since the last call.
+pub(super) fn take() -> Vec<(usize, Second)> {
+    RECORDERS.with(|r| {
+        let mut r = r.borrow_mut();
+        let mut out = Vec::new();
+        for (slot, rec) in r.iter_mut().enumerate() {
+            let Some(rec) = rec else { continue };
+            if rec.requests == 0 {
+                continue;
+            }
+            let latencies = rec.latency.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+            out.push((
+                slot,
+                Second { at: 0, latencies, status: rec.status, errors: rec.errors, requests: rec.requests },
+            ));
+            rec.latency.reset();
+            rec.status = [0; STATUS_CLASSES];
+            rec.errors = [0; ERROR_KINDS];
+            rec.requests = 0;
+        }
+        out
+    })
+}

@@ -1,0 +1,195 @@
+//! Per-pool aggregates on the control path: a ring of per-tick [`Second`]s
+//! (the sliding window) and lifetime totals.
+//!
+//! Time is a tick count supplied by the caller, so expiry is tested on a
+//! controllable clock.
+
+use super::recorder::histogram;
+use super::{Second, ERROR_KINDS, STATUS_CLASSES};
+use hdrhistogram::Histogram;
+use std::collections::VecDeque;
+
+/// Figures over a span of time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Figures {
+    /// Requests completed (a response head was sent, or the proxy failed it).
+    pub requests: u64,
+    /// Responses by status class: index 0 is 1xx ... 4 is 5xx.
+    pub status: [u64; STATUS_CLASSES],
+    /// Proxy-side errors by [`super::ErrorKind`].
+    pub errors: [u64; ERROR_KINDS],
+    /// Latency quantiles in microseconds: p50, p90, p99, p99.9, max (0 without data).
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+impl Figures {
+    /// Failed requests: 5xx responses plus proxy-side errors that produced none of them.
+    pub fn failed(&self) -> u64 {
+        self.status[4]
+    }
+
+    /// `failed / requests`, 0 without requests.
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.failed() as f64 / self.requests as f64
+        }
+    }
+
+    fn from_hist(h: &Histogram<u64>, status: [u64; STATUS_CLASSES], errors: [u64; ERROR_KINDS], requests: u64) -> Self {
+        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        Figures {
+            requests,
+            status,
+            errors,
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if h.is_empty() { 0 } else { h.max() },
+        }
+    }
+}
+
+/// One pool's window and lifetime.
+pub(super) struct PoolStats {
+    ring: VecDeque<Second>,
+    /// Ticks kept in the ring.
+    capacity: u64,
+    pub(super) lifetime: Histogram<u64>,
+    pub(super) lifetime_status: [u64; STATUS_CLASSES],
+    pub(super) lifetime_errors: [u64; ERROR_KINDS],
+    pub(super) lifetime_requests: u64,
+    /// Sum of recorded latencies in microseconds (for the Prometheus `_sum`).
+    pub(super) lifetime_sum_us: u128,
+}
+
+impl PoolStats {
+    pub(super) fn new(capacity: u64) -> Self {
+        Self {
+            ring: VecDeque::new(),
+            capacity: capacity.max(1),
+            lifetime: histogram(),
+            lifetime_status: [0; STATUS_CLASSES],
+            lifetime_errors: [0; ERROR_KINDS],
+            lifetime_requests: 0,
+            lifetime_sum_us: 0,
+        }
+    }
+
+    /// Adds a flushed tick's data, stamped with tick `at`.
+    pub(super) fn add(&mut self, mut s: Second, at: u64) {
+        for &(v, n) in &s.latencies {
+            self.lifetime.saturating_record_n(v, n);
+            self.lifetime_sum_us += u128::from(v) * u128::from(n);
+        }
+        add_into(&mut self.lifetime_status, &s.status);
+        add_into(&mut self.lifetime_errors, &s.errors);
+        self.lifetime_requests += s.requests;
+        s.at = at;
+        match self.ring.back_mut() {
+            Some(last) if last.at == at => last.merge(s),
+            _ => self.ring.push_back(s),
+        }
+        self.expire(at);
+    }
+
+    fn expire(&mut self, now: u64) {
+        while self.ring.front().is_some_and(|s| s.at + self.capacity <= now) {
+            self.ring.pop_front();
+        }
+    }
+
+    /// Figures over the last `ticks` ticks up to and including `now`.
+    pub(super) fn window(&self, now: u64, ticks: u64) -> Figures {
+        let ticks = ticks.clamp(1, self.capacity);
+        let mut h = histogram();
+        let mut status = [0; STATUS_CLASSES];
+        let mut errors = [0; ERROR_KINDS];
+        let mut requests = 0;
+        for s in self.ring.iter().filter(|s| s.at + ticks > now && s.at <= now) {
+            for &(v, n) in &s.latencies {
+                h.saturating_record_n(v, n);
+            }
+            add_into(&mut status, &s.status);
+            add_into(&mut errors, &s.errors);
+            requests += s.requests;
+        }
+        Figures::from_hist(&h, status, errors, requests)
+    }
+
+    /// Figures since start.
+    pub(super) fn lifetime(&self) -> Figures {
+        Figures::from_hist(&self.lifetime, self.lifetime_status, self.lifetime_errors, self.lifetime_requests)
+    }
+}
+
+impl Second {
+    fn merge(&mut self, other: Second) {
+        self.latencies.extend(other.latencies);
+        add_into(&mut self.status, &other.status);
+        add_into(&mut self.errors, &other.errors);
+        self.requests += other.requests;
+    }
+}
+
+fn add_into(into: &mut [u64], from: &[u64]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn second(latencies: &[u64], fives: u64) -> Second {
+        let mut status = [0; STATUS_CLASSES];
+        status[1] = latencies.len() as u64 - fives;
+        status[4] = fives;
+        Second {
+            at: 0,
+            latencies: latencies.iter().map(|v| (*v, 1)).collect(),
+            status,
+            errors: [0; ERROR_KINDS],
+            requests: latencies.len() as u64,
+        }
+    }
+
+    #[test]
+    fn window_expires_on_the_tick_clock() {
+        let mut p = PoolStats::new(30);
+        p.add(second(&[100, 200], 1), 10);
+        p.add(second(&[300], 0), 25);
+        assert_eq!(p.window(25, 30).requests, 3);
+        assert_eq!(p.window(39, 30).requests, 3, "tick 10 is still inside a 30-tick window at 39");
+        assert_eq!(p.window(40, 30).requests, 1, "tick 10 left the window at 40");
+        assert_eq!(p.window(40, 30).status[4], 0);
+        assert_eq!(p.window(25, 5).requests, 1, "a shorter window reads fewer ticks");
+        assert_eq!(p.window(60, 30).requests, 0);
+        assert_eq!(p.lifetime().requests, 3, "lifetime keeps everything");
+        assert_eq!(p.lifetime().status[4], 1);
+        p.add(second(&[1], 0), 70);
+        assert_eq!(p.ring.len(), 1, "old ticks are dropped");
+    }
+
+    #[test]
+    fn same_tick_merges() {
+        let mut p = PoolStats::new(30);
+        p.add(second(&[100], 0), 3);
+        p.add(second(&[200], 1), 3);
+        assert_eq!(p.ring.len(), 1);
+        let f = p.window(3, 30);
+        assert_eq!((f.requests, f.status[4]), (2, 1));
+        assert!((f.error_rate() - 0.5).abs() < 1e-9);
+    }
+}
