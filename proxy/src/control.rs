@@ -173,6 +173,19 @@ impl Control {
         }
     }
 
+    /// Records a write refused before it reached the control path (bad
+    /// token, wrong media type, unreadable body), best effort.
+    pub fn record_refused(&self, kind: &str, service: Option<&str>, actor: &str, message: String) {
+        let mut ev = event(kind, service, actor, None);
+        ev.outcome = "refused".into();
+        ev.message = message;
+        if let Some(store) = &self.store {
+            if let Err(e) = store.commit(None, ev) {
+                tracing::error!(error = %e, "cannot record a refused change");
+            }
+        }
+    }
+
     /// Records a refused write (best effort) and returns its error.
     fn refuse(&self, mut ev: Event, err: ControlError) -> ControlError {
         ev.outcome = "refused".into();

@@ -150,8 +150,11 @@ pub async fn drain_len(mut body: Incoming) -> Result<u64, hyper::Error> {
 /// The real binary, serving a config written to a temp dir.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin API, when the config has an `admin` section.
+    pub admin: Option<SocketAddr>,
     pub child: Child,
     pub dir: tempfile::TempDir,
+    pub yaml: String,
     pub lines: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
@@ -198,7 +201,46 @@ impl Proxy {
             .await
             .expect("switchyard did not report a listener within 20 s")
             .expect("switchyard exited before listening");
-        Proxy { addr, child, dir, lines }
+        // The admin line is logged before the listeners' lines.
+        let admin = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v["message"] == "admin listening")
+            .map(|v| v["addr"].as_str().unwrap().parse().unwrap());
+        Proxy { addr, admin, child, dir, yaml: yaml.to_owned(), lines }
+    }
+
+    /// `kill -9`, then start again on the same config and state directory.
+    pub async fn kill9_and_restart(mut self) -> Proxy {
+        self.signal("KILL");
+        let _ = self.child.wait().await;
+        let Proxy { dir, yaml, .. } = self;
+        Proxy::start_in(dir, &yaml).await
+    }
+
+    /// Calls the admin API; returns the status and the body as JSON (or a string).
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut c = Client::connect(self.admin.expect("no admin listener")).await;
+        let mut b = Request::builder().method(method).uri(path).header("host", "admin");
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        if method != "GET" {
+            b = b.header("content-type", "application/json");
+        }
+        let resp = c.send(b.body(full(body.unwrap_or("").to_owned())).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
     }
 
     pub fn pid(&self) -> u32 {
@@ -290,6 +332,23 @@ pub fn service(name: &str, extra: &str, pools: &[(&str, &[SocketAddr])], split: 
         s.push_str(&format!("    split:\n{split}"));
     }
     s
+}
+
+/// A config with an admin API on 127.0.0.1:0 (token `TOKEN`, named `ci`) and fast stats ticks.
+pub fn admin_config(services: &str) -> String {
+    format!(
+        "{}admin: {{ bind: \"127.0.0.1:0\", token_file: admin.token }}\nstats: {{ window: 5s, resolution: 100ms }}\n",
+        config(services)
+    )
+}
+
+pub const TOKEN: &str = "s3cret-token-for-tests-0123456789";
+
+/// Starts a proxy on [`admin_config`] with the token file in place.
+pub async fn start_with_admin(services: &str) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\n")).unwrap();
+    Proxy::start_in(dir, &admin_config(services)).await
 }
 
 /// A whole config: one plain listener on 127.0.0.1:0 plus `services`.

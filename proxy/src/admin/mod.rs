@@ -161,6 +161,22 @@ impl From<ControlError> for Resp {
 
 impl Admin {
     async fn handle(&self, req: Request<Incoming>) -> Resp {
+        let is_write = matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE | Method::PATCH);
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let claimed = req.headers().get("x-switchyard-actor").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (resp, audited) = self.route(req).await;
+        if is_write && !audited && !resp.status().is_success() {
+            // Refused before the control path saw it: still part of the history.
+            let actor = claimed.map_or_else(|| "unauthenticated".to_owned(), |a| format!("{a} (unverified)"));
+            let service = path.strip_prefix("/v1/services/").and_then(|r| r.split('/').next());
+            let msg = format!("{method} {path} refused with {}", resp.status().as_u16());
+            self.control.record_refused("admin-write", service, &actor, msg);
+        }
+        resp
+    }
+
+    /// Answers a request; says whether the control path already recorded it.
+    async fn route(&self, req: Request<Incoming>) -> (Resp, bool) {
         let path = req.uri().path().to_owned();
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let method = req.method().clone();
@@ -175,7 +191,7 @@ impl Admin {
             ["v1", "services", _] | ["v1", "services", _, "stats"] | ["v1", "events"] => &[Method::GET],
             ["v1", "services", _, "weights"] => &[Method::PUT, Method::DELETE],
             ["v1", "config", "reload"] => &[Method::POST],
-            _ => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+            _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
         };
         if !allowed.contains(&method) {
             let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"));
@@ -183,7 +199,7 @@ impl Admin {
             if let Ok(v) = header::HeaderValue::from_str(&allow) {
                 r.headers_mut().insert(header::ALLOW, v);
             }
-            return r;
+            return (r, false);
         }
 
         // Authentication: writes always (when tokens exist); reads too off loopback.
@@ -192,7 +208,7 @@ impl Admin {
         if needs_token && token_name.is_none() {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            return r;
+            return (r, false);
         }
         let actor = req
             .headers()
@@ -204,19 +220,19 @@ impl Admin {
             .unwrap_or_else(|| "anonymous".to_owned());
         let reason = req.headers().get("x-switchyard-reason").and_then(|v| v.to_str().ok()).map(str::to_owned);
         if is_write && !is_json(req.headers()) {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "writes need Content-Type: application/json");
+            return (error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "writes need Content-Type: application/json"), false);
         }
         let query = req.uri().query().unwrap_or("").to_owned();
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return error(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 1 MiB")
+                return (error(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 1 MiB"), false)
             }
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+            Err(e) => return (error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")), false),
         };
 
         let c = &self.control;
-        match (method, segs.as_slice()) {
+        let resp = match (method, segs.as_slice()) {
             (Method::GET, ["health", "live"]) => json(StatusCode::OK, &serde_json::json!({ "status": "live" })),
             (Method::GET, ["health", "ready"]) => {
                 if c.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
@@ -245,9 +261,7 @@ impl Admin {
             (Method::PUT, ["v1", "services", name, "weights"]) => {
                 let (weights, body_reason) = match parse_weights(&body) {
                     Ok(w) => w,
-                    Err(msg) => {
-                        return error(StatusCode::BAD_REQUEST, msg);
-                    }
+                    Err(msg) => return (error(StatusCode::BAD_REQUEST, msg), false),
                 };
                 match c.set_weights(name, weights, &actor, body_reason.or(reason)).await {
                     Ok(ev) => json(StatusCode::OK, &ev),
@@ -266,7 +280,9 @@ impl Admin {
             },
             (Method::GET, ["v1", "events"]) => self.events(&query),
             _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
-        }
+        };
+        // Writes that got this far were recorded by the control path.
+        (resp, true)
     }
 
     /// The name of the token the request carries, if it is a valid one.
@@ -349,7 +365,8 @@ impl Admin {
                     return;
                 }
             }
-            let mut keepalive = tokio::time::interval(Duration::from_secs(15));
+            let period = Duration::from_secs(15);
+            let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tokio::select! {
                     r = live.recv() => match r {

@@ -1,0 +1,401 @@
+//! The admin API, statistics, Prometheus, durable state, reload and the CLI.
+
+use crate::support::*;
+use serde_json::json;
+use std::time::Duration;
+
+async fn two_pool_proxy() -> (Upstream, Upstream, Proxy) {
+    let stable = Upstream::text("stable").await;
+    let canary = Upstream::text("canary").await;
+    let svc = service(
+        "web",
+        "",
+        &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
+        "      weights: { stable: 100, canary: 0 }\n",
+    );
+    let proxy = start_with_admin(&svc).await;
+    (stable, canary, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_health_openapi_and_services() {
+    let (_s, _c, proxy) = two_pool_proxy().await;
+    assert_eq!(proxy.admin("GET", "/health/live", None, None).await.0, 200);
+    assert_eq!(proxy.admin("GET", "/health/ready", None, None).await, (200, json!({ "status": "ready" })));
+    let (status, spec) = proxy.admin("GET", "/v1/openapi.yaml", None, None).await;
+    assert_eq!(status, 200);
+    assert!(spec.as_str().unwrap().contains("/v1/services/{svc}/weights"));
+    let (status, services) = proxy.admin("GET", "/v1/services", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(services[0]["name"], "web");
+    assert_eq!(services[0]["weights_source"], "config");
+    let (status, svc) = proxy.admin("GET", "/v1/services/web", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(svc["pools"][1]["name"], "stable");
+    assert_eq!(svc["pools"][1]["weight"], 100);
+    assert_eq!(svc["pools"][1]["endpoints"][0]["healthy"], true);
+    assert_eq!(proxy.admin("GET", "/v1/services/nope", None, None).await.0, 404);
+    assert_eq!(proxy.admin("GET", "/v1/nothing", None, None).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_the_token_and_bad_bodies_change_nothing() {
+    let (_s, _c, proxy) = two_pool_proxy().await;
+    let w = Some(r#"{"stable": 50, "canary": 50}"#);
+    let path = "/v1/services/web/weights";
+    assert_eq!(proxy.admin("PUT", path, None, w).await.0, 401, "no token");
+    assert_eq!(proxy.admin("PUT", path, Some("wrong-token-wrong-token"), w).await.0, 401, "bad token");
+    assert_eq!(proxy.admin("GET", path, Some(TOKEN), None).await.0, 405, "GET on a write endpoint");
+    assert_eq!(proxy.admin("POST", path, Some(TOKEN), w).await.0, 405);
+    assert_eq!(proxy.admin("POST", "/v1/services", Some(TOKEN), w).await.0, 405);
+
+    // A cross-site style text/plain write is refused.
+    let mut c = Client::connect(proxy.admin.unwrap()).await;
+    let req = http::Request::put(path)
+        .header("host", "a")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "text/plain")
+        .body(full(w.unwrap()))
+        .unwrap();
+    assert_eq!(c.send(req).await.unwrap().status(), 415);
+
+    for (body, status) in [
+        ("not json", 400),
+        (r#"{"stable": -1}"#, 400),
+        (r#"{"stable": 1.5}"#, 400),
+        (r#"{"stable": 0, "canary": 0}"#, 400),
+        (r#"{"stabel": 10}"#, 400),
+        (r#"{}"#, 400),
+        (r#"["stable"]"#, 400),
+    ] {
+        let (got, err) = proxy.admin("PUT", path, Some(TOKEN), Some(body)).await;
+        assert_eq!(got, status, "{body}: {err}");
+        assert!(err["error"].is_string(), "{err}");
+    }
+    assert_eq!(proxy.admin("PUT", "/v1/services/nope/weights", Some(TOKEN), w).await.0, 404);
+    let huge = format!(r#"{{"stable": 1, "x": "{}"}}"#, "a".repeat(2 << 20));
+    assert_eq!(proxy.admin("PUT", path, Some(TOKEN), Some(&huge)).await.0, 413);
+
+    let (_, svc) = proxy.admin("GET", "/v1/services/web", None, None).await;
+    assert_eq!(
+        (svc["pools"][0]["weight"].clone(), svc["pools"][1]["weight"].clone()),
+        (json!(0), json!(100)),
+        "nothing changed"
+    );
+
+    // Every write, refused ones too, is in the history; the token's name is the actor.
+    let (status, ev) = proxy.admin("PUT", path, Some(TOKEN), w).await;
+    assert_eq!(status, 200, "{ev}");
+    assert_eq!(ev["actor"], "ci");
+    assert_eq!(ev["old"], json!({ "canary": 0, "stable": 100 }));
+    assert_eq!(ev["new"], json!({ "canary": 50, "stable": 50 }));
+    let (_, events) = proxy.admin("GET", "/v1/events?limit=100", None, None).await;
+    let events = events.as_array().unwrap();
+    assert!(events.iter().filter(|e| e["outcome"] == "refused").count() >= 7, "{events:?}");
+    assert_eq!(events.last().unwrap()["outcome"], "applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weight_change_applies_to_the_next_request_and_stats_follow() {
+    let (stable, canary, proxy) = two_pool_proxy().await;
+    let mut c = Client::connect(proxy.addr).await;
+    for _ in 0..20 {
+        assert_eq!(c.get("/", &[]).await.2, "stable");
+    }
+    let (status, _) = proxy.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(r#"{"canary": 1}"#)).await;
+    assert_eq!(status, 200);
+    for _ in 0..10 {
+        assert_eq!(c.get("/", &[]).await.2, "canary", "the very next request on a kept-alive connection");
+    }
+    assert_eq!((stable.hits(), canary.hits()), (20, 10));
+    // Windowed stats arrive after a resolution tick (100 ms here).
+    let mut stats = json!(null);
+    for _ in 0..50 {
+        stats = proxy.admin("GET", "/v1/services/web/stats", None, None).await.1;
+        if stats["pools"]["canary"]["requests"] == 10 && stats["pools"]["stable"]["requests"] == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats["pools"]["stable"]["requests"], 20, "{stats}");
+    assert_eq!(stats["pools"]["canary"]["status"]["2xx"], 10, "{stats}");
+    assert_eq!(stats["window_seconds"], 5.0);
+    assert!(stats["pools"]["stable"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert_eq!(proxy.admin("GET", "/v1/services/web/stats?window=1h", None, None).await.0, 400);
+    // The window forgets; lifetime does not.
+    tokio::time::sleep(Duration::from_millis(5300)).await;
+    let (_, stats) = proxy.admin("GET", "/v1/services/web/stats", None, None).await;
+    assert_eq!(stats["pools"]["stable"]["requests"], 0, "{stats}");
+    assert_eq!(stats["lifetime"]["stable"]["requests"], 20, "{stats}");
+
+    let (status, metrics) = proxy.admin("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let m = metrics.as_str().unwrap();
+    for line in [
+        r#"switchyard_requests_total{service="web",pool="canary",class="2xx"} 10"#,
+        r#"switchyard_request_duration_seconds_count{service="web",pool="stable"} 20"#,
+        r#"switchyard_upstream_errors_total{service="web",pool="stable",class="connect"} 0"#,
+        r#"switchyard_pool_weight{service="web",pool="canary"} 1"#,
+        r#"switchyard_pool_weight{service="web",pool="stable"} 0"#,
+        "# TYPE switchyard_request_duration_seconds histogram",
+    ] {
+        assert!(m.contains(line), "missing `{line}` in:\n{m}");
+    }
+    assert!(m.contains(r#"switchyard_endpoint_healthy{service="web",pool="canary",endpoint=""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_weight_changes_per_second_under_load_fail_nothing() {
+    let (_s, _c, proxy) = two_pool_proxy().await;
+    let addr = proxy.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _, body) = c.get("/", &[]).await;
+                if status == 200 && (body == "stable" || body == "canary") {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    // 200 changes at 100 per second.
+    let mut interval = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..200u32 {
+        interval.tick().await;
+        let body = format!(r#"{{"stable": {}, "canary": {}}}"#, 100 - (i % 100), i % 100 + 1);
+        let (status, err) = proxy.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(&body)).await;
+        assert_eq!(status, 200, "{err}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    assert!(ok > 100, "the load ran ({ok} requests)");
+
+    // After the storm, the split follows the last weights within ±2 % over 10,000 requests.
+    let (status, _) =
+        proxy.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(r#"{"stable": 80, "canary": 20}"#)).await;
+    assert_eq!(status, 200);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let mut canary = 0;
+            for _ in 0..1250 {
+                canary += usize::from(c.get("/", &[]).await.2 == "canary");
+            }
+            canary
+        }));
+    }
+    let mut canary = 0;
+    for t in tasks {
+        canary += t.await.unwrap();
+    }
+    assert!(canary.abs_diff(2000) <= 200, "canary got {canary} of 10000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_weights_survive_kill_9_and_reload_and_can_be_reset() {
+    let (_s, _c, proxy) = two_pool_proxy().await;
+    let (status, _) = proxy
+        .admin(
+            "PUT",
+            "/v1/services/web/weights",
+            Some(TOKEN),
+            Some(r#"{"weights": {"canary": 100}, "reason": "all in"}"#),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let proxy = proxy.kill9_and_restart().await;
+    assert!(
+        proxy.lines.lock().unwrap().iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("state store"))),
+        "the log says where the weights came from"
+    );
+    let mut c = Client::connect(proxy.addr).await;
+    for _ in 0..10 {
+        assert_eq!(c.get("/", &[]).await.2, "canary", "after kill -9 the API's weights are in force");
+    }
+    let (_, svc) = proxy.admin("GET", "/v1/services/web", None, None).await;
+    assert_eq!(svc["weights_source"], "api");
+    let (_, events) = proxy.admin("GET", "/v1/events", None, None).await;
+    assert_eq!(events[0]["reason"], "all in", "the history survived");
+
+    // A reload (here by SIGHUP) keeps them too.
+    proxy.signal("HUP");
+    let mut reloaded = false;
+    for _ in 0..50 {
+        let (_, events) = proxy.admin("GET", "/v1/events", None, None).await;
+        if events.as_array().unwrap().iter().any(|e| e["kind"] == "config-reload" && e["actor"] == "SIGHUP") {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded);
+    assert_eq!(c.get("/", &[]).await.2, "canary");
+
+    // Reset: the file's weights apply again.
+    let (status, ev) = proxy.admin("DELETE", "/v1/services/web/weights", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{ev}");
+    assert_eq!(c.get("/", &[]).await.2, "stable");
+    let proxy = proxy.kill9_and_restart().await;
+    assert_eq!(get(proxy.addr, "/", &[]).await.2, "stable", "the reset is durable too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_good_files_and_refuses_bad_ones() {
+    let (_s, _c, proxy) = two_pool_proxy().await;
+    let extra = Upstream::text("extra").await;
+    let path = proxy.dir.path().join("switchyard.yaml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let with_extra = original.replacen(
+        "services:\n",
+        &format!(
+            "services:\n{}",
+            service("extra", "    match: { path_prefix: /extra }\n", &[("p", &[extra.addr])], "")
+        ),
+        1,
+    );
+    std::fs::write(&path, &with_extra).unwrap();
+    let (status, ev) = proxy.admin("POST", "/v1/config/reload", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{ev}");
+    assert_eq!(get(proxy.addr, "/extra/x", &[]).await.2, "extra");
+
+    std::fs::write(
+        &path,
+        with_extra.replace("weights: { stable: 100, canary: 0 }", "weights: { stable: 100, canry: 0 }"),
+    )
+    .unwrap();
+    let (status, err) = proxy.admin("POST", "/v1/config/reload", Some(TOKEN), None).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("unknown pool `canry`"), "{err}");
+    assert_eq!(get(proxy.addr, "/extra/x", &[]).await.2, "extra", "the running config stays");
+
+    std::fs::write(&path, with_extra.replace("name: main", "name: renamed")).unwrap();
+    let (status, err) = proxy.admin("POST", "/v1/config/reload", Some(TOKEN), None).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("listeners"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_streams_new_events() {
+    use http_body_util::BodyExt;
+    let (_s, _c, proxy) = two_pool_proxy().await;
+    let mut c = Client::connect(proxy.admin.unwrap()).await;
+    let resp =
+        c.send(http::Request::get("/v1/events?follow=1").header("host", "a").body(full("")).unwrap()).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let (status, _) =
+        proxy.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(r#"{"canary": 3, "stable": 7}"#)).await;
+    assert_eq!(status, 200);
+    let mut seen = String::new();
+    while !seen.contains("event: weights") || !seen.ends_with("\n\n") {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.unwrap().unwrap().unwrap();
+        if let Ok(d) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&d));
+        }
+    }
+    let seen = seen.lines().filter(|l| !l.starts_with(':')).collect::<Vec<_>>().join("\n");
+    assert!(seen.starts_with("id: 1\nevent: weights\ndata: {"), "{seen}");
+    assert!(seen.contains(r#""canary":3"#), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_off_loopback_needs_a_token() {
+    let yaml = format!(
+        "{}admin: {{ bind: \"0.0.0.0:0\" }}\n",
+        config(&service("s", "", &[("p", &["127.0.0.1:1".parse().unwrap()])], ""))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("not a loopback address"), "{text}");
+}
+
+fn ctl(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("ctl")
+        .args(["--addr", &admin.to_string(), "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_commands_and_exit_codes() {
+    let (_s, _c, proxy) = two_pool_proxy().await;
+    let admin = proxy.admin.unwrap();
+    for _ in 0..5 {
+        get(proxy.addr, "/", &[]).await;
+    }
+    let (ok, out, err) = ctl(admin, &["weights", "web", "stable=90", "canary=10", "--reason", "first step"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "weights of web: canary=0 stable=100 → canary=10 stable=90");
+
+    let (ok, _, err) = ctl(admin, &["weights", "web", "stable=90", "beta=10"]);
+    assert!(!ok);
+    assert!(err.contains("400") && err.contains("unknown pool `beta`"), "{err}");
+    let (ok, _, err) = ctl(admin, &["weights", "web", "stable=lots"]);
+    assert!(!ok && err.contains("not a non-negative integer"), "{err}");
+    let (ok, _, err) = ctl(admin, &["weights", "nope", "a=1"]);
+    assert!(!ok && err.contains("404"), "{err}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, out, err) = ctl(admin, &["status"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("SERVICE") && lines[0].contains("WEIGHT") && lines[0].contains("P99"), "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("web (api)") && l.contains("stable") && l.contains("90") && l.contains("1/1")),
+        "{out}"
+    );
+
+    let (ok, out, _) = ctl(admin, &["--json", "status"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["services"][0]["name"], "web");
+
+    let (ok, out, _) = ctl(admin, &["stats", "web"]);
+    assert!(ok);
+    assert!(out.contains("POOL") && out.lines().any(|l| l.starts_with("stable") && l.contains(" 5 ")), "{out}");
+
+    let (ok, out, _) = ctl(admin, &["events"]);
+    assert!(ok);
+    assert!(out.contains("weights of web") && out.contains("(reason: first step)") && out.contains("REFUSED"), "{out}");
+
+    let (ok, out, err) = ctl(admin, &["reload"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("config reloaded"), "{out}");
+
+    let (ok, _, err) = ctl("127.0.0.1:1".parse().unwrap(), &["status"]);
+    assert!(!ok && err.contains("cannot reach the admin API"), "{err}");
+}
