@@ -41,7 +41,8 @@ async fn reads_health_openapi_and_services() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_the_token_and_bad_bodies_change_nothing() {
     let (_s, _c, proxy) = two_pool_proxy().await;
-    let w = Some(r#"{"stable": 50, "canary": 50}"#);
+    let body = r#"{"stable": 50, "canary": 50}"#;
+    let w = Some(body);
     let path = "/v1/services/web/weights";
     assert_eq!(proxy.admin("PUT", path, None, w).await.0, 401, "no token");
     assert_eq!(proxy.admin("PUT", path, Some("wrong-token-wrong-token"), w).await.0, 401, "bad token");
@@ -55,7 +56,7 @@ async fn writes_need_the_token_and_bad_bodies_change_nothing() {
         .header("host", "a")
         .header("authorization", format!("Bearer {TOKEN}"))
         .header("content-type", "text/plain")
-        .body(full(w.unwrap()))
+        .body(full(body))
         .unwrap();
     assert_eq!(c.send(req).await.unwrap().status(), 415);
 

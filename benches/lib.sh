@@ -1,0 +1,116 @@
+# Shared by the comparison scripts: installs, the upstream pools, wrk runs,
+# medians. Source it; it sets up a temp dir $W and cleans up on exit.
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+echo "building switchyard (release)..."
+cargo build --release -q -p switchyard
+SY="$ROOT/target/release/switchyard"
+
+W=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The upstream pools: one nginx answering on three ports (stable ×2, canary).
+S1=$(free_port); S2=$(free_port); C1=$(free_port)
+mkdir -p "$W/up"
+cat > "$W/up/nginx.conf" <<NGINX
+worker_processes 1;
+pid $W/up/nginx.pid;
+error_log $W/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$S1; location / { return 200 "stable\n"; } }
+  server { listen 127.0.0.1:$S2; location / { return 200 "stable\n"; } }
+  server { listen 127.0.0.1:$C1; location / { return 200 "canary\n"; } }
+}
+NGINX
+nginx -c "$W/up/nginx.conf" -g 'daemon off;' & pids+=($!)
+
+# A Switchyard config for the 90/10 split with the x-canary override, on $1.
+switchyard_config() {
+  cat <<YAML
+listeners:
+  - { name: bench, bind: "127.0.0.1:$1" }
+services:
+  - name: web
+    pools:
+      stable: { endpoints: ["127.0.0.1:$S1", "127.0.0.1:$S2"] }
+      canary: { endpoints: ["127.0.0.1:$C1"] }
+    split:
+      rules:
+        - { match: { header: { x-canary: always } }, pool: canary }
+      weights: { stable: 90, canary: 10 }
+YAML
+}
+
+# Waits until $1 answers; prints the logs and exits if it never does.
+wait_up() {
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done
+  echo "nothing answers on port $1; logs:" >&2
+  tail -n 5 "$W"/*.log "$W"/*/error.log >&2 || true
+  exit 1
+}
+
+# wrk prints e.g. "Requests/sec:  12345.67" and, with --latency, "50%  1.23ms".
+to_us() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v*1000 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000000 } }'; }
+run_wrk() { # port -> "rps p50us p99us"
+  local out rps p50 p99
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_us)
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_us)
+  echo "$rps $p50 $p99"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# Runs ROUNDS rounds over the contenders named in $names (ports in $PORT),
+# rotating the order each round; fills M[name]="rps p50 p99" with medians.
+declare -A R M
+bench_rounds() {
+  local n=${#names[@]}
+  for r in $(seq "$ROUNDS"); do
+    for k in $(seq 0 $((n - 1))); do
+      local c=${names[$(( (k + r) % n ))]}
+      local res; res=$(run_wrk "${PORT[$c]}")
+      R[$c]+="$res"$'\n'
+      echo "round $r $c: $res (req/s p50_us p99_us)"
+    done
+  done
+  echo
+  printf '%-14s %12s %10s %10s\n' contender "req/s" "p50 (us)" "p99 (us)"
+  for c in "${names[@]}"; do
+    local rps p50 p99
+    rps=$(awk 'NF {print $1}' <<<"${R[$c]}" | median)
+    p50=$(awk 'NF {print $2}' <<<"${R[$c]}" | median)
+    p99=$(awk 'NF {print $3}' <<<"${R[$c]}" | median)
+    M[$c]="$rps $p50 $p99"
+    printf '%-14s %12.0f %10.0f %10.0f\n' "$c" "$rps" "$p50" "$p99"
+  done
+  echo
+}
