@@ -46,6 +46,8 @@ async fn writes_need_the_token_and_bad_bodies_change_nothing() {
     let path = "/v1/services/web/weights";
     assert_eq!(proxy.admin("PUT", path, None, w).await.0, 401, "no token");
     assert_eq!(proxy.admin("PUT", path, Some("wrong-token-wrong-token"), w).await.0, 401, "bad token");
+    assert_eq!(proxy.admin("PUT", path, Some(READ_TOKEN), w).await.0, 403, "a read-only token");
+    assert_eq!(proxy.admin("GET", "/v1/services/web", Some(READ_TOKEN), None).await.0, 200);
     assert_eq!(proxy.admin("GET", path, Some(TOKEN), None).await.0, 405, "GET on a write endpoint");
     assert_eq!(proxy.admin("POST", path, Some(TOKEN), w).await.0, 405);
     assert_eq!(proxy.admin("POST", "/v1/services", Some(TOKEN), w).await.0, 405);
@@ -93,6 +95,11 @@ async fn writes_need_the_token_and_bad_bodies_change_nothing() {
     let (_, events) = proxy.admin("GET", "/v1/events?limit=100", None, None).await;
     let events = events.as_array().unwrap();
     assert!(events.iter().filter(|e| e["outcome"] == "refused").count() >= 7, "{events:?}");
+    assert!(events.iter().any(|e| e["message"].as_str().unwrap().contains("refused with 403")), "{events:?}");
+    assert!(
+        events.iter().all(|e| !e["message"].as_str().unwrap().contains("refused with 401")),
+        "401s are only logged"
+    );
     assert_eq!(events.last().unwrap()["outcome"], "applied");
 }
 

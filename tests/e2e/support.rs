@@ -343,11 +343,12 @@ pub fn admin_config(services: &str) -> String {
 }
 
 pub const TOKEN: &str = "s3cret-token-for-tests-0123456789";
+pub const READ_TOKEN: &str = "read-only-token-for-tests-0123456789";
 
 /// Starts a proxy on [`admin_config`] with the token file in place.
 pub async fn start_with_admin(services: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\n")).unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\nviewer:{READ_TOKEN}:read\n")).unwrap();
     Proxy::start_in(dir, &admin_config(services)).await
 }
 

@@ -6,6 +6,7 @@
 
 pub mod api;
 
+use crate::config::AdminToken;
 use crate::control::{Control, ControlError};
 use crate::state::WeightMap;
 use crate::stats::{Figures, ERROR_LABELS, STATUS_LABELS};
@@ -50,7 +51,7 @@ const MAX_BODY: usize = 1 << 20;
 /// Admin state: the control path plus who may write.
 pub struct Admin {
     control: Arc<Control>,
-    tokens: Vec<(String, String)>,
+    tokens: Vec<AdminToken>,
     loopback: bool,
     registry: prometheus::Registry,
 }
@@ -59,11 +60,11 @@ pub struct Admin {
 pub async fn bind(
     control: Arc<Control>,
     addr: SocketAddr,
-    mut tokens: Vec<(String, String)>,
+    mut tokens: Vec<AdminToken>,
 ) -> Result<(TcpListener, Arc<Admin>), crate::Error> {
     if let Ok(t) = std::env::var("SWITCHYARD_ADMIN_TOKEN") {
         if !t.trim().is_empty() {
-            tokens.push(("env".into(), t.trim().to_owned()));
+            tokens.push(AdminToken { name: "env".into(), token: t.trim().to_owned(), read_only: false });
         }
     }
     let loopback = addr.ip().is_loopback();
@@ -165,7 +166,10 @@ impl Admin {
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let claimed = req.headers().get("x-switchyard-actor").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (resp, audited) = self.route(req).await;
-        if is_write && !audited && !resp.status().is_success() {
+        if is_write && resp.status() == StatusCode::UNAUTHORIZED {
+            // Not in the durable history: whoever can reach the port could fill the disk.
+            tracing::warn!(method = %method, path = %path, "admin write without a valid token refused");
+        } else if is_write && !audited && !resp.status().is_success() {
             // Refused before the control path saw it: still part of the history.
             let actor = claimed.map_or_else(|| "unauthenticated".to_owned(), |a| format!("{a} (unverified)"));
             let service = path.strip_prefix("/v1/services/").and_then(|r| r.split('/').next());
@@ -203,13 +207,17 @@ impl Admin {
         }
 
         // Authentication: writes always (when tokens exist); reads too off loopback.
-        let token_name = self.token_name(req.headers());
+        let token = self.token(req.headers());
         let needs_token = !self.tokens.is_empty() && (is_write || (!self.loopback && !health));
-        if needs_token && token_name.is_none() {
+        if needs_token && token.is_none() {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return (r, false);
         }
+        if is_write && token.is_some_and(|t| t.read_only) {
+            return (error(StatusCode::FORBIDDEN, "this token may only read"), false);
+        }
+        let token_name = token.map(|t| t.name.clone());
         let actor = req
             .headers()
             .get("x-switchyard-actor")
@@ -285,14 +293,14 @@ impl Admin {
         (resp, true)
     }
 
-    /// The name of the token the request carries, if it is a valid one.
-    fn token_name(&self, headers: &HeaderMap) -> Option<String> {
+    /// The valid token the request carries, if any.
+    fn token(&self, headers: &HeaderMap) -> Option<&AdminToken> {
         let given = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
         let mut found = None;
-        for (name, token) in &self.tokens {
+        for t in &self.tokens {
             // Compare every token in constant time; never short-circuit on a match.
-            if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-                found = Some(name.clone());
+            if bool::from(given.as_bytes().ct_eq(t.token.as_bytes())) {
+                found = Some(t);
             }
         }
         found

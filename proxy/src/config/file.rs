@@ -25,7 +25,7 @@ pub(crate) struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileAdmin {
-    pub bind: Spanned<String>,
+    pub bind: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
 }
 

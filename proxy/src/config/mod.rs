@@ -42,8 +42,19 @@ pub struct Config {
 pub struct AdminConfig {
     /// Address to bind (loopback by default; elsewhere only with a token).
     pub bind: SocketAddr,
-    /// `(name, token)` pairs read from `token_file`.
-    pub tokens: Vec<(String, String)>,
+    /// Tokens read from `token_file`.
+    pub tokens: Vec<AdminToken>,
+}
+
+/// One admin API token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminToken {
+    /// Its name: the actor recorded for its writes.
+    pub name: String,
+    /// The secret.
+    pub token: String,
+    /// Reads only: a write with it gets 403.
+    pub read_only: bool,
 }
 
 /// Statistics windows.
@@ -396,31 +407,40 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
 }
 
 fn validate_admin(a: FileAdmin, base: &Path) -> Result<AdminConfig, Error> {
-    let bind = resolve(&a.bind.value).map_err(|m| fail("admin.bind", &a.bind.referenced, m))?;
+    let bind = match a.bind {
+        None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+        Some(b) => resolve(&b.value).map_err(|m| fail("admin.bind", &b.referenced, m))?,
+    };
     let mut tokens = Vec::new();
     if let Some(tf) = a.token_file {
         let path = base.join(&tf.value);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| fail("admin.token_file", &tf.referenced, format!("cannot read {}: {e}", path.display())))?;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (name, token) = match line.split_once(':') {
-                Some((n, t)) => (n.trim(), t.trim()),
-                None => ("admin", line),
-            };
-            if token.len() < 16 {
-                return Err(fail(
-                    "admin.token_file",
-                    &tf.referenced,
-                    format!("the token of `{name}` is shorter than 16 characters"),
-                ));
-            }
-            tokens.push((name.to_owned(), token.to_owned()));
+            let token = parse_token_line(line)
+                .map_err(|m| fail("admin.token_file", &tf.referenced, format!("{}: {m}", path.display())))?;
+            tokens.push(token);
         }
         if tokens.is_empty() {
             return Err(fail("admin.token_file", &tf.referenced, format!("{} holds no token", path.display())));
         }
     }
     Ok(AdminConfig { bind, tokens })
+}
+
+/// `TOKEN`, `NAME:TOKEN` or `NAME:TOKEN:read`.
+fn parse_token_line(line: &str) -> Result<AdminToken, String> {
+    let parts: Vec<&str> = line.split(':').map(str::trim).collect();
+    let (name, token, read_only) = match parts.as_slice() {
+        [t] => ("admin", *t, false),
+        [n, t] => (*n, *t, false),
+        [n, t, "read"] => (*n, *t, true),
+        _ => return Err("a line is `TOKEN`, `NAME:TOKEN` or `NAME:TOKEN:read`".into()),
+    };
+    if token.len() < 16 {
+        return Err(format!("the token of `{name}` is shorter than 16 characters"));
+    }
+    Ok(AdminToken { name: name.to_owned(), token: token.to_owned(), read_only })
 }
 
 fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {
