@@ -42,6 +42,8 @@ pub struct Control {
     config_path: Option<PathBuf>,
     config: Mutex<Config>,
     writes: tokio::sync::Mutex<()>,
+    /// Rollouts by service: running ones and the last finished one.
+    pub(crate) rollouts: tokio::sync::Mutex<std::collections::HashMap<String, crate::rollout::controller::Handle>>,
 }
 
 // === impl Control ===
@@ -49,7 +51,14 @@ pub struct Control {
 impl Control {
     /// Control over `shared`, whose snapshot was built from `config`.
     pub fn new(shared: Arc<Shared>, store: Option<StateStore>, config: Config, config_path: Option<PathBuf>) -> Self {
-        Self { shared, store, config_path, config: Mutex::new(config), writes: tokio::sync::Mutex::new(()) }
+        Self {
+            shared,
+            store,
+            config_path,
+            config: Mutex::new(config),
+            writes: tokio::sync::Mutex::new(()),
+            rollouts: Default::default(),
+        }
     }
 
     /// The config currently in force (as loaded; weights as in the file).
@@ -161,6 +170,14 @@ impl Control {
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = new;
         tracing::info!(actor, "{}", ev.message);
         Ok(ev)
+    }
+
+    /// Persists a rollout's progress.
+    pub(crate) fn save_rollout(&self, r: &crate::rollout::Rollout) -> Result<(), ControlError> {
+        match &self.store {
+            Some(s) => s.save_rollout(&r.service, r).map_err(|e| ControlError::Internal(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     fn commit(&self, weights: Option<(&str, Option<&WeightMap>)>, ev: Event) -> Result<Event, ControlError> {

@@ -72,11 +72,66 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Start, watch and move rollouts.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Re-read the proxy's config file.
     Reload {
         /// Why, recorded in the history.
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+/// `switchyard ctl rollout` commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout with the service's plan, or with `--plan FILE` (YAML or JSON).
+    Start {
+        /// The service.
+        service: String,
+        /// A plan overriding the service's `rollout` section.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+    },
+    /// Where the rollout stands.
+    Status {
+        /// The service.
+        service: String,
+        /// Redraw every second until the rollout ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Pass the current step or gate.
+    Promote {
+        /// The service.
+        service: String,
+        /// Straight to 100 %.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Freeze progress (breaches still roll back).
+    Pause {
+        /// The service.
+        service: String,
+    },
+    /// Continue after a pause.
+    Resume {
+        /// The service.
+        service: String,
+    },
+    /// Stop: all traffic back on the baseline.
+    Abort {
+        /// The service.
+        service: String,
+    },
+    /// Roll back: all traffic back on the baseline.
+    Rollback {
+        /// The service.
+        service: String,
     },
 }
 
@@ -143,11 +198,124 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        CtlCommand::Rollout { command } => rollout(&c, command, json).await,
         CtlCommand::Reload { reason } => {
             let body = c.call(Method::POST, "/v1/config/reload", None, reason.as_deref()).await?;
             print_event(&body, json)
         }
     }
+}
+
+async fn rollout(c: &Client, cmd: RolloutCommand, json: bool) -> anyhow::Result<()> {
+    let post = |service: &str, action: &str| format!("/v1/services/{service}/rollout/{action}");
+    let body = match cmd {
+        RolloutCommand::Start { service, plan } => {
+            let plan = match plan {
+                Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
+                None => None,
+            };
+            c.call(Method::POST, &format!("/v1/services/{service}/rollout"), plan, None).await?
+        }
+        RolloutCommand::Status { service, watch: true } => return watch(c, &service).await,
+        RolloutCommand::Status { service, watch: false } => {
+            c.call(Method::GET, &format!("/v1/services/{service}/rollout"), None, None).await?
+        }
+        RolloutCommand::Promote { service, full } => {
+            let body = full.then(|| br#"{"full": true}"#.to_vec());
+            c.call(Method::POST, &post(&service, "promote"), body, None).await?
+        }
+        RolloutCommand::Pause { service } => c.call(Method::POST, &post(&service, "pause"), None, None).await?,
+        RolloutCommand::Resume { service } => c.call(Method::POST, &post(&service, "resume"), None, None).await?,
+        RolloutCommand::Abort { service } => c.call(Method::POST, &post(&service, "abort"), None, None).await?,
+        RolloutCommand::Rollback { service } => c.call(Method::POST, &post(&service, "rollback"), None, None).await?,
+    };
+    if json {
+        return print_raw(&body);
+    }
+    let r: serde_json::Value = serde_json::from_slice(&body)?;
+    print!("{}", rollout_text(&r, None));
+    Ok(())
+}
+
+/// Redraws the rollout view every second until it ends.
+async fn watch(c: &Client, service: &str) -> anyhow::Result<()> {
+    loop {
+        let body = c.call(Method::GET, &format!("/v1/services/{service}/rollout"), None, None).await?;
+        let r: serde_json::Value = serde_json::from_slice(&body)?;
+        let stats = c.call(Method::GET, &format!("/v1/services/{service}/stats"), None, None).await.ok();
+        let stats = stats.and_then(|b| serde_json::from_slice::<StatsView>(&b).ok());
+        print!("\x1b[2J\x1b[H{}", rollout_text(&r, stats.as_ref()));
+        std::io::stdout().flush()?;
+        if r["status"] != "running" && r["status"] != "paused" {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// A human view of a rollout: status, step progress, weights, figures, decisions.
+fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let plan = &r["plan"];
+    let (cand, base) = (plan["candidate"].as_str().unwrap_or("?"), plan["baseline"].as_str().unwrap_or("?"));
+    let weight = r["weight"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "rollout of {} ({}): {}",
+        r["service"].as_str().unwrap_or("?"),
+        plan["strategy"].as_str().unwrap_or("?"),
+        r["status"].as_str().unwrap_or("?")
+    );
+    if let Some(reason) = r["reason"].as_str() {
+        let _ = writeln!(out, "  reason: {reason}");
+    }
+    let total = r["steps_total"].as_u64().unwrap_or(0);
+    let step = r["step"].as_u64().unwrap_or(0);
+    let in_step = r["time_in_step_seconds"].as_f64().unwrap_or(0.0);
+    let hold = r["current_step"]["hold_seconds"].as_f64();
+    let bar = |frac: f64| {
+        let n = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
+        format!("[{}{}]", "#".repeat(n), ".".repeat(30 - n))
+    };
+    if total > 0 {
+        let _ = writeln!(out, "  step {}/{total}: {}", (step + 1).min(total), r["current_step"]);
+        if let Some(h) = hold.filter(|h| *h > 0.0) {
+            let _ = writeln!(out, "  hold {} {:.0}s / {:.0}s", bar(in_step / h), in_step, h);
+        }
+    } else {
+        let _ = writeln!(out, "  phase: {} ({:.0}s)", r["current_step"]["phase"].as_str().unwrap_or("?"), in_step);
+    }
+    if !r["next_step"].is_null() {
+        let _ = writeln!(out, "  next: {}", r["next_step"]);
+    }
+    let _ =
+        writeln!(out, "  weights: {base} {}%  {cand} {weight}%  {}", 100 - weight.min(100), bar(weight as f64 / 100.0));
+    if let Some(s) = stats {
+        for (pool, f) in &s.pools {
+            let _ = writeln!(
+                out,
+                "  {pool:<10} {:>7} req  {:>6.2}% errors  p99 {:.1} ms",
+                f.requests,
+                f.error_rate * 100.0,
+                f.latency_ms.p99
+            );
+        }
+    }
+    if let Some(ds) = r["decisions"].as_array() {
+        let _ = writeln!(out, "  latest decisions:");
+        for d in ds.iter().rev().take(5) {
+            let _ = writeln!(
+                out,
+                "    {} step {}: {} — {}",
+                d["time"].as_str().unwrap_or(""),
+                d["step"].as_u64().unwrap_or(0) + 1,
+                d["decision"].as_str().unwrap_or(""),
+                d["why"].as_str().unwrap_or("")
+            );
+        }
+    }
+    out
 }
 
 async fn status(c: &Client, json: bool) -> anyhow::Result<()> {

@@ -20,7 +20,8 @@
 //! Per request, outcomes go to [`stats`] (thread-local recorders).
 //!
 //! The control path: [`control`] (weights, reload: new snapshot, event,
-//! persist, swap), [`state`] (the durable store and history), [`admin`] (the
+//! persist, swap), [`rollout`] (canary and blue-green, analysis, one
+//! controller task per rollout), [`state`] (the durable store and history), [`admin`] (the
 //! JSON API and Prometheus), [`ctl`] (the CLI client).
 //!
 //! Around it: [`config`] (YAML → validated [`Config`]), [`error`],
@@ -41,6 +42,7 @@ pub mod listener;
 pub mod logging;
 pub mod path;
 pub mod pool;
+pub mod rollout;
 pub mod snapshot;
 pub mod split;
 pub mod state;
@@ -160,6 +162,7 @@ impl Proxy {
     pub async fn bind(self) -> Result<Bound, Error> {
         let workers = self.control.shared.server.workers;
         let listeners = self.config.listeners.iter().map(|l| listener::bind(l, workers)).collect::<Result<_, _>>()?;
+        rollout::controller::resume_all(&self.control).await?;
         let admin = match &self.config.admin {
             Some(a) => Some(admin::bind(self.control.clone(), a.bind, a.tokens.clone()).await?),
             None => None,

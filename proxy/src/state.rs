@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 
 const WEIGHTS: TableDefinition<&str, &str> = TableDefinition::new("weights");
 const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
+const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
 
 /// Weights by pool name.
 pub type WeightMap = BTreeMap<String, u32>;
@@ -73,6 +74,7 @@ impl StateStore {
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(WEIGHTS).map_err(db_err)?;
         tx.open_table(EVENTS).map_err(db_err)?;
+        tx.open_table(ROLLOUTS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db, events: broadcast::channel(1024).0 })
     }
@@ -146,6 +148,26 @@ impl StateStore {
             out.push(serde_json::from_str(v.value()).map_err(db_err)?);
         }
         out.reverse();
+        Ok(out)
+    }
+
+    /// Stores a rollout's progress (the latest, active or finished, per service).
+    pub fn save_rollout<T: Serialize>(&self, service: &str, rollout: &T) -> Result<(), Error> {
+        let json = serde_json::to_string(rollout).map_err(db_err)?;
+        let tx = self.db.begin_write().map_err(db_err)?;
+        tx.open_table(ROLLOUTS).map_err(db_err)?.insert(service, json.as_str()).map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    /// Every stored rollout.
+    pub fn rollouts<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, Error> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(ROLLOUTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(serde_json::from_str(v.value()).map_err(db_err)?);
+        }
         Ok(out)
     }
 

@@ -8,6 +8,7 @@ mod faults;
 mod hardening;
 mod lifecycle;
 mod protocols;
+mod rollout;
 mod routing;
 mod split;
 mod streaming;

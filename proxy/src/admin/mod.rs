@@ -8,6 +8,8 @@ pub mod api;
 
 use crate::config::AdminToken;
 use crate::control::{Control, ControlError};
+use crate::rollout::controller::{self, Command};
+use crate::rollout::Rollout;
 use crate::state::WeightMap;
 use crate::stats::{Figures, ERROR_LABELS, STATUS_LABELS};
 use api::*;
@@ -42,6 +44,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/services/{svc}/weights"),
     ("DELETE", "/v1/services/{svc}/weights"),
     ("GET", "/v1/services/{svc}/stats"),
+    ("GET", "/v1/services/{svc}/rollout"),
+    ("POST", "/v1/services/{svc}/rollout"),
+    ("POST", "/v1/services/{svc}/rollout/{action}"),
     ("GET", "/v1/events"),
     ("POST", "/v1/config/reload"),
 ];
@@ -194,6 +199,8 @@ impl Admin {
             }
             ["v1", "services", _] | ["v1", "services", _, "stats"] | ["v1", "events"] => &[Method::GET],
             ["v1", "services", _, "weights"] => &[Method::PUT, Method::DELETE],
+            ["v1", "services", _, "rollout"] => &[Method::GET, Method::POST],
+            ["v1", "services", _, "rollout", "promote" | "pause" | "resume" | "abort" | "rollback"] => &[Method::POST],
             ["v1", "config", "reload"] => &[Method::POST],
             _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
         };
@@ -287,6 +294,47 @@ impl Admin {
                 Err(e) => e.into(),
             },
             (Method::GET, ["v1", "events"]) => self.events(&query),
+            (Method::GET, ["v1", "services", name, "rollout"]) => match controller::status(c, name).await {
+                Some(r) => json(StatusCode::OK, &rollout_view(&r)),
+                None => error(StatusCode::NOT_FOUND, format!("`{name}` has had no rollout")),
+            },
+            (Method::POST, ["v1", "services", name, "rollout"]) => {
+                let plan = if body.iter().all(u8::is_ascii_whitespace) {
+                    None
+                } else {
+                    let pools = match c.shared.snapshot.load().service(name) {
+                        Some(svc) => svc.pool_names(),
+                        None => return (error(StatusCode::NOT_FOUND, format!("no service named `{name}`")), false),
+                    };
+                    match crate::config::parse_plan(&String::from_utf8_lossy(&body), &pools) {
+                        Ok(p) => Some(p),
+                        Err(e) => return (error(StatusCode::BAD_REQUEST, e.to_string()), false),
+                    }
+                };
+                match controller::start(c, name, plan, &actor).await {
+                    Ok(r) => json(StatusCode::OK, &rollout_view(&r)),
+                    Err(e) => return (e.into(), false),
+                }
+            }
+            (Method::POST, ["v1", "services", name, "rollout", action]) => {
+                let cmd = match *action {
+                    "promote" => {
+                        let full = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v.get("full").and_then(serde_json::Value::as_bool))
+                            .unwrap_or(false);
+                        Command::Promote { full }
+                    }
+                    "pause" => Command::Pause,
+                    "resume" => Command::Resume,
+                    "abort" => Command::Abort,
+                    _ => Command::Rollback,
+                };
+                match controller::command(c, name, cmd, &actor).await {
+                    Ok(r) => json(StatusCode::OK, &rollout_view(&r)),
+                    Err(e) => return (e.into(), false),
+                }
+            }
             _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         };
         // Writes that got this far were recorded by the control path.
@@ -477,6 +525,31 @@ fn service_view(s: &crate::snapshot::Service) -> ServiceView {
             })
             .collect(),
     }
+}
+
+/// A rollout as JSON, with what a person wants first: where it stands and what comes next.
+fn rollout_view(r: &Rollout) -> serde_json::Value {
+    use crate::config::rollout::{Step, Strategy};
+    let describe = |s: &Step| match s {
+        Step::Weight { weight, hold } => serde_json::json!({ "weight": weight, "hold_seconds": hold.as_secs_f64() }),
+        Step::Pause => serde_json::json!({ "pause": true }),
+    };
+    let (current, next) = match r.plan.strategy {
+        Strategy::Canary => (r.plan.steps.get(r.step).map(describe), r.plan.steps.get(r.step + 1).map(describe)),
+        Strategy::BlueGreen if r.step == 0 => (
+            Some(serde_json::json!({ "phase": "preview" })),
+            Some(serde_json::json!({ "phase": "switched", "watch_seconds": r.plan.post_switch_window.as_secs_f64() })),
+        ),
+        Strategy::BlueGreen => (Some(serde_json::json!({ "phase": "switched" })), None),
+    };
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("time_in_step_seconds".into(), (r.in_step_ms as f64 / 1000.0).into());
+        o.insert("current_step".into(), current.unwrap_or_default());
+        o.insert("next_step".into(), next.unwrap_or_default());
+        o.insert("steps_total".into(), r.plan.steps.len().into());
+    }
+    v
 }
 
 fn figures_view(f: &Figures) -> PoolStatsView {

@@ -101,6 +101,67 @@ pub(crate) struct FileService {
     /// Add `x-switchyard-pool` to responses.
     #[serde(default)]
     pub expose_pool: bool,
+    pub rollout: Option<Spanned<FileRollout>>,
+}
+
+/// A rollout plan (also the body of `POST /v1/services/{svc}/rollout`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRollout {
+    pub strategy: Option<String>,
+    pub baseline: Option<String>,
+    pub candidate: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<FileStep>,
+    pub analysis: Option<FileAnalysis>,
+    pub progress_deadline: Option<Dur>,
+    pub auto_switch: Option<bool>,
+    pub post_switch_window: Option<Dur>,
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileStep {
+    pub weight: Option<u32>,
+    pub hold: Option<Dur>,
+    pub pause: Option<FilePause>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilePause {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAnalysis {
+    pub interval: Option<Dur>,
+    pub window: Option<Dur>,
+    pub min_requests: Option<u64>,
+    #[serde(default)]
+    pub success: FileSuccess,
+    #[serde(default)]
+    pub rollback_when: FileRollbackWhen,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSuccess {
+    pub max_error_rate: Option<f64>,
+    pub max_p99: Option<Dur>,
+    pub max_error_rate_vs_baseline: Option<f64>,
+    pub max_p99_vs_baseline: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRollbackWhen {
+    pub error_rate_above: Option<f64>,
+    pub p99_above: Option<Dur>,
+    pub error_rate_vs_baseline_above: Option<f64>,
+    pub p99_vs_baseline_above: Option<f64>,
+    pub min_requests: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,6 +5,7 @@
 //! `switchyard check`, start-up and (later) reload share [`Config::load`].
 
 mod file;
+pub mod rollout;
 mod units;
 
 pub use file::LbKind;
@@ -177,6 +178,8 @@ pub struct ServiceConfig {
     pub max_request_body: Option<u64>,
     /// Add `x-switchyard-pool` to responses.
     pub expose_pool: bool,
+    /// The service's default rollout plan.
+    pub rollout: Option<rollout::RolloutPlan>,
 }
 
 /// One pool of a service.
@@ -321,7 +324,16 @@ fn user_path(path: &str) -> String {
     out
 }
 
-fn fail(path: impl Display, at: &Location, msg: impl Display) -> Error {
+/// Parses a rollout plan sent through the API (JSON, or YAML) for a service with `pools`.
+pub fn parse_plan(text: &str, pools: &[String]) -> Result<rollout::RolloutPlan, Error> {
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let file: FileRollout = serde_saphyr::from_str(text).map_err(|e| {
+        Error::Config(format!("rollout: {}", e.without_snippet().to_string().lines().next().unwrap_or("")))
+    })?;
+    rollout::validate(file, pools, "rollout", &Location::UNKNOWN)
+}
+
+pub(crate) fn fail(path: impl Display, at: &Location, msg: impl Display) -> Error {
     if *at == Location::UNKNOWN {
         Error::Config(format!("config: {path}: {msg}"))
     } else {
@@ -403,6 +415,12 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
             StatsConfig { window, resolution }
         }
     };
+    // Analysis reads the stats window: make it long and fine enough for every plan.
+    let mut stats = stats;
+    for plan in services.iter().filter_map(|s| s.rollout.as_ref()) {
+        stats.window = stats.window.max(plan.analysis.window);
+        stats.resolution = stats.resolution.min(plan.analysis.interval).max(Duration::from_millis(10));
+    }
     Ok(Config { listeners, server, services, admin, state_dir, stats })
 }
 
@@ -604,6 +622,10 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
         connect_timeout: s.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
         max_request_body: s.max_request_body.map(|b| b.0),
         expose_pool: s.expose_pool,
+        rollout: match s.rollout {
+            None => None,
+            Some(r) => Some(rollout::validate(r.value, &pool_names, &format!("{p}.rollout"), &r.referenced)?),
+        },
     })
 }
 

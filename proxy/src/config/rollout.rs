@@ -1,0 +1,246 @@
+//! Rollout plans: a service's `rollout` section, or the body of
+//! `POST /v1/services/{svc}/rollout`, validated against the service's pools.
+//! Plans are stored with the rollout's progress, so they serialise.
+
+use super::fail;
+use super::file::{FileAnalysis, FileRollout};
+use crate::error::Error;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Location;
+use std::time::Duration;
+
+/// How traffic moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Step by step, by weight, with analysis at every step.
+    Canary,
+    /// All at once after an optional check; switch back on failure.
+    BlueGreen,
+}
+
+/// One canary step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Send `weight` % to the candidate and hold it for `hold`.
+    Weight {
+        /// Percent of traffic on the candidate.
+        weight: u32,
+        /// Time to hold before the step's analysis may advance.
+        #[serde(with = "millis")]
+        hold: Duration,
+    },
+    /// Wait for a person (`promote`).
+    Pause,
+}
+
+/// Thresholds that end a step well.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Success {
+    /// Highest candidate error rate (5xx / requests).
+    pub max_error_rate: Option<f64>,
+    /// Highest candidate p99.
+    #[serde(with = "opt_millis", default)]
+    pub max_p99: Option<Duration>,
+    /// Highest candidate error rate as a multiple of the baseline's.
+    pub max_error_rate_vs_baseline: Option<f64>,
+    /// Highest candidate p99 as a multiple of the baseline's.
+    pub max_p99_vs_baseline: Option<f64>,
+}
+
+/// Thresholds that roll back at once, mid-step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RollbackWhen {
+    /// Candidate error rate above this.
+    pub error_rate_above: Option<f64>,
+    /// Candidate p99 above this.
+    #[serde(with = "opt_millis", default)]
+    pub p99_above: Option<Duration>,
+    /// Candidate error rate above this multiple of the baseline's.
+    pub error_rate_vs_baseline_above: Option<f64>,
+    /// Candidate p99 above this multiple of the baseline's.
+    pub p99_vs_baseline_above: Option<f64>,
+    /// Requests the candidate needs in the window before a breach counts.
+    pub min_requests: u64,
+}
+
+/// How analysis judges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Time between judgements.
+    #[serde(with = "millis")]
+    pub interval: Duration,
+    /// The span of recent figures judged.
+    #[serde(with = "millis")]
+    pub window: Duration,
+    /// Requests the candidate needs in the window for a verdict; fewer is inconclusive.
+    pub min_requests: u64,
+    /// When a step ends well.
+    pub success: Success,
+    /// When to roll back at once.
+    pub rollback_when: RollbackWhen,
+}
+
+/// A validated rollout plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutPlan {
+    /// Canary or blue-green.
+    pub strategy: Strategy,
+    /// The pool traffic comes from (and returns to on rollback).
+    pub baseline: String,
+    /// The pool traffic moves to.
+    pub candidate: String,
+    /// Canary steps, in order.
+    pub steps: Vec<Step>,
+    /// Analysis settings.
+    pub analysis: Analysis,
+    /// Inconclusive this long at the end of a step: pause for a person.
+    #[serde(with = "opt_millis", default)]
+    pub progress_deadline: Option<Duration>,
+    /// Blue-green: switch by itself once the preview passes analysis.
+    pub auto_switch: bool,
+    /// Blue-green: how long analysis keeps watching after the switch.
+    #[serde(with = "millis")]
+    pub post_switch_window: Duration,
+    /// URLs that receive every rollout event as JSON.
+    pub webhooks: Vec<String>,
+}
+
+/// Validates a plan for a service with `pools`; `p` is the field path for errors.
+pub(crate) fn validate(f: FileRollout, pools: &[String], p: &str, at: &Location) -> Result<RolloutPlan, Error> {
+    let strategy = match f.strategy.as_deref() {
+        None | Some("canary") => Strategy::Canary,
+        Some("blue-green") => Strategy::BlueGreen,
+        Some(other) => {
+            return Err(fail(format!("{p}.strategy"), at, format!("`{other}` is not `canary` or `blue-green`")))
+        }
+    };
+    let pool = |name: Option<String>, field: &str, default: &str| -> Result<String, Error> {
+        let name = name.unwrap_or_else(|| default.to_owned());
+        if pools.contains(&name) {
+            Ok(name)
+        } else {
+            Err(fail(format!("{p}.{field}"), at, format!("unknown pool `{name}` (pools: {})", pools.join(", "))))
+        }
+    };
+    let (b, c) = match strategy {
+        Strategy::Canary => ("stable", "canary"),
+        Strategy::BlueGreen => ("blue", "green"),
+    };
+    let baseline = pool(f.baseline, "baseline", b)?;
+    let candidate = pool(f.candidate, "candidate", c)?;
+    if baseline == candidate {
+        return Err(fail(format!("{p}.candidate"), at, "baseline and candidate must be different pools"));
+    }
+    let mut steps = Vec::new();
+    for (i, s) in f.steps.into_iter().enumerate() {
+        steps.push(match (s.weight, s.hold, s.pause) {
+            (Some(w), hold, None) if w <= 100 => Step::Weight { weight: w, hold: hold.map_or(Duration::ZERO, |h| h.0) },
+            (Some(_), _, None) => {
+                return Err(fail(format!("{p}.steps[{i}].weight"), at, "a step's weight is a percentage, 0 to 100"))
+            }
+            (None, None, Some(_)) => Step::Pause,
+            _ => {
+                return Err(fail(
+                    format!("{p}.steps[{i}]"),
+                    at,
+                    "a step is `{ weight: N, hold: DURATION }` or `pause: {}`",
+                ))
+            }
+        });
+    }
+    if strategy == Strategy::Canary && steps.is_empty() {
+        return Err(fail(format!("{p}.steps"), at, "a canary needs at least one step"));
+    }
+    if strategy == Strategy::BlueGreen && !steps.is_empty() {
+        return Err(fail(format!("{p}.steps"), at, "blue-green has no steps (it switches all at once)"));
+    }
+    let analysis = validate_analysis(f.analysis.unwrap_or_default(), p, at)?;
+    for url in &f.webhooks {
+        if !url.starts_with("http://") {
+            return Err(fail(format!("{p}.webhooks"), at, format!("`{url}`: webhooks are plain http:// URLs")));
+        }
+    }
+    Ok(RolloutPlan {
+        strategy,
+        baseline,
+        candidate,
+        steps,
+        analysis,
+        progress_deadline: f.progress_deadline.map(|d| d.0),
+        auto_switch: f.auto_switch.unwrap_or(false),
+        post_switch_window: f.post_switch_window.map_or(Duration::from_secs(300), |d| d.0),
+        webhooks: f.webhooks,
+    })
+}
+
+fn validate_analysis(a: FileAnalysis, p: &str, at: &Location) -> Result<Analysis, Error> {
+    let rate = |v: Option<f64>, field: &str| match v {
+        Some(r) if !(0.0..=1.0).contains(&r) => {
+            Err(fail(format!("{p}.analysis.{field}"), at, "a rate is between 0 and 1"))
+        }
+        _ => Ok(v),
+    };
+    let ratio = |v: Option<f64>, field: &str| match v {
+        Some(r) if !(r.is_finite() && r > 0.0) => {
+            Err(fail(format!("{p}.analysis.{field}"), at, "a ratio is a positive number"))
+        }
+        _ => Ok(v),
+    };
+    let interval = a.interval.map_or(Duration::from_secs(1), |d| d.0);
+    if interval < Duration::from_millis(10) {
+        return Err(fail(format!("{p}.analysis.interval"), at, "must be at least 10ms"));
+    }
+    let window = a.window.map_or(Duration::from_secs(30), |d| d.0).max(interval);
+    Ok(Analysis {
+        interval,
+        window,
+        min_requests: a.min_requests.unwrap_or(100),
+        success: super::rollout::Success {
+            max_error_rate: rate(a.success.max_error_rate, "success.max_error_rate")?,
+            max_p99: a.success.max_p99.map(|d| d.0),
+            max_error_rate_vs_baseline: ratio(
+                a.success.max_error_rate_vs_baseline,
+                "success.max_error_rate_vs_baseline",
+            )?,
+            max_p99_vs_baseline: ratio(a.success.max_p99_vs_baseline, "success.max_p99_vs_baseline")?,
+        },
+        rollback_when: RollbackWhen {
+            error_rate_above: rate(a.rollback_when.error_rate_above, "rollback_when.error_rate_above")?,
+            p99_above: a.rollback_when.p99_above.map(|d| d.0),
+            error_rate_vs_baseline_above: ratio(
+                a.rollback_when.error_rate_vs_baseline_above,
+                "rollback_when.error_rate_vs_baseline_above",
+            )?,
+            p99_vs_baseline_above: ratio(a.rollback_when.p99_vs_baseline_above, "rollback_when.p99_vs_baseline_above")?,
+            min_requests: a.rollback_when.min_requests.unwrap_or(10),
+        },
+    })
+}
+
+/// Durations as milliseconds in stored JSON.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
+    }
+}

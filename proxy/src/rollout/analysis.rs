@@ -1,0 +1,146 @@
+//! Built-in analysis: judges the candidate's window figures, absolutely and
+//! against the baseline's. Pure: figures in, verdict out.
+
+use crate::config::rollout::Analysis;
+use crate::stats::Figures;
+use serde::{Deserialize, Serialize};
+
+/// What analysis concluded this tick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", content = "why", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// A `rollback_when` threshold is crossed: roll back now.
+    Breach(String),
+    /// Every success criterion holds with enough requests.
+    Pass(String),
+    /// A success criterion fails with enough requests.
+    Fail(String),
+    /// Too few requests to judge.
+    Inconclusive(String),
+}
+
+/// Judges `candidate` against the thresholds and against `baseline`.
+/// Relative criteria apply only when the baseline has enough requests too.
+pub fn judge(a: &Analysis, candidate: &Figures, baseline: &Figures) -> Verdict {
+    let c_rate = candidate.error_rate();
+    let b_rate = baseline.error_rate();
+    let c_p99 = candidate.p99_us as f64 / 1000.0;
+    let b_p99 = baseline.p99_us as f64 / 1000.0;
+    let baseline_ok = baseline.requests >= a.min_requests;
+    let figures = format!(
+        "candidate {} req, {:.2}% errors, p99 {:.1} ms; baseline {} req, {:.2}% errors, p99 {:.1} ms",
+        candidate.requests,
+        c_rate * 100.0,
+        c_p99,
+        baseline.requests,
+        b_rate * 100.0,
+        b_p99
+    );
+
+    let r = &a.rollback_when;
+    if candidate.requests >= r.min_requests {
+        let mut breaches = Vec::new();
+        if let Some(max) = r.error_rate_above.filter(|m| c_rate > *m) {
+            breaches.push(format!("error rate {:.2}% above {:.2}%", c_rate * 100.0, max * 100.0));
+        }
+        if let Some(max) = r.p99_above.filter(|m| c_p99 > m.as_secs_f64() * 1000.0) {
+            breaches.push(format!("p99 {c_p99:.1} ms above {} ms", max.as_millis()));
+        }
+        if baseline_ok {
+            // A small absolute floor keeps a perfect baseline from making any error a breach.
+            if let Some(k) = r.error_rate_vs_baseline_above.filter(|k| c_rate > (*k * b_rate).max(0.001)) {
+                breaches.push(format!(
+                    "error rate {:.2}% above {k}× the baseline's {:.2}%",
+                    c_rate * 100.0,
+                    b_rate * 100.0
+                ));
+            }
+            if let Some(k) = r.p99_vs_baseline_above.filter(|k| c_p99 > *k * b_p99) {
+                breaches.push(format!("p99 {c_p99:.1} ms above {k}× the baseline's {b_p99:.1} ms"));
+            }
+        }
+        if !breaches.is_empty() {
+            return Verdict::Breach(format!("{} ({figures})", breaches.join("; ")));
+        }
+    }
+
+    if candidate.requests < a.min_requests {
+        return Verdict::Inconclusive(format!(
+            "{} of the {} requests needed ({figures})",
+            candidate.requests, a.min_requests
+        ));
+    }
+    let s = &a.success;
+    let mut fails = Vec::new();
+    if let Some(max) = s.max_error_rate.filter(|m| c_rate > *m) {
+        fails.push(format!("error rate {:.2}% above {:.2}%", c_rate * 100.0, max * 100.0));
+    }
+    if let Some(max) = s.max_p99.filter(|m| c_p99 > m.as_secs_f64() * 1000.0) {
+        fails.push(format!("p99 {c_p99:.1} ms above {} ms", max.as_millis()));
+    }
+    if baseline_ok {
+        if let Some(k) = s.max_error_rate_vs_baseline.filter(|k| c_rate > (*k * b_rate).max(0.001)) {
+            fails.push(format!("error rate above {k}× the baseline's"));
+        }
+        if let Some(k) = s.max_p99_vs_baseline.filter(|k| c_p99 > *k * b_p99) {
+            fails.push(format!("p99 above {k}× the baseline's"));
+        }
+    }
+    if fails.is_empty() {
+        Verdict::Pass(figures)
+    } else {
+        Verdict::Fail(format!("{} ({figures})", fails.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::rollout::{RollbackWhen, Success};
+    use std::time::Duration;
+
+    pub(crate) fn analysis() -> Analysis {
+        Analysis {
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(30),
+            min_requests: 200,
+            success: Success {
+                max_error_rate: Some(0.001),
+                max_p99: Some(Duration::from_secs(2)),
+                ..Default::default()
+            },
+            rollback_when: RollbackWhen {
+                error_rate_above: Some(0.01),
+                p99_above: Some(Duration::from_secs(5)),
+                min_requests: 10,
+                ..Default::default()
+            },
+        }
+    }
+
+    pub(crate) fn figures(requests: u64, fives: u64, p99_ms: u64) -> Figures {
+        let mut f = Figures { requests, p99_us: p99_ms * 1000, ..Default::default() };
+        f.status[1] = requests - fives;
+        f.status[4] = fives;
+        f
+    }
+
+    #[test]
+    fn verdicts() {
+        let a = analysis();
+        let base = figures(5000, 0, 100);
+        assert!(matches!(judge(&a, &figures(300, 0, 100), &base), Verdict::Pass(_)));
+        assert!(matches!(judge(&a, &figures(50, 0, 100), &base), Verdict::Inconclusive(_)), "too few requests");
+        assert!(matches!(judge(&a, &figures(20, 5, 100), &base), Verdict::Breach(_)), "a breach needs fewer requests");
+        assert!(matches!(judge(&a, &figures(5, 5, 100), &base), Verdict::Inconclusive(_)), "but some");
+        assert!(matches!(judge(&a, &figures(1000, 5, 100), &base), Verdict::Fail(_)), "0.5%: fails success, no breach");
+        assert!(matches!(judge(&a, &figures(300, 0, 6000), &base), Verdict::Breach(_)), "p99 above 5 s");
+        let mut rel = a.clone();
+        rel.rollback_when.p99_vs_baseline_above = Some(3.0);
+        assert!(matches!(judge(&rel, &figures(300, 0, 400), &base), Verdict::Breach(_)), "4× the baseline p99");
+        assert!(
+            matches!(judge(&rel, &figures(300, 0, 400), &figures(10, 0, 100)), Verdict::Pass(_)),
+            "baseline too small to compare"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! One task per active rollout, on the control path. Every analysis interval
+//! it reads the baseline's and the candidate's window figures, judges them,
+//! ticks the [`Rollout`] machine, applies the resulting action through
+//! [`Control::set_weights`] (a new snapshot, an event, durable, then swapped
+//! in), persists the progress, and notifies webhooks. Manual commands take
+//! the same lock, so a person and the controller never race.
+
+use super::analysis::{judge, Verdict};
+use super::machine::{Action, Rollout};
+use super::notify;
+use crate::config::rollout::RolloutPlan;
+use crate::control::{Control, ControlError};
+use crate::state::{event, WeightMap};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// A running rollout: its state, shared by its task and manual commands.
+pub type Handle = Arc<Mutex<Rollout>>;
+
+/// A manual command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Pass the current step or gate (`full`: straight to 100 %).
+    Promote {
+        /// Skip to 100 %.
+        full: bool,
+    },
+    /// Freeze progress.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+    /// Stop; all traffic back on the baseline (`aborted`).
+    Abort,
+    /// Stop; all traffic back on the baseline (`rolled-back`).
+    Rollback,
+}
+
+/// Starts a rollout of `service` with `plan` (or the service's own plan).
+pub async fn start(
+    ctrl: &Arc<Control>,
+    service: &str,
+    plan: Option<RolloutPlan>,
+    actor: &str,
+) -> Result<Rollout, ControlError> {
+    let snap = ctrl.shared.snapshot.load_full();
+    let svc = snap.service(service).ok_or_else(|| ControlError::NotFound(format!("no service named `{service}`")))?;
+    let plan = plan.or_else(|| svc.config.rollout.clone()).ok_or_else(|| {
+        ControlError::BadRequest(format!("service `{service}` has no `rollout` section: send a plan in the body"))
+    })?;
+    let mut active = ctrl.rollouts.lock().await;
+    if let Some(h) = active.get(service) {
+        if !h.lock().await.is_done() {
+            return Err(ControlError::Conflict(format!("a rollout of `{service}` is already running; abort it first")));
+        }
+    }
+    let (mut r, action) = Rollout::start(service, plan);
+    let steps = r.plan.steps.len();
+    let strategy = match r.plan.strategy {
+        crate::config::rollout::Strategy::Canary => format!("canary, {steps} step(s)"),
+        crate::config::rollout::Strategy::BlueGreen => "blue-green".to_owned(),
+    };
+    lifecycle(ctrl, &r, "rollout-start", actor, format!("rollout of {service} started ({strategy})"))?;
+    apply(ctrl, &mut r, &action, actor).await?;
+    ctrl.save_rollout(&r)?;
+    let handle: Handle = Arc::new(Mutex::new(r.clone()));
+    active.insert(service.to_owned(), handle.clone());
+    tokio::spawn(run(ctrl.clone(), handle));
+    Ok(r)
+}
+
+/// Applies a manual command to the running rollout of `service`.
+pub async fn command(ctrl: &Arc<Control>, service: &str, cmd: Command, actor: &str) -> Result<Rollout, ControlError> {
+    let handle = ctrl
+        .rollouts
+        .lock()
+        .await
+        .get(service)
+        .cloned()
+        .ok_or_else(|| ControlError::NotFound(format!("no rollout of `{service}` is running")))?;
+    let mut r = handle.lock().await;
+    if r.is_done() {
+        return Err(ControlError::Conflict(format!("the rollout of `{service}` has ended ({:?})", r.status)));
+    }
+    let before = r.clone();
+    let action = match cmd {
+        Command::Promote { full } => r.promote(full),
+        Command::Pause => r.pause(&format!("paused by {actor}")),
+        Command::Resume => {
+            r.resume();
+            Action::None
+        }
+        Command::Abort => r.stop(true, &format!("aborted by {actor}")),
+        Command::Rollback => r.stop(false, &format!("rolled back by {actor}")),
+    };
+    let what = format!("{cmd:?}").to_lowercase();
+    r.record(what.clone(), format!("by {actor}"));
+    if let Err(e) = apply(ctrl, &mut r, &action, actor).await {
+        *r = before;
+        return Err(e);
+    }
+    if matches!(cmd, Command::Resume) {
+        lifecycle(ctrl, &r, "rollout-resume", actor, format!("rollout of {service} resumed"))?;
+    }
+    ctrl.save_rollout(&r)?;
+    Ok(r.clone())
+}
+
+/// The running or last rollout of `service`.
+pub async fn status(ctrl: &Control, service: &str) -> Option<Rollout> {
+    let h = ctrl.rollouts.lock().await.get(service).cloned()?;
+    let r = h.lock().await.clone();
+    Some(r)
+}
+
+/// Resumes every stored rollout that had not ended (after a restart), with
+/// the time already spent in its step counted.
+pub async fn resume_all(ctrl: &Arc<Control>) -> Result<(), crate::Error> {
+    let Some(store) = &ctrl.store else { return Ok(()) };
+    let stored: Vec<Rollout> = store.rollouts()?;
+    let mut active = ctrl.rollouts.lock().await;
+    for r in stored {
+        let done = r.is_done();
+        if !done {
+            tracing::info!(service = %r.service, step = r.step, in_step_ms = r.in_step_ms, "resuming rollout");
+        }
+        let handle: Handle = Arc::new(Mutex::new(r.clone()));
+        active.insert(r.service.clone(), handle.clone());
+        if !done {
+            tokio::spawn(run(ctrl.clone(), handle));
+        }
+    }
+    Ok(())
+}
+
+/// The controller loop of one rollout.
+async fn run(ctrl: Arc<Control>, handle: Handle) {
+    let interval = handle.lock().await.plan.analysis.interval;
+    let sample_every = (10_000 / interval.as_millis().max(1)).max(1) as u64;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut last = Instant::now();
+    let mut ticks = 0u64;
+    loop {
+        ticker.tick().await;
+        let elapsed = last.elapsed().as_millis() as u64;
+        last = Instant::now();
+        ticks += 1;
+        let mut r = handle.lock().await;
+        if r.is_done() {
+            return;
+        }
+        let verdict = analyse(&ctrl, &r);
+        let before = r.clone();
+        let action = r.tick(elapsed, &verdict);
+        let why = match &verdict {
+            Verdict::Breach(w) | Verdict::Pass(w) | Verdict::Fail(w) | Verdict::Inconclusive(w) => w.clone(),
+        };
+        if action != Action::None {
+            r.record(describe(&action), why);
+            if let Err(e) = apply(&ctrl, &mut r, &action, "rollout").await {
+                tracing::error!(service = %r.service, error = %e, "rollout cannot apply its decision; pausing");
+                *r = before;
+                let pause = r.pause(&format!("cannot apply a decision: {e}"));
+                r.record(describe(&pause), e.to_string());
+            }
+        } else if ticks.is_multiple_of(sample_every) {
+            r.record(format!("hold ({})", verdict_name(&verdict)), why);
+        }
+        if let Err(e) = ctrl.save_rollout(&r) {
+            tracing::error!(service = %r.service, error = %e, "cannot persist rollout progress");
+        }
+        if r.is_done() {
+            return;
+        }
+    }
+}
+
+/// Judges the rollout's pools over its analysis window.
+fn analyse(ctrl: &Control, r: &Rollout) -> Verdict {
+    let snap = ctrl.shared.snapshot.load();
+    let Some(svc) = snap.service(&r.service) else {
+        return Verdict::Inconclusive("the service is gone".into());
+    };
+    let slot = |name: &str| svc.pools.iter().find(|p| p.name == name).map(|p| p.stats_slot);
+    let (Some(b), Some(c)) = (slot(&r.plan.baseline), slot(&r.plan.candidate)) else {
+        return Verdict::Inconclusive("a pool of the plan is gone".into());
+    };
+    let window = Some(r.plan.analysis.window);
+    let stats = &ctrl.shared.stats;
+    judge(&r.plan.analysis, &stats.recent(c, window), &stats.recent(b, window))
+}
+
+/// Carries out an action: weights through the control path, plus a history
+/// event and webhooks for lifecycle changes.
+async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, action: &Action, actor: &str) -> Result<(), ControlError> {
+    let (base, cand) = (r.plan.baseline.clone(), r.plan.candidate.clone());
+    let service = r.service.clone();
+    let (weight, message) = match action {
+        Action::None => return Ok(()),
+        Action::SetWeight(w) => (Some(*w), format!("rollout of {service}: {cand} at {w}% (step {})", r.step + 1)),
+        Action::Promote => (Some(100), format!("rollout of {service} promoted: {cand} has all traffic")),
+        Action::Rollback(why) => (Some(0), format!("rollout of {service} ended, all traffic on {base}: {why}")),
+        Action::Pause(why) => (None, format!("rollout of {service} paused: {why}")),
+    };
+    if let Some(w) = weight {
+        let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
+        let ev = ctrl.set_weights(&service, weights, actor, Some(message.clone())).await?;
+        notify::send(&r.plan.webhooks, &ev);
+    } else {
+        lifecycle(ctrl, r, "rollout-pause", actor, message)?;
+    }
+    Ok(())
+}
+
+/// Records a rollout event that changes no weights, and notifies webhooks.
+fn lifecycle(ctrl: &Control, r: &Rollout, kind: &str, actor: &str, message: String) -> Result<(), ControlError> {
+    let mut ev = event(kind, Some(&r.service), actor, None);
+    ev.message = message;
+    ev.new = serde_json::json!({ "status": r.status, "step": r.step, "weight": r.weight });
+    let ev = match &ctrl.store {
+        Some(s) => s.commit(None, ev).map_err(|e| ControlError::Internal(e.to_string()))?,
+        None => ev,
+    };
+    tracing::info!(service = %r.service, "{}", ev.message);
+    notify::send(&r.plan.webhooks, &ev);
+    Ok(())
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::None => "hold".into(),
+        Action::SetWeight(w) => format!("set-weights {w}%"),
+        Action::Promote => "promote".into(),
+        Action::Rollback(_) => "rollback".into(),
+        Action::Pause(_) => "pause".into(),
+    }
+}
+
+fn verdict_name(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Breach(_) => "breach",
+        Verdict::Pass(_) => "pass",
+        Verdict::Fail(_) => "fail",
+        Verdict::Inconclusive(_) => "inconclusive",
+    }
+}

@@ -1,0 +1,454 @@
+//! The rollout state machine: pure, driven by elapsed time and verdicts.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!            start                 hold elapsed + Pass               last step passed
+//! canary:  ────────▶ step 0 ──────────────────────────▶ step 1 … ─────────────────────▶ Promoted
+//!                      │  Breach (any time) / Fail at end of hold                           ▲
+//!                      └──────────────────────────────▶ RolledBack        promote --full ───┘
+//!          `pause` step: waits for promote.  Inconclusive past the progress deadline: Paused.
+//!
+//!              start              Pass (auto_switch) or promote          post_switch_window ok
+//! blue-green: ───────▶ preview ─────────────────────────────────▶ switched ─────────────────▶ Promoted
+//!                        (weight 0: only the preview rule reaches it)   │ Breach / Fail
+//!                                                                       └──▶ RolledBack (switch back)
+//! ```
+//!
+//! Any time: `pause` freezes progress (breaches still roll back), `resume`
+//! continues, `abort` / `rollback` return all traffic to the baseline. The
+//! machine returns an [`Action`]; the controller applies it and persists the
+//! state, so progress (the time spent in the step included) survives a restart.
+
+use super::analysis::Verdict;
+use crate::config::rollout::{RolloutPlan, Step, Strategy};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Where a rollout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Moving (or holding) on its own.
+    Running,
+    /// Waiting for a person.
+    Paused,
+    /// The candidate has all traffic; done.
+    Promoted,
+    /// All traffic back on the baseline after a failure; done.
+    RolledBack,
+    /// Stopped by a person, traffic back on the baseline; done.
+    Aborted,
+}
+
+/// What the controller must do after a transition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Nothing changes.
+    None,
+    /// Put `percent` % on the candidate, the rest on the baseline.
+    SetWeight(u32),
+    /// Everything on the candidate.
+    Promote,
+    /// Everything back on the baseline.
+    Rollback(String),
+    /// Stop and wait for a person.
+    Pause(String),
+}
+
+/// One recorded decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The step then.
+    pub step: usize,
+    /// What was decided: `hold`, `set-weights N`, `promote`, `rollback`, `pause`, ...
+    pub decision: String,
+    /// Why, with the figures it was based on.
+    pub why: String,
+}
+
+/// A rollout's progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The service.
+    pub service: String,
+    /// The plan.
+    pub plan: RolloutPlan,
+    /// Where it stands.
+    pub status: Status,
+    /// Canary: the step index. Blue-green: 0 before the switch, 1 after.
+    pub step: usize,
+    /// Time spent in the current step while running, milliseconds.
+    pub in_step_ms: u64,
+    /// Time the end-of-step verdict has been inconclusive, milliseconds.
+    pub inconclusive_ms: u64,
+    /// Percent on the candidate now.
+    pub weight: u32,
+    /// Why it ended or paused.
+    pub reason: Option<String>,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// The latest decisions, oldest first.
+    pub decisions: VecDeque<Decision>,
+}
+
+/// Decisions kept per rollout.
+const KEEP: usize = 50;
+
+// === impl Rollout ===
+
+impl Rollout {
+    /// A new rollout and the action that starts it.
+    pub fn start(service: &str, plan: RolloutPlan) -> (Self, Action) {
+        let mut r = Rollout {
+            service: service.into(),
+            plan,
+            status: Status::Running,
+            step: 0,
+            in_step_ms: 0,
+            inconclusive_ms: 0,
+            weight: 0,
+            reason: None,
+            started: now(),
+            decisions: VecDeque::new(),
+        };
+        let action = match r.plan.strategy {
+            Strategy::BlueGreen => Action::SetWeight(0),
+            Strategy::Canary => r.enter_step(),
+        };
+        r.apply(&action);
+        (r, action)
+    }
+
+    /// Whether it has ended.
+    pub fn is_done(&self) -> bool {
+        matches!(self.status, Status::Promoted | Status::RolledBack | Status::Aborted)
+    }
+
+    /// One analysis tick: `elapsed_ms` since the last tick, and the verdict.
+    pub fn tick(&mut self, elapsed_ms: u64, verdict: &Verdict) -> Action {
+        if self.is_done() {
+            return Action::None;
+        }
+        if let Verdict::Breach(why) = verdict {
+            let action = Action::Rollback(format!("rollback_when breached: {why}"));
+            self.apply(&action);
+            return action;
+        }
+        if self.status == Status::Paused {
+            return Action::None;
+        }
+        let action = match self.plan.strategy {
+            Strategy::Canary => self.tick_canary(elapsed_ms, verdict),
+            Strategy::BlueGreen => self.tick_blue_green(elapsed_ms, verdict),
+        };
+        self.apply(&action);
+        action
+    }
+
+    fn tick_canary(&mut self, elapsed_ms: u64, verdict: &Verdict) -> Action {
+        let Some(Step::Weight { hold, .. }) = self.plan.steps.get(self.step).cloned() else {
+            return Action::None; // a `pause` step waits for promote
+        };
+        self.in_step_ms += elapsed_ms;
+        if self.in_step_ms < hold.as_millis() as u64 {
+            return Action::None;
+        }
+        match verdict {
+            Verdict::Pass(_) => self.advance(),
+            Verdict::Fail(why) => Action::Rollback(format!("step {} failed analysis: {why}", self.step + 1)),
+            Verdict::Inconclusive(_) | Verdict::Breach(_) => self.inconclusive(elapsed_ms),
+        }
+    }
+
+    fn tick_blue_green(&mut self, elapsed_ms: u64, verdict: &Verdict) -> Action {
+        self.in_step_ms += elapsed_ms;
+        if self.step == 0 {
+            return match verdict {
+                Verdict::Pass(_) if self.plan.auto_switch => self.switch(),
+                Verdict::Inconclusive(_) if self.plan.auto_switch => self.inconclusive(elapsed_ms),
+                _ => Action::None,
+            };
+        }
+        match verdict {
+            Verdict::Fail(why) => Action::Rollback(format!("switched back: {why}")),
+            _ if self.in_step_ms >= self.plan.post_switch_window.as_millis() as u64 => Action::Promote,
+            _ => Action::None,
+        }
+    }
+
+    fn inconclusive(&mut self, elapsed_ms: u64) -> Action {
+        self.inconclusive_ms += elapsed_ms;
+        match self.plan.progress_deadline {
+            Some(d) if self.inconclusive_ms >= d.as_millis() as u64 => {
+                Action::Pause(format!("inconclusive for {} s (progress deadline)", self.inconclusive_ms / 1000))
+            }
+            _ => Action::None,
+        }
+    }
+
+    /// Passes the current step or gate (`full`: straight to 100 %).
+    pub fn promote(&mut self, full: bool) -> Action {
+        if self.is_done() {
+            return Action::None;
+        }
+        self.status = Status::Running;
+        self.reason = None;
+        let action = match self.plan.strategy {
+            Strategy::Canary if full => Action::Promote,
+            Strategy::Canary => self.advance(),
+            Strategy::BlueGreen if self.step == 0 && !full => self.switch(),
+            Strategy::BlueGreen => Action::Promote,
+        };
+        self.apply(&action);
+        action
+    }
+
+    /// Freezes progress; breaches still roll back.
+    pub fn pause(&mut self, why: &str) -> Action {
+        if self.is_done() {
+            return Action::None;
+        }
+        let action = Action::Pause(why.into());
+        self.apply(&action);
+        action
+    }
+
+    /// Continues after a pause.
+    pub fn resume(&mut self) {
+        if self.status == Status::Paused {
+            self.status = Status::Running;
+            self.reason = None;
+            self.inconclusive_ms = 0;
+        }
+    }
+
+    /// Ends it, all traffic back on the baseline: `aborted` by a person, or
+    /// `rolled back` with a reason.
+    pub fn stop(&mut self, abort: bool, why: &str) -> Action {
+        if self.is_done() {
+            return Action::None;
+        }
+        let action = Action::Rollback(why.into());
+        self.apply(&action);
+        if abort {
+            self.status = Status::Aborted;
+        }
+        action
+    }
+
+    /// The next step: its weight, or completion.
+    fn advance(&mut self) -> Action {
+        self.step += 1;
+        self.in_step_ms = 0;
+        self.inconclusive_ms = 0;
+        if self.step >= self.plan.steps.len() {
+            Action::Promote
+        } else {
+            self.enter_step()
+        }
+    }
+
+    fn enter_step(&self) -> Action {
+        match self.plan.steps.get(self.step) {
+            Some(Step::Weight { weight, .. }) => Action::SetWeight(*weight),
+            _ => Action::None,
+        }
+    }
+
+    fn switch(&mut self) -> Action {
+        self.step = 1;
+        self.in_step_ms = 0;
+        self.inconclusive_ms = 0;
+        Action::SetWeight(100)
+    }
+
+    /// Updates status and weight for an action.
+    fn apply(&mut self, action: &Action) {
+        match action {
+            Action::None => {}
+            Action::SetWeight(w) => self.weight = *w,
+            Action::Promote => {
+                self.weight = 100;
+                self.status = Status::Promoted;
+                self.step = self.plan.steps.len().max(self.step);
+            }
+            Action::Rollback(why) => {
+                self.weight = 0;
+                self.status = Status::RolledBack;
+                self.reason = Some(why.clone());
+            }
+            Action::Pause(why) => {
+                self.status = Status::Paused;
+                self.reason = Some(why.clone());
+            }
+        }
+    }
+
+    /// Records a decision, keeping the latest [`KEEP`].
+    pub fn record(&mut self, decision: String, why: String) {
+        self.decisions.push_back(Decision { time: now(), step: self.step, decision, why });
+        while self.decisions.len() > KEEP {
+            self.decisions.pop_front();
+        }
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_plan, Config};
+    use crate::rollout::analysis::judge;
+    use crate::stats::Figures;
+
+    const DESIGN_ROLLOUT: &str = r#"
+      strategy: canary
+      baseline: stable
+      candidate: canary
+      steps:
+        - { weight: 5,  hold: 15m }
+        - { weight: 25, hold: 30m }
+        - pause: {}
+        - { weight: 50, hold: 60m }
+      analysis:
+        interval: 1s
+        window: 30s
+        min_requests: 200
+        success: { max_error_rate: 0.001, max_p99: 2s }
+        rollback_when: { error_rate_above: 0.01, p99_above: 5s }
+"#;
+
+    fn plan(extra: &str) -> RolloutPlan {
+        parse_plan(&format!("{DESIGN_ROLLOUT}{extra}"), &["canary".into(), "stable".into()]).unwrap()
+    }
+
+    fn fig(requests: u64, fives: u64) -> Figures {
+        let mut f = Figures { requests, p99_us: 100_000, ..Default::default() };
+        f.status[1] = requests - fives;
+        f.status[4] = fives;
+        f
+    }
+
+    /// Runs `secs` one-second ticks with these candidate figures; returns the actions that did something.
+    fn run(r: &mut Rollout, secs: u64, candidate: &Figures) -> Vec<Action> {
+        let base = fig(10_000, 0);
+        (0..secs)
+            .map(|_| r.tick(1000, &judge(&r.plan.analysis, candidate, &base)))
+            .filter(|a| *a != Action::None)
+            .collect()
+    }
+
+    #[test]
+    fn the_design_example_validates_in_a_config() {
+        let yaml = format!(
+            "listeners: [{{ name: l, bind: \"127.0.0.1:0\" }}]\nservices:\n  - name: checkout\n    pools:\n      \
+             stable: {{ endpoints: [\"127.0.0.1:1\"] }}\n      canary: {{ endpoints: [\"127.0.0.1:2\"] }}\n    \
+             split: {{ weights: {{ stable: 95, canary: 5 }} }}\n    rollout:{}",
+            DESIGN_ROLLOUT
+        );
+        let c = Config::from_yaml(&yaml, std::path::Path::new(".")).unwrap();
+        let p = c.services[0].rollout.as_ref().unwrap();
+        assert_eq!(p.steps.len(), 4);
+        assert_eq!(p.steps[2], Step::Pause);
+        assert_eq!(p.analysis.min_requests, 200);
+    }
+
+    #[test]
+    fn four_step_canary_with_an_hour_of_holds() {
+        let (mut r, a) = Rollout::start("checkout", plan(""));
+        assert_eq!(a, Action::SetWeight(5));
+        let healthy = fig(1000, 0);
+        assert!(run(&mut r, 15 * 60 - 1, &healthy).is_empty(), "holds step 1 for 15 minutes");
+        assert_eq!(run(&mut r, 1, &healthy), [Action::SetWeight(25)]);
+        assert_eq!(run(&mut r, 30 * 60, &healthy), [], "the gate after step 2 takes no action by itself");
+        assert_eq!((r.step, r.status), (2, Status::Running), "waiting at the pause step");
+        assert!(run(&mut r, 3600, &healthy).is_empty(), "a gate waits for a person");
+        assert_eq!(r.promote(false), Action::SetWeight(50));
+        assert!(run(&mut r, 60 * 60 - 1, &healthy).is_empty());
+        assert_eq!(run(&mut r, 1, &healthy), [Action::Promote]);
+        assert_eq!((r.status, r.weight), (Status::Promoted, 100));
+        assert!(run(&mut r, 10, &fig(1000, 500)).is_empty(), "a finished rollout does nothing");
+    }
+
+    #[test]
+    fn a_breach_rolls_back_mid_step() {
+        let (mut r, _) = Rollout::start("checkout", plan(""));
+        run(&mut r, 60, &fig(1000, 0));
+        let actions = run(&mut r, 1, &fig(100, 5));
+        assert!(
+            matches!(&actions[..], [Action::Rollback(why)] if why.contains("error rate 5.00% above 1.00%")),
+            "{actions:?}"
+        );
+        assert_eq!((r.status, r.weight), (Status::RolledBack, 0));
+    }
+
+    #[test]
+    fn failing_success_criteria_roll_back_at_the_end_of_the_hold() {
+        let (mut r, _) = Rollout::start("checkout", plan(""));
+        let meh = fig(1000, 5); // 0.5 %: above success, below rollback_when
+        assert!(run(&mut r, 15 * 60 - 1, &meh).is_empty());
+        assert!(matches!(&run(&mut r, 1, &meh)[..], [Action::Rollback(why)] if why.contains("failed analysis")));
+    }
+
+    #[test]
+    fn low_traffic_is_inconclusive_and_the_deadline_pauses() {
+        let (mut r, _) = Rollout::start("checkout", plan("      progress_deadline: 10m\n"));
+        let trickle = fig(20, 0);
+        // The tick that completes the 15-minute hold is the first inconclusive one.
+        assert!(
+            run(&mut r, 15 * 60 + 10 * 60 - 2, &trickle).is_empty(),
+            "holds while inconclusive, never fails for lack of data"
+        );
+        assert!(matches!(&run(&mut r, 1, &trickle)[..], [Action::Pause(why)] if why.contains("progress deadline")));
+        assert_eq!(r.status, Status::Paused);
+        assert!(run(&mut r, 3600, &fig(1000, 0)).is_empty(), "paused: no progress");
+        assert!(matches!(&run(&mut r, 1, &fig(100, 50))[..], [Action::Rollback(_)]), "but a breach still rolls back");
+    }
+
+    #[test]
+    fn pause_resume_promote_full_and_abort() {
+        let (mut r, _) = Rollout::start("checkout", plan(""));
+        assert!(matches!(r.pause("by ops"), Action::Pause(_)));
+        assert!(run(&mut r, 3600, &fig(1000, 0)).is_empty());
+        r.resume();
+        assert_eq!(r.in_step_ms, 0, "paused time does not count");
+        assert_eq!(r.promote(true), Action::Promote);
+        assert_eq!(r.status, Status::Promoted);
+
+        let (mut r, _) = Rollout::start("checkout", plan(""));
+        assert!(matches!(r.stop(true, "aborted by ops"), Action::Rollback(_)));
+        assert_eq!((r.status, r.weight), (Status::Aborted, 0));
+    }
+
+    #[test]
+    fn blue_green_switch_and_switchback() {
+        let bg = |extra: &str| {
+            parse_plan(
+                &format!("strategy: blue-green\nanalysis: {{ min_requests: 50, rollback_when: {{ error_rate_above: 0.05 }}, success: {{ max_error_rate: 0.01 }} }}\n{extra}"),
+                &["blue".into(), "green".into()],
+            )
+            .unwrap()
+        };
+        let (mut r, a) = Rollout::start("web", bg("auto_switch: true\npost_switch_window: 60s\n"));
+        assert_eq!(a, Action::SetWeight(0), "the preview gets no weighted traffic");
+        assert!(run(&mut r, 5, &fig(10, 0)).is_empty(), "preview traffic too thin to switch");
+        assert_eq!(run(&mut r, 1, &fig(100, 0)), [Action::SetWeight(100)], "switch: all at once");
+        assert!(
+            matches!(&run(&mut r, 1, &fig(200, 20))[..], [Action::Rollback(w)] if w.contains("error rate")),
+            "switch back"
+        );
+        assert_eq!(r.weight, 0);
+
+        let (mut r, _) = Rollout::start("web", bg("post_switch_window: 60s\n"));
+        assert!(run(&mut r, 60, &fig(1000, 0)).is_empty(), "without auto_switch it waits for promote");
+        assert_eq!(r.promote(false), Action::SetWeight(100));
+        assert!(run(&mut r, 59, &fig(1000, 0)).is_empty());
+        assert_eq!(run(&mut r, 1, &fig(1000, 0)), [Action::Promote], "watched for the window, then done");
+    }
+}
