@@ -278,8 +278,13 @@ fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
         let n = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
         format!("[{}{}]", "#".repeat(n), ".".repeat(30 - n))
     };
+    let step_text = |s: &serde_json::Value| match (s["weight"].as_u64(), s["hold_seconds"].as_f64()) {
+        (Some(w), Some(h)) => format!("{cand} at {w}% for {h:.0}s"),
+        _ if s["pause"] == true => "pause (waits for `ctl rollout promote`)".to_owned(),
+        _ => s["phase"].as_str().unwrap_or("-").to_owned(),
+    };
     if total > 0 {
-        let _ = writeln!(out, "  step {}/{total}: {}", (step + 1).min(total), r["current_step"]);
+        let _ = writeln!(out, "  step {}/{total}: {}", (step + 1).min(total), step_text(&r["current_step"]));
         if let Some(h) = hold.filter(|h| *h > 0.0) {
             let _ = writeln!(out, "  hold {} {:.0}s / {:.0}s", bar(in_step / h), in_step, h);
         }
@@ -287,7 +292,7 @@ fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
         let _ = writeln!(out, "  phase: {} ({:.0}s)", r["current_step"]["phase"].as_str().unwrap_or("?"), in_step);
     }
     if !r["next_step"].is_null() {
-        let _ = writeln!(out, "  next: {}", r["next_step"]);
+        let _ = writeln!(out, "  next: {}", step_text(&r["next_step"]));
     }
     let _ =
         writeln!(out, "  weights: {base} {}%  {cand} {weight}%  {}", 100 - weight.min(100), bar(weight as f64 / 100.0));
