@@ -157,6 +157,11 @@ impl Proxy {
         Ok(Self { config, control })
     }
 
+    /// Run-time control (weights, reload, rollouts) of this proxy.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
     /// Binds every listener (one socket per worker) and the admin API, and
     /// loads TLS certificates.
     pub async fn bind(self) -> Result<Bound, Error> {

@@ -104,6 +104,11 @@ pub fn record(slot: usize, latency: Duration, status: u16, error: Option<ErrorCl
     recorder::record(slot, latency.as_micros() as u64, StatusClass::of(status), error.and_then(ErrorKind::of));
 }
 
+/// Takes what this thread recorded (what a worker's flush sends).
+pub fn take_local() -> Flush {
+    recorder::take()
+}
+
 /// A batch of per-pool data from one worker.
 pub type Flush = Vec<(usize, Second)>;
 

@@ -110,21 +110,43 @@ impl PoolStats {
     }
 
     /// Figures over the last `ticks` ticks up to and including `now`.
+    ///
+    /// Quantiles come straight from the ticks' sparse buckets, by the same
+    /// rule as hdrhistogram's `value_at_quantile`, without building a whole
+    /// histogram: analysis asks for this every interval.
     pub(super) fn window(&self, now: u64, ticks: u64) -> Figures {
         let ticks = ticks.clamp(1, self.capacity);
-        let mut h = histogram();
+        let mut latencies = Vec::new();
         let mut status = [0; STATUS_CLASSES];
         let mut errors = [0; ERROR_KINDS];
         let mut requests = 0;
         for s in self.ring.iter().filter(|s| s.at + ticks > now && s.at <= now) {
-            for &(v, n) in &s.latencies {
-                h.saturating_record_n(v, n);
-            }
+            latencies.extend_from_slice(&s.latencies);
             add_into(&mut status, &s.status);
             add_into(&mut errors, &s.errors);
             requests += s.requests;
         }
-        Figures::from_hist(&h, status, errors, requests)
+        latencies.sort_unstable_by_key(|&(v, _)| v);
+        let total: u64 = latencies.iter().map(|&(_, n)| n).sum();
+        let quantile = |q: f64| {
+            let target = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            latencies.iter().find(|&&(_, n)| {
+                seen += n;
+                seen >= target
+            })
+        };
+        let at = |q: f64| quantile(q).map_or(0, |&(v, _)| v);
+        Figures {
+            requests,
+            status,
+            errors,
+            p50_us: at(0.5),
+            p90_us: at(0.9),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            max_us: latencies.last().map_or(0, |&(v, _)| v),
+        }
     }
 
     /// Figures since start.
