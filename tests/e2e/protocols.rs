@@ -164,3 +164,52 @@ async fn websocket_upgrade_tunnels_both_ways() {
     assert_eq!(seen.headers["upgrade"], "websocket");
     assert_eq!(seen.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_limits_and_rapid_reset() {
+    let slow = Upstream::start(|_| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Response::new(full("ok"))
+    })
+    .await;
+    let proxy = Proxy::start(&config(&service("s", "", &[("p", &[slow.addr])], ""))).await;
+
+    // The proxy advertises 100 concurrent streams per connection.
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut client, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let (resp, _) = client.send_request(Request::get("http://x/").body(()).unwrap(), true).unwrap();
+    let resp = tokio::select! {
+        r = resp => r.unwrap(),
+        _ = &mut conn => panic!("connection ended"),
+    };
+    assert_eq!(resp.status(), 200);
+    assert_eq!(conn.max_concurrent_send_streams(), 100);
+
+    // Rapid reset: open and cancel streams as fast as possible on one connection.
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let mut client = client;
+    let mut sent = 0;
+    for _ in 0..20_000 {
+        let Ok(c) = client.clone().ready().await else { break };
+        client = c;
+        match client.send_request(Request::get("http://x/").body(()).unwrap(), false) {
+            Ok((resp, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                drop(resp);
+                sent += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(sent > 0);
+    // Work for reset streams is cancelled: far fewer upstream requests than streams.
+    assert!(slow.hits() < sent / 2, "{} upstream requests for {sent} reset streams", slow.hits());
+    // Other clients are unaffected, and memory stayed flat.
+    let (status, _, body) = get(proxy.addr, "/", &[]).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
+    assert!(proxy.peak_rss() < 64 << 20, "peak RSS {} after the flood", proxy.peak_rss());
+    eprintln!("rapid reset: {sent} streams opened and reset; {} reached the upstream", slow.hits());
+}

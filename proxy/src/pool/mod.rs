@@ -162,11 +162,6 @@ impl Endpoint {
         self.active_healthy.load(Relaxed) && self.ejected_until.load(Relaxed) <= now_ms
     }
 
-    /// Whether active health checks currently pass (always true without checks).
-    pub fn is_healthy(&self) -> bool {
-        self.active_healthy.load(Relaxed)
-    }
-
     /// Counts a request in flight until the guard drops.
     pub fn in_flight_guard(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
