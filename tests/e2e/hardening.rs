@@ -204,3 +204,24 @@ async fn slow_readers_and_stalled_uploads_are_cut_off() {
     let out = String::from_utf8_lossy(&out);
     assert_eq!(status_of(&out), 408, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let up = Upstream::text("ok").await;
+    let yaml = format!(
+        "listeners:\n  - {{ name: main, bind: \"127.0.0.1:0\", max_connections: 1 }}\nserver: {{ workers: 1 }}\nservices:\n{}",
+        service("s", "", &[("p", &[up.addr])], "")
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let mut first = Client::connect(proxy.addr).await;
+    assert_eq!(first.get("/", &[]).await.2, "ok");
+    // A second client is accepted by the kernel but not served while the first holds the only slot.
+    let addr = proxy.addr;
+    let second = tokio::spawn(async move { get(addr, "/", &[]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second.is_finished(), "served beyond max_connections");
+    assert_eq!(up.hits(), 1);
+    drop(first);
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "ok"), "served once the slot is free");
+}
