@@ -225,3 +225,59 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap();
     assert_eq!((status.as_u16(), body.as_str()), (200, "ok"), "served once the slot is free");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_expect_continue_http10_and_trusted_forwarding() {
+    let up = Upstream::start(|req| async move {
+        let method = req.method().clone();
+        let n = drain_len(req.into_body()).await.unwrap();
+        let mut r = Response::new(full(format!("{method} {n}")));
+        r.headers_mut().insert("x-method", method.as_str().parse().unwrap());
+        r
+    })
+    .await;
+    let yaml = format!(
+        "listeners:\n  - {{ name: main, bind: \"127.0.0.1:0\" }}\n  - {{ name: internal, bind: \"127.0.0.1:0\", trust_forwarded: true }}\nservices:\n{}",
+        service("s", "", &[("p", &[up.addr])], "")
+    );
+    let proxy = Proxy::start(&yaml).await;
+
+    // HEAD: headers only, no body bytes.
+    let out = raw(proxy.addr, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", WAIT).await;
+    assert_eq!(status_of(&out), 200, "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-method: head"), "{out}");
+    assert!(out.ends_with("\r\n\r\n"), "a HEAD response has no body: {out:?}");
+
+    // Expect: 100-continue: the client gets 100 before sending its body.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    s.write_all(b"hello").await.unwrap();
+    let mut rest = vec![0u8; 512];
+    let n = tokio::time::timeout(WAIT, s.read(&mut rest)).await.unwrap().unwrap();
+    let rest = String::from_utf8_lossy(&rest[..n]).into_owned();
+    assert!(rest.starts_with("HTTP/1.1 200") && rest.contains("POST 5"), "{rest}");
+
+    // HTTP/1.0 without Host reaches a service without a host match.
+    let out = raw(proxy.addr, b"GET / HTTP/1.0\r\n\r\n", WAIT).await;
+    assert!(out.starts_with("HTTP/1.0 200") && out.contains("GET 0"), "{out}");
+
+    // A trusted listener appends to X-Forwarded-For and keeps X-Forwarded-Proto.
+    let internal: std::net::SocketAddr = proxy
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l["message"] == "listening" && l["listener"] == "internal")
+        .map(|l| l["addr"].as_str().unwrap().parse().unwrap())
+        .unwrap();
+    let (status, _, _) =
+        get(internal, "/", &[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]).await;
+    assert_eq!(status, 200);
+    let h = up.last().headers;
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+}
