@@ -342,20 +342,6 @@ async fn admin_off_loopback_needs_a_token() {
     assert!(text.contains("not a loopback address"), "{text}");
 }
 
-fn ctl(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("ctl")
-        .args(["--addr", &admin.to_string(), "--token", TOKEN])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_commands_and_exit_codes() {
     let (_s, _c, proxy) = two_pool_proxy().await;

@@ -255,19 +255,8 @@ async fn rollout_status(proxy: &Proxy) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_rollout_commands() {
     let (_s, _c, proxy) = canary_proxy(Arc::new(AtomicBool::new(false)), "").await;
-    let admin = proxy.admin.unwrap().to_string();
-    let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["ctl", "--addr", &admin, "--token", TOKEN, "rollout"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let admin = proxy.admin.unwrap();
+    let ctl = |args: &[&str]| ctl(admin, &[&["rollout"], args].concat());
     let (ok, out, err) = ctl(&["start", "web"]);
     assert!(ok, "{err}");
     assert!(out.contains("rollout of web (canary): running") && out.contains("step 1/3"), "{out}");

@@ -356,3 +356,18 @@ pub async fn start_with_admin(services: &str) -> Proxy {
 pub fn config(services: &str) -> String {
     format!("listeners:\n  - {{ name: main, bind: \"127.0.0.1:0\" }}\nservices:\n{services}")
 }
+
+/// Runs `switchyard ctl --addr ADMIN --token TOKEN ARGS...`; returns success, stdout, stderr.
+pub fn ctl(admin: SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("ctl")
+        .args(["--addr", &admin.to_string(), "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
