@@ -378,9 +378,11 @@ async fn ctl_commands_and_exit_codes() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["services"][0]["name"], "web");
 
-    let (ok, out, _) = ctl(admin, &["stats", "web"]);
-    assert!(ok);
-    assert!(out.contains("POOL") && out.lines().any(|l| l.starts_with("stable") && l.contains(" 5 ")), "{out}");
+    let stats_shown = || {
+        let (ok, out, _) = ctl(admin, &["stats", "web"]);
+        ok && out.contains("POOL") && out.lines().any(|l| l.starts_with("stable") && l.contains(" 5 "))
+    };
+    assert!(eventually(Duration::from_secs(5), stats_shown).await, "{}", ctl(admin, &["stats", "web"]).1);
 
     let (ok, out, _) = ctl(admin, &["events"]);
     assert!(ok);

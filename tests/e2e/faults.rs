@@ -71,7 +71,8 @@ async fn slow_upstream_is_504_after_the_service_timeout() {
     assert_eq!(status, 504);
     assert_eq!(err_header(&headers), "upstream-timeout");
     assert!(t.elapsed() < Duration::from_secs(4), "answered before the upstream did");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logged = || proxy.lines.lock().unwrap().iter().any(|l| l["target"] == "switchyard::access");
+    assert!(eventually(Duration::from_secs(5), logged).await);
     let lines = proxy.lines.lock().unwrap().clone();
     let access = lines.iter().find(|l| l["target"] == "switchyard::access").expect("an access line");
     assert_eq!(access["error"], "upstream-timeout");

@@ -18,8 +18,10 @@ async fn sigterm_drains_requests_in_flight() {
     for _ in 0..5 {
         inflight.push(tokio::spawn(async move { get(addr, "/", &[]).await }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(slow.hits(), 5, "all requests reached the upstream before the signal");
+    assert!(
+        eventually(Duration::from_secs(5), || slow.hits() == 5).await,
+        "all requests reached the upstream before the signal"
+    );
     proxy.signal("TERM");
     for r in inflight {
         let (status, _, body) = r.await.unwrap();

@@ -238,7 +238,9 @@ async fn blue_green_preview_switch_and_switchback_with_webhooks() {
     for _ in 0..10 {
         assert_eq!(c.get("/", &[]).await.2, "blue");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivered =
+        || hooks.lock().unwrap().iter().any(|e| e["text"].as_str().unwrap_or("").contains("all traffic on blue"));
+    assert!(eventually(Duration::from_secs(5), delivered).await, "{:?}", hooks.lock().unwrap());
     let got = hooks.lock().unwrap().clone();
     assert!(got.len() >= 3, "start, switch, switchback: {got:?}");
     assert!(got.iter().all(|e| e["text"].as_str().unwrap().starts_with("[switchyard] web:")), "{got:?}");

@@ -371,3 +371,18 @@ pub fn ctl(admin: SocketAddr, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Polls `check` every 20 ms until it holds or `limit` passes; returns whether it held.
+/// For things that happen asynchronously (log flushes, webhooks, stats ticks).
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
