@@ -270,6 +270,7 @@ fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
     if let Some(reason) = r["reason"].as_str() {
         let _ = writeln!(out, "  reason: {reason}");
     }
+    let live = r["status"] == "running" || r["status"] == "paused";
     let total = r["steps_total"].as_u64().unwrap_or(0);
     let step = r["step"].as_u64().unwrap_or(0);
     let in_step = r["time_in_step_seconds"].as_f64().unwrap_or(0.0);
@@ -285,13 +286,13 @@ fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
     };
     if total > 0 {
         let _ = writeln!(out, "  step {}/{total}: {}", (step + 1).min(total), step_text(&r["current_step"]));
-        if let Some(h) = hold.filter(|h| *h > 0.0) {
+        if let Some(h) = hold.filter(|h| *h > 0.0 && live) {
             let _ = writeln!(out, "  hold {} {:.0}s / {:.0}s", bar(in_step / h), in_step, h);
         }
     } else {
         let _ = writeln!(out, "  phase: {} ({:.0}s)", r["current_step"]["phase"].as_str().unwrap_or("?"), in_step);
     }
-    if !r["next_step"].is_null() {
+    if live && !r["next_step"].is_null() {
         let _ = writeln!(out, "  next: {}", step_text(&r["next_step"]));
     }
     let _ =

@@ -3,7 +3,8 @@
 //!
 //! Every loopback endpoint named in the config gets a tiny HTTP server that
 //! answers `hello from POOL (ADDR)` — enough to watch weights, sticky keys
-//! and header rules at work with `curl`.
+//! and header rules at work with `curl`. `POST /break` makes it answer 500 to
+//! everything, `POST /fix` heals it: enough to watch a rollout roll back.
 
 use crate::config::Config;
 use bytes::Bytes;
@@ -14,6 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Starts one demo upstream per loopback endpoint of `config`; returns the
@@ -39,16 +42,29 @@ pub async fn start_upstreams(config: &Config) -> std::io::Result<Vec<(String, So
 }
 
 async fn serve(listener: TcpListener, text: Bytes) {
+    let broken = Arc::new(AtomicBool::new(false));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let text = text.clone();
+        let (text, broken) = (text.clone(), broken.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let status =
-                    if req.uri().path() == "/fail" { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
-                let mut resp = Response::new(Full::new(text.clone()));
+                let (status, body) = match (req.method(), req.uri().path()) {
+                    (&http::Method::POST, "/break") => {
+                        broken.store(true, Ordering::Relaxed);
+                        (StatusCode::OK, Bytes::from_static(b"broken: every answer is now a 500\n"))
+                    }
+                    (&http::Method::POST, "/fix") => {
+                        broken.store(false, Ordering::Relaxed);
+                        (StatusCode::OK, Bytes::from_static(b"fixed\n"))
+                    }
+                    _ if broken.load(Ordering::Relaxed) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"broken\n"))
+                    }
+                    _ => (StatusCode::OK, text.clone()),
+                };
+                let mut resp = Response::new(Full::new(body));
                 *resp.status_mut() = status;
                 async move { Ok::<_, Infallible>(resp) }
             });
