@@ -153,7 +153,7 @@ async fn a_weight_change_applies_to_the_next_request_and_stats_follow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_weight_changes_per_second_under_load_fail_nothing() {
+async fn a_hundred_weight_changes_per_second_and_reloads_under_load_fail_nothing() {
     let (_s, _c, proxy) = two_pool_proxy().await;
     let addr = proxy.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -181,6 +181,11 @@ async fn a_hundred_weight_changes_per_second_under_load_fail_nothing() {
         let body = format!(r#"{{"stable": {}, "canary": {}}}"#, 100 - (i % 100), i % 100 + 1);
         let (status, err) = proxy.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(&body)).await;
         assert_eq!(status, 200, "{err}");
+        // Config reloads in the storm too: each builds and swaps a whole snapshot.
+        if i % 20 == 0 {
+            let (status, err) = proxy.admin("POST", "/v1/config/reload", Some(TOKEN), None).await;
+            assert_eq!(status, 200, "{err}");
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);

@@ -213,3 +213,26 @@ async fn h2_limits_and_rapid_reset() {
     assert!(proxy.peak_rss() < 64 << 20, "peak RSS {} after the flood", proxy.peak_rss());
     eprintln!("rapid reset: {sent} streams opened and reset; {} reached the upstream", slow.hits());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_the_upstream_declines_starts_no_tunnel() {
+    let up = Upstream::text("plain answer").await;
+    let proxy = Proxy::start(&config(&service("s", "", &[("p", &[up.addr])], ""))).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200") && head.contains("plain answer"), "{head}");
+    assert!(!head.contains("upgrade"), "{head}");
+    // The connection is still HTTP: a second request on it works.
+    s.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(up.hits(), 2);
+}
