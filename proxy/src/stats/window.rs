@@ -78,7 +78,7 @@ impl PoolStats {
         Self {
             ring: VecDeque::new(),
             capacity: capacity.max(1),
-            lifetime: histogram(),
+            lifetime: histogram::<u64>(),
             lifetime_status: [0; STATUS_CLASSES],
             lifetime_errors: [0; ERROR_KINDS],
             lifetime_requests: 0,
