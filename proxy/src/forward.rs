@@ -27,14 +27,14 @@ use tokio::time::Instant;
 /// Serves one client request; never fails (errors become responses).
 pub async fn handle(shared: Arc<Shared>, conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
-    let method = req.method().clone();
     let version = req.version();
-    let outcome = proxy(&shared, &conn, req).await;
-    let (resp, log) = match outcome {
-        Ok((resp, log)) => (resp, log),
-        Err((class, mut log)) => {
+    let method = req.method().clone();
+    let mut log = Log::default();
+    let resp = match proxy(&shared, &conn, req, &mut log).await {
+        Ok(resp) => resp,
+        Err(class) => {
             log.error = Some(class);
-            (error_response(class, version), log)
+            error_response(class, version)
         }
     };
     let elapsed = start.elapsed();
@@ -70,35 +70,29 @@ struct Log {
     error: Option<ErrorClass>,
 }
 
-type Outcome = Result<(Response<ProxyBody>, Log), (ErrorClass, Log)>;
-
-async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -> Outcome {
-    let mut log = Log::default();
-    let access_log = shared.access_log;
-
-    // 1. check
+/// The phases in order; an error is the class of the proxy's own answer.
+async fn proxy(
+    shared: &Shared,
+    conn: &ClientConn,
+    mut req: Request<Incoming>,
+    log: &mut Log,
+) -> Result<Response<ProxyBody>, ErrorClass> {
     let version = req.version();
     let client_upgrade = req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let checked = match headers::check_request(&parts, shared.server.max_uri_bytes) {
-        Ok(c) => c,
-        Err(class) => return Err((class, log)),
-    };
-    let path = match crate::path::normalize(parts.uri.path()) {
-        Ok(p) => p,
-        Err(_) => return Err((ErrorClass::BadRequest, log)),
-    };
-    if access_log {
+
+    // 1. check
+    let checked = headers::check_request(&parts, shared.server.max_uri_bytes)?;
+    let path = crate::path::normalize(parts.uri.path()).map_err(|_| ErrorClass::BadRequest)?;
+    if shared.access_log {
         log.host = Some(checked.host.to_string());
         log.path = Some(path.to_string());
     }
 
     // 2. match
     let snapshot = shared.snapshot.load_full();
-    let Some(service) = snapshot.find(&checked.host, &path) else {
-        return Err((ErrorClass::NoService, log));
-    };
-    if access_log {
+    let service = snapshot.find(&checked.host, &path).ok_or(ErrorClass::NoService)?;
+    if shared.access_log {
         log.service = Some(service.clone());
     }
 
@@ -107,35 +101,49 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
     let pool = &service.pools[pool_index];
     log.pool = Some(pool_index);
     log.stats_slot = Some(pool.stats_slot);
-
-    let flags = checked.flags;
-    drop(checked);
     if let (Some(cap), Some(len)) = (service.max_request_body, content_length(&parts.headers)) {
         if len > cap {
-            return Err((ErrorClass::PayloadTooLarge, log));
+            return Err(ErrorClass::PayloadTooLarge);
         }
     }
 
-    // Build the upstream request: origin-form URI with the normalised path.
+    // The upstream request: origin-form URI with the normalised path, cleaned headers.
+    let flags = checked.flags;
+    drop(checked);
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     let uri = upstream_uri(&parts.uri, &path);
-    headers::to_upstream(&mut parts.headers, flags, authority.as_deref(), conn);
     drop(path);
     parts.uri = uri;
+    headers::to_upstream(&mut parts.headers, flags, authority.as_deref(), conn);
     parts.version = Version::HTTP_11;
-    let bodyless = body.is_end_stream();
-    let retry_connect = bodyless && is_idempotent(&parts.method);
+    let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
     let body = ProxyBody::stream(body, shared.server.body_idle_timeout, service.max_request_body);
-    let mut upstream_req = Request::from_parts(parts, body);
 
     // 4. forward
+    let (endpoint_index, resp, sender) =
+        forward(service, pool, Request::from_parts(parts, body), retry_connect, log).await?;
+
+    // 5. respond
+    let reply = Reply { service, pool_index, endpoint_index, flags, version, client_upgrade };
+    respond(shared, reply, resp, sender)
+}
+
+/// Phase 4: picks an endpoint and sends, retrying once on another endpoint
+/// after a connect failure (`retry_connect`: idempotent, no body) and on a
+/// fresh connection when a pooled one closed before the request was written.
+async fn forward(
+    service: &Service,
+    pool: &Pool,
+    mut req: Request<ProxyBody>,
+    retry_connect: bool,
+    log: &mut Log,
+) -> Result<(usize, Response<Incoming>, crate::pool::Sender), ErrorClass> {
     let mut exclude = None;
     let mut retry_connect_left = retry_connect;
     let mut stale_left = 3;
-    let (endpoint_index, mut resp, sender) = loop {
+    loop {
         let Some(i) = pool.pick(exclude) else {
-            let class = if exclude.is_some() { ErrorClass::UpstreamConnect } else { ErrorClass::NoHealthyEndpoint };
-            return Err((class, log));
+            return Err(if exclude.is_some() { ErrorClass::UpstreamConnect } else { ErrorClass::NoHealthyEndpoint });
         };
         let endpoint = &pool.endpoints[i];
         log.endpoint = Some(endpoint.addr);
@@ -149,21 +157,20 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
                     exclude = Some(i);
                     continue;
                 }
-                return Err((ErrorClass::UpstreamConnect, log));
+                return Err(ErrorClass::UpstreamConnect);
             }
         };
-        let sent = tokio::time::timeout(service.timeout, sender.try_send_request(upstream_req)).await;
-        match sent {
-            Ok(Ok(resp)) => break (i, resp, sender),
+        match tokio::time::timeout(service.timeout, sender.try_send_request(req)).await {
+            Ok(Ok(resp)) => return Ok((i, resp, sender)),
             Err(_elapsed) => {
                 pool.report(i, false);
-                return Err((ErrorClass::UpstreamTimeout, log));
+                return Err(ErrorClass::UpstreamTimeout);
             }
             Ok(Err(mut e)) => match e.take_message() {
                 // Never written: safe to send again on another connection.
                 Some(back) if !fresh && stale_left > 0 => {
                     stale_left -= 1;
-                    upstream_req = back;
+                    req = back;
                 }
                 _ => {
                     let class = classify(e.error());
@@ -171,39 +178,58 @@ async fn proxy(shared: &Shared, conn: &ClientConn, mut req: Request<Incoming>) -
                         pool.report(i, false);
                     }
                     tracing::debug!(error = %e.error(), "upstream exchange failed");
-                    return Err((class, log));
+                    return Err(class);
                 }
             },
         }
-    };
+    }
+}
 
-    // 5. respond
-    let endpoint = pool.endpoints[endpoint_index].clone();
+/// What phase 5 needs to know about the request.
+struct Reply<'s> {
+    service: &'s Service,
+    pool_index: usize,
+    endpoint_index: usize,
+    flags: headers::RequestFlags,
+    version: Version,
+    client_upgrade: Option<OnUpgrade>,
+}
+
+/// Phase 5: reports the outcome to passive health, cleans the response
+/// headers, and streams the body back (or starts a WebSocket tunnel).
+fn respond(
+    shared: &Shared,
+    r: Reply<'_>,
+    mut resp: Response<Incoming>,
+    sender: crate::pool::Sender,
+) -> Result<Response<ProxyBody>, ErrorClass> {
+    let pool = &r.service.pools[r.pool_index];
+    let endpoint = pool.endpoints[r.endpoint_index].clone();
     let status = resp.status();
-    pool.report(endpoint_index, !is_gateway_failure(status));
+    pool.report(r.endpoint_index, !is_gateway_failure(status));
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
-    let (mut rparts, rbody) = resp.into_parts();
-    headers::to_client(&mut rparts.headers, switching && flags.websocket);
-    rparts.version = version;
-    if service.expose_pool {
-        rparts.headers.insert(&X_SWITCHYARD_POOL, service.pool_header_values[pool_index].clone());
+    let (mut parts, body) = resp.into_parts();
+    headers::to_client(&mut parts.headers, switching && r.flags.websocket);
+    parts.version = r.version;
+    if r.service.expose_pool {
+        parts.headers.insert(&X_SWITCHYARD_POOL, r.service.pool_header_values[r.pool_index].clone());
     }
-    if flags.close && version < Version::HTTP_2 {
-        rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if r.flags.close && r.version < Version::HTTP_2 {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let body = if switching {
-        if !flags.websocket {
-            return Err((ErrorClass::UpstreamReset, log));
+        if !r.flags.websocket {
+            return Err(ErrorClass::UpstreamReset);
         }
-        drop(rbody);
-        tunnel(client_upgrade, upstream_upgrade, endpoint.addr);
+        drop(body);
+        tunnel(r.client_upgrade, upstream_upgrade, endpoint.addr);
         ProxyBody::empty()
     } else {
-        let body = ProxyBody::upstream(rbody, shared.server.body_idle_timeout, sender, endpoint.clone());
+        let body = ProxyBody::upstream(body, shared.server.body_idle_timeout, sender, endpoint.clone());
         in_flight(body, pool, &endpoint)
     };
-    Ok((Response::from_parts(rparts, body), log))
+    Ok(Response::from_parts(parts, body))
 }
 
 fn in_flight(body: ProxyBody, pool: &Pool, endpoint: &Arc<crate::pool::Endpoint>) -> ProxyBody {
