@@ -146,6 +146,9 @@ async fn a_weight_change_applies_to_the_next_request_and_stats_follow() {
         r#"switchyard_pool_weight{service="web",pool="canary"} 1"#,
         r#"switchyard_pool_weight{service="web",pool="stable"} 0"#,
         "# TYPE switchyard_request_duration_seconds histogram",
+        "switchyard_build_info{version=",
+        "process_open_fds ",
+        "process_resident_memory_bytes ",
     ] {
         assert!(m.contains(line), "missing `{line}` in:\n{m}");
     }

@@ -82,6 +82,18 @@ pub async fn bind(
     let collector = crate::stats::metrics::SwitchyardCollector::new(control.shared.clone())
         .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     registry.register(Box::new(collector)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+        .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(crate::stats::metrics::BUILD_INFO, "Always 1; the version label says which build runs."),
+        &["version"],
+    )
+    .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(info)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     let listener =
         TcpListener::bind(addr).await.map_err(|error| crate::Error::Bind { name: "admin".into(), addr, error })?;
     if tokens.is_empty() {

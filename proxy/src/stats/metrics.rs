@@ -18,6 +18,8 @@ pub const UPSTREAM_ERRORS_TOTAL: &str = "switchyard_upstream_errors_total";
 pub const POOL_WEIGHT: &str = "switchyard_pool_weight";
 /// 1 when an endpoint takes traffic (not ejected, checks passing), else 0.
 pub const ENDPOINT_HEALTHY: &str = "switchyard_endpoint_healthy";
+/// Always 1, labelled with the running version.
+pub const BUILD_INFO: &str = "switchyard_build_info";
 
 /// Histogram bucket bounds in seconds.
 const BUCKETS: [f64; 16] =
