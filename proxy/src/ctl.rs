@@ -72,6 +72,12 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Feature flags: list them, or change one.
+    Flags {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        command: Option<FlagsCommand>,
+    },
     /// Start, watch and move rollouts.
     Rollout {
         /// What to do.
@@ -83,6 +89,33 @@ pub enum CtlCommand {
         /// Why, recorded in the history.
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+/// `switchyard ctl flags` commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum FlagsCommand {
+    /// Change a flag at run time (kept across restarts; overrides the file).
+    Set {
+        /// The flag key.
+        key: String,
+        /// `ENABLED` or `DISABLED`.
+        #[arg(long)]
+        state: Option<String>,
+        /// The default variant.
+        #[arg(long = "default")]
+        default_variant: Option<String>,
+        /// Targeting as JsonLogic (JSON).
+        #[arg(long)]
+        targeting: Option<String>,
+        /// Why, recorded in the history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Drop the run-time change: the file's definition applies again.
+    Reset {
+        /// The flag key.
+        key: String,
     },
 }
 
@@ -199,9 +232,62 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::Rollout { command } => rollout(&c, command, json).await,
+        CtlCommand::Flags { command } => flags(&c, command, json).await,
         CtlCommand::Reload { reason } => {
             let body = c.call(Method::POST, "/v1/config/reload", None, reason.as_deref()).await?;
             print_event(&body, json)
+        }
+    }
+}
+
+async fn flags(c: &Client, cmd: Option<FlagsCommand>, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        None => {
+            let body = c.call(Method::GET, "/v1/flags", None, None).await?;
+            if json {
+                return print_raw(&body);
+            }
+            let flags: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&body)?;
+            let mut rows =
+                vec![["FLAG", "STATE", "DEFAULT", "VARIANTS", "TARGETING", "SOURCE"].map(String::from).to_vec()];
+            for (key, f) in &flags {
+                let variants = f["variants"]
+                    .as_object()
+                    .map(|v| v.keys().cloned().collect::<Vec<_>>().join(","))
+                    .unwrap_or_default();
+                rows.push(vec![
+                    key.clone(),
+                    f["state"].as_str().unwrap_or("?").to_owned(),
+                    f["defaultVariant"].as_str().unwrap_or("?").to_owned(),
+                    variants,
+                    if f["targeting"].is_object() { "yes" } else { "-" }.to_owned(),
+                    f["source"].as_str().unwrap_or("?").to_owned(),
+                ]);
+            }
+            print_table(&rows);
+            Ok(())
+        }
+        Some(FlagsCommand::Set { key, state, default_variant, targeting, reason }) => {
+            let mut patch = serde_json::Map::new();
+            if let Some(s) = state {
+                patch.insert("state".into(), s.into());
+            }
+            if let Some(d) = default_variant {
+                patch.insert("defaultVariant".into(), d.into());
+            }
+            if let Some(t) = targeting {
+                patch.insert("targeting".into(), serde_json::from_str(&t).context("--targeting is not JSON")?);
+            }
+            if patch.is_empty() {
+                bail!("give --state, --default or --targeting");
+            }
+            let body = serde_json::to_vec(&patch)?;
+            let out = c.call(Method::PUT, &format!("/v1/flags/{key}"), Some(body), reason.as_deref()).await?;
+            print_event(&out, json)
+        }
+        Some(FlagsCommand::Reset { key }) => {
+            let out = c.call(Method::DELETE, &format!("/v1/flags/{key}"), None, None).await?;
+            print_event(&out, json)
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::error::ErrorClass;
 use crate::headers::{self, ClientConn, X_SWITCHYARD_ERROR, X_SWITCHYARD_POOL};
 use crate::pool::Pool;
 use crate::snapshot::Service;
+use crate::split::RequestView;
 use crate::{stats, Shared};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -97,7 +98,19 @@ async fn proxy(
     }
 
     // 3. split
-    let (pool_index, _by) = service.split.assign(&parts.headers);
+    let (pool_index, _by) = {
+        // Loaded only for services with flag rules; never held across an await.
+        let flags = service.split.uses_flags().then(|| shared.flags.load());
+        let view = RequestView {
+            headers: &parts.headers,
+            path: &path,
+            method: &parts.method,
+            client: Some(conn.peer),
+            flags: flags.as_deref().map(|f| &**f),
+            context: &shared.flag_context,
+        };
+        service.split.assign(&view)
+    };
     let pool = &service.pools[pool_index];
     log.pool = Some(pool_index);
     log.stats_slot = Some(pool.stats_slot);

@@ -28,6 +28,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Facts about the client connection a request arrived on.
 #[derive(Debug)]
 pub struct ClientConn {
+    /// The peer's IP.
+    pub peer: std::net::IpAddr,
     /// The peer's IP as an `X-Forwarded-For` entry.
     pub peer_ip: HeaderValue,
     /// Arrived over TLS.
@@ -277,7 +279,12 @@ mod tests {
                 .header("x-keep", "yes"),
         );
         let flags = RequestFlags::default();
-        let conn = ClientConn { peer_ip: HeaderValue::from_static("10.0.0.1"), tls: false, trust_forwarded: false };
+        let conn = ClientConn {
+            peer: std::net::IpAddr::from([10, 0, 0, 1]),
+            peer_ip: HeaderValue::from_static("10.0.0.1"),
+            tls: false,
+            trust_forwarded: false,
+        };
         to_upstream(&mut p.headers, flags, None, &conn);
         let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
         for gone in ["connection", "x-secret", "keep-alive", "te", "proxy-authorization", "x-switchyard-pool"] {

@@ -36,6 +36,7 @@ pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod error;
+pub mod flags;
 pub mod forward;
 pub mod headers;
 pub mod listener;
@@ -83,6 +84,10 @@ pub struct Shared {
     stats_tx: mpsc::UnboundedSender<stats::Flush>,
     /// Shutting down: readiness turns false.
     pub draining: AtomicBool,
+    /// The feature flags in force (file, then admin API overrides).
+    pub flags: ArcSwap<flags::FlagSet>,
+    /// Evaluation-context attributes taken from each request.
+    pub flag_context: Vec<(String, config::AttrSource)>,
 }
 
 /// How a proxy runs, beyond its config file.
@@ -118,6 +123,10 @@ pub struct Bound {
 /// Everything `switchyard check` verifies beyond [`Config::load`]: that every
 /// listener's certificates and keys load and match.
 pub fn check(config: &Config) -> Result<(), Error> {
+    if let Some(f) = &config.flags {
+        control::load_flags(&f.file, &Default::default())
+            .map_err(|e| Error::Config(format!("config: flags.file: {e}")))?;
+    }
     for l in &config.listeners {
         if let Some(t) = &l.tls {
             tls::server_config(t).map_err(|e| Error::Tls(format!("listener `{}`: {e}", l.name)))?;
@@ -144,6 +153,15 @@ impl Proxy {
             tracing::info!(service = %service, weights = ?weights, "using weights set through the admin API (state store), not the config file's");
         }
         let snapshot = Snapshot::build(&config, &stats, None, &overrides);
+        let flag_overrides = match &store {
+            Some(s) => s.flag_overrides()?,
+            None => Default::default(),
+        };
+        let flag_set = match &config.flags {
+            None => flags::FlagSet::default(),
+            Some(f) => control::load_flags(&f.file, &flag_overrides)
+                .map_err(|e| Error::Config(format!("config: flags.file: {e}")))?,
+        };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             server: config.server.clone(),
@@ -152,6 +170,8 @@ impl Proxy {
             stats,
             stats_tx,
             draining: AtomicBool::new(false),
+            flags: ArcSwap::from_pointee(flag_set),
+            flag_context: config.flags.as_ref().map(|f| f.context.clone()).unwrap_or_default(),
         });
         let control = Arc::new(Control::new(shared, store, config.clone(), options.config_path));
         Ok(Self { config, control })
@@ -202,6 +222,8 @@ impl Bound {
             }
             tokio::spawn(admin::serve(listener, admin))
         });
+        let flag_watch =
+            self.control.flags_file().map(|file| tokio::spawn(control::watch_flags(self.control.clone(), file)));
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(false);
@@ -250,7 +272,7 @@ impl Bound {
         for t in threads {
             let _ = t.join();
         }
-        if let Some(t) = admin_task {
+        for t in admin_task.into_iter().chain(flag_watch) {
             t.abort();
         }
         Ok(())

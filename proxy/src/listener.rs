@@ -168,6 +168,7 @@ impl Acceptor {
             };
             let _ = stream.set_nodelay(true);
             let conn = Arc::new(ClientConn {
+                peer: peer.ip(),
                 peer_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
                 tls: self.tls.is_some(),
                 trust_forwarded: self.trust_forwarded,

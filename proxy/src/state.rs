@@ -18,6 +18,16 @@ use tokio::sync::broadcast;
 const WEIGHTS: TableDefinition<&str, &str> = TableDefinition::new("weights");
 const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
 const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
+const FLAGS: TableDefinition<&str, &str> = TableDefinition::new("flags");
+
+/// A run-time change stored with its event.
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a> {
+    /// A service's weights: set (`Some`) or back to the file's (`None`).
+    Weights(&'a str, Option<&'a WeightMap>),
+    /// A flag's override: set (`Some`) or back to the file's (`None`).
+    Flag(&'a str, Option<&'a serde_json::Value>),
+}
 
 /// Weights by pool name.
 pub type WeightMap = BTreeMap<String, u32>;
@@ -75,38 +85,55 @@ impl StateStore {
         tx.open_table(WEIGHTS).map_err(db_err)?;
         tx.open_table(EVENTS).map_err(db_err)?;
         tx.open_table(ROLLOUTS).map_err(db_err)?;
+        tx.open_table(FLAGS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db, events: broadcast::channel(1024).0 })
     }
 
     /// Weights set at run time, by service.
     pub fn weights(&self) -> Result<HashMap<String, WeightMap>, Error> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let table = tx.open_table(WEIGHTS).map_err(db_err)?;
-        let mut out = HashMap::new();
-        for row in table.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            let map: WeightMap = serde_json::from_str(v.value()).map_err(db_err)?;
-            out.insert(k.value().to_owned(), map);
-        }
-        Ok(out)
+        self.json_table(WEIGHTS)
     }
 
-    /// In one durable transaction: sets (`Some`) or clears (`None`) a
-    /// service's run-time weights, and appends `event` (its `seq` and `time`
-    /// are filled in). Returns the event as stored.
-    pub fn commit(&self, weights: Option<(&str, Option<&WeightMap>)>, event: Event) -> Result<Event, Error> {
+    /// Flag overrides set at run time, by flag key.
+    pub fn flag_overrides(&self) -> Result<BTreeMap<String, serde_json::Value>, Error> {
+        self.json_table(FLAGS)
+    }
+
+    fn json_table<C: FromIterator<(String, T)>, T: serde::de::DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &str>,
+    ) -> Result<C, Error> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(def).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            out.push((k.value().to_owned(), serde_json::from_str(v.value()).map_err(db_err)?));
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// In one durable transaction: applies `change` (if any) and appends
+    /// `event` (its `seq` and `time` are filled in). Returns the event as stored.
+    pub fn commit(&self, change: Option<Change<'_>>, event: Event) -> Result<Event, Error> {
         let tx = self.db.begin_write().map_err(db_err)?;
         let event = {
-            if let Some((service, w)) = weights {
-                let mut table = tx.open_table(WEIGHTS).map_err(db_err)?;
-                match w {
-                    Some(w) => {
-                        let json = serde_json::to_string(w).map_err(db_err)?;
-                        table.insert(service, json.as_str()).map_err(db_err)?;
+            let (def, key, json) = match change {
+                None => (None, "", None),
+                Some(Change::Weights(k, w)) => {
+                    (Some(WEIGHTS), k, w.map(serde_json::to_string).transpose().map_err(db_err)?)
+                }
+                Some(Change::Flag(k, f)) => (Some(FLAGS), k, f.map(serde_json::to_string).transpose().map_err(db_err)?),
+            };
+            if let Some(def) = def {
+                let mut table = tx.open_table(def).map_err(db_err)?;
+                match json {
+                    Some(json) => {
+                        table.insert(key, json.as_str()).map_err(db_err)?;
                     }
                     None => {
-                        table.remove(service).map_err(db_err)?;
+                        table.remove(key).map_err(db_err)?;
                     }
                 }
             }
@@ -203,8 +230,12 @@ mod tests {
         {
             let s = StateStore::open(dir.path()).unwrap();
             let w: WeightMap = [("stable".to_string(), 90), ("canary".to_string(), 10)].into();
-            let e =
-                s.commit(Some(("web", Some(&w))), event("weights", Some("web"), "ci", Some("ramp".into()))).unwrap();
+            let e = s
+                .commit(
+                    Some(Change::Weights("web", Some(&w))),
+                    event("weights", Some("web"), "ci", Some("ramp".into())),
+                )
+                .unwrap();
             assert_eq!(e.seq, 1);
             s.commit(None, event("config-reload", None, "ops", None)).unwrap();
         }
@@ -215,7 +246,7 @@ mod tests {
         assert_eq!(events[0].reason.as_deref(), Some("ramp"));
         assert_eq!(s.events(1, 10).unwrap().len(), 1);
         assert_eq!(s.last_events(1).unwrap()[0].seq, 2);
-        s.commit(Some(("web", None)), event("weights-reset", Some("web"), "ci", None)).unwrap();
+        s.commit(Some(Change::Weights("web", None)), event("weights-reset", Some("web"), "ci", None)).unwrap();
         assert!(s.weights().unwrap().is_empty());
     }
 }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod faults;
+mod flags;
 mod hardening;
 mod lifecycle;
 mod protocols;

@@ -47,6 +47,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/services/{svc}/rollout"),
     ("POST", "/v1/services/{svc}/rollout"),
     ("POST", "/v1/services/{svc}/rollout/{action}"),
+    ("GET", "/v1/flags"),
+    ("PUT", "/v1/flags/{key}"),
+    ("DELETE", "/v1/flags/{key}"),
     ("GET", "/v1/events"),
     ("POST", "/v1/config/reload"),
 ];
@@ -214,6 +217,8 @@ impl Admin {
             ["v1", "services", _, "rollout"] => &[Method::GET, Method::POST],
             ["v1", "services", _, "rollout", "promote" | "pause" | "resume" | "abort" | "rollback"] => &[Method::POST],
             ["v1", "config", "reload"] => &[Method::POST],
+            ["v1", "flags"] => &[Method::GET],
+            ["v1", "flags", _] => &[Method::PUT, Method::DELETE],
             _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
         };
         if !allowed.contains(&method) {
@@ -306,6 +311,33 @@ impl Admin {
                 Err(e) => e.into(),
             },
             (Method::GET, ["v1", "events"]) => self.events(&query),
+            (Method::GET, ["v1", "flags"]) => {
+                let flags = c.shared.flags.load();
+                let view: serde_json::Map<String, serde_json::Value> = flags
+                    .definitions()
+                    .into_iter()
+                    .map(|(k, (def, overridden))| {
+                        let mut d = def.clone();
+                        d["source"] = if overridden { "api" } else { "file" }.into();
+                        (k.to_owned(), d)
+                    })
+                    .collect();
+                json(StatusCode::OK, &view)
+            }
+            (Method::PUT, ["v1", "flags", key]) => {
+                let patch: serde_json::Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => return (error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")), false),
+                };
+                match c.set_flag(key, patch, &actor, reason).await {
+                    Ok(ev) => json(StatusCode::OK, &ev),
+                    Err(e) => e.into(),
+                }
+            }
+            (Method::DELETE, ["v1", "flags", key]) => match c.reset_flag(key, &actor, reason).await {
+                Ok(ev) => json(StatusCode::OK, &ev),
+                Err(e) => e.into(),
+            },
             (Method::GET, ["v1", "services", name, "rollout"]) => match controller::status(c, name).await {
                 Some(r) => json(StatusCode::OK, &rollout_view(&r)),
                 None => error(StatusCode::NOT_FOUND, format!("`{name}` has had no rollout")),

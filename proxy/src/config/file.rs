@@ -20,6 +20,25 @@ pub(crate) struct FileConfig {
     pub admin: Option<FileAdmin>,
     pub state: Option<FileState>,
     pub stats: Option<FileStats>,
+    pub flags: Option<FileFlags>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileFlags {
+    pub file: Spanned<String>,
+    #[serde(default)]
+    pub context: BTreeMap<String, Spanned<FileAttr>>,
+}
+
+/// Where an evaluation-context attribute comes from: exactly one field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAttr {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+    /// `path`, `method` or `client_address`.
+    pub request: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,4 +259,6 @@ pub(crate) struct FileRuleMatch {
     pub header: BTreeMap<String, String>,
     #[serde(default)]
     pub cookie: BTreeMap<String, String>,
+    pub flag: Option<String>,
+    pub variant: Option<String>,
 }

@@ -36,6 +36,32 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Statistics windows.
     pub stats: StatsConfig,
+    /// Feature flags, when configured.
+    pub flags: Option<FlagsConfig>,
+}
+
+/// Feature flags: a flagd definition file and how requests become evaluation contexts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlagsConfig {
+    /// The flagd-format JSON file, re-read when it changes.
+    pub file: PathBuf,
+    /// Evaluation-context attributes by name.
+    pub context: Vec<(String, AttrSource)>,
+}
+
+/// Where an evaluation-context attribute comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrSource {
+    /// A request header.
+    Header(HeaderName),
+    /// A cookie.
+    Cookie(String),
+    /// The normalised path.
+    Path,
+    /// The method.
+    Method,
+    /// The client's IP address.
+    ClientAddress,
 }
 
 /// The admin API listener.
@@ -256,8 +282,19 @@ pub struct RuleConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Cookies that must have exactly these values.
     pub cookies: Vec<(String, String)>,
+    /// A flag that must resolve to `true` (or to the named variant).
+    pub flag: Option<FlagCondition>,
     /// Index of the target pool in the service's pools.
     pub pool: usize,
+}
+
+/// A rule's flag condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlagCondition {
+    /// The flag key.
+    pub key: String,
+    /// The variant that matches; `None`: the flag's value must be `true`.
+    pub variant: Option<String>,
 }
 
 // === impl Config ===
@@ -421,7 +458,52 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         stats.window = stats.window.max(plan.analysis.window);
         stats.resolution = stats.resolution.min(plan.analysis.interval).max(Duration::from_millis(10));
     }
-    Ok(Config { listeners, server, services, admin, state_dir, stats })
+    let flags = match file.flags {
+        None => None,
+        Some(f) => Some(validate_flags(f, base)?),
+    };
+    if flags.is_none() {
+        if let Some(s) = services.iter().find(|s| s.split.rules.iter().any(|r| r.flag.is_some())) {
+            return Err(Error::Config(format!(
+                "config: service `{}` has a flag rule but there is no `flags` section naming the flag file",
+                s.name
+            )));
+        }
+    }
+    Ok(Config { listeners, server, services, admin, state_dir, stats, flags })
+}
+
+fn validate_flags(f: FileFlags, base: &Path) -> Result<FlagsConfig, Error> {
+    let file = base.join(&f.file.value);
+    if !file.is_file() {
+        return Err(fail("flags.file", &f.file.referenced, format!("no such file {}", file.display())));
+    }
+    let mut context = Vec::new();
+    for (name, attr) in f.context {
+        let p = format!("flags.context.{name}");
+        let src = match (attr.value.header, attr.value.cookie, attr.value.request.as_deref()) {
+            (Some(h), None, None) => AttrSource::Header(
+                HeaderName::try_from(h.as_str())
+                    .map_err(|_| fail(&p, &attr.referenced, format!("`{h}` is not a valid header name")))?,
+            ),
+            (None, Some(c), None) => AttrSource::Cookie(c),
+            (None, None, Some("path")) => AttrSource::Path,
+            (None, None, Some("method")) => AttrSource::Method,
+            (None, None, Some("client_address")) => AttrSource::ClientAddress,
+            _ => {
+                return Err(fail(
+                    &p,
+                    &attr.referenced,
+                    "give exactly one of `header: NAME`, `cookie: NAME` or `request: path|method|client_address`",
+                ))
+            }
+        };
+        if name == "targetingKey" || name.starts_with('$') {
+            return Err(fail(&p, &attr.referenced, "`targetingKey` and `$` names are set by the proxy"));
+        }
+        context.push((name, src));
+    }
+    Ok(FlagsConfig { file, context })
 }
 
 fn validate_admin(a: FileAdmin, base: &Path) -> Result<AdminConfig, Error> {
@@ -585,9 +667,13 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
         })?;
         let at = &r.matcher.referenced;
         let m = r.matcher.value;
-        if m.header.is_empty() && m.cookie.is_empty() {
-            return Err(fail(format!("{rp}.match"), at, "give at least one `header` or `cookie` condition"));
+        if m.header.is_empty() && m.cookie.is_empty() && m.flag.is_none() {
+            return Err(fail(format!("{rp}.match"), at, "give at least one `header`, `cookie` or `flag` condition"));
         }
+        if m.variant.is_some() && m.flag.is_none() {
+            return Err(fail(format!("{rp}.match.variant"), at, "`variant` goes with `flag`"));
+        }
+        let flag = m.flag.map(|key| FlagCondition { key, variant: m.variant });
         let mut headers = Vec::new();
         for (k, v) in m.header {
             let name = HeaderName::try_from(k.as_str())
@@ -596,7 +682,7 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
                 .map_err(|_| fail(format!("{rp}.match.header.{k}"), at, "not a valid header value"))?;
             headers.push((name, value));
         }
-        rules.push(RuleConfig { headers, cookies: m.cookie.into_iter().collect(), pool });
+        rules.push(RuleConfig { headers, cookies: m.cookie.into_iter().collect(), flag, pool });
     }
 
     let weights = match split.weights {

@@ -10,8 +10,11 @@ mod sticky;
 
 pub use cookie::cookie_value;
 
-use crate::config::{RuleConfig, SplitConfig, StickyKey};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use crate::config::{AttrSource, FlagCondition, RuleConfig, SplitConfig, StickyKey};
+use crate::flags::FlagSet;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
 
 /// A compiled split of one service.
 #[derive(Debug)]
@@ -25,7 +28,51 @@ pub struct Split {
 struct Rule {
     headers: Box<[(HeaderName, HeaderValue)]>,
     cookies: Box<[(String, String)]>,
+    flag: Option<FlagCondition>,
     pool: usize,
+}
+
+/// What the split may read of a request.
+pub struct RequestView<'r> {
+    /// Request headers.
+    pub headers: &'r HeaderMap,
+    /// The normalised path.
+    pub path: &'r str,
+    /// The method.
+    pub method: &'r Method,
+    /// The client's address.
+    pub client: Option<IpAddr>,
+    /// The flags in force, for flag rules.
+    pub flags: Option<&'r FlagSet>,
+    /// Evaluation-context attributes to take from the request.
+    pub context: &'r [(String, AttrSource)],
+}
+
+impl<'r> RequestView<'r> {
+    /// A view of headers alone (no flags).
+    pub fn headers(headers: &'r HeaderMap) -> Self {
+        static GET: Method = Method::GET;
+        Self { headers, path: "/", method: &GET, client: None, flags: None, context: &[] }
+    }
+
+    /// The flag evaluation context's attributes.
+    fn attributes(&self) -> Map<String, Value> {
+        let text = |b: &[u8]| Value::String(String::from_utf8_lossy(b).into_owned());
+        let mut m = Map::new();
+        for (name, src) in self.context {
+            let v = match src {
+                AttrSource::Header(h) => self.headers.get(h).map(|v| text(v.as_bytes())),
+                AttrSource::Cookie(c) => cookie_value(self.headers, c).map(text),
+                AttrSource::Path => Some(Value::String(self.path.to_owned())),
+                AttrSource::Method => Some(Value::String(self.method.as_str().to_owned())),
+                AttrSource::ClientAddress => self.client.map(|ip| Value::String(ip.to_string())),
+            };
+            if let Some(v) = v {
+                m.insert(name.clone(), v);
+            }
+        }
+        m
+    }
 }
 
 /// Relative weights with what the two choosers need precomputed.
@@ -60,6 +107,7 @@ impl Split {
             .map(|r: &RuleConfig| Rule {
                 headers: r.headers.clone().into(),
                 cookies: r.cookies.clone().into(),
+                flag: r.flag.clone(),
                 pool: r.pool,
             })
             .collect();
@@ -67,9 +115,12 @@ impl Split {
     }
 
     /// Chooses the pool (an index into the service's pools) for a request.
-    pub fn assign(&self, headers: &HeaderMap) -> (usize, AssignedBy) {
+    pub fn assign(&self, req: &RequestView<'_>) -> (usize, AssignedBy) {
+        let headers = req.headers;
+        // Built at the first flag rule, if any.
+        let mut attributes = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.matches(headers) {
+            if rule.matches(headers) && rule.flag_matches(self, req, &mut attributes) {
                 return (rule.pool, AssignedBy::Rule(i));
             }
         }
@@ -92,9 +143,31 @@ impl Split {
     pub fn weights(&self) -> &[u32] {
         &self.weights.weights
     }
+
+    /// Whether any rule needs the flags.
+    pub fn uses_flags(&self) -> bool {
+        self.rules.iter().any(|r| r.flag.is_some())
+    }
 }
 
 impl Rule {
+    /// A flag condition holds when the flag resolves to `true` (or to the
+    /// rule's variant) for the request's sticky key. A missing key, flag or
+    /// a disabled flag: no match, so the next rule is tried.
+    fn flag_matches(&self, split: &Split, req: &RequestView<'_>, attributes: &mut Option<Map<String, Value>>) -> bool {
+        let Some(cond) = &self.flag else { return true };
+        let (Some(flags), Some(key)) = (req.flags, split.sticky_key(req.headers)) else {
+            return false;
+        };
+        let attributes = attributes.get_or_insert_with(|| req.attributes());
+        let ctx = crate::flags::context(attributes, &String::from_utf8_lossy(key), &cond.key);
+        match (flags.resolve(&cond.key, &ctx), &cond.variant) {
+            (Some((variant, _)), Some(want)) => variant == want,
+            (Some((_, value)), None) => *value == Value::Bool(true),
+            (None, _) => false,
+        }
+    }
+
     fn matches(&self, headers: &HeaderMap) -> bool {
         self.headers.iter().all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
             && self.cookies.iter().all(|(name, value)| cookie_value(headers, name) == Some(value.as_bytes()))
@@ -151,25 +224,26 @@ mod tests {
             RuleConfig {
                 headers: vec![(HeaderName::from_static("x-canary"), HeaderValue::from_static("always"))],
                 cookies: vec![],
+                flag: None,
                 pool: 0,
             },
-            RuleConfig { headers: vec![], cookies: vec![("beta".into(), "1".into())], pool: 1 },
+            RuleConfig { headers: vec![], cookies: vec![("beta".into(), "1".into())], flag: None, pool: 1 },
         ];
         let s = split(vec![0, 1], None, rules);
         let mut h = HeaderMap::new();
-        assert_eq!(s.assign(&h), (1, AssignedBy::Weight));
+        assert_eq!(s.assign(&RequestView::headers(&h)), (1, AssignedBy::Weight));
         h.insert("x-canary", HeaderValue::from_static("always"));
-        assert_eq!(s.assign(&h), (0, AssignedBy::Rule(0)));
+        assert_eq!(s.assign(&RequestView::headers(&h)), (0, AssignedBy::Rule(0)));
         h.insert("x-canary", HeaderValue::from_static("nope"));
         h.insert("cookie", HeaderValue::from_static("a=b; beta=1"));
-        assert_eq!(s.assign(&h), (1, AssignedBy::Rule(1)));
+        assert_eq!(s.assign(&RequestView::headers(&h)), (1, AssignedBy::Rule(1)));
     }
 
     #[test]
     fn unkeyed_follows_weights() {
         let s = split(vec![1, 9999], None, vec![]);
         let n = 1_000_000;
-        let canary = (0..n).filter(|_| s.assign(&HeaderMap::new()).0 == 0).count();
+        let canary = (0..n).filter(|_| s.assign(&RequestView::headers(&HeaderMap::new())).0 == 0).count();
         // 0.01 % of 1e6 = 100, sd = 10: a 6-sd band.
         assert!((40..=160).contains(&canary), "{canary}");
     }
@@ -180,8 +254,8 @@ mod tests {
         for i in 0..10_000 {
             let mut h = HeaderMap::new();
             h.insert("x-user", HeaderValue::from(i));
-            assert_eq!(s.assign(&h).0, 1);
-            assert_eq!(s.assign(&HeaderMap::new()).0, 1);
+            assert_eq!(s.assign(&RequestView::headers(&h)).0, 1);
+            assert_eq!(s.assign(&RequestView::headers(&HeaderMap::new())).0, 1);
         }
     }
 
@@ -190,12 +264,12 @@ mod tests {
         let s = split(vec![50, 50], Some(StickyKey::Cookie("session".into())), vec![]);
         let mut h = HeaderMap::new();
         h.insert("cookie", HeaderValue::from_static("session=abc123"));
-        let first = s.assign(&h);
+        let first = s.assign(&RequestView::headers(&h));
         assert_eq!(first.1, AssignedBy::Sticky);
         for _ in 0..100 {
-            assert_eq!(s.assign(&h), first);
+            assert_eq!(s.assign(&RequestView::headers(&h)), first);
         }
         h.insert("cookie", HeaderValue::from_static("session="));
-        assert_eq!(s.assign(&h).1, AssignedBy::Weight);
+        assert_eq!(s.assign(&RequestView::headers(&h)).1, AssignedBy::Weight);
     }
 }
