@@ -80,7 +80,8 @@ wait_up() {
 to_us() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v*1000 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000000 } }'; }
 run_wrk() { # port -> "rps p50us p99us"
   local out rps p50 p99
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/")
+  # WRK_HEADERS: extra `-H` arguments, as an array, when the caller sets it.
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${WRK_HEADERS[@]}" "http://127.0.0.1:$1/")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_us)
   p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_us)
@@ -92,6 +93,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 # Runs ROUNDS rounds over the contenders named in $names (ports in $PORT),
 # rotating the order each round; fills M[name]="rps p50 p99" with medians.
 declare -A R M
+WRK_HEADERS=("${WRK_HEADERS[@]}")
 bench_rounds() {
   local n=${#names[@]}
   for r in $(seq "$ROUNDS"); do

@@ -1,6 +1,8 @@
 //! Micro-benchmark of the split decision: ns per assignment, unkeyed and keyed
 //! (sticky header and sticky cookie), with two rules that do not match in
-//! front, on a realistic set of request headers.
+//! front, on a realistic set of request headers; and a flag rule (flagd
+//! targeting: two attribute conditions, then `fractional`) against a plain
+//! header rule, both evaluated in full on every request.
 //!
 //! Run: `cargo bench -p switchyard --bench split`
 
@@ -8,8 +10,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
+use http::{HeaderName, Method};
 use std::hint::black_box;
 use std::path::Path;
+use switchyard::config::AttrSource;
+use switchyard::flags::FlagSet;
 use switchyard::split::{RequestView, Split};
 use switchyard::Config;
 
@@ -61,6 +66,61 @@ fn bench(c: &mut Criterion) {
     g.bench_function("unkeyed", |b| b.iter(|| black_box(unkeyed.assign(black_box(&RequestView::headers(&h))))));
     g.bench_function("sticky_header", |b| b.iter(|| black_box(by_header.assign(black_box(&RequestView::headers(&h))))));
     g.bench_function("sticky_cookie", |b| b.iter(|| black_box(by_cookie.assign(black_box(&RequestView::headers(&h))))));
+
+    // A flag rule against a header rule, each the only rule, neither matching.
+    let flags = FlagSet::parse(
+        r#"{"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+            "targeting": {"if": [{"and": [{"==": [{"var": "plan"}, "pro"]}, {"starts_with": [{"var": "email"}, "a"]}]},
+                                 {"fractional": [["on", 0], ["off", 100]]}, "off"]}}}}"#,
+        &Default::default(),
+    )
+    .unwrap();
+    let context = [
+        ("plan".to_string(), AttrSource::Header(HeaderName::from_static("x-plan"))),
+        ("email".to_string(), AttrSource::Header(HeaderName::from_static("x-user-email"))),
+    ];
+    let mut h2 = h.clone();
+    h2.insert("x-plan", HeaderValue::from_static("pro"));
+    h2.insert("x-user-email", HeaderValue::from_static("alice@example.com"));
+    let one_rule = |rule: &str| {
+        let yaml = [
+            "listeners: [{ name: l, bind: \"127.0.0.1:0\" }]",
+            "services:",
+            "  - name: s",
+            "    pools:",
+            "      stable: { endpoints: [\"127.0.0.1:1\"] }",
+            "      canary: { endpoints: [\"127.0.0.1:2\"] }",
+            "    split:",
+            "      sticky: { header: x-user-id }",
+            &format!("      rules: [{{ match: {rule}, pool: canary }}]"),
+            "      weights: { stable: 100, canary: 0 }",
+            "",
+        ]
+        .join("\n");
+        let yaml = if rule.contains("flag") {
+            let dir = std::env::temp_dir().join("switchyard-bench-flags.json");
+            std::fs::write(&dir, "{\"flags\": {}}").unwrap();
+            format!("{yaml}flags: {{ file: {} }}\n", dir.display())
+        } else {
+            yaml
+        };
+        let cfg = Config::from_yaml(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let names: Vec<String> = cfg.services[0].pools.iter().map(|p| p.name.clone()).collect();
+        Split::new(&cfg.services[0].split, &names)
+    };
+    let flag_split = one_rule("{ flag: new-checkout }");
+    let header_split = one_rule("{ header: { x-plan: enterprise } }");
+    let view = RequestView {
+        headers: &h2,
+        path: "/checkout",
+        method: &Method::GET,
+        client: None,
+        flags: Some(&flags),
+        context: &context,
+    };
+    assert_eq!(flag_split.assign(&view).0, 1, "the flag rule is evaluated and does not match");
+    g.bench_function("flag_rule", |b| b.iter(|| black_box(flag_split.assign(black_box(&view)))));
+    g.bench_function("header_rule", |b| b.iter(|| black_box(header_split.assign(black_box(&view)))));
     g.finish();
 }
 

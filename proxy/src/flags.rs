@@ -210,14 +210,25 @@ fn resolve_refs(v: &Value, evaluators: &Map<String, Value>, depth: usize) -> Res
     })
 }
 
-/// The evaluation context for flag `key`: the request's attributes, the
-/// targeting key, and flagd's `$flagd` properties.
-pub fn context(attributes: &Map<String, Value>, targeting_key: &str, key: &str) -> Value {
-    let mut ctx = attributes.clone();
-    ctx.insert("targetingKey".into(), Value::String(targeting_key.into()));
+/// The evaluation context of a request: its attributes, the targeting key,
+/// and flagd's `$flagd` properties (set `flagKey` with [`set_flag_key`]).
+pub fn context(mut attributes: Map<String, Value>, targeting_key: &str) -> Value {
+    attributes.insert("targetingKey".into(), Value::String(targeting_key.into()));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    ctx.insert("$flagd".into(), serde_json::json!({ "flagKey": key, "timestamp": now }));
-    Value::Object(ctx)
+    let mut flagd = Map::new();
+    flagd.insert("flagKey".into(), Value::Null);
+    flagd.insert("timestamp".into(), now.into());
+    attributes.insert("$flagd".into(), Value::Object(flagd));
+    Value::Object(attributes)
+}
+
+/// Points a context's `$flagd.flagKey` at the flag about to be evaluated.
+pub fn set_flag_key(context: &mut Value, key: &str) {
+    if let Some(k) = context.get_mut("$flagd").and_then(|f| f.get_mut("flagKey")) {
+        if k.as_str() != Some(key) {
+            *k = Value::String(key.into());
+        }
+    }
 }
 
 #[cfg(test)]

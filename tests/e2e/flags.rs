@@ -59,7 +59,8 @@ async fn flag_rules_route_per_request_like_flagd() {
     let (mut agree, mut blue) = (0, 0);
     for i in 0..200 {
         let user = format!("user-{i}");
-        let ctx = switchyard::flags::context(&Default::default(), &user, "theme");
+        let mut ctx = switchyard::flags::context(Default::default(), &user);
+        switchyard::flags::set_flag_key(&mut ctx, "theme");
         let want_blue = reference.resolve("theme", &ctx).unwrap().0 == "blue";
         let got = pool(&mut c, Some(&user), Some("x@example.com")).await;
         agree += usize::from((got == "canary") == want_blue);

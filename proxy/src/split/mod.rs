@@ -117,10 +117,10 @@ impl Split {
     /// Chooses the pool (an index into the service's pools) for a request.
     pub fn assign(&self, req: &RequestView<'_>) -> (usize, AssignedBy) {
         let headers = req.headers;
-        // Built at the first flag rule, if any.
-        let mut attributes = None;
+        // The flag evaluation context, built at the first flag rule, if any.
+        let mut context = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.matches(headers) && rule.flag_matches(self, req, &mut attributes) {
+            if rule.matches(headers) && rule.flag_matches(self, req, &mut context) {
                 return (rule.pool, AssignedBy::Rule(i));
             }
         }
@@ -154,14 +154,14 @@ impl Rule {
     /// A flag condition holds when the flag resolves to `true` (or to the
     /// rule's variant) for the request's sticky key. A missing key, flag or
     /// a disabled flag: no match, so the next rule is tried.
-    fn flag_matches(&self, split: &Split, req: &RequestView<'_>, attributes: &mut Option<Map<String, Value>>) -> bool {
+    fn flag_matches(&self, split: &Split, req: &RequestView<'_>, context: &mut Option<Value>) -> bool {
         let Some(cond) = &self.flag else { return true };
         let (Some(flags), Some(key)) = (req.flags, split.sticky_key(req.headers)) else {
             return false;
         };
-        let attributes = attributes.get_or_insert_with(|| req.attributes());
-        let ctx = crate::flags::context(attributes, &String::from_utf8_lossy(key), &cond.key);
-        match (flags.resolve(&cond.key, &ctx), &cond.variant) {
+        let ctx = context.get_or_insert_with(|| crate::flags::context(req.attributes(), &String::from_utf8_lossy(key)));
+        crate::flags::set_flag_key(ctx, &cond.key);
+        match (flags.resolve(&cond.key, ctx), &cond.variant) {
             (Some((variant, _)), Some(want)) => variant == want,
             (Some((_, value)), None) => *value == Value::Bool(true),
             (None, _) => false,
