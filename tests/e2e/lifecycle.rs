@@ -66,6 +66,9 @@ fn check(yaml: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, yaml).unwrap();
+    // The example's flag file, which `check` loads too.
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/flags.json"), dir.path().join("flags.json"))
+        .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["check", "--config"])
         .arg(&path)
@@ -87,8 +90,8 @@ fn check_names_the_field_and_line() {
             "services[0].pools.canary",
             "line 12",
         ),
-        ("weights: { stable: 95, canary: 5 }", "weights: { stable: 95, canry: 5 }", "unknown pool `canry`", "line 17"),
-        ("weights: { stable: 95, canary: 5 }", "weights: { stable: 0, canary: 0 }", "must not all be zero", "line 17"),
+        ("weights: { stable: 95, canary: 5 }", "weights: { stable: 95, canry: 5 }", "unknown pool `canry`", "line 18"),
+        ("weights: { stable: 95, canary: 5 }", "weights: { stable: 0, canary: 0 }", "must not all be zero", "line 18"),
         ("pool: canary }", "pool: blue }", "services[0].split.rules[0].pool", "line 16"),
         ("bind: 0.0.0.0:8080", "bind: 0.0.0.0:http-alt-x", "listeners[0].bind", "line 5"),
         ("path_prefix: / }", "path_prefix: api }", "services[0].match.path_prefix", "line 9"),
@@ -107,6 +110,8 @@ fn check_names_the_field_and_line() {
     let yaml = good
         .replace("    # tls: { cert: certs/site.pem, key: certs/site.key }", "    tls: { cert: c.pem, key: c.key }");
     std::fs::write(dir.path().join("tls.yaml"), yaml).unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/flags.json"), dir.path().join("flags.json"))
+        .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["check", "--config"])
         .arg(dir.path().join("tls.yaml"))
