@@ -260,6 +260,35 @@ mod tests {
     }
 
     #[test]
+    fn flag_context_attributes_come_from_the_request() {
+        let mut h = HeaderMap::new();
+        h.insert("x-user-email", HeaderValue::from_static("ann@example.com"));
+        h.insert("cookie", HeaderValue::from_static("plan=pro; other=1"));
+        let context = [
+            ("email".to_string(), AttrSource::Header(HeaderName::from_static("x-user-email"))),
+            ("plan".to_string(), AttrSource::Cookie("plan".into())),
+            ("path".to_string(), AttrSource::Path),
+            ("method".to_string(), AttrSource::Method),
+            ("ip".to_string(), AttrSource::ClientAddress),
+            ("absent".to_string(), AttrSource::Header(HeaderName::from_static("x-nope"))),
+        ];
+        let view = RequestView {
+            headers: &h,
+            path: "/checkout/cart",
+            method: &Method::POST,
+            client: Some(IpAddr::from([192, 0, 2, 7])),
+            flags: None,
+            context: &context,
+        };
+        let attrs = Value::Object(view.attributes());
+        assert_eq!(
+            attrs,
+            serde_json::json!({ "email": "ann@example.com", "plan": "pro", "path": "/checkout/cart", "method": "POST", "ip": "192.0.2.7" }),
+            "absent sources are left out"
+        );
+    }
+
+    #[test]
     fn sticky_key_is_stable_and_falls_back() {
         let s = split(vec![50, 50], Some(StickyKey::Cookie("session".into())), vec![]);
         let mut h = HeaderMap::new();
