@@ -32,8 +32,4 @@ wait_up "$P_FLAG"; wait_up "$P_HDR"
 names=(flag-rule header-rule)
 declare -A PORT=([flag-rule]=$P_FLAG [header-rule]=$P_HDR)
 bench_rounds
-read -r f_rps _ f_p99 <<<"${M[flag-rule]}"
-read -r h_rps _ h_p99 <<<"${M[header-rule]}"
-awk -v a="$f_rps" -v b="$h_rps" -v ap="$f_p99" -v bp="$h_p99" \
-  'BEGIN { printf "flag rule / header rule: throughput %.3fx (%.1f%% lower), p99 latency %.2fx\n", a/b, (1-a/b)*100, ap/bp }'
-echo "(${ROUNDS} rounds x ${DURATION}s, ${CONNS} connections; both proxies run at once, only one is loaded at a time)"
+ratio_line flag-rule header-rule "flag rule / header rule"

@@ -116,3 +116,13 @@ bench_rounds() {
   done
   echo
 }
+
+# After bench_rounds with two contenders: prints "LABEL: throughput Nx (P% lower), p99 latency Mx" for $1 vs $2.
+ratio_line() { # name_a name_b label
+  local a_rps a_p99 b_rps b_p99
+  read -r a_rps _ a_p99 <<<"${M[$1]}"
+  read -r b_rps _ b_p99 <<<"${M[$2]}"
+  awk -v a="$a_rps" -v b="$b_rps" -v ap="$a_p99" -v bp="$b_p99" -v l="$3" \
+    'BEGIN { printf "%s: throughput %.3fx (%.1f%% lower), p99 latency %.2fx\n", l, a/b, (1-a/b)*100, ap/bp }'
+  echo "(${ROUNDS} rounds x ${DURATION}s, ${CONNS} connections; both proxies run at once, only one is loaded at a time)"
+}

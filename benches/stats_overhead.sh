@@ -19,8 +19,4 @@ wait_up "$P_ON"; wait_up "$P_OFF"
 names=(stats-on stats-off)
 declare -A PORT=([stats-on]=$P_ON [stats-off]=$P_OFF)
 bench_rounds
-read -r on_rps _ on_p99 <<<"${M[stats-on]}"
-read -r off_rps _ off_p99 <<<"${M[stats-off]}"
-awk -v a="$on_rps" -v b="$off_rps" -v ap="$on_p99" -v bp="$off_p99" \
-  'BEGIN { printf "stats on/off: throughput %.3fx (%.1f%% lower), p99 latency %.2fx\n", a/b, (1-a/b)*100, ap/bp }'
-echo "(${ROUNDS} rounds x ${DURATION}s, ${CONNS} connections; both proxies run at once, only one is loaded at a time)"
+ratio_line stats-on stats-off "stats on/off"
