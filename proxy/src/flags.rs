@@ -102,11 +102,6 @@ impl FlagSet {
         Ok(Self { flags: out, engine })
     }
 
-    /// Whether a flag is defined.
-    pub fn contains(&self, key: &str) -> bool {
-        self.flags.contains_key(key)
-    }
-
     /// Resolves flag `key` for an evaluation context: the variant and its
     /// value. `None` when the flag is missing or disabled, or its targeting
     /// names no variant — the caller falls through.
@@ -172,11 +167,14 @@ fn compile(engine: &Engine, def: &Value, evaluators: &Map<String, Value>, overri
             Some(engine.compile(&resolved).map_err(|e| format!("targeting: {e}"))?)
         }
     };
-    let mut definition = def.clone();
-    if let Some(t) = obj.get("targeting") {
-        definition["targeting"] = t.clone();
-    }
-    Ok(Flag { enabled, variants, default_variant: default_variant.to_owned(), targeting, definition, overridden })
+    Ok(Flag {
+        enabled,
+        variants,
+        default_variant: default_variant.to_owned(),
+        targeting,
+        definition: def.clone(),
+        overridden,
+    })
 }
 
 /// Replaces every `{"$ref": "name"}` with the named shared evaluator, and
