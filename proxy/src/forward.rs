@@ -274,13 +274,19 @@ fn tunnel(client: Option<OnUpgrade>, upstream: Option<OnUpgrade>, addr: std::net
     });
 }
 
+/// The origin-form URI the upstream receives: the normalised path and the
+/// query. Reuses the request's own bytes when normalising changed nothing
+/// (HTTP/2 requests arrive in absolute form).
 fn upstream_uri(uri: &Uri, path: &str) -> Uri {
-    let query = uri.query();
-    let unchanged = uri.scheme().is_none() && uri.path() == path;
-    if unchanged {
-        return uri.clone();
+    if uri.path() == path {
+        if uri.scheme().is_none() {
+            return uri.clone();
+        }
+        if let Some(pq) = uri.path_and_query() {
+            return Uri::from(pq.clone());
+        }
     }
-    let pq = match query {
+    let pq = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
