@@ -109,6 +109,10 @@ async fn tls_with_alpn_and_sni() {
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "https");
 }
 
+/// A WebSocket upgrade request, as a browser sends it.
+const WS_UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_tunnels_both_ways() {
     let up = Upstream::start(|mut req| async move {
@@ -138,12 +142,7 @@ async fn websocket_upgrade_tunnels_both_ways() {
     .await;
     let proxy = Proxy::start(&config(&service("s", "", &[("p", &[up.addr])], ""))).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    s.write_all(WS_UPGRADE).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -219,12 +218,7 @@ async fn an_upgrade_the_upstream_declines_starts_no_tunnel() {
     let up = Upstream::text("plain answer").await;
     let proxy = Proxy::start(&config(&service("s", "", &[("p", &[up.addr])], ""))).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    s.write_all(WS_UPGRADE).await.unwrap();
     let mut buf = vec![0u8; 1024];
     let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.unwrap().unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();

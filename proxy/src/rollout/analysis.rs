@@ -37,28 +37,16 @@ pub fn judge(a: &Analysis, candidate: &Figures, baseline: &Figures) -> Verdict {
         b_p99
     );
 
+    let (c, b) = ((c_rate, c_p99), (b_rate, b_p99));
     let r = &a.rollback_when;
     if candidate.requests >= r.min_requests {
-        let mut breaches = Vec::new();
-        if let Some(max) = r.error_rate_above.filter(|m| c_rate > *m) {
-            breaches.push(format!("error rate {:.2}% above {:.2}%", c_rate * 100.0, max * 100.0));
-        }
-        if let Some(max) = r.p99_above.filter(|m| c_p99 > m.as_secs_f64() * 1000.0) {
-            breaches.push(format!("p99 {c_p99:.1} ms above {} ms", max.as_millis()));
-        }
-        if baseline_ok {
-            // A small absolute floor keeps a perfect baseline from making any error a breach.
-            if let Some(k) = r.error_rate_vs_baseline_above.filter(|k| c_rate > (*k * b_rate).max(0.001)) {
-                breaches.push(format!(
-                    "error rate {:.2}% above {k}× the baseline's {:.2}%",
-                    c_rate * 100.0,
-                    b_rate * 100.0
-                ));
-            }
-            if let Some(k) = r.p99_vs_baseline_above.filter(|k| c_p99 > *k * b_p99) {
-                breaches.push(format!("p99 {c_p99:.1} ms above {k}× the baseline's {b_p99:.1} ms"));
-            }
-        }
+        let limits = Limits {
+            error_rate: r.error_rate_above,
+            p99: r.p99_above,
+            error_rate_vs_baseline: r.error_rate_vs_baseline_above,
+            p99_vs_baseline: r.p99_vs_baseline_above,
+        };
+        let breaches = exceeded(&limits, c, b, baseline_ok);
         if !breaches.is_empty() {
             return Verdict::Breach(format!("{} ({figures})", breaches.join("; ")));
         }
@@ -71,26 +59,53 @@ pub fn judge(a: &Analysis, candidate: &Figures, baseline: &Figures) -> Verdict {
         ));
     }
     let s = &a.success;
-    let mut fails = Vec::new();
-    if let Some(max) = s.max_error_rate.filter(|m| c_rate > *m) {
-        fails.push(format!("error rate {:.2}% above {:.2}%", c_rate * 100.0, max * 100.0));
-    }
-    if let Some(max) = s.max_p99.filter(|m| c_p99 > m.as_secs_f64() * 1000.0) {
-        fails.push(format!("p99 {c_p99:.1} ms above {} ms", max.as_millis()));
-    }
-    if baseline_ok {
-        if let Some(k) = s.max_error_rate_vs_baseline.filter(|k| c_rate > (*k * b_rate).max(0.001)) {
-            fails.push(format!("error rate above {k}× the baseline's"));
-        }
-        if let Some(k) = s.max_p99_vs_baseline.filter(|k| c_p99 > *k * b_p99) {
-            fails.push(format!("p99 above {k}× the baseline's"));
-        }
-    }
+    let limits = Limits {
+        error_rate: s.max_error_rate,
+        p99: s.max_p99,
+        error_rate_vs_baseline: s.max_error_rate_vs_baseline,
+        p99_vs_baseline: s.max_p99_vs_baseline,
+    };
+    let fails = exceeded(&limits, c, b, baseline_ok);
     if fails.is_empty() {
         Verdict::Pass(figures)
     } else {
         Verdict::Fail(format!("{} ({figures})", fails.join("; ")))
     }
+}
+
+/// One set of thresholds: absolute, and relative to the baseline.
+struct Limits {
+    error_rate: Option<f64>,
+    p99: Option<std::time::Duration>,
+    error_rate_vs_baseline: Option<f64>,
+    p99_vs_baseline: Option<f64>,
+}
+
+/// Which of `limits` the candidate's `(error rate, p99 ms)` exceeds; the
+/// relative ones only when the baseline has enough requests to compare.
+fn exceeded(
+    limits: &Limits,
+    (c_rate, c_p99): (f64, f64),
+    (b_rate, b_p99): (f64, f64),
+    baseline_ok: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(max) = limits.error_rate.filter(|m| c_rate > *m) {
+        out.push(format!("error rate {:.2}% above {:.2}%", c_rate * 100.0, max * 100.0));
+    }
+    if let Some(max) = limits.p99.filter(|m| c_p99 > m.as_secs_f64() * 1000.0) {
+        out.push(format!("p99 {c_p99:.1} ms above {} ms", max.as_millis()));
+    }
+    if baseline_ok {
+        // A small absolute floor keeps a perfect baseline from making any error count.
+        if let Some(k) = limits.error_rate_vs_baseline.filter(|k| c_rate > (*k * b_rate).max(0.001)) {
+            out.push(format!("error rate {:.2}% above {k}× the baseline's {:.2}%", c_rate * 100.0, b_rate * 100.0));
+        }
+        if let Some(k) = limits.p99_vs_baseline.filter(|k| c_p99 > *k * b_p99) {
+            out.push(format!("p99 {c_p99:.1} ms above {k}× the baseline's {b_p99:.1} ms"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
