@@ -1,0 +1,220 @@
+//! The policy trait, its inputs and its decisions.
+
+use crate::Config;
+
+/// A policy plugin: judges a rollout at every analysis tick.
+///
+/// The host builds a fresh instance for every tick (`init`, then `decide`),
+/// so a policy keeps no state between ticks: everything it needs is in the
+/// [`Context`] and the windows.
+pub trait Policy: Sized {
+    /// Builds the policy from its configuration; an error is a fault.
+    fn init(config: &Config) -> Result<Self, String>;
+
+    /// Decides one tick.
+    fn decide(&self, ctx: &Context) -> Verdict;
+}
+
+/// Canary or blue-green.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Weight steps.
+    Canary,
+    /// Preview, switch, watch.
+    BlueGreen,
+}
+
+/// Where the rollout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A canary stepping through weights.
+    Stepping,
+    /// Blue-green before the switch.
+    Preview,
+    /// Blue-green after the switch; [`Context::pre_switch`] holds the
+    /// baseline's figures from just before it.
+    PostSwitch,
+}
+
+/// One pool's figures over the analysis window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolWindow {
+    /// The pool's name.
+    pub name: String,
+    /// Requests completed.
+    pub requests: u64,
+    /// Responses by status class: index 0 is 1xx … 4 is 5xx.
+    pub status: [u64; 5],
+    /// Proxy-side failures (counted as 5xx too): could not connect.
+    pub connect_errors: u64,
+    /// The upstream timed out.
+    pub timeouts: u64,
+    /// The upstream reset the connection.
+    pub resets: u64,
+    /// No healthy endpoint.
+    pub no_healthy_endpoint: u64,
+    /// Median latency, µs.
+    pub p50_us: u64,
+    /// 90th percentile, µs.
+    pub p90_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Largest latency, µs.
+    pub max_us: u64,
+    /// Latency histogram: `(upper bound µs, count)`, non-empty buckets in
+    /// ascending order, on the grid of [`latency_bucket`].
+    pub latency: Vec<(u64, u64)>,
+}
+
+impl PoolWindow {
+    /// Failed requests (5xx, proxy errors included).
+    pub fn failed(&self) -> u64 {
+        self.status[4]
+    }
+
+    /// `failed / requests`; 0 without requests.
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.failed() as f64 / self.requests as f64
+        }
+    }
+}
+
+/// The rollout being judged, with every pool's window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Context {
+    /// The service.
+    pub service: String,
+    /// Canary or blue-green.
+    pub strategy: Strategy,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Canary: the step (0-based). Blue-green: 0 before the switch, 1 after.
+    pub step: u32,
+    /// Steps in the plan.
+    pub steps: u32,
+    /// Time in the current step, ms.
+    pub in_step_ms: u64,
+    /// The step's hold, ms (`None` for a pause step).
+    pub hold_ms: Option<u64>,
+    /// The analysis interval, ms.
+    pub interval_ms: u64,
+    /// The pool that had the traffic before.
+    pub baseline: String,
+    /// The pool being rolled out.
+    pub candidate: String,
+    /// Weights in force, by pool.
+    pub weights: Vec<(String, u32)>,
+    /// Blue-green after the switch: the baseline's window just before it.
+    pub pre_switch: Option<PoolWindow>,
+    /// Consecutive faulted ticks of this policy before this one.
+    pub faults: u32,
+    /// Every pool's window.
+    pub pools: Vec<PoolWindow>,
+}
+
+impl Context {
+    /// The window of the pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolWindow> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The baseline's window (empty if the host sent none).
+    pub fn baseline_window(&self) -> PoolWindow {
+        self.pool(&self.baseline).cloned().unwrap_or_else(|| PoolWindow { name: self.baseline.clone(), ..Default::default() })
+    }
+
+    /// The candidate's window (empty if the host sent none).
+    pub fn candidate_window(&self) -> PoolWindow {
+        self.pool(&self.candidate)
+            .cloned()
+            .unwrap_or_else(|| PoolWindow { name: self.candidate.clone(), ..Default::default() })
+    }
+
+    /// Whether the current step's hold has elapsed.
+    pub fn hold_elapsed(&self) -> bool {
+        self.hold_ms.is_some_and(|h| self.in_step_ms >= h)
+    }
+}
+
+/// What the rollout does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Keep the weights; at the end of a hold, wait for more data.
+    Hold,
+    /// Canary: these weights on baseline and candidate now, same step.
+    SetWeights(Vec<(String, u32)>),
+    /// Advance (after the step's hold), switch (blue-green preview), or finish.
+    Promote,
+    /// Roll back, or switch back, at once.
+    Rollback(String),
+}
+
+/// A decision with an explanation for the deployment history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The decision.
+    pub decision: Decision,
+    /// Why (kept up to 1 KiB).
+    pub explanation: Option<String>,
+}
+
+impl Verdict {
+    /// Hold, because `why`.
+    pub fn hold(why: impl Into<String>) -> Self {
+        Verdict { decision: Decision::Hold, explanation: Some(why.into()) }
+    }
+
+    /// Promote, because `why`.
+    pub fn promote(why: impl Into<String>) -> Self {
+        Verdict { decision: Decision::Promote, explanation: Some(why.into()) }
+    }
+
+    /// Roll back with `reason` (also the explanation).
+    pub fn rollback(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Verdict { decision: Decision::Rollback(reason.clone()), explanation: Some(reason) }
+    }
+
+    /// Set the weights, because `why`.
+    pub fn set_weights(weights: &[(&str, u32)], why: impl Into<String>) -> Self {
+        let weights = weights.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect();
+        Verdict { decision: Decision::SetWeights(weights), explanation: Some(why.into()) }
+    }
+}
+
+/// The upper bound (µs) of the histogram bucket holding `us`: values keep
+/// their top four significant bits, so a bucket is at most 1/8 of its value
+/// wide. Host and harness bucket latencies with this.
+pub fn latency_bucket(us: u64) -> u64 {
+    if us < 16 {
+        return us;
+    }
+    let shift = 60 - us.leading_zeros();
+    ((us >> shift) << shift) | ((1 << shift) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::latency_bucket;
+
+    #[test]
+    fn buckets_keep_four_significant_bits() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(15), 15);
+        assert_eq!(latency_bucket(16), 17);
+        assert_eq!(latency_bucket(31), 31);
+        assert_eq!(latency_bucket(32), 35);
+        assert_eq!(latency_bucket(35), 35);
+        assert_eq!(latency_bucket(1000), 1023);
+        for v in [17u64, 999, 123_456, 59_999_999, u64::MAX / 3] {
+            let u = latency_bucket(v);
+            assert!(u >= v && (u - v) as f64 <= v as f64 / 8.0, "{v} -> {u}");
+            assert_eq!(latency_bucket(u), u, "an upper bound is its own bucket");
+        }
+    }
+}

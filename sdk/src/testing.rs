@@ -1,0 +1,159 @@
+//! A native test harness: run a router or policy with `cargo test`, on the
+//! host, without WebAssembly — the same trait code the component runs.
+//!
+//! ```
+//! use switchyard_sdk::testing::{self, Window};
+//! use switchyard_sdk::{Config, Context, Decision, Policy, Verdict};
+//!
+//! struct Strict;
+//! impl Policy for Strict {
+//!     fn init(_: &Config) -> Result<Self, String> { Ok(Strict) }
+//!     fn decide(&self, ctx: &Context) -> Verdict {
+//!         if ctx.candidate_window().error_rate() > 0.01 { Verdict::rollback("errors") } else { Verdict::promote("ok") }
+//!     }
+//! }
+//!
+//! let ctx = testing::canary(
+//!     Window::new("stable").ok(1000).latency_ms(20, 1000),
+//!     Window::new("canary").ok(98).failed(2).latency_ms(20, 100),
+//! );
+//! let verdict = testing::decide::<Strict>("null", &ctx).unwrap();
+//! assert_eq!(verdict.decision, Decision::Rollback("errors".into()));
+//! ```
+
+use crate::policy::{latency_bucket, Phase, Strategy};
+use crate::{Config, Context, Policy, Pools, PoolWindow, Request, Router, Verdict};
+
+/// Builds a router from JSON config and pool names, as the host does.
+pub fn router<R: Router>(config: &str, pools: &[&str]) -> Result<RouterHarness<R>, String> {
+    let pools = Pools::new(pools.iter().map(|p| (*p).to_owned()).collect());
+    Ok(RouterHarness { router: R::init(&Config::new(config), &pools)?, pools })
+}
+
+/// A router with its pools, answering with pool names.
+pub struct RouterHarness<R> {
+    router: R,
+    pools: Pools,
+}
+
+impl<R: Router> RouterHarness<R> {
+    /// The pool name `req` goes to, or `None`. An index outside the pools is
+    /// an error, as the host treats it.
+    pub fn route(&self, req: &Request) -> Result<Option<String>, String> {
+        match self.router.route(req)? {
+            None => Ok(None),
+            Some(p) => match self.pools.name(p) {
+                Some(name) => Ok(Some(name.to_owned())),
+                None => Err(format!("answered pool index {}, beyond the {} pools", p.index(), self.pools.names().len())),
+            },
+        }
+    }
+}
+
+/// Runs one tick of a policy as the host does: `init` with `config` (JSON),
+/// then `decide`.
+pub fn decide<P: Policy>(config: &str, ctx: &Context) -> Result<Verdict, String> {
+    Ok(P::init(&Config::new(config))?.decide(ctx))
+}
+
+/// A canary context at step 1 of 3 with its hold just elapsed, weights
+/// 90/10; adjust the public fields as needed.
+pub fn canary(baseline: Window, candidate: Window) -> Context {
+    let (b, c) = (baseline.build(), candidate.build());
+    Context {
+        service: "checkout".into(),
+        strategy: Strategy::Canary,
+        phase: Phase::Stepping,
+        step: 0,
+        steps: 3,
+        in_step_ms: 60_000,
+        hold_ms: Some(60_000),
+        interval_ms: 1_000,
+        weights: vec![(b.name.clone(), 90), (c.name.clone(), 10)],
+        baseline: b.name.clone(),
+        candidate: c.name.clone(),
+        pre_switch: None,
+        faults: 0,
+        pools: vec![b, c],
+    }
+}
+
+/// A blue-green context just after the switch: the candidate has all
+/// traffic; `pre_switch` is the baseline's window from before it.
+pub fn post_switch(pre_switch: Window, baseline_now: Window, candidate: Window) -> Context {
+    let (b, c) = (baseline_now.build(), candidate.build());
+    Context {
+        service: "checkout".into(),
+        strategy: Strategy::BlueGreen,
+        phase: Phase::PostSwitch,
+        step: 1,
+        steps: 0,
+        in_step_ms: 5_000,
+        hold_ms: None,
+        interval_ms: 1_000,
+        weights: vec![(b.name.clone(), 0), (c.name.clone(), 100)],
+        baseline: b.name.clone(),
+        candidate: c.name.clone(),
+        pre_switch: Some(pre_switch.build()),
+        faults: 0,
+        pools: vec![b, c],
+    }
+}
+
+/// Builds a synthetic [`PoolWindow`].
+#[derive(Clone, Debug)]
+pub struct Window(PoolWindow);
+
+impl Window {
+    /// An empty window for pool `name`.
+    pub fn new(name: &str) -> Self {
+        Window(PoolWindow { name: name.into(), ..Default::default() })
+    }
+
+    /// Adds `n` successful (2xx) requests.
+    pub fn ok(mut self, n: u64) -> Self {
+        self.0.status[1] += n;
+        self.0.requests += n;
+        self
+    }
+
+    /// Adds `n` failed (5xx) requests.
+    pub fn failed(mut self, n: u64) -> Self {
+        self.0.status[4] += n;
+        self.0.requests += n;
+        self
+    }
+
+    /// Adds `n` latencies of `ms` milliseconds to the histogram (requests
+    /// are counted by [`Window::ok`] and [`Window::failed`]).
+    pub fn latency_ms(self, ms: u64, n: u64) -> Self {
+        self.latency_us(ms * 1000, n)
+    }
+
+    /// Adds `n` latencies of `us` microseconds to the histogram.
+    pub fn latency_us(mut self, us: u64, n: u64) -> Self {
+        let upper = latency_bucket(us);
+        match self.0.latency.binary_search_by_key(&upper, |&(u, _)| u) {
+            Ok(i) => self.0.latency[i].1 += n,
+            Err(i) => self.0.latency.insert(i, (upper, n)),
+        }
+        self
+    }
+
+    /// The window, with percentiles computed from the histogram.
+    pub fn build(mut self) -> PoolWindow {
+        let total: u64 = self.0.latency.iter().map(|&(_, n)| n).sum();
+        let at = |q: f64| {
+            let target = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            self.0.latency.iter().find(|&&(_, n)| {
+                seen += n;
+                seen >= target
+            })
+        };
+        let q = |v: f64| at(v).map_or(0, |&(u, _)| u);
+        (self.0.p50_us, self.0.p90_us, self.0.p99_us, self.0.p999_us) = (q(0.5), q(0.9), q(0.99), q(0.999));
+        self.0.max_us = self.0.latency.last().map_or(0, |&(u, _)| u);
+        self.0
+    }
+}
