@@ -161,15 +161,79 @@ impl Control {
             Some(s) => s.weights().map_err(|e| ControlError::Internal(e.to_string()))?,
             None => Default::default(),
         };
+        let uploaded = match &self.store {
+            Some(s) => s.plugins().map_err(|e| ControlError::Internal(e.to_string()))?,
+            None => Default::default(),
+        };
+        let plugins = match crate::plugin::load_all(&new.plugins, &uploaded, &self.shared.plugins.map()) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+        };
         let current = self.shared.snapshot.load_full();
-        let next = Snapshot::build(&new, &self.shared.stats, Some(&current), &overrides);
+        let next = match Snapshot::build(&new, &self.shared.stats, Some(&current), &overrides, &plugins) {
+            Ok(n) => n,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+        };
         let names = |c: &Config| c.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         ev.old = serde_json::json!({ "services": names(&old) });
         ev.new = serde_json::json!({ "services": names(&new) });
         ev.message = format!("config reloaded from {}: {} service(s)", path.display(), new.services.len());
         let ev = self.commit(None, ev)?;
+        self.shared.plugins.replace(plugins);
         self.shared.snapshot.store(Arc::new(next));
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        tracing::info!(actor, "{}", ev.message);
+        Ok(ev)
+    }
+
+    /// Loads (or replaces) plugin `name` from component bytes. The new
+    /// version is compiled and tried, every rule using it is bound again
+    /// (instantiated, `init`, a trial `route`) into a new snapshot, and only
+    /// then is it stored, recorded and swapped in. Refused: the version in
+    /// force keeps serving.
+    pub async fn load_plugin(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Event, ControlError> {
+        let _w = self.writes.lock().await;
+        let mut ev = event("plugin-load", None, actor, reason);
+        let sha = crate::plugin::sha256(bytes);
+        ev.new = serde_json::json!({ "name": name, "sha256": sha, "bytes": bytes.len() });
+        if !crate::plugin::valid_name(name) {
+            let msg = format!("`{name}`: a plugin name is 1 to 64 letters, digits, `-` or `_`");
+            return Err(self.refuse(ev, ControlError::BadRequest(msg)));
+        }
+        let config = self.config();
+        let old = self.shared.plugins.get(name);
+        let default_config = config
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.config.clone())
+            .unwrap_or(serde_json::Value::Null);
+        let plugin = match crate::plugin::Plugin::load(name, bytes, "admin API", default_config) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
+        };
+        let mut map = self.shared.plugins.map();
+        map.insert(name.to_owned(), plugin.clone());
+        let current = self.shared.snapshot.load_full();
+        let next = match Snapshot::build(&config, &self.shared.stats, Some(&current), &current.api_weights(), &map) {
+            Ok(n) => n,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+        };
+        ev.old = old.as_ref().map_or(serde_json::Value::Null, |o| serde_json::json!({ "sha256": o.sha256 }));
+        ev.new["kind"] = serde_json::json!(plugin.kind);
+        ev.message = match &old {
+            Some(o) => format!("plugin {name} replaced: {} → {} ({:?})", short(&o.sha256), short(&sha), plugin.kind),
+            None => format!("plugin {name} loaded: {} ({:?})", short(&sha), plugin.kind),
+        };
+        let ev = self.commit(Some(Change::Plugin(name, bytes)), ev)?;
+        self.shared.plugins.insert(plugin);
+        self.shared.snapshot.store(Arc::new(next));
         tracing::info!(actor, "{}", ev.message);
         Ok(ev)
     }
@@ -340,6 +404,10 @@ pub async fn watch_flags(control: Arc<Control>, file: PathBuf) {
             let _ = control.reload_flags("flags-file").await;
         }
     }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
 }
 
 fn weight_map(names: &[String], weights: &[u32]) -> WeightMap {

@@ -2,7 +2,7 @@
 //! by default, `--json` for scripts; any failure exits non-zero with the
 //! server's message on stderr.
 
-use crate::admin::api::{ErrorBody, ServiceView, StatsView};
+use crate::admin::api::{ErrorBody, PluginView, ServiceView, StatsView};
 use crate::state::Event;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
@@ -78,6 +78,12 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: Option<FlagsCommand>,
     },
+    /// WebAssembly plugins: list them (calls, faults, call times), or load one.
+    Plugins {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        command: Option<PluginsCommand>,
+    },
     /// Start, watch and move rollouts.
     Rollout {
         /// What to do.
@@ -116,6 +122,22 @@ pub enum FlagsCommand {
     Reset {
         /// The flag key.
         key: String,
+    },
+}
+
+/// `switchyard ctl plugins` commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PluginsCommand {
+    /// Load or replace a plugin from a component file; the running version
+    /// keeps serving if the new one is refused.
+    Load {
+        /// The plugin's name (as rules and policies name it).
+        name: String,
+        /// The `.wasm` component.
+        file: std::path::PathBuf,
+        /// Why, recorded in the history.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -233,6 +255,35 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Rollout { command } => rollout(&c, command, json).await,
         CtlCommand::Flags { command } => flags(&c, command, json).await,
+        CtlCommand::Plugins { command: None } => {
+            let body = c.call(Method::GET, "/v1/plugins", None, None).await?;
+            if json {
+                return print_raw(&body);
+            }
+            let mut rows = vec![["PLUGIN", "KIND", "SHA256", "LOADED", "CALLS", "FAULTS", "MEAN µs", "P99 µs", "SOURCE"]
+                .map(String::from)
+                .to_vec()];
+            for p in serde_json::from_slice::<Vec<PluginView>>(&body)? {
+                rows.push(vec![
+                    p.name,
+                    p.kind,
+                    p.sha256.chars().take(12).collect(),
+                    p.loaded_at,
+                    p.calls.to_string(),
+                    p.faults.to_string(),
+                    format!("{:.2}", p.mean_us),
+                    format!("{:.1}", p.p99_us),
+                    p.source,
+                ]);
+            }
+            print_table(&rows);
+            Ok(())
+        }
+        CtlCommand::Plugins { command: Some(PluginsCommand::Load { name, file, reason }) } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let body = c.call(Method::PUT, &format!("/v1/plugins/{name}"), Some(bytes), reason.as_deref()).await?;
+            print_event(&body, json)
+        }
         CtlCommand::Reload { reason } => {
             let body = c.call(Method::POST, "/v1/config/reload", None, reason.as_deref()).await?;
             print_event(&body, json)
@@ -531,7 +582,9 @@ impl Client {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let mut req = Request::builder().method(method.clone()).uri(path).header(header::HOST, &self.addr);
-        if method != Method::GET {
+        if method == Method::PUT && path.starts_with("/v1/plugins/") {
+            req = req.header(header::CONTENT_TYPE, "application/wasm");
+        } else if method != Method::GET {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         if let Some(t) = &self.token {

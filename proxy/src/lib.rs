@@ -42,6 +42,7 @@ pub mod headers;
 pub mod listener;
 pub mod logging;
 pub mod path;
+pub mod plugin;
 pub mod pool;
 pub mod rollout;
 pub mod snapshot;
@@ -88,6 +89,9 @@ pub struct Shared {
     pub flags: ArcSwap<flags::FlagSet>,
     /// Evaluation-context attributes taken from each request.
     pub flag_context: Vec<(String, config::AttrSource)>,
+    /// The WebAssembly plugins in force (control path; routers are reached
+    /// through the snapshot).
+    pub plugins: plugin::Registry,
 }
 
 /// How a proxy runs, beyond its config file.
@@ -120,9 +124,13 @@ pub struct Bound {
     control: Arc<Control>,
 }
 
-/// Everything `switchyard check` verifies beyond [`Config::load`]: that every
-/// listener's certificates and keys load and match.
+/// Everything `switchyard check` verifies beyond [`Config::load`]: that the
+/// flag file loads, every listener's certificates and keys load and match,
+/// and every plugin file compiles and passes its trial call.
 pub fn check(config: &Config) -> Result<(), Error> {
+    let with_path: Vec<_> = config.plugins.iter().filter(|p| p.path.is_some()).cloned().collect();
+    plugin::load_all(&with_path, &Default::default(), &Default::default())
+        .map_err(|e| Error::Config(format!("config: {e}")))?;
     if let Some(f) = &config.flags {
         control::load_flags(&f.file, &Default::default())
             .map_err(|e| Error::Config(format!("config: flags.file: {e}")))?;
@@ -152,7 +160,16 @@ impl Proxy {
         for (service, weights) in &overrides {
             tracing::info!(service = %service, weights = ?weights, "using weights set through the admin API (state store), not the config file's");
         }
-        let snapshot = Snapshot::build(&config, &stats, None, &overrides);
+        let uploaded = match &store {
+            Some(s) => s.plugins()?,
+            None => Default::default(),
+        };
+        let plugins = plugin::load_all(&config.plugins, &uploaded, &Default::default())
+            .map_err(|e| Error::Config(format!("config: {e}")))?;
+        let snapshot = Snapshot::build(&config, &stats, None, &overrides, &plugins)
+            .map_err(|e| Error::Config(format!("config: {e}")))?;
+        let registry = plugin::Registry::default();
+        registry.replace(plugins);
         let flag_overrides = match &store {
             Some(s) => s.flag_overrides()?,
             None => Default::default(),
@@ -172,6 +189,7 @@ impl Proxy {
             draining: AtomicBool::new(false),
             flags: ArcSwap::from_pointee(flag_set),
             flag_context: config.flags.as_ref().map(|f| f.context.clone()).unwrap_or_default(),
+            plugins: registry,
         });
         let control = Arc::new(Control::new(shared, store, config.clone(), options.config_path));
         Ok(Self { config, control })

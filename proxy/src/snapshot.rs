@@ -10,12 +10,14 @@
 //! prefix, matched on whole path segments.
 
 use crate::config::{Config, HostMatch, ServiceConfig};
+use crate::plugin::router::RouterBinding;
+use crate::plugin::Plugin;
 use crate::pool::Pool;
 use crate::split::Split;
 use crate::state::WeightMap;
 use crate::stats::Stats;
 use http::HeaderValue;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,12 +66,18 @@ impl Snapshot {
     /// new pools start their health checks, so this must run inside a tokio
     /// runtime. `overrides` are weights set at run time, by service; one that
     /// no longer fits the service's pools is ignored (and logged).
+    ///
+    /// Router rules are bound to `plugins`: a binding from `previous` with the
+    /// same plugin version, config and pools is kept (with the workers' warm
+    /// instances); a new one is instantiated and tried first. The error names
+    /// the rule that cannot be bound.
     pub fn build(
         cfg: &Config,
         stats: &Stats,
         previous: Option<&Snapshot>,
         overrides: &HashMap<String, WeightMap>,
-    ) -> Self {
+        plugins: &BTreeMap<String, Arc<Plugin>>,
+    ) -> Result<Self, String> {
         let services = cfg
             .services
             .iter()
@@ -98,10 +106,13 @@ impl Snapshot {
                         Err(e) => tracing::warn!(service = %s.name, error = %e, "ignoring stored weights that no longer fit the service"),
                     }
                 }
-                Arc::new(Service::new(config, pools, from_api))
+                let names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
+                let routers = bind_routers(&config, &names, old.map(|o| &o.split), plugins)?;
+                let split = Split::new(&config.split, &names, routers);
+                Ok(Arc::new(Service::new(config, pools, split, from_api)))
             })
-            .collect();
-        Self::index(services)
+            .collect::<Result<_, String>>()?;
+        Ok(Self::index(services))
     }
 
     /// This snapshot with one service's weights replaced; `None` if there is
@@ -118,7 +129,8 @@ impl Snapshot {
                 found = true;
                 let mut config = s.config.clone();
                 config.split.weights = weights.clone();
-                Arc::new(Service::new(config, s.pools.to_vec(), from_api))
+                let split = s.split.with_weights(&weights, &s.pool_names());
+                Arc::new(Service::new(config, s.pools.to_vec(), split, from_api))
             })
             .collect();
         found.then(|| Self::index(services))
@@ -167,6 +179,16 @@ impl Snapshot {
         in_group(&self.any_host)
     }
 
+    /// The weights set at run time (admin API, rollouts), by service: what
+    /// a rebuild from the config must keep.
+    pub fn api_weights(&self) -> HashMap<String, WeightMap> {
+        self.services
+            .iter()
+            .filter(|s| s.weights_from_api)
+            .map(|s| (s.name.clone(), s.pool_names().into_iter().zip(s.split.weights().iter().copied()).collect()))
+            .collect()
+    }
+
     /// All services in config order.
     pub fn services(&self) -> &[Arc<Service>] {
         &self.services
@@ -178,6 +200,32 @@ impl Snapshot {
     }
 }
 
+/// Binds the service's router rules, keeping `old`'s bindings where nothing changed.
+fn bind_routers(
+    s: &ServiceConfig,
+    pools: &[String],
+    old: Option<&Split>,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+) -> Result<Vec<Arc<RouterBinding>>, String> {
+    let mut out = Vec::new();
+    for (i, rule) in s.split.rules.iter().enumerate() {
+        let Some(pr) = &rule.plugin else { continue };
+        let at = format!("service `{}`, split.rules[{i}]", s.name);
+        let plugin = plugins.get(&pr.name).ok_or_else(|| format!("{at}: plugin `{}` is not loaded", pr.name))?;
+        if plugin.kind != crate::plugin::Kind::Router {
+            return Err(format!("{at}: plugin `{}` is a policy, not a router", pr.name));
+        }
+        let config = pr.config.as_ref().unwrap_or(&plugin.config);
+        let kept = old.and_then(|o| o.routers().find(|b| b.same(plugin, config, pools)));
+        out.push(match kept {
+            Some(b) => b.clone(),
+            None => RouterBinding::new(plugin.clone(), config, pools.to_vec(), &pr.headers, &pr.cookies)
+                .map_err(|e| format!("{at}: {e}"))?,
+        });
+    }
+    Ok(out)
+}
+
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
         && (prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
@@ -186,7 +234,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 // === impl Service ===
 
 impl Service {
-    fn new(config: ServiceConfig, pools: Vec<Arc<Pool>>, weights_from_api: bool) -> Self {
+    fn new(config: ServiceConfig, pools: Vec<Arc<Pool>>, split: Split, weights_from_api: bool) -> Self {
         let names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
         Self {
             name: config.name.clone(),
@@ -196,7 +244,7 @@ impl Service {
                 .iter()
                 .map(|n| HeaderValue::from_str(n).unwrap_or(HeaderValue::from_static("invalid")))
                 .collect(),
-            split: Split::new(&config.split, &names),
+            split,
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             max_request_body: config.max_request_body,
@@ -228,7 +276,8 @@ services:
   - { name: fallback, match: { path_prefix: /img }, pools: { p: { endpoints: ["127.0.0.1:1"] } } }
 "#;
         let stats = Stats::new(std::time::Duration::from_secs(30), std::time::Duration::from_secs(1));
-        Snapshot::build(&Config::from_yaml(yaml, Path::new(".")).unwrap(), &stats, None, &HashMap::new())
+        Snapshot::build(&Config::from_yaml(yaml, Path::new(".")).unwrap(), &stats, None, &HashMap::new(), &BTreeMap::new())
+            .unwrap()
     }
 
     fn name(s: &Snapshot, host: &str, path: &str) -> Option<String> {

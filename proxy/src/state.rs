@@ -3,8 +3,9 @@
 //!
 //! An embedded redb database in `state.dir`: one file, ACID, each commit
 //! fsynced before it returns, so a change is on disk before the admin API
-//! answers. Two tables: `weights` (service → its weights, as JSON) and
-//! `events` (sequence number → event, as JSON). New events are also
+//! answers. Tables: `weights` (service → its weights, as JSON), `flags`
+//! (flag overrides), `rollouts` (progress), `plugins` (uploaded components)
+//! and `events` (sequence number → event, as JSON). New events are also
 //! broadcast for `GET /v1/events?follow=1`. Everything here runs on the
 //! control path.
 
@@ -19,6 +20,7 @@ const WEIGHTS: TableDefinition<&str, &str> = TableDefinition::new("weights");
 const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
 const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
 const FLAGS: TableDefinition<&str, &str> = TableDefinition::new("flags");
+const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
 
 /// A run-time change stored with its event.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +29,8 @@ pub enum Change<'a> {
     Weights(&'a str, Option<&'a WeightMap>),
     /// A flag's override: set (`Some`) or back to the file's (`None`).
     Flag(&'a str, Option<&'a serde_json::Value>),
+    /// A plugin's component bytes, uploaded through the admin API.
+    Plugin(&'a str, &'a [u8]),
 }
 
 /// Weights by pool name.
@@ -86,6 +90,7 @@ impl StateStore {
         tx.open_table(EVENTS).map_err(db_err)?;
         tx.open_table(ROLLOUTS).map_err(db_err)?;
         tx.open_table(FLAGS).map_err(db_err)?;
+        tx.open_table(PLUGINS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db, events: broadcast::channel(1024).0 })
     }
@@ -98,6 +103,18 @@ impl StateStore {
     /// Flag overrides set at run time, by flag key.
     pub fn flag_overrides(&self) -> Result<BTreeMap<String, serde_json::Value>, Error> {
         self.json_table(FLAGS)
+    }
+
+    /// Plugins uploaded through the admin API: name → component bytes.
+    pub fn plugins(&self) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(PLUGINS).map_err(db_err)?;
+        let mut out = BTreeMap::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            out.insert(k.value().to_owned(), v.value().to_vec());
+        }
+        Ok(out)
     }
 
     fn json_table<C: FromIterator<(String, T)>, T: serde::de::DeserializeOwned>(
@@ -125,6 +142,10 @@ impl StateStore {
                     (Some(WEIGHTS), k, w.map(serde_json::to_string).transpose().map_err(db_err)?)
                 }
                 Some(Change::Flag(k, f)) => (Some(FLAGS), k, f.map(serde_json::to_string).transpose().map_err(db_err)?),
+                Some(Change::Plugin(k, bytes)) => {
+                    tx.open_table(PLUGINS).map_err(db_err)?.insert(k, bytes).map_err(db_err)?;
+                    (None, "", None)
+                }
             };
             if let Some(def) = def {
                 let mut table = tx.open_table(def).map_err(db_err)?;

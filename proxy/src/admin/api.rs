@@ -94,3 +94,28 @@ pub struct StatsView {
     /// Per pool, since the proxy started.
     pub lifetime: BTreeMap<String, PoolStatsView>,
 }
+
+/// One plugin (`GET /v1/plugins`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PluginView {
+    /// Name.
+    pub name: String,
+    /// `router` or `policy`.
+    pub kind: String,
+    /// Hex SHA-256 of the component in force.
+    pub sha256: String,
+    /// When it was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// A file path, or `admin API`.
+    pub source: String,
+    /// Calls since it was loaded (trial calls included).
+    pub calls: u64,
+    /// Faults since it was loaded.
+    pub faults: u64,
+    /// Faults by kind: `trap`, `deadline`, `memory`, `error`, `nonsense`.
+    pub faults_by_kind: BTreeMap<String, u64>,
+    /// Mean call time, µs.
+    pub mean_us: f64,
+    /// 99th percentile call time, µs.
+    pub p99_us: f64,
+}

@@ -52,6 +52,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/flags/{key}"),
     ("GET", "/v1/events"),
     ("POST", "/v1/config/reload"),
+    ("GET", "/v1/plugins"),
+    ("GET", "/v1/plugins/{name}"),
+    ("PUT", "/v1/plugins/{name}"),
 ];
 
 const MAX_BODY: usize = 1 << 20;
@@ -219,6 +222,8 @@ impl Admin {
             ["v1", "config", "reload"] => &[Method::POST],
             ["v1", "flags"] => &[Method::GET],
             ["v1", "flags", _] => &[Method::PUT, Method::DELETE],
+            ["v1", "plugins"] => &[Method::GET],
+            ["v1", "plugins", _] => &[Method::GET, Method::PUT],
             _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
         };
         if !allowed.contains(&method) {
@@ -251,14 +256,23 @@ impl Admin {
             .or(token_name)
             .unwrap_or_else(|| "anonymous".to_owned());
         let reason = req.headers().get("x-switchyard-reason").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        if is_write && !is_json(req.headers()) {
+        // Plugin uploads are Wasm bytes; every other write is JSON. Neither is
+        // a type a cross-site form can send.
+        let upload = matches!(segs.as_slice(), ["v1", "plugins", _]) && method == Method::PUT;
+        if upload && !is_content_type(req.headers(), &["application/wasm", "application/octet-stream"]) {
+            let msg = "plugin uploads need Content-Type: application/wasm (or application/octet-stream)";
+            return (error(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg), false);
+        }
+        if is_write && !upload && !is_content_type(req.headers(), &["application/json"]) {
             return (error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "writes need Content-Type: application/json"), false);
         }
         let query = req.uri().query().unwrap_or("").to_owned();
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        let limit = if upload { crate::plugin::MAX_SIZE } else { MAX_BODY };
+        let body = match Limited::new(req.into_body(), limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return (error(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 1 MiB"), false)
+                let msg = format!("the body is larger than {} MiB", limit >> 20);
+                return (error(StatusCode::PAYLOAD_TOO_LARGE, msg), false);
             }
             Err(e) => return (error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")), false),
         };
@@ -379,6 +393,17 @@ impl Admin {
                     Err(e) => return (e.into(), false),
                 }
             }
+            (Method::GET, ["v1", "plugins"]) => {
+                json(StatusCode::OK, &c.shared.plugins.all().iter().map(|p| plugin_view(p)).collect::<Vec<_>>())
+            }
+            (Method::GET, ["v1", "plugins", name]) => match c.shared.plugins.get(name) {
+                Some(p) => json(StatusCode::OK, &plugin_view(&p)),
+                None => error(StatusCode::NOT_FOUND, format!("no plugin named `{name}`")),
+            },
+            (Method::PUT, ["v1", "plugins", name]) => match c.load_plugin(name, &body, &actor, reason).await {
+                Ok(ev) => json(StatusCode::OK, &ev),
+                Err(e) => e.into(),
+            },
             _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         };
         // Writes that got this far were recorded by the control path.
@@ -492,11 +517,27 @@ impl Admin {
     }
 }
 
-fn is_json(h: &HeaderMap) -> bool {
+fn is_content_type(h: &HeaderMap, types: &[&str]) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|v| types.iter().any(|t| v.trim().eq_ignore_ascii_case(t)))
+}
+
+fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
+    let s = p.calls.summary();
+    PluginView {
+        name: p.name.clone(),
+        kind: format!("{:?}", p.kind).to_lowercase(),
+        sha256: p.sha256.clone(),
+        loaded_at: p.loaded_at.clone(),
+        source: p.source.clone(),
+        calls: s.calls,
+        faults: s.faults,
+        faults_by_kind: s.faults_by_kind.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        mean_us: s.mean_us,
+        p99_us: s.p99_us,
+    }
 }
 
 fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
@@ -547,9 +588,16 @@ fn service_view(s: &crate::snapshot::Service) -> ServiceView {
             .rules
             .iter()
             .map(|r| {
+                if let Some(p) = &r.plugin {
+                    return format!("plugin {} → its choice", p.name);
+                }
                 let mut conds: Vec<String> =
                     r.headers.iter().map(|(k, v)| format!("header {k}={}", v.to_str().unwrap_or("?"))).collect();
                 conds.extend(r.cookies.iter().map(|(k, v)| format!("cookie {k}={v}")));
+                conds.extend(r.flag.iter().map(|f| match &f.variant {
+                    Some(v) => format!("flag {}={v}", f.key),
+                    None => format!("flag {}", f.key),
+                }));
                 format!("{} → {}", conds.join(" and "), names.get(r.pool).map_or("?", String::as_str))
             })
             .collect(),

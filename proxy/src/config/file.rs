@@ -21,6 +21,16 @@ pub(crate) struct FileConfig {
     pub state: Option<FileState>,
     pub stats: Option<FileStats>,
     pub flags: Option<FileFlags>,
+    #[serde(default)]
+    pub plugins: Vec<FilePlugin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilePlugin {
+    pub name: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    pub config: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +172,15 @@ pub(crate) struct FileAnalysis {
     pub success: FileSuccess,
     #[serde(default)]
     pub rollback_when: FileRollbackWhen,
+    pub policy: Option<FilePolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilePolicy {
+    pub plugin: String,
+    pub config: Option<serde_json::Value>,
+    pub max_faults: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,8 +267,14 @@ pub(crate) struct FileSticky {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileRule {
     #[serde(rename = "match")]
-    pub matcher: Spanned<FileRuleMatch>,
-    pub pool: Spanned<String>,
+    pub matcher: Option<Spanned<FileRuleMatch>>,
+    pub pool: Option<Spanned<String>>,
+    pub plugin: Option<Spanned<String>>,
+    pub config: Option<serde_json::Value>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub cookies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,6 +38,32 @@ pub struct Config {
     pub stats: StatsConfig,
     /// Feature flags, when configured.
     pub flags: Option<FlagsConfig>,
+    /// WebAssembly plugins by name, in file order.
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// A plugin named in the `plugins` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginConfig {
+    /// The name rules and policies use.
+    pub name: String,
+    /// The component file; `None`: loaded through the admin API only.
+    pub path: Option<PathBuf>,
+    /// Its default configuration (JSON), passed to `init`.
+    pub config: serde_json::Value,
+}
+
+/// A rule that asks a router plugin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginRule {
+    /// The plugin's name.
+    pub name: String,
+    /// Configuration for this rule (the plugin's default when not given).
+    pub config: Option<serde_json::Value>,
+    /// Headers passed to the plugin, beyond those it asks for.
+    pub headers: Vec<HeaderName>,
+    /// Cookies passed to the plugin, beyond those it asks for.
+    pub cookies: Vec<String>,
 }
 
 /// Feature flags: a flagd definition file and how requests become evaluation contexts.
@@ -284,8 +310,10 @@ pub struct RuleConfig {
     pub cookies: Vec<(String, String)>,
     /// A flag that must resolve to `true` (or to the named variant).
     pub flag: Option<FlagCondition>,
-    /// Index of the target pool in the service's pools.
+    /// Index of the target pool in the service's pools (unused by plugin rules).
     pub pool: usize,
+    /// A router plugin that chooses the pool (the rule has no conditions then).
+    pub plugin: Option<PluginRule>,
 }
 
 /// A rule's flag condition.
@@ -470,7 +498,49 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
             )));
         }
     }
-    Ok(Config { listeners, server, services, admin, state_dir, stats, flags })
+    let plugins = validate_plugins(file.plugins, base)?;
+    let known = |name: &str| plugins.iter().any(|p| p.name == name);
+    for (i, s) in services.iter().enumerate() {
+        for (j, r) in s.split.rules.iter().enumerate() {
+            if let Some(pr) = r.plugin.as_ref().filter(|pr| !known(&pr.name)) {
+                return Err(Error::Config(format!(
+                    "config: services[{i}].split.rules[{j}].plugin: no plugin named `{}` in the `plugins` section",
+                    pr.name
+                )));
+            }
+        }
+        if let Some(pol) = s.rollout.as_ref().and_then(|r| r.analysis.policy.as_ref()).filter(|p| !known(&p.plugin)) {
+            return Err(Error::Config(format!(
+                "config: services[{i}].rollout.analysis.policy.plugin: no plugin named `{}` in the `plugins` section",
+                pol.plugin
+            )));
+        }
+    }
+    Ok(Config { listeners, server, services, admin, state_dir, stats, flags, plugins })
+}
+
+fn validate_plugins(list: Vec<FilePlugin>, base: &Path) -> Result<Vec<PluginConfig>, Error> {
+    let mut out: Vec<PluginConfig> = Vec::new();
+    for (i, f) in list.into_iter().enumerate() {
+        let p = format!("plugins[{i}]");
+        let name = f.name.value;
+        if !crate::plugin::valid_name(&name) {
+            return Err(fail(
+                format!("{p}.name"),
+                &f.name.referenced,
+                format!("`{name}`: a plugin name is 1 to 64 letters, digits, `-` or `_`"),
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(fail(format!("{p}.name"), &f.name.referenced, format!("duplicate plugin name `{name}`")));
+        }
+        out.push(PluginConfig {
+            name,
+            path: f.path.map(|s| base.join(s.value)),
+            config: f.config.unwrap_or(serde_json::Value::Null),
+        });
+    }
+    Ok(out)
 }
 
 fn validate_flags(f: FileFlags, base: &Path) -> Result<FlagsConfig, Error> {
@@ -658,15 +728,35 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
     let mut rules = Vec::new();
     for (i, r) in split.rules.into_iter().enumerate() {
         let rp = format!("{p}.split.rules[{i}]");
-        let pool = index(&r.pool.value).ok_or_else(|| {
+        let (matcher, pool) = match (r.matcher, r.pool, r.plugin) {
+            (Some(m), Some(pool), None) if r.config.is_none() && r.headers.is_empty() && r.cookies.is_empty() => (m, pool),
+            (None, None, Some(plugin)) => {
+                let mut headers = Vec::new();
+                for h in &r.headers {
+                    headers.push(HeaderName::try_from(h.as_str()).map_err(|_| {
+                        fail(format!("{rp}.headers"), &plugin.referenced, format!("`{h}` is not a valid header name"))
+                    })?);
+                }
+                let plugin =
+                    PluginRule { name: plugin.value, config: r.config, headers, cookies: r.cookies };
+                rules.push(RuleConfig { headers: vec![], cookies: vec![], flag: None, pool: 0, plugin: Some(plugin) });
+                continue;
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "config: {rp}: a rule is `{{ match: {{...}}, pool: NAME }}` or `{{ plugin: NAME, config: {{...}}, headers: [...], cookies: [...] }}`"
+                )))
+            }
+        };
+        let pool = index(&pool.value).ok_or_else(|| {
             fail(
                 format!("{rp}.pool"),
-                &r.pool.referenced,
-                format!("unknown pool `{}` (pools: {})", r.pool.value, pool_names.join(", ")),
+                &pool.referenced,
+                format!("unknown pool `{}` (pools: {})", pool.value, pool_names.join(", ")),
             )
         })?;
-        let at = &r.matcher.referenced;
-        let m = r.matcher.value;
+        let at = &matcher.referenced;
+        let m = matcher.value;
         if m.header.is_empty() && m.cookie.is_empty() && m.flag.is_none() {
             return Err(fail(format!("{rp}.match"), at, "give at least one `header`, `cookie` or `flag` condition"));
         }
@@ -682,7 +772,7 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
                 .map_err(|_| fail(format!("{rp}.match.header.{k}"), at, "not a valid header value"))?;
             headers.push((name, value));
         }
-        rules.push(RuleConfig { headers, cookies: m.cookie.into_iter().collect(), flag, pool });
+        rules.push(RuleConfig { headers, cookies: m.cookie.into_iter().collect(), flag, pool, plugin: None });
     }
 
     let weights = match split.weights {

@@ -80,6 +80,20 @@ pub struct Analysis {
     pub success: Success,
     /// When to roll back at once.
     pub rollback_when: RollbackWhen,
+    /// A policy plugin that decides instead of the thresholds.
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
+}
+
+/// `analysis.policy`: a policy plugin and its configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    /// The plugin's name (in the `plugins` section).
+    pub plugin: String,
+    /// Its configuration, passed to `init` (the plugin's default when `None`).
+    pub config: Option<serde_json::Value>,
+    /// Consecutive faulted ticks after which the rollout rolls back.
+    pub max_faults: u32,
 }
 
 /// A validated rollout plan.
@@ -215,6 +229,15 @@ fn validate_analysis(a: FileAnalysis, p: &str, at: &Location) -> Result<Analysis
             )?,
             p99_vs_baseline_above: ratio(a.rollback_when.p99_vs_baseline_above, "rollback_when.p99_vs_baseline_above")?,
             min_requests: a.rollback_when.min_requests.unwrap_or(10),
+        },
+        policy: match a.policy {
+            None => None,
+            Some(pol) => {
+                if pol.max_faults == Some(0) {
+                    return Err(fail(format!("{p}.analysis.policy.max_faults"), at, "must be at least 1"));
+                }
+                Some(PolicyConfig { plugin: pol.plugin, config: pol.config, max_faults: pol.max_faults.unwrap_or(3) })
+            }
         },
     })
 }

@@ -17,6 +17,18 @@ pub enum Verdict {
     Fail(String),
     /// Too few requests to judge.
     Inconclusive(String),
+    /// A policy plugin (or its repeated faults) orders a rollback now; the
+    /// text is the whole reason.
+    Rollback(String),
+}
+
+impl Verdict {
+    /// The explanation.
+    pub fn why(&self) -> &str {
+        match self {
+            Verdict::Breach(w) | Verdict::Pass(w) | Verdict::Fail(w) | Verdict::Inconclusive(w) | Verdict::Rollback(w) => w,
+        }
+    }
 }
 
 /// Judges `candidate` against the thresholds and against `baseline`.
@@ -130,6 +142,7 @@ mod tests {
                 min_requests: 10,
                 ..Default::default()
             },
+            policy: None,
         }
     }
 

@@ -8,7 +8,9 @@
 use super::analysis::{judge, Verdict};
 use super::machine::{Action, Rollout};
 use super::notify;
-use crate::config::rollout::RolloutPlan;
+use crate::config::rollout::{PolicyConfig, RolloutPlan, Strategy};
+use crate::plugin::policy::{Answer, Decision, Input, Stage};
+use crate::plugin::{Fault, Kind};
 use crate::control::{Control, ControlError};
 use crate::state::{event, WeightMap};
 use std::sync::Arc;
@@ -48,6 +50,7 @@ pub async fn start(
     let plan = plan.or_else(|| svc.config.rollout.clone()).ok_or_else(|| {
         ControlError::BadRequest(format!("service `{service}` has no `rollout` section: send a plan in the body"))
     })?;
+    check_policy(ctrl, service, &plan).await?;
     let mut active = ctrl.rollouts.lock().await;
     if let Some(h) = active.get(service) {
         if !h.lock().await.is_done() {
@@ -151,13 +154,17 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
         if r.is_done() {
             return;
         }
-        let verdict = analyse(&ctrl, &r);
+        let (verdict, weight) = match r.plan.analysis.policy.clone() {
+            None => (analyse(&ctrl, &r), None),
+            Some(policy) => consult(&ctrl, &mut r, &policy, elapsed).await,
+        };
         let before = r.clone();
         let progress_before = before.in_step_ms;
-        let action = r.tick(elapsed, &verdict);
-        let why = match &verdict {
-            Verdict::Breach(w) | Verdict::Pass(w) | Verdict::Fail(w) | Verdict::Inconclusive(w) => w.clone(),
-        };
+        let mut action = r.tick(elapsed, &verdict);
+        if let (Action::None, Some(w)) = (&action, weight) {
+            action = r.set_weight(w);
+        }
+        let why = verdict.why().to_owned();
         if action != Action::None {
             r.record(describe(&action), why);
             if let Err(e) = apply(&ctrl, &mut r, &action, "rollout").await {
@@ -201,6 +208,121 @@ fn analyse(ctrl: &Control, r: &Rollout) -> Verdict {
     judge(&r.plan.analysis, &stats.recent(c, window), &stats.recent(b, window))
 }
 
+/// Asks the rollout's policy plugin for this tick's verdict (and, for a
+/// `set-weights`, the candidate's new percentage). Fail-closed: a fault holds
+/// the tick, and `max_faults` faulted ticks in a row roll back; nothing but a
+/// well-formed `promote` ever passes.
+async fn consult(ctrl: &Control, r: &mut Rollout, policy: &PolicyConfig, elapsed_ms: u64) -> (Verdict, Option<u32>) {
+    let name = &policy.plugin;
+    let answer = match policy_input(ctrl, r, elapsed_ms) {
+        Err(why) => return (Verdict::Inconclusive(why), None),
+        Ok(input) => match ctrl.shared.plugins.get(name).filter(|p| p.kind == Kind::Policy) {
+            None => Err(Fault::Nonsense(format!("no policy plugin named `{name}` is loaded"))),
+            Some(plugin) => {
+                let config = policy.config.as_ref().unwrap_or(&plugin.config).to_string();
+                let answer = crate::plugin::policy::decide_blocking(plugin, config, input).await;
+                answer.and_then(|a| check_answer(a, r))
+            }
+        },
+    };
+    match answer {
+        Ok((verdict, weight)) => {
+            r.policy_faults = 0;
+            (verdict, weight)
+        }
+        Err(fault) => {
+            r.policy_faults += 1;
+            let n = r.policy_faults;
+            if n >= policy.max_faults {
+                let why = format!("policy plugin {name} faulted {n} ticks in a row (last: {fault}); failing closed");
+                (Verdict::Rollback(why), None)
+            } else {
+                (Verdict::Inconclusive(format!("policy plugin {name} faulted ({n} of {}): {fault}", policy.max_faults)), None)
+            }
+        }
+    }
+}
+
+/// Turns a policy's answer into a verdict, refusing nonsense.
+fn check_answer(a: Answer, r: &Rollout) -> Result<(Verdict, Option<u32>), Fault> {
+    let why = |default: &str| a.explanation.clone().unwrap_or_else(|| default.to_owned());
+    Ok(match a.decision {
+        Decision::Hold => (Verdict::Inconclusive(why("policy: hold")), None),
+        Decision::Promote => (Verdict::Pass(why("policy: promote")), None),
+        Decision::Rollback(reason) => (Verdict::Rollback(format!("policy: {reason}")), None),
+        Decision::SetWeights(w) => {
+            if r.plan.strategy != crate::config::rollout::Strategy::Canary {
+                return Err(Fault::Nonsense("set-weights in a blue-green rollout".into()));
+            }
+            let (mut base, mut cand) = (0u64, 0u64);
+            for (pool, weight) in &w {
+                match pool {
+                    p if *p == r.plan.baseline => base += u64::from(*weight),
+                    p if *p == r.plan.candidate => cand += u64::from(*weight),
+                    p => return Err(Fault::Nonsense(format!("set-weights names `{p}`, not the baseline or candidate"))),
+                }
+            }
+            if base + cand == 0 {
+                return Err(Fault::Nonsense("set-weights with every weight zero".into()));
+            }
+            let percent = ((cand * 100 + (base + cand) / 2) / (base + cand)) as u32;
+            (Verdict::Inconclusive(why(&format!("policy: candidate to {percent}%"))), Some(percent))
+        }
+    })
+}
+
+/// What the policy is told this tick.
+fn policy_input(ctrl: &Control, r: &Rollout, elapsed_ms: u64) -> Result<Input, String> {
+    use crate::config::rollout::{Step, Strategy};
+    let snap = ctrl.shared.snapshot.load();
+    let svc = snap.service(&r.service).ok_or("the service is gone")?;
+    let window = Some(r.plan.analysis.window);
+    let stats = &ctrl.shared.stats;
+    let stage = match (r.plan.strategy, r.step) {
+        (Strategy::Canary, _) => Stage::Canary,
+        (Strategy::BlueGreen, 0) => Stage::Preview,
+        (Strategy::BlueGreen, _) => Stage::PostSwitch,
+    };
+    Ok(Input {
+        service: r.service.clone(),
+        stage,
+        step: r.step as u32,
+        steps: r.plan.steps.len() as u32,
+        in_step_ms: r.in_step_ms + elapsed_ms,
+        hold_ms: match r.plan.steps.get(r.step) {
+            Some(Step::Weight { hold, .. }) => Some(hold.as_millis() as u64),
+            _ => None,
+        },
+        interval_ms: r.plan.analysis.interval.as_millis() as u64,
+        baseline: r.plan.baseline.clone(),
+        candidate: r.plan.candidate.clone(),
+        weights: svc.pool_names().into_iter().zip(svc.split.weights().iter().copied()).collect(),
+        pre_switch: r.pre_switch.clone(),
+        faults: r.policy_faults,
+        pools: svc.pools.iter().map(|p| (p.name.clone(), stats.recent(p.stats_slot, window))).collect(),
+    })
+}
+
+/// Refuses a rollout whose policy plugin is missing, is not a policy, or
+/// rejects the plan's config (one trial tick on an empty window).
+async fn check_policy(ctrl: &Control, service: &str, plan: &RolloutPlan) -> Result<(), ControlError> {
+    let Some(policy) = &plan.analysis.policy else { return Ok(()) };
+    let plugin = ctrl.shared.plugins.get(&policy.plugin).ok_or_else(|| {
+        ControlError::BadRequest(format!("analysis.policy: no plugin named `{}` is loaded", policy.plugin))
+    })?;
+    if plugin.kind != Kind::Policy {
+        return Err(ControlError::BadRequest(format!("analysis.policy: `{}` is a router, not a policy", policy.plugin)));
+    }
+    let (r, _) = Rollout::start(service, plan.clone());
+    let input = policy_input(ctrl, &r, 0).map_err(ControlError::NotFound)?;
+    let config = policy.config.as_ref().unwrap_or(&plugin.config).to_string();
+    match crate::plugin::policy::decide_blocking(plugin, config, input).await {
+        Ok(a) => check_answer(a, &r).map(|_| ()),
+        Err(f) => Err(f),
+    }
+    .map_err(|f| ControlError::BadRequest(format!("analysis.policy: plugin `{}` {f}", policy.plugin)))
+}
+
 /// Carries out an action: weights through the control path, plus a history
 /// event and webhooks for lifecycle changes.
 async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, action: &Action, actor: &str) -> Result<(), ControlError> {
@@ -214,6 +336,12 @@ async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, action: &Action, actor: &st
         Action::Pause(why) => (None, format!("rollout of {service} paused: {why}")),
     };
     if let Some(w) = weight {
+        if r.plan.strategy == Strategy::BlueGreen && w == 100 && r.step == 1 {
+            // The switch: keep the live pool's figures for the post-switch policy.
+            let snap = ctrl.shared.snapshot.load();
+            let slot = snap.service(&service).and_then(|s| s.pools.iter().find(|p| p.name == base)).map(|p| p.stats_slot);
+            r.pre_switch = slot.map(|s| ctrl.shared.stats.recent(s, Some(r.plan.analysis.window)));
+        }
         let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
         let ev = ctrl.set_weights(&service, weights, actor, Some(message.clone())).await?;
         notify::send(&r.plan.webhooks, &ev);
@@ -253,6 +381,7 @@ fn verdict_name(v: &Verdict) -> &'static str {
         Verdict::Pass(_) => "pass",
         Verdict::Fail(_) => "fail",
         Verdict::Inconclusive(_) => "inconclusive",
+        Verdict::Rollback(_) => "rollback",
     }
 }
 

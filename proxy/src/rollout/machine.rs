@@ -92,6 +92,13 @@ pub struct Rollout {
     pub started: String,
     /// The latest decisions, oldest first.
     pub decisions: VecDeque<Decision>,
+    /// Consecutive ticks the policy plugin faulted.
+    #[serde(default)]
+    pub policy_faults: u32,
+    /// Blue-green: the baseline's window figures just before the switch,
+    /// for a policy to compare the new active pool with.
+    #[serde(default)]
+    pub pre_switch: Option<crate::stats::Figures>,
 }
 
 /// Decisions kept per rollout.
@@ -113,6 +120,8 @@ impl Rollout {
             reason: None,
             started: now(),
             decisions: VecDeque::new(),
+            policy_faults: 0,
+            pre_switch: None,
         };
         let action = match r.plan.strategy {
             Strategy::BlueGreen => Action::SetWeight(0),
@@ -132,8 +141,13 @@ impl Rollout {
         if self.is_done() {
             return Action::None;
         }
-        if let Verdict::Breach(why) = verdict {
-            let action = Action::Rollback(format!("rollback_when breached: {why}"));
+        let now = match verdict {
+            Verdict::Breach(why) => Some(format!("rollback_when breached: {why}")),
+            Verdict::Rollback(why) => Some(why.clone()),
+            _ => None,
+        };
+        if let Some(why) = now {
+            let action = Action::Rollback(why);
             self.apply(&action);
             return action;
         }
@@ -159,7 +173,7 @@ impl Rollout {
         match verdict {
             Verdict::Pass(_) => self.advance(),
             Verdict::Fail(why) => Action::Rollback(format!("step {} failed analysis: {why}", self.step + 1)),
-            Verdict::Inconclusive(_) | Verdict::Breach(_) => self.inconclusive(elapsed_ms),
+            Verdict::Inconclusive(_) | Verdict::Breach(_) | Verdict::Rollback(_) => self.inconclusive(elapsed_ms),
         }
     }
 
@@ -187,6 +201,18 @@ impl Rollout {
             }
             _ => Action::None,
         }
+    }
+
+    /// Canary: a policy's `set-weights` — the candidate at `percent` within
+    /// the current step (the next step's weight replaces it).
+    pub fn set_weight(&mut self, percent: u32) -> Action {
+        let canary = self.plan.strategy == Strategy::Canary;
+        if self.status != Status::Running || !canary || percent.min(100) == self.weight {
+            return Action::None;
+        }
+        let action = Action::SetWeight(percent.min(100));
+        self.apply(&action);
+        action
     }
 
     /// Passes the current step or gate (`full`: straight to 100 %).

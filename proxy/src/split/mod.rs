@@ -12,14 +12,16 @@ pub use cookie::cookie_value;
 
 use crate::config::{AttrSource, FlagCondition, RuleConfig, SplitConfig, StickyKey};
 use crate::flags::FlagSet;
+use crate::plugin::router::{RouteInput, RouterBinding};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A compiled split of one service.
 #[derive(Debug)]
 pub struct Split {
-    rules: Box<[Rule]>,
+    rules: Arc<[Rule]>,
     sticky: Option<StickyKey>,
     weights: Weights,
 }
@@ -30,6 +32,8 @@ struct Rule {
     cookies: Box<[(String, String)]>,
     flag: Option<FlagCondition>,
     pool: usize,
+    /// A router plugin rule: the plugin chooses the pool.
+    router: Option<Arc<RouterBinding>>,
 }
 
 /// What the split may read of a request.
@@ -99,8 +103,11 @@ pub enum AssignedBy {
 // === impl Split ===
 
 impl Split {
-    /// Compiles a validated split; `pool_names` are the service's pools in index order.
-    pub fn new(cfg: &SplitConfig, pool_names: &[String]) -> Self {
+    /// Compiles a validated split; `pool_names` are the service's pools in
+    /// index order; `routers` holds the bound router of each plugin rule, in
+    /// rule order (see [`Split::plugin_rules`]).
+    pub fn new(cfg: &SplitConfig, pool_names: &[String], routers: Vec<Arc<RouterBinding>>) -> Self {
+        let mut routers = routers.into_iter();
         let rules = cfg
             .rules
             .iter()
@@ -109,9 +116,20 @@ impl Split {
                 cookies: r.cookies.clone().into(),
                 flag: r.flag.clone(),
                 pool: r.pool,
+                router: r.plugin.as_ref().and_then(|_| routers.next()),
             })
             .collect();
         Self { rules, sticky: cfg.sticky.clone(), weights: Weights::new(&cfg.weights, pool_names) }
+    }
+
+    /// The same rules and sticky key with other weights.
+    pub fn with_weights(&self, weights: &[u32], pool_names: &[String]) -> Self {
+        Self { rules: self.rules.clone(), sticky: self.sticky.clone(), weights: Weights::new(weights, pool_names) }
+    }
+
+    /// The bound routers of the plugin rules, in rule order.
+    pub fn routers(&self) -> impl Iterator<Item = &Arc<RouterBinding>> {
+        self.rules.iter().filter_map(|r| r.router.as_ref())
     }
 
     /// Chooses the pool (an index into the service's pools) for a request.
@@ -120,6 +138,18 @@ impl Split {
         // The flag evaluation context, built at the first flag rule, if any.
         let mut context = None;
         for (i, rule) in self.rules.iter().enumerate() {
+            if let Some(router) = &rule.router {
+                let input = RouteInput {
+                    method: req.method.as_str(),
+                    path: req.path,
+                    sticky_key: self.sticky_key(headers),
+                    headers,
+                };
+                if let Some(pool) = router.route(&input) {
+                    return (pool, AssignedBy::Rule(i));
+                }
+                continue;
+            }
             if rule.matches(headers) && rule.flag_matches(self, req, &mut context) {
                 return (rule.pool, AssignedBy::Rule(i));
             }
@@ -215,7 +245,7 @@ mod tests {
     }
 
     fn split(weights: Vec<u32>, sticky: Option<StickyKey>, rules: Vec<RuleConfig>) -> Split {
-        Split::new(&SplitConfig { sticky, rules, weights }, &names())
+        Split::new(&SplitConfig { sticky, rules, weights }, &names(), vec![])
     }
 
     #[test]
@@ -226,8 +256,9 @@ mod tests {
                 cookies: vec![],
                 flag: None,
                 pool: 0,
+                plugin: None,
             },
-            RuleConfig { headers: vec![], cookies: vec![("beta".into(), "1".into())], flag: None, pool: 1 },
+            RuleConfig { headers: vec![], cookies: vec![("beta".into(), "1".into())], flag: None, pool: 1, plugin: None },
         ];
         let s = split(vec![0, 1], None, rules);
         let mut h = HeaderMap::new();

@@ -18,6 +18,12 @@ pub const UPSTREAM_ERRORS_TOTAL: &str = "switchyard_upstream_errors_total";
 pub const POOL_WEIGHT: &str = "switchyard_pool_weight";
 /// 1 when an endpoint takes traffic (not ejected, checks passing), else 0.
 pub const ENDPOINT_HEALTHY: &str = "switchyard_endpoint_healthy";
+/// Plugin calls by plugin and kind (`router`, `policy`).
+pub const PLUGIN_CALLS_TOTAL: &str = "switchyard_plugin_calls_total";
+/// Plugin faults by plugin and fault (`trap`, `deadline`, `memory`, `error`, `nonsense`).
+pub const PLUGIN_FAULTS_TOTAL: &str = "switchyard_plugin_faults_total";
+/// Total time spent in plugin calls, by plugin.
+pub const PLUGIN_CALL_SECONDS_TOTAL: &str = "switchyard_plugin_call_seconds_total";
 /// Always 1, labelled with the running version.
 pub const BUILD_INFO: &str = "switchyard_build_info";
 
@@ -32,7 +38,7 @@ pub struct SwitchyardCollector {
 }
 
 /// Every family: name, help, labels, type — in the order `collect` returns them.
-const FAMILIES: [(&str, &str, &[&str], MetricType); 5] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 8] = [
     (REQUESTS_TOTAL, "Requests by service, pool and status class.", &["service", "pool", "class"], MetricType::COUNTER),
     (
         REQUEST_DURATION_SECONDS,
@@ -53,6 +59,9 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 5] = [
         &["service", "pool", "endpoint"],
         MetricType::GAUGE,
     ),
+    (PLUGIN_CALLS_TOTAL, "Plugin calls by plugin and kind.", &["plugin", "kind"], MetricType::COUNTER),
+    (PLUGIN_FAULTS_TOTAL, "Plugin faults by plugin and fault.", &["plugin", "fault"], MetricType::COUNTER),
+    (PLUGIN_CALL_SECONDS_TOTAL, "Time spent in plugin calls, by plugin.", &["plugin"], MetricType::COUNTER),
 ];
 
 impl SwitchyardCollector {
@@ -164,6 +173,25 @@ impl Collector for SwitchyardCollector {
                 }
             }
         }
-        [requests, durations, errors, weights, health].into_iter().enumerate().map(|(i, m)| family(i, m)).collect()
+        let (mut calls, mut faults, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
+        for p in self.shared.plugins.all() {
+            let s = p.calls.summary();
+            let kind = format!("{:?}", p.kind).to_lowercase();
+            calls.push(counter(labels(&[("plugin", &p.name), ("kind", &kind)]), s.calls));
+            for (fault, n) in &s.faults_by_kind {
+                faults.push(counter(labels(&[("plugin", &p.name), ("fault", fault)]), *n));
+            }
+            let mut c = Counter::default();
+            c.set_value(s.mean_us * s.calls as f64 / 1e6);
+            let mut m = Metric::default();
+            m.set_label(labels(&[("plugin", &p.name)]));
+            m.set_counter(c);
+            seconds.push(m);
+        }
+        [requests, durations, errors, weights, health, calls, faults, seconds]
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| family(i, m))
+            .collect()
     }
 }

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 
 /// Figures over a span of time.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Figures {
     /// Requests completed (a response head was sent, or the proxy failed it).
     pub requests: u64,
@@ -28,6 +28,9 @@ pub struct Figures {
     pub p999_us: u64,
     /// Largest.
     pub max_us: u64,
+    /// The window's latencies, `(µs, count)` in ascending order (empty for
+    /// lifetime figures): what policy plugins get as a histogram.
+    pub latency: Vec<(u64, u64)>,
 }
 
 impl Figures {
@@ -56,6 +59,7 @@ impl Figures {
             p99_us: q(0.99),
             p999_us: q(0.999),
             max_us: if h.is_empty() { 0 } else { h.max() },
+            latency: Vec::new(),
         }
     }
 }
@@ -137,7 +141,7 @@ impl PoolStats {
             })
         };
         let at = |q: f64| quantile(q).map_or(0, |&(v, _)| v);
-        Figures {
+        let mut f = Figures {
             requests,
             status,
             errors,
@@ -146,7 +150,17 @@ impl PoolStats {
             p99_us: at(0.99),
             p999_us: at(0.999),
             max_us: latencies.last().map_or(0, |&(v, _)| v),
-        }
+            latency: Vec::new(),
+        };
+        latencies.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 += next.1;
+            }
+            same
+        });
+        f.latency = latencies;
+        f
     }
 
     /// Figures since start.

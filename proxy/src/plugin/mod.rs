@@ -1,0 +1,403 @@
+//! WebAssembly plugins: compile, validate, run with limits, contain faults.
+//!
+//! A plugin is a component of the `switchyard:plugin` WIT package (in
+//! `sdk/wit/`): a [`router`] (asked per request by a `{ plugin: NAME }` split
+//! rule) or a [`policy`] (asked per analysis tick of a rollout). Each version
+//! is compiled once and checked before use: its exports must match a world,
+//! it must import nothing but `log`, and a trial call on a sample input must
+//! succeed. Then:
+//!
+//! - a router runs in warm instances, one per worker thread and rule, reused
+//!   across requests; each call has a CPU deadline ([`ROUTER_DEADLINE`]);
+//! - a policy gets a fresh instance every tick, off the control runtime's
+//!   thread, with [`POLICY_DEADLINE`];
+//! - every instance is capped at [`MEMORY_LIMIT`].
+//!
+//! A trap, a deadline, the memory cap or a nonsensical answer is a
+//! [`Fault`]: logged with the plugin's name, counted (`/metrics` and
+//! `GET /v1/plugins`), and turned into the safe outcome — the router's
+//! request falls through to the weights; the policy's tick holds.
+//!
+//! Deadlines use epoch interruption: one thread advances the engine's epoch
+//! every [`TICK`]; a call may run [`ROUTER_DEADLINE`] to one tick more.
+
+pub mod policy;
+pub mod router;
+mod calls;
+
+pub use calls::CallStats;
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, ResourceLimiter, Store};
+
+/// How often the epoch advances.
+pub const TICK: Duration = Duration::from_millis(1);
+/// CPU time a router call may take (HARDENING.md: 1 ms).
+pub const ROUTER_DEADLINE: Duration = Duration::from_millis(1);
+/// CPU time a policy call may take (HARDENING.md: 100 ms).
+pub const POLICY_DEADLINE: Duration = Duration::from_millis(100);
+/// Linear memory an instance may grow to (HARDENING.md: 64 MiB).
+pub const MEMORY_LIMIT: usize = 64 << 20;
+/// Largest component accepted (HARDENING.md: 10 MiB upload).
+pub const MAX_SIZE: usize = 10 << 20;
+/// Log lines a plugin may write per second; the rest are dropped and counted.
+const LOG_LINES_PER_SECOND: u64 = 20;
+
+/// Router or policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Per request: which pool?
+    Router,
+    /// Per analysis tick: which decision?
+    Policy,
+}
+
+/// Why a plugin call did not produce a usable answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The guest trapped (a panic, `unreachable`, a stack overflow, ...).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The call ran past its CPU deadline.
+    #[error("ran past its {0:?} deadline")]
+    Deadline(Duration),
+    /// The instance hit the memory cap.
+    #[error("hit the {} MiB memory cap", MEMORY_LIMIT >> 20)]
+    Memory,
+    /// The plugin returned an error.
+    #[error("returned an error: {0}")]
+    Error(String),
+    /// The answer makes no sense (an unknown pool, weights that do not add up).
+    #[error("answered nonsense: {0}")]
+    Nonsense(String),
+}
+
+impl Fault {
+    /// The label used in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Fault::Trap(_) => "trap",
+            Fault::Deadline(_) => "deadline",
+            Fault::Memory => "memory",
+            Fault::Error(_) => "error",
+            Fault::Nonsense(_) => "nonsense",
+        }
+    }
+
+    /// Every label, for metrics.
+    pub const LABELS: [&'static str; 5] = ["trap", "deadline", "memory", "error", "nonsense"];
+
+    fn index(&self) -> usize {
+        Self::LABELS.iter().position(|l| *l == self.label()).unwrap_or(0)
+    }
+}
+
+/// A compiled, validated plugin version.
+pub struct Plugin {
+    /// The name rules and policies use.
+    pub name: String,
+    /// Router or policy.
+    pub kind: Kind,
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: String,
+    /// When this version was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// Where it came from: a file path, or `admin API`.
+    pub source: String,
+    /// The default configuration (from the `plugins` section), JSON.
+    pub config: serde_json::Value,
+    /// Calls, faults and call times, over every thread.
+    pub calls: Arc<CallStats>,
+    pre: Pre,
+    logs: Arc<LogLimit>,
+}
+
+enum Pre {
+    Router(router::bindings::RouterPre<Host>),
+    Policy(policy::bindings::PolicyPre<Host>),
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("kind", &self.kind).field("sha256", &self.sha256).finish()
+    }
+}
+
+/// Whether `name` is a usable plugin name.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Plugin {
+    /// Compiles and validates `bytes` as plugin `name`: a component exporting
+    /// the router or the policy world and importing nothing but `log`, whose
+    /// trial call on a sample input succeeds (a router with `config` and two
+    /// sample pools; a policy on an empty canary). The error says what is wrong.
+    pub fn load(name: &str, bytes: &[u8], source: &str, config: serde_json::Value) -> Result<Arc<Self>, String> {
+        if bytes.len() > MAX_SIZE {
+            return Err(format!("{} bytes is over the {} MiB limit", bytes.len(), MAX_SIZE >> 20));
+        }
+        let engine = engine()?;
+        let component = Component::new(engine, bytes).map_err(|e| format!("not a valid component: {e:#}"))?;
+        let exports: Vec<String> =
+            component.component_type().exports(engine).map(|(n, _)| n.to_owned()).collect();
+        let kind = if exports.iter().any(|e| e == "route") {
+            Kind::Router
+        } else if exports.iter().any(|e| e == "decide") {
+            Kind::Policy
+        } else {
+            return Err(format!(
+                "exports neither `route` (router world) nor `decide` (policy world); it exports: {}",
+                exports.join(", ")
+            ));
+        };
+        let mut linker = Linker::<Host>::new(engine);
+        let pre = match kind {
+            Kind::Router => {
+                router::bindings::Router::add_to_linker::<_, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
+                    .map_err(|e| e.to_string())?;
+                let ip = linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
+                Pre::Router(router::bindings::RouterPre::new(ip).map_err(|e| format!("not a router: {e:#}"))?)
+            }
+            Kind::Policy => {
+                policy::bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
+                    .map_err(|e| e.to_string())?;
+                let ip = linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
+                Pre::Policy(policy::bindings::PolicyPre::new(ip).map_err(|e| format!("not a policy: {e:#}"))?)
+            }
+        };
+        let plugin = Arc::new(Plugin {
+            name: name.to_owned(),
+            kind,
+            sha256: sha256(bytes),
+            loaded_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            source: source.to_owned(),
+            config,
+            calls: Arc::new(CallStats::default()),
+            pre,
+            logs: Arc::new(LogLimit::default()),
+        });
+        match kind {
+            Kind::Router => router::trial(&plugin)?,
+            Kind::Policy => policy::trial(&plugin)?,
+        }
+        Ok(plugin)
+    }
+
+    /// A store for one instance, with the memory cap and log tagging.
+    fn store(&self) -> Store<Host> {
+        let host = Host { plugin: self.name.clone(), memory_denied: false, logs: self.logs.clone() };
+        let mut store = Store::new(self.pre_engine(), host);
+        store.limiter(|h| h as &mut dyn ResourceLimiter);
+        store
+    }
+
+    fn pre_engine(&self) -> &Engine {
+        match &self.pre {
+            Pre::Router(p) => p.engine(),
+            Pre::Policy(p) => p.engine(),
+        }
+    }
+
+    /// Records a fault: counted, and logged (rate-limited).
+    fn fault(&self, fault: &Fault, context: &str) {
+        self.calls.fault(fault.index());
+        if self.logs.allow() {
+            tracing::warn!(plugin = %self.name, fault = fault.label(), "plugin {} {fault} ({context})", self.name);
+        }
+    }
+}
+
+/// What a plugin instance's store holds: its name (for logs) and limits.
+pub struct Host {
+    plugin: String,
+    memory_denied: bool,
+    logs: Arc<LogLimit>,
+}
+
+impl ResourceLimiter for Host {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MEMORY_LIMIT {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Classifies a failed call: the memory cap, the deadline, or a trap.
+fn classify(err: &wasmtime::Error, host: &Host, deadline: Duration) -> Fault {
+    if host.memory_denied {
+        return Fault::Memory;
+    }
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => Fault::Deadline(deadline),
+        Some(t) => Fault::Trap(t.to_string()),
+        None => Fault::Trap(format!("{err:#}")),
+    }
+}
+
+/// The engine every plugin shares, and its epoch ticker thread.
+fn engine() -> Result<&'static Engine, String> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut c = wasmtime::Config::new();
+            c.wasm_component_model(true);
+            c.epoch_interruption(true);
+            // Deep recursion traps well before it can hurt the worker's stack.
+            c.max_wasm_stack(512 << 10);
+            let engine = Engine::new(&c).map_err(|e| format!("cannot start the WebAssembly engine: {e:#}"))?;
+            let ticker = engine.weak();
+            std::thread::Builder::new()
+                .name("plugin-epoch".into())
+                .spawn(move || {
+                    while let Some(e) = ticker.upgrade() {
+                        e.increment_epoch();
+                        drop(e);
+                        std::thread::sleep(TICK);
+                    }
+                })
+                .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Epoch ticks for a deadline: the deadline, plus one for the partial first tick.
+fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_micros() / TICK.as_micros()) as u64 + 1
+}
+
+/// The plugins in force, by name. Control path only (loads, lookups per
+/// tick, `/metrics`); the request path holds its routers through the snapshot.
+#[derive(Default)]
+pub struct Registry {
+    plugins: Mutex<BTreeMap<String, Arc<Plugin>>>,
+}
+
+impl Registry {
+    /// The plugin called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Every plugin, by name.
+    pub fn all(&self) -> Vec<Arc<Plugin>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Puts `plugin` in force under its name; returns the one it replaced.
+    pub fn insert(&self, plugin: Arc<Plugin>) -> Option<Arc<Plugin>> {
+        self.lock().insert(plugin.name.clone(), plugin)
+    }
+
+    /// A copy of the map, to build a snapshot against.
+    pub fn map(&self) -> BTreeMap<String, Arc<Plugin>> {
+        self.lock().clone()
+    }
+
+    /// Replaces every plugin.
+    pub fn replace(&self, map: BTreeMap<String, Arc<Plugin>>) {
+        *self.lock() = map;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Plugin>>> {
+        self.plugins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A per-plugin log budget: [`LOG_LINES_PER_SECOND`] lines a second.
+#[derive(Default)]
+struct LogLimit {
+    /// `second << 16 | lines in that second`.
+    state: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl LogLimit {
+    fn allow(&self) -> bool {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let s = self.state.load(Ordering::Relaxed);
+        let (second, lines) = (s >> 16, s & 0xffff);
+        let next = if second == now { lines + 1 } else { 1 };
+        self.state.store(now << 16 | next.min(0xffff), Ordering::Relaxed);
+        if next > LOG_LINES_PER_SECOND {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+fn write_log(host: &Host, level: u8, message: &str) {
+    if !host.logs.allow() {
+        return;
+    }
+    let message: String = message.chars().take(1024).collect();
+    let plugin = host.plugin.as_str();
+    match level {
+        0 => tracing::debug!(plugin, "{message}"),
+        1 => tracing::info!(plugin, "{message}"),
+        2 => tracing::warn!(plugin, "{message}"),
+        _ => tracing::error!(plugin, "{message}"),
+    }
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads the plugins of the `plugins` section, plus any uploaded through the
+/// admin API (`uploaded`, from the state store; an upload takes precedence
+/// over the file, as API-set weights do). A plugin whose bytes and config
+/// are unchanged from `previous` is kept, not recompiled.
+pub fn load_all(
+    configured: &[crate::config::PluginConfig],
+    uploaded: &BTreeMap<String, Vec<u8>>,
+    previous: &BTreeMap<String, Arc<Plugin>>,
+) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
+    let mut out = BTreeMap::new();
+    let null = serde_json::Value::Null;
+    let mut load = |name: &str, bytes: &[u8], source: String, config: &serde_json::Value| -> Result<(), String> {
+        let sha = sha256(bytes);
+        let plugin = match previous.get(name) {
+            Some(p) if p.sha256 == sha && p.config == *config => p.clone(),
+            _ => Plugin::load(name, bytes, &source, config.clone())?,
+        };
+        out.insert(name.to_owned(), plugin);
+        Ok(())
+    };
+    for (i, pc) in configured.iter().enumerate() {
+        let at = format!("plugins[{i}] (`{}`)", pc.name);
+        if let Some(bytes) = uploaded.get(&pc.name) {
+            load(&pc.name, bytes, "admin API".into(), &pc.config).map_err(|e| format!("{at}, as uploaded: {e}"))?;
+            continue;
+        }
+        let Some(path) = &pc.path else {
+            return Err(format!("{at}: no `path`, and nothing was uploaded through the admin API"));
+        };
+        let bytes = std::fs::read(path).map_err(|e| format!("{at}: cannot read {}: {e}", path.display()))?;
+        load(&pc.name, &bytes, path.display().to_string(), &pc.config).map_err(|e| format!("{at}: {e}"))?;
+    }
+    for (name, bytes) in uploaded.iter().filter(|(n, _)| !configured.iter().any(|c| &c.name == *n)) {
+        load(name, bytes, "admin API".into(), &null).map_err(|e| format!("plugin `{name}`, as uploaded: {e}"))?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,262 @@
+//! Router plugins on the request path.
+//!
+//! A [`RouterBinding`] is one `{ plugin: NAME }` rule of one service: the
+//! plugin version, its configuration, the service's pools and the headers
+//! and cookies to pass. Each worker thread keeps a warm instance per binding
+//! (created on the thread's first request for it, then reused), so a call
+//! costs no instantiation, no lock and no allocation beyond the guest's own.
+//!
+//! On a fault the request falls through (to the next rule, then the
+//! weights); a trapped instance is dropped and rebuilt on the next call.
+//! After [`QUARANTINE_AFTER`] consecutive faults on a thread the binding is
+//! skipped there for a backoff (1 s, doubling to 60 s), so a looping plugin
+//! costs at most one deadline per backoff instead of one per request.
+
+use super::{classify, ticks, Fault, Host, Plugin, ROUTER_DEADLINE};
+use http::{HeaderMap, HeaderName};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use switchyard_sdk::RequestBuilder;
+use wasmtime::Store;
+
+pub(super) mod bindings {
+    wasmtime::component::bindgen!({ world: "router", path: "../sdk/wit" });
+
+    impl switchyard::plugin::log::Host for super::Host {
+        fn write(&mut self, level: switchyard::plugin::log::Level, message: String) {
+            super::super::write_log(self, level as u8, &message);
+        }
+    }
+    impl switchyard::plugin::routing::Host for super::Host {}
+}
+
+/// Consecutive faults on a thread before the binding is skipped for a while.
+pub const QUARANTINE_AFTER: u32 = 5;
+
+/// One router rule of one service, ready for the request path.
+pub struct RouterBinding {
+    /// The plugin version.
+    pub plugin: Arc<Plugin>,
+    /// Configuration passed to `init` (JSON).
+    pub config: String,
+    /// The service's pool names, as passed to `init`.
+    pub pools: Vec<String>,
+    /// Headers passed: the plugin's `needs` plus the rule's.
+    headers: Vec<HeaderName>,
+    /// Cookies passed.
+    cookies: Vec<String>,
+    id: u64,
+}
+
+impl std::fmt::Debug for RouterBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterBinding").field("plugin", &self.plugin.name).field("config", &self.config).finish()
+    }
+}
+
+/// What the request path passes to a router.
+pub struct RouteInput<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The normalised path.
+    pub path: &'a str,
+    /// The sticky key, when the service has one and the request carries it.
+    pub sticky_key: Option<&'a [u8]>,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+}
+
+impl RouterBinding {
+    /// Binds `plugin` for a service with `pools`: instantiates it, calls
+    /// `init` with `config` and a trial `route`. The error says why the rule
+    /// cannot be used.
+    pub fn new(
+        plugin: Arc<Plugin>,
+        config: &serde_json::Value,
+        pools: Vec<String>,
+        extra_headers: &[HeaderName],
+        extra_cookies: &[String],
+    ) -> Result<Arc<Self>, String> {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let config = config.to_string();
+        let mut warm = Warm::new(&plugin, &config, &pools).map_err(|f| format!("plugin `{}`: init {f}", plugin.name))?;
+        let mut headers = Vec::new();
+        for h in warm.needs.headers.iter() {
+            let name = HeaderName::try_from(h.as_str())
+                .map_err(|_| format!("plugin `{}` needs `{h}`, which is not a header name", plugin.name))?;
+            headers.push(name);
+        }
+        for h in extra_headers {
+            if !headers.contains(h) {
+                headers.push(h.clone());
+            }
+        }
+        let mut cookies = std::mem::take(&mut warm.needs.cookies);
+        for c in extra_cookies {
+            if !cookies.contains(c) {
+                cookies.push(c.clone());
+            }
+        }
+        let binding = RouterBinding { plugin, config, pools, headers, cookies, id: IDS.fetch_add(1, Ordering::Relaxed) };
+        let sample = HeaderMap::new();
+        let input = RouteInput { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers: &sample };
+        warm.call(&binding, &input).map_err(|f| format!("plugin `{}`: trial route {f}", binding.plugin.name))?;
+        Ok(Arc::new(binding))
+    }
+
+    /// Whether this binding is for the same plugin version, config and pools
+    /// (so a new snapshot can keep it, and the threads their warm instances).
+    pub fn same(&self, plugin: &Arc<Plugin>, config: &serde_json::Value, pools: &[String]) -> bool {
+        Arc::ptr_eq(&self.plugin, plugin) && self.config == config.to_string() && self.pools == pools
+    }
+
+    /// Asks the plugin; `Some(pool index)` or `None` (no opinion, or a fault).
+    pub fn route(self: &Arc<Self>, input: &RouteInput<'_>) -> Option<usize> {
+        WARM.with(|cell| {
+            let mut slots = cell.borrow_mut();
+            let i = match slots.iter().position(|s| s.id == self.id) {
+                Some(i) => i,
+                None => {
+                    slots.retain(|s| s.binding.strong_count() > 0);
+                    slots.push(Slot { id: self.id, binding: Arc::downgrade(self), warm: None, faults: 0, backoff: None });
+                    slots.len() - 1
+                }
+            };
+            slots[i].route(self, input)
+        })
+    }
+}
+
+thread_local! {
+    /// This thread's warm instances, one per binding in use.
+    static WARM: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A thread's state for one binding.
+struct Slot {
+    id: u64,
+    binding: Weak<RouterBinding>,
+    warm: Option<Warm>,
+    /// Consecutive faults.
+    faults: u32,
+    /// Skipped until then, and the current backoff.
+    backoff: Option<(Instant, Duration)>,
+}
+
+impl Slot {
+    fn route(&mut self, b: &RouterBinding, input: &RouteInput<'_>) -> Option<usize> {
+        if let Some((until, _)) = self.backoff {
+            if Instant::now() < until {
+                return None;
+            }
+        }
+        let result = match &mut self.warm {
+            Some(w) => w.call(b, input),
+            None => Warm::new(&b.plugin, &b.config, &b.pools).and_then(|w| self.warm.insert(w).call(b, input)),
+        };
+        match result {
+            Ok(answer) => {
+                self.faults = 0;
+                self.backoff = None;
+                answer
+            }
+            Err(fault) => {
+                b.plugin.fault(&fault, "request falls through to the weights");
+                if !matches!(fault, Fault::Error(_) | Fault::Nonsense(_)) {
+                    self.warm = None; // a trapped store cannot be entered again
+                }
+                self.faults += 1;
+                if self.faults >= QUARANTINE_AFTER {
+                    let next = self.backoff.map_or(Duration::from_secs(1), |(_, d)| (d * 2).min(Duration::from_secs(60)));
+                    tracing::warn!(plugin = %b.plugin.name, "plugin {} quarantined on this worker for {next:?} after {} faults in a row", b.plugin.name, self.faults);
+                    self.backoff = Some((Instant::now() + next, next));
+                    self.faults = 0;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A warm instance: its store, its exports and a reusable request buffer.
+struct Warm {
+    store: Store<Host>,
+    router: bindings::Router,
+    buf: Vec<u8>,
+    needs: bindings::switchyard::plugin::routing::Needs,
+}
+
+impl Warm {
+    fn new(plugin: &Plugin, config: &str, pools: &[String]) -> Result<Self, Fault> {
+        let super::Pre::Router(pre) = &plugin.pre else {
+            return Err(Fault::Nonsense("not a router".into()));
+        };
+        let mut store = plugin.store();
+        store.set_epoch_deadline(ticks(super::POLICY_DEADLINE));
+        let router = pre.instantiate(&mut store).map_err(|e| classify(&e, store.data(), super::POLICY_DEADLINE))?;
+        let needs = match router.call_init(&mut store, config, pools) {
+            Ok(Ok(needs)) => needs,
+            Ok(Err(msg)) => return Err(Fault::Error(msg)),
+            Err(e) => return Err(classify(&e, store.data(), super::POLICY_DEADLINE)),
+        };
+        Ok(Warm { store, router, buf: Vec::with_capacity(256), needs })
+    }
+
+    fn call(&mut self, b: &RouterBinding, input: &RouteInput<'_>) -> Result<Option<usize>, Fault> {
+        let key = input.sticky_key.and_then(|k| std::str::from_utf8(k).ok());
+        let mut req = RequestBuilder::new(std::mem::take(&mut self.buf), input.method, input.path, key);
+        for name in &b.headers {
+            if let Some(v) = input.headers.get(name).and_then(|v| std::str::from_utf8(v.as_bytes()).ok()) {
+                req.push_header(name.as_str(), v);
+            }
+        }
+        for name in &b.cookies {
+            if let Some(v) = crate::split::cookie_value(input.headers, name).and_then(|v| std::str::from_utf8(v).ok()) {
+                req.push_cookie(name, v);
+            }
+        }
+        let bytes = req.finish();
+        self.store.set_epoch_deadline(ticks(ROUTER_DEADLINE));
+        let start = Instant::now();
+        let result = self.router.call_route(&mut self.store, &bytes);
+        b.plugin.calls.call(start.elapsed());
+        self.buf = bytes;
+        match result {
+            Ok(Ok(None)) => Ok(None),
+            Ok(Ok(Some(i))) if (i as usize) < b.pools.len() => Ok(Some(i as usize)),
+            Ok(Ok(Some(i))) => Err(Fault::Nonsense(format!("pool index {i}, but the service has {} pools", b.pools.len()))),
+            Ok(Err(msg)) => Err(Fault::Error(msg)),
+            Err(e) => Err(classify(&e, self.store.data(), ROUTER_DEADLINE)),
+        }
+    }
+}
+
+/// The load-time check of a router: instantiate, `init` with its default
+/// config and two sample pools, one `route`. Only a trap, a deadline or the
+/// memory cap refuses it here: `init` may rightly reject sample pools; the
+/// real check comes when a rule binds it.
+pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
+    let pools = vec!["stable".to_owned(), "canary".to_owned()];
+    let config = plugin.config.to_string();
+    let mut warm = match Warm::new(plugin, &config, &pools) {
+        Ok(w) => w,
+        Err(Fault::Error(_)) => return Ok(()),
+        Err(f) => return Err(format!("trial init {f}")),
+    };
+    let binding = RouterBinding {
+        plugin: plugin.clone(),
+        config,
+        pools,
+        headers: vec![],
+        cookies: vec![],
+        id: 0,
+    };
+    let sample = HeaderMap::new();
+    let input = RouteInput { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers: &sample };
+    match warm.call(&binding, &input) {
+        Ok(_) | Err(Fault::Error(_)) => Ok(()),
+        Err(f) => Err(format!("trial route {f}")),
+    }
+}
