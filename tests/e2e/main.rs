@@ -8,9 +8,12 @@ mod faults;
 mod flags;
 mod hardening;
 mod lifecycle;
+mod plugins;
 mod protocols;
 mod rollout;
 mod routing;
 mod split;
 mod streaming;
 mod support;
+#[path = "../wasm_plugins.rs"]
+mod wasm_plugins;

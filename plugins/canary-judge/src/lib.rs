@@ -8,16 +8,17 @@
 //!   (one-sided: are the candidate's latencies larger?), with the effect
 //!   size A12 = P(candidate slower).
 //!
-//! Decision:
+//! A difference *matters* when it is big enough to care about: a failure
+//! rate more than `min_error_increase` above the baseline's, or latencies
+//! with A12 > `max_a12` and a median at least `min_latency_increase_ms`
+//! higher. The p-value then says whether it is real. Decision:
 //! - either pool below `min_requests`: **hold** (too little data);
-//! - failures significantly higher (p < `alpha`) and by more than
-//!   `min_error_increase`, or latencies significantly larger with
-//!   A12 > `max_a12` and a median at least `min_latency_increase_ms`
-//!   higher: **rollback**, at once;
-//! - otherwise, if a test's p is below `inconclusive_below`: **hold**
+//! - a difference that matters with p < `alpha`: **rollback**, at once;
+//! - a difference that matters with p < `inconclusive_below`: **hold**
 //!   (inconclusive; the rollout's progress deadline still applies);
 //! - otherwise: **promote** (the host advances only once the step's hold
-//!   has elapsed).
+//!   has elapsed). With thousands of requests a test finds even tiny
+//!   shifts significant; those do not matter, so they do not hold.
 //!
 //! Every verdict explains itself with the counts, rates, p-values and A12.
 //!
@@ -92,12 +93,17 @@ impl Policy for CanaryJudge {
                 c.requests, b.requests, self.min_requests
             ));
         }
+        // A difference matters only when it is large enough to care about;
+        // then its p-value says whether it is real (rollback), plausible
+        // (inconclusive: hold), or noise.
         let p_err = stats::fisher_worse(c.failed(), c.requests, b.failed(), b.requests);
-        let errors_worse = p_err < self.alpha && c.error_rate() - b.error_rate() > self.min_error_increase;
+        let errors_matter = c.error_rate() - b.error_rate() > self.min_error_increase;
         let mw = stats::mann_whitney(&c.latency, &b.latency);
         let (p_lat, a12) = mw.map_or((1.0, 0.5), |m| (m.p, m.a12));
         let median_up_ms = (c.p50_us as f64 - b.p50_us as f64) / 1000.0;
-        let latency_worse = p_lat < self.alpha && a12 > self.max_a12 && median_up_ms >= self.min_latency_increase_ms;
+        let latency_matters = a12 > self.max_a12 && median_up_ms >= self.min_latency_increase_ms;
+        let errors_worse = errors_matter && p_err < self.alpha;
+        let latency_worse = latency_matters && p_lat < self.alpha;
         let figures = explain(&c, &b, p_err, p_lat, a12);
         if errors_worse || latency_worse {
             let what = match (errors_worse, latency_worse) {
@@ -107,7 +113,7 @@ impl Policy for CanaryJudge {
             };
             return Verdict::rollback(format!("candidate worse on {what}: {figures}"));
         }
-        if p_err.min(p_lat) < self.inconclusive_below {
+        if (errors_matter && p_err < self.inconclusive_below) || (latency_matters && p_lat < self.inconclusive_below) {
             return Verdict::hold(format!("inconclusive: {figures}"));
         }
         Verdict::promote(format!("no regression: {figures}"))
@@ -177,6 +183,15 @@ mod tests {
     fn slower_candidate_rolls_back() {
         let v = judge(&testing::canary(pool("stable", 5000, 0, 8), pool("canary", 500, 0, 14)));
         assert!(matches!(v.decision, Decision::Rollback(ref r) if r.contains("latency")), "{v:?}");
+    }
+
+    #[test]
+    fn a_tiny_but_significant_shift_does_not_hold() {
+        // 10 000 requests a side, the candidate 0.2 ms slower: significant, irrelevant.
+        let stable = Window::new("stable").ok(10_000).latency_us(8_000, 5_000).latency_us(9_000, 5_000);
+        let canary = Window::new("canary").ok(10_000).latency_us(8_000, 4_000).latency_us(9_000, 6_000);
+        let v = judge(&testing::canary(stable, canary));
+        assert_eq!(v.decision, Decision::Promote, "{v:?}");
     }
 
     #[test]

@@ -41,10 +41,12 @@ impl Policy for Misbehaving {
             }
             "trap" => panic!("misbehaving policy: trap"),
             "hog" => {
+                // Reserve (untouched, so growth is fast) 16 MiB at a time.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1; 1 << 20]);
-                    std::hint::black_box(&hoard);
+                    let mut block = Vec::with_capacity(16 << 20);
+                    block.push(1u8);
+                    hoard.push(std::hint::black_box(block));
                 }
             }
             "recurse" => Verdict::hold(format!("{}", recurse(std::hint::black_box(1)))),
@@ -58,10 +60,10 @@ impl Policy for Misbehaving {
 
 fn recurse(n: u32) -> u32 {
     let frame = std::hint::black_box([n; 64]);
-    if frame[0] == 0 {
-        return 0; // never: n starts at 1 and grows
+    if frame[0] == u32::MAX {
+        return 0; // never: the stack runs out long before
     }
-    recurse(n.wrapping_add(frame[7])).wrapping_add(frame[3])
+    recurse(frame[7].wrapping_add(1)).wrapping_add(frame[3])
 }
 
 switchyard_sdk::export_policy!(Misbehaving);

@@ -401,3 +401,6 @@ pub fn load_all(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

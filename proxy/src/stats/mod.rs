@@ -260,7 +260,9 @@ mod tests {
         stats.add(recorder::take());
         let f = stats.lifetime(slot);
         let w = stats.recent(slot, None);
-        assert_eq!(f, w, "one tick: window and lifetime agree");
+        assert_eq!(w.latency.iter().map(|&(_, n)| n).sum::<u64>(), 100_000, "the window's latencies, merged");
+        assert!(w.latency.windows(2).all(|p| p[0].0 < p[1].0), "ascending, one entry per value");
+        assert_eq!(f, Figures { latency: vec![], ..w }, "one tick: window and lifetime agree");
         assert_eq!(f.requests, 100_000);
         assert_eq!(f.status[4], 2_000);
         assert_eq!(f.errors[ErrorKind::Connect as usize], 500);

@@ -1,0 +1,38 @@
+//! Builds the plugins in `plugins/` to WebAssembly components, once per
+//! process, for the tests and benchmarks that load them into the real host.
+//! Needs `rustup target add wasm32-unknown-unknown wasm32-wasip2` (the
+//! README's test command runs it).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Every plugin crate.
+pub const PLUGINS: [&str; 5] = ["cohort-router", "canary-judge", "bluegreen-guard", "misbehaving-router", "misbehaving-policy"];
+
+/// The component file of plugin crate `name`, built if needed.
+pub fn wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILT.get_or_init(build) {
+        Ok(dir) => dir.join(format!("{}.wasm", name.replace('-', "_"))),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn build() -> Result<PathBuf, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target").join("plugins");
+    let mut cmd = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.current_dir(&root)
+        .args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-unknown-unknown", "--target-dir"])
+        .arg(&target);
+    for p in PLUGINS {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
+    if !status.success() {
+        return Err("building the plugins failed; is the target installed? \
+                    `rustup target add wasm32-unknown-unknown wasm32-wasip2`"
+            .into());
+    }
+    Ok(target.join("wasm32-unknown-unknown").join("plugin"))
+}
