@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// Every plugin crate.
-pub const PLUGINS: [&str; 5] = ["cohort-router", "canary-judge", "bluegreen-guard", "misbehaving-router", "misbehaving-policy"];
+pub const PLUGINS: [&str; 5] =
+    ["cohort-router", "canary-judge", "bluegreen-guard", "misbehaving-router", "misbehaving-policy"];
 
 /// The component file of plugin crate `name`, built if needed.
 pub fn wasm(name: &str) -> PathBuf {

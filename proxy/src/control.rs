@@ -208,12 +208,8 @@ impl Control {
         }
         let config = self.config();
         let old = self.shared.plugins.get(name);
-        let default_config = config
-            .plugins
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.config.clone())
-            .unwrap_or(serde_json::Value::Null);
+        let default_config =
+            config.plugins.iter().find(|p| p.name == name).map(|p| p.config.clone()).unwrap_or(serde_json::Value::Null);
         let plugin = match crate::plugin::Plugin::load(name, bytes, "admin API", default_config) {
             Ok(p) => p,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),

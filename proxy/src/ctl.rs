@@ -260,9 +260,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             if json {
                 return print_raw(&body);
             }
-            let mut rows = vec![["PLUGIN", "KIND", "SHA256", "LOADED", "CALLS", "FAULTS", "MEAN µs", "P99 µs", "SOURCE"]
-                .map(String::from)
-                .to_vec()];
+            let mut rows =
+                vec![["PLUGIN", "KIND", "SHA256", "LOADED", "CALLS", "FAULTS", "MEAN µs", "P99 µs", "SOURCE"]
+                    .map(String::from)
+                    .to_vec()];
             for p in serde_json::from_slice::<Vec<PluginView>>(&body)? {
                 rows.push(vec![
                     p.name,

@@ -276,8 +276,14 @@ services:
   - { name: fallback, match: { path_prefix: /img }, pools: { p: { endpoints: ["127.0.0.1:1"] } } }
 "#;
         let stats = Stats::new(std::time::Duration::from_secs(30), std::time::Duration::from_secs(1));
-        Snapshot::build(&Config::from_yaml(yaml, Path::new(".")).unwrap(), &stats, None, &HashMap::new(), &BTreeMap::new())
-            .unwrap()
+        Snapshot::build(
+            &Config::from_yaml(yaml, Path::new(".")).unwrap(),
+            &stats,
+            None,
+            &HashMap::new(),
+            &BTreeMap::new(),
+        )
+        .unwrap()
     }
 
     fn name(s: &Snapshot, host: &str, path: &str) -> Option<String> {

@@ -29,8 +29,8 @@ pub mod policy {
         default_bindings_module: "switchyard_sdk::glue::policy",
         runtime_path: "switchyard_sdk::glue::wit_bindgen::rt",
     });
-    pub use self::switchyard::plugin::log as host_log;
     use self::switchyard::plugin::analysis as wit;
+    pub use self::switchyard::plugin::log as host_log;
 
     fn window(w: wit::PoolWindow) -> crate::PoolWindow {
         let mut status = [0; 5];
@@ -99,10 +99,10 @@ pub use wit_bindgen;
 /// Sends a log line to the host.
 #[cfg(all(target_arch = "wasm32", any(feature = "router", feature = "policy")))]
 pub fn write_log(level: crate::Level, message: &str) {
-    #[cfg(feature = "router")]
-    use router::host_log as l;
     #[cfg(all(feature = "policy", not(feature = "router")))]
     use policy::host_log as l;
+    #[cfg(feature = "router")]
+    use router::host_log as l;
     let level = match level {
         crate::Level::Debug => l::Level::Debug,
         crate::Level::Info => l::Level::Info,
@@ -147,7 +147,7 @@ macro_rules! export_router {
                     })
                 }
             }
-            $crate::glue::router::export_router_world!(Glue with_types_in $crate::glue::router);
+    $crate::glue::router::export_router_world!(Glue with_types_in $crate::glue::router);
         };
     };
 }
@@ -183,7 +183,7 @@ macro_rules! export_policy {
                     $crate::glue::policy::verdict(v)
                 }
             }
-            $crate::glue::policy::export_policy_world!(Glue with_types_in $crate::glue::policy);
+    $crate::glue::policy::export_policy_world!(Glue with_types_in $crate::glue::policy);
         };
     };
 }

@@ -125,7 +125,9 @@ impl Context {
 
     /// The baseline's window (empty if the host sent none).
     pub fn baseline_window(&self) -> PoolWindow {
-        self.pool(&self.baseline).cloned().unwrap_or_else(|| PoolWindow { name: self.baseline.clone(), ..Default::default() })
+        self.pool(&self.baseline)
+            .cloned()
+            .unwrap_or_else(|| PoolWindow { name: self.baseline.clone(), ..Default::default() })
     }
 
     /// The candidate's window (empty if the host sent none).

@@ -22,7 +22,7 @@
 //! ```
 
 use crate::policy::{latency_bucket, Phase, Strategy};
-use crate::{Config, Context, Policy, Pools, PoolWindow, Request, Router, Verdict};
+use crate::{Config, Context, Policy, PoolWindow, Pools, Request, Router, Verdict};
 
 /// Builds a router from JSON config and pool names, as the host does.
 pub fn router<R: Router>(config: &str, pools: &[&str]) -> Result<RouterHarness<R>, String> {
@@ -44,7 +44,9 @@ impl<R: Router> RouterHarness<R> {
             None => Ok(None),
             Some(p) => match self.pools.name(p) {
                 Some(name) => Ok(Some(name.to_owned())),
-                None => Err(format!("answered pool index {}, beyond the {} pools", p.index(), self.pools.names().len())),
+                None => {
+                    Err(format!("answered pool index {}, beyond the {} pools", p.index(), self.pools.names().len()))
+                }
             },
         }
     }

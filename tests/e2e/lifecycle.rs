@@ -79,7 +79,11 @@ fn check(yaml: &str) -> (bool, String) {
 
 #[test]
 fn check_names_the_field_and_line() {
-    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/checkout.yaml")).unwrap();
+    let good =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/checkout.yaml")).unwrap().replace(
+            "../target/plugins/wasm32-unknown-unknown/plugin/canary_judge.wasm",
+            crate::wasm_plugins::wasm("canary-judge").to_str().unwrap(),
+        );
     let (ok, out) = check(&good);
     assert!(ok, "{out}");
 
@@ -96,6 +100,13 @@ fn check_names_the_field_and_line() {
         ("bind: 0.0.0.0:8080", "bind: 0.0.0.0:http-alt-x", "listeners[0].bind", "line 5"),
         ("path_prefix: / }", "path_prefix: api }", "services[0].match.path_prefix", "line 9"),
         ("services:", "servics:", "unknown field `servics`", "line 7"),
+        (
+            "# policy: { plugin: canary-judge, config: { alpha: 0.01 } }",
+            "policy: { plugin: canary-jduge }",
+            "services[0].rollout.analysis.policy.plugin (line 34): no plugin named `canary-jduge`",
+            "line 34",
+        ),
+        ("- { name: canary-judge, path:", "- { name: canary-judge, pth:", "unknown field `pth`", "line 45"),
     ];
     for (from, to, expect, line) in cases {
         assert!(good.contains(from), "{from}");
@@ -103,6 +114,20 @@ fn check_names_the_field_and_line() {
         assert!(!ok, "accepted: {to}");
         assert!(out.contains(expect) && out.contains(line), "for `{to}` expected {expect} at {line}, got: {out}");
     }
+    // Plugin files are compiled and tried by `check`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.wasm"), "not wasm").unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/flags.json"), dir.path().join("flags.json"))
+        .unwrap();
+    let yaml = good.replace(crate::wasm_plugins::wasm("canary-judge").to_str().unwrap(), "bad.wasm");
+    std::fs::write(dir.path().join("bad.yaml"), yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("bad.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("plugins[0] (`canary-judge`): not a valid component"), "{err}");
     // TLS files are loaded by `check`, not only looked for.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.pem"), "not a certificate").unwrap();

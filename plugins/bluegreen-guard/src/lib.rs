@@ -58,7 +58,10 @@ impl Policy for BlueGreenGuard {
             _ => (ctx.baseline_window(), "now"),
         };
         if new.requests < self.min_requests {
-            return Verdict::hold(format!("{} has {} of the {} requests needed", new.name, new.requests, self.min_requests));
+            return Verdict::hold(format!(
+                "{} has {} of the {} requests needed",
+                new.name, new.requests, self.min_requests
+            ));
         }
         let regressions = self.regressions(&new, &old);
         let figures = format!(
@@ -82,10 +85,7 @@ impl BlueGreenGuard {
     fn regressions(&self, new: &PoolWindow, old: &PoolWindow) -> Vec<String> {
         let mut out = Vec::new();
         if new.error_rate() > old.error_rate() + self.max_error_rate_increase {
-            out.push(format!(
-                "error rate up {:.2} points",
-                (new.error_rate() - old.error_rate()) * 100.0
-            ));
+            out.push(format!("error rate up {:.2} points", (new.error_rate() - old.error_rate()) * 100.0));
         }
         let (p_new, p_old) = (new.p99_us as f64 / 1000.0, old.p99_us as f64 / 1000.0);
         if old.requests > 0 && p_new > p_old * self.max_p99_ratio && p_new - p_old >= self.min_p99_increase_ms {
@@ -109,7 +109,8 @@ mod tests {
     #[test]
     fn switches_back_on_error_regression() {
         let pre = Window::new("blue").ok(1000).latency_ms(10, 1000);
-        let ctx = testing::post_switch(pre, Window::new("blue"), Window::new("green").ok(190).failed(10).latency_ms(10, 200));
+        let ctx =
+            testing::post_switch(pre, Window::new("blue"), Window::new("green").ok(190).failed(10).latency_ms(10, 200));
         assert!(matches!(guard(&ctx), Decision::Rollback(ref r) if r.contains("error rate up 5.00 points")));
     }
 
@@ -134,7 +135,8 @@ mod tests {
     fn compares_the_pre_switch_figures_not_the_idle_old_pool() {
         // After the switch the old pool serves nothing; its current window is empty.
         let pre = Window::new("blue").ok(1000).failed(50).latency_ms(10, 1050);
-        let ctx = testing::post_switch(pre, Window::new("blue"), Window::new("green").ok(196).failed(4).latency_ms(10, 200));
+        let ctx =
+            testing::post_switch(pre, Window::new("blue"), Window::new("green").ok(196).failed(4).latency_ms(10, 200));
         assert_eq!(guard(&ctx), Decision::Promote, "2% is better than blue's 4.8% before the switch");
     }
 }

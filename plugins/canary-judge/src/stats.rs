@@ -22,9 +22,8 @@ pub fn fisher_worse(c_fail: u64, c_n: u64, b_fail: u64, b_n: u64) -> f64 {
         return 0.0;
     }
     // log-sum-exp over the tail's terms.
-    let terms: Vec<f64> = (lower..=top)
-        .map(|x| ln_choose(k, x) + ln_choose(n - k, draws - x) - ln_denominator)
-        .collect();
+    let terms: Vec<f64> =
+        (lower..=top).map(|x| ln_choose(k, x) + ln_choose(n - k, draws - x) - ln_denominator).collect();
     let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (max.exp() * terms.iter().map(|t| (t - max).exp()).sum::<f64>()).min(1.0)
 }

@@ -51,7 +51,9 @@ impl Policy for Misbehaving {
             }
             "recurse" => Verdict::hold(format!("{}", recurse(std::hint::black_box(1)))),
             "unknown-pool" => Verdict::set_weights(&[(ctx.baseline.as_str(), 50), ("nonexistent", 50)], "nonsense"),
-            "zero-weights" => Verdict::set_weights(&[(ctx.baseline.as_str(), 0), (ctx.candidate.as_str(), 0)], "nonsense"),
+            "zero-weights" => {
+                Verdict::set_weights(&[(ctx.baseline.as_str(), 0), (ctx.candidate.as_str(), 0)], "nonsense")
+            }
             "promote" => Verdict::promote("always"),
             _ => Verdict::hold("holding"),
         }

@@ -178,7 +178,7 @@ pub(crate) struct FileAnalysis {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilePolicy {
-    pub plugin: String,
+    pub plugin: Spanned<String>,
     pub config: Option<serde_json::Value>,
     pub max_faults: Option<u32>,
 }

@@ -436,6 +436,8 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         });
     }
 
+    let plugins = validate_plugins(file.plugins, base)?;
+    let plugin_names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
     let mut services = Vec::new();
     let mut names = HashSet::new();
     let mut routes = HashSet::new();
@@ -448,7 +450,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
                 format!("duplicate service name `{}`", s.name.value),
             ));
         }
-        let svc = validate_service(s, &p)?;
+        let svc = validate_service(s, &p, &plugin_names)?;
         if !routes.insert((svc.host.clone(), svc.path_prefix.clone())) {
             return Err(Error::Config(format!(
                 "config: {p}.match: service `{}` has the same host and path_prefix as an earlier service",
@@ -495,24 +497,6 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
             return Err(Error::Config(format!(
                 "config: service `{}` has a flag rule but there is no `flags` section naming the flag file",
                 s.name
-            )));
-        }
-    }
-    let plugins = validate_plugins(file.plugins, base)?;
-    let known = |name: &str| plugins.iter().any(|p| p.name == name);
-    for (i, s) in services.iter().enumerate() {
-        for (j, r) in s.split.rules.iter().enumerate() {
-            if let Some(pr) = r.plugin.as_ref().filter(|pr| !known(&pr.name)) {
-                return Err(Error::Config(format!(
-                    "config: services[{i}].split.rules[{j}].plugin: no plugin named `{}` in the `plugins` section",
-                    pr.name
-                )));
-            }
-        }
-        if let Some(pol) = s.rollout.as_ref().and_then(|r| r.analysis.policy.as_ref()).filter(|p| !known(&p.plugin)) {
-            return Err(Error::Config(format!(
-                "config: services[{i}].rollout.analysis.policy.plugin: no plugin named `{}` in the `plugins` section",
-                pol.plugin
             )));
         }
     }
@@ -676,7 +660,19 @@ fn validate_tls(t: FileTls, base: &Path, p: &str) -> Result<TlsConfig, Error> {
     Ok(TlsConfig { default, sni })
 }
 
-fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
+fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Result<ServiceConfig, Error> {
+    let unknown_plugin = |name: &str| {
+        let known = if plugins.is_empty() { "none".to_owned() } else { plugins.join(", ") };
+        format!("no plugin named `{name}` in the `plugins` section (plugins: {known})")
+    };
+    if let Some(r) = &s.rollout {
+        if let Some(pol) = r.value.analysis.as_ref().and_then(|a| a.policy.as_ref()) {
+            if !plugins.contains(&pol.plugin.value.as_str()) {
+                let field = format!("{p}.rollout.analysis.policy.plugin");
+                return Err(fail(field, &pol.plugin.referenced, unknown_plugin(&pol.plugin.value)));
+            }
+        }
+    }
     let host = match s.matcher.host {
         None => None,
         Some(h) => Some(parse_host(&h.value).map_err(|m| fail(format!("{p}.match.host"), &h.referenced, m))?),
@@ -731,6 +727,9 @@ fn validate_service(s: FileService, p: &str) -> Result<ServiceConfig, Error> {
         let (matcher, pool) = match (r.matcher, r.pool, r.plugin) {
             (Some(m), Some(pool), None) if r.config.is_none() && r.headers.is_empty() && r.cookies.is_empty() => (m, pool),
             (None, None, Some(plugin)) => {
+                if !plugins.contains(&plugin.value.as_str()) {
+                    return Err(fail(format!("{rp}.plugin"), &plugin.referenced, unknown_plugin(&plugin.value)));
+                }
                 let mut headers = Vec::new();
                 for h in &r.headers {
                     headers.push(HeaderName::try_from(h.as_str()).map_err(|_| {

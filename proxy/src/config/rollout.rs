@@ -236,7 +236,11 @@ fn validate_analysis(a: FileAnalysis, p: &str, at: &Location) -> Result<Analysis
                 if pol.max_faults == Some(0) {
                     return Err(fail(format!("{p}.analysis.policy.max_faults"), at, "must be at least 1"));
                 }
-                Some(PolicyConfig { plugin: pol.plugin, config: pol.config, max_faults: pol.max_faults.unwrap_or(3) })
+                Some(PolicyConfig {
+                    plugin: pol.plugin.value,
+                    config: pol.config,
+                    max_faults: pol.max_faults.unwrap_or(3),
+                })
             }
         },
     })

@@ -1,8 +1,8 @@
 //! Policy plugins on the control path: one fresh instance per analysis
 //! tick, run on a blocking thread so a slow policy never stalls the control
-//! runtime, with [`POLICY_DEADLINE`] of CPU and the memory cap.
+//! runtime, with [`POLICY_FUEL`] of CPU and the memory cap.
 
-use super::{classify, ticks, Fault, Plugin, POLICY_DEADLINE};
+use super::{classify, Fault, Plugin, POLICY_FUEL};
 use crate::stats::Figures;
 use bindings::switchyard::plugin::analysis as wit;
 use std::sync::Arc;
@@ -85,13 +85,13 @@ pub struct Answer {
 }
 
 /// Runs one tick: a fresh instance, `init(config)`, `decide`. Blocks for up
-/// to the deadline; call it from a blocking thread.
+/// to the CPU budget; call it from a blocking thread.
 pub fn decide(plugin: &Plugin, config: &str, input: &Input) -> Result<Answer, Fault> {
     let super::Pre::Policy(pre) = &plugin.pre else {
         return Err(Fault::Nonsense(format!("`{}` is a router, not a policy", plugin.name)));
     };
     let mut store = plugin.store();
-    store.set_epoch_deadline(ticks(POLICY_DEADLINE));
+    store.set_fuel(POLICY_FUEL).map_err(|e| Fault::Trap(e.to_string()))?;
     let start = Instant::now();
     let result = (|| {
         let policy = pre.instantiate(&mut store)?;
@@ -105,7 +105,7 @@ pub fn decide(plugin: &Plugin, config: &str, input: &Input) -> Result<Answer, Fa
     let verdict = match result {
         Ok(Ok(v)) => v,
         Ok(Err(msg)) => return Err(Fault::Error(format!("init: {msg}"))),
-        Err(e) => return Err(classify(&e, store.data(), POLICY_DEADLINE)),
+        Err(e) => return Err(classify(&e, store.data(), POLICY_FUEL)),
     };
     let explanation = verdict.explanation.map(|e| e.chars().take(1024).collect());
     let decision = match verdict.decision {

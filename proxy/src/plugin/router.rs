@@ -10,9 +10,9 @@
 //! weights); a trapped instance is dropped and rebuilt on the next call.
 //! After [`QUARANTINE_AFTER`] consecutive faults on a thread the binding is
 //! skipped there for a backoff (1 s, doubling to 60 s), so a looping plugin
-//! costs at most one deadline per backoff instead of one per request.
+//! costs at most one CPU budget per backoff instead of one per request.
 
-use super::{classify, ticks, Fault, Host, Plugin, ROUTER_DEADLINE};
+use super::{classify, Fault, Host, Plugin, POLICY_FUEL, ROUTER_FUEL};
 use http::{HeaderMap, HeaderName};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +39,10 @@ pub const QUARANTINE_AFTER: u32 = 5;
 pub struct RouterBinding {
     /// The plugin version.
     pub plugin: Arc<Plugin>,
-    /// Configuration passed to `init` (JSON).
+    /// Configuration passed to `init` (JSON text).
     pub config: String,
+    /// The same, as a value (to tell whether a rebuilt snapshot can keep the binding).
+    config_value: serde_json::Value,
     /// The service's pool names, as passed to `init`.
     pub pools: Vec<String>,
     /// Headers passed: the plugin's `needs` plus the rule's.
@@ -80,8 +82,10 @@ impl RouterBinding {
         extra_cookies: &[String],
     ) -> Result<Arc<Self>, String> {
         static IDS: AtomicU64 = AtomicU64::new(1);
+        let config_value = config.clone();
         let config = config.to_string();
-        let mut warm = Warm::new(&plugin, &config, &pools).map_err(|f| format!("plugin `{}`: init {f}", plugin.name))?;
+        let mut warm =
+            Warm::new(&plugin, &config, &pools).map_err(|f| format!("plugin `{}`: init {f}", plugin.name))?;
         let mut headers = Vec::new();
         for h in warm.needs.headers.iter() {
             let name = HeaderName::try_from(h.as_str())
@@ -99,7 +103,8 @@ impl RouterBinding {
                 cookies.push(c.clone());
             }
         }
-        let binding = RouterBinding { plugin, config, pools, headers, cookies, id: IDS.fetch_add(1, Ordering::Relaxed) };
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        let binding = RouterBinding { plugin, config, config_value, pools, headers, cookies, id };
         let sample = HeaderMap::new();
         let input = RouteInput { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers: &sample };
         warm.call(&binding, &input).map_err(|f| format!("plugin `{}`: trial route {f}", binding.plugin.name))?;
@@ -109,7 +114,7 @@ impl RouterBinding {
     /// Whether this binding is for the same plugin version, config and pools
     /// (so a new snapshot can keep it, and the threads their warm instances).
     pub fn same(&self, plugin: &Arc<Plugin>, config: &serde_json::Value, pools: &[String]) -> bool {
-        Arc::ptr_eq(&self.plugin, plugin) && self.config == config.to_string() && self.pools == pools
+        Arc::ptr_eq(&self.plugin, plugin) && self.config_value == *config && self.pools == pools
     }
 
     /// Asks the plugin; `Some(pool index)` or `None` (no opinion, or a fault).
@@ -120,7 +125,13 @@ impl RouterBinding {
                 Some(i) => i,
                 None => {
                     slots.retain(|s| s.binding.strong_count() > 0);
-                    slots.push(Slot { id: self.id, binding: Arc::downgrade(self), warm: None, faults: 0, backoff: None });
+                    slots.push(Slot {
+                        id: self.id,
+                        binding: Arc::downgrade(self),
+                        warm: None,
+                        faults: 0,
+                        backoff: None,
+                    });
                     slots.len() - 1
                 }
             };
@@ -169,7 +180,8 @@ impl Slot {
                 }
                 self.faults += 1;
                 if self.faults >= QUARANTINE_AFTER {
-                    let next = self.backoff.map_or(Duration::from_secs(1), |(_, d)| (d * 2).min(Duration::from_secs(60)));
+                    let next =
+                        self.backoff.map_or(Duration::from_secs(1), |(_, d)| (d * 2).min(Duration::from_secs(60)));
                     tracing::warn!(plugin = %b.plugin.name, "plugin {} quarantined on this worker for {next:?} after {} faults in a row", b.plugin.name, self.faults);
                     self.backoff = Some((Instant::now() + next, next));
                     self.faults = 0;
@@ -194,12 +206,13 @@ impl Warm {
             return Err(Fault::Nonsense("not a router".into()));
         };
         let mut store = plugin.store();
-        store.set_epoch_deadline(ticks(super::POLICY_DEADLINE));
-        let router = pre.instantiate(&mut store).map_err(|e| classify(&e, store.data(), super::POLICY_DEADLINE))?;
+        // Instantiation and `init` run once per thread: the policy's budget.
+        store.set_fuel(POLICY_FUEL).map_err(|e| Fault::Trap(e.to_string()))?;
+        let router = pre.instantiate(&mut store).map_err(|e| classify(&e, store.data(), POLICY_FUEL))?;
         let needs = match router.call_init(&mut store, config, pools) {
             Ok(Ok(needs)) => needs,
             Ok(Err(msg)) => return Err(Fault::Error(msg)),
-            Err(e) => return Err(classify(&e, store.data(), super::POLICY_DEADLINE)),
+            Err(e) => return Err(classify(&e, store.data(), POLICY_FUEL)),
         };
         Ok(Warm { store, router, buf: Vec::with_capacity(256), needs })
     }
@@ -218,7 +231,7 @@ impl Warm {
             }
         }
         let bytes = req.finish();
-        self.store.set_epoch_deadline(ticks(ROUTER_DEADLINE));
+        self.store.set_fuel(ROUTER_FUEL).map_err(|e| Fault::Trap(e.to_string()))?;
         let start = Instant::now();
         let result = self.router.call_route(&mut self.store, &bytes);
         b.plugin.calls.call(start.elapsed());
@@ -226,9 +239,11 @@ impl Warm {
         match result {
             Ok(Ok(None)) => Ok(None),
             Ok(Ok(Some(i))) if (i as usize) < b.pools.len() => Ok(Some(i as usize)),
-            Ok(Ok(Some(i))) => Err(Fault::Nonsense(format!("pool index {i}, but the service has {} pools", b.pools.len()))),
+            Ok(Ok(Some(i))) => {
+                Err(Fault::Nonsense(format!("pool index {i}, but the service has {} pools", b.pools.len())))
+            }
             Ok(Err(msg)) => Err(Fault::Error(msg)),
-            Err(e) => Err(classify(&e, self.store.data(), ROUTER_DEADLINE)),
+            Err(e) => Err(classify(&e, self.store.data(), ROUTER_FUEL)),
         }
     }
 }
@@ -248,6 +263,7 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
     let binding = RouterBinding {
         plugin: plugin.clone(),
         config,
+        config_value: plugin.config.clone(),
         pools,
         headers: vec![],
         cookies: vec![],

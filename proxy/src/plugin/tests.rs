@@ -105,7 +105,8 @@ fn repeated_faults_quarantine_the_rule_on_the_thread() {
 fn same_plugin_two_services_share_no_state() {
     let p = load("cohort-router", serde_json::Value::Null);
     let a = RouterBinding::new(p.clone(), &serde_json::json!({ "allow": ["ann"] }), pools(), &[], &[]).unwrap();
-    let b = RouterBinding::new(p, &serde_json::json!({ "allow": ["bob"], "pool": "stable" }), pools(), &[], &[]).unwrap();
+    let b =
+        RouterBinding::new(p, &serde_json::json!({ "allow": ["bob"], "pool": "stable" }), pools(), &[], &[]).unwrap();
     assert_eq!(route(&a, &[], Some("ann")), Some(0));
     assert_eq!(route(&b, &[], Some("ann")), None);
     assert_eq!(route(&b, &[], Some("bob")), Some(1));

@@ -26,7 +26,11 @@ impl Verdict {
     /// The explanation.
     pub fn why(&self) -> &str {
         match self {
-            Verdict::Breach(w) | Verdict::Pass(w) | Verdict::Fail(w) | Verdict::Inconclusive(w) | Verdict::Rollback(w) => w,
+            Verdict::Breach(w)
+            | Verdict::Pass(w)
+            | Verdict::Fail(w)
+            | Verdict::Inconclusive(w)
+            | Verdict::Rollback(w) => w,
         }
     }
 }

@@ -9,9 +9,9 @@ use super::analysis::{judge, Verdict};
 use super::machine::{Action, Rollout};
 use super::notify;
 use crate::config::rollout::{PolicyConfig, RolloutPlan, Strategy};
+use crate::control::{Control, ControlError};
 use crate::plugin::policy::{Answer, Decision, Input, Stage};
 use crate::plugin::{Fault, Kind};
-use crate::control::{Control, ControlError};
 use crate::state::{event, WeightMap};
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -237,7 +237,13 @@ async fn consult(ctrl: &Control, r: &mut Rollout, policy: &PolicyConfig, elapsed
                 let why = format!("policy plugin {name} faulted {n} ticks in a row (last: {fault}); failing closed");
                 (Verdict::Rollback(why), None)
             } else {
-                (Verdict::Inconclusive(format!("policy plugin {name} faulted ({n} of {}): {fault}", policy.max_faults)), None)
+                (
+                    Verdict::Inconclusive(format!(
+                        "policy plugin {name} faulted ({n} of {}): {fault}",
+                        policy.max_faults
+                    )),
+                    None,
+                )
             }
         }
     }
@@ -259,7 +265,9 @@ fn check_answer(a: Answer, r: &Rollout) -> Result<(Verdict, Option<u32>), Fault>
                 match pool {
                     p if *p == r.plan.baseline => base += u64::from(*weight),
                     p if *p == r.plan.candidate => cand += u64::from(*weight),
-                    p => return Err(Fault::Nonsense(format!("set-weights names `{p}`, not the baseline or candidate"))),
+                    p => {
+                        return Err(Fault::Nonsense(format!("set-weights names `{p}`, not the baseline or candidate")))
+                    }
                 }
             }
             if base + cand == 0 {
@@ -311,7 +319,10 @@ async fn check_policy(ctrl: &Control, service: &str, plan: &RolloutPlan) -> Resu
         ControlError::BadRequest(format!("analysis.policy: no plugin named `{}` is loaded", policy.plugin))
     })?;
     if plugin.kind != Kind::Policy {
-        return Err(ControlError::BadRequest(format!("analysis.policy: `{}` is a router, not a policy", policy.plugin)));
+        return Err(ControlError::BadRequest(format!(
+            "analysis.policy: `{}` is a router, not a policy",
+            policy.plugin
+        )));
     }
     let (r, _) = Rollout::start(service, plan.clone());
     let input = policy_input(ctrl, &r, 0).map_err(ControlError::NotFound)?;
@@ -339,7 +350,8 @@ async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, action: &Action, actor: &st
         if r.plan.strategy == Strategy::BlueGreen && w == 100 && r.step == 1 {
             // The switch: keep the live pool's figures for the post-switch policy.
             let snap = ctrl.shared.snapshot.load();
-            let slot = snap.service(&service).and_then(|s| s.pools.iter().find(|p| p.name == base)).map(|p| p.stats_slot);
+            let slot =
+                snap.service(&service).and_then(|s| s.pools.iter().find(|p| p.name == base)).map(|p| p.stats_slot);
             r.pre_switch = slot.map(|s| ctrl.shared.stats.recent(s, Some(r.plan.analysis.window)));
         }
         let weights: WeightMap = [(base, 100 - w), (cand, w)].into();

@@ -258,7 +258,13 @@ mod tests {
                 pool: 0,
                 plugin: None,
             },
-            RuleConfig { headers: vec![], cookies: vec![("beta".into(), "1".into())], flag: None, pool: 1, plugin: None },
+            RuleConfig {
+                headers: vec![],
+                cookies: vec![("beta".into(), "1".into())],
+                flag: None,
+                pool: 1,
+                plugin: None,
+            },
         ];
         let s = split(vec![0, 1], None, rules);
         let mut h = HeaderMap::new();
