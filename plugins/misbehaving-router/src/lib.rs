@@ -3,7 +3,8 @@
 //! header named by `trigger` (default `x-misbehave`), so it passes the
 //! host's trial call at load. `mode`: `loop`, `trap`, `hog` (grows memory
 //! without end), `recurse` (unbounded recursion), `unknown-pool` (answers
-//! an index beyond the pools), `error` (returns an error), `canary`
+//! an index beyond the pools), `error` (returns an error), `log-flood`
+//! (logs without end), `canary`
 //! (behaves: routes to the pool `canary`).
 
 use serde::Deserialize;
@@ -57,6 +58,9 @@ impl Router for Misbehaving {
             }
             "recurse" => Ok(Some(Pool::from_index(recurse(std::hint::black_box(1))))),
             "unknown-pool" => Ok(Some(Pool::from_index(99))),
+            "log-flood" => loop {
+                switchyard_sdk::log(switchyard_sdk::Level::Info, "misbehaving router: flooding the log");
+            },
             "error" => Err("misbehaving router: error on request".into()),
             _ => Ok(self.canary),
         }

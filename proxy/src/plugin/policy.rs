@@ -10,11 +10,11 @@ use std::time::Instant;
 use switchyard_sdk::policy::latency_bucket;
 
 pub(super) mod bindings {
-    wasmtime::component::bindgen!({ world: "policy", path: "../sdk/wit" });
+    wasmtime::component::bindgen!({ world: "policy", path: "../sdk/wit", imports: { default: trappable } });
 
     impl switchyard::plugin::log::Host for super::super::Host {
-        fn write(&mut self, level: switchyard::plugin::log::Level, message: String) {
-            super::super::write_log(self, level as u8, &message);
+        fn write(&mut self, level: switchyard::plugin::log::Level, message: String) -> wasmtime::Result<()> {
+            super::super::write_log(self, level as u8, &message)
         }
     }
     impl switchyard::plugin::analysis::Host for super::super::Host {}

@@ -22,11 +22,11 @@ use switchyard_sdk::RequestBuilder;
 use wasmtime::Store;
 
 pub(super) mod bindings {
-    wasmtime::component::bindgen!({ world: "router", path: "../sdk/wit" });
+    wasmtime::component::bindgen!({ world: "router", path: "../sdk/wit", imports: { default: trappable } });
 
     impl switchyard::plugin::log::Host for super::Host {
-        fn write(&mut self, level: switchyard::plugin::log::Level, message: String) {
-            super::super::write_log(self, level as u8, &message);
+        fn write(&mut self, level: switchyard::plugin::log::Level, message: String) -> wasmtime::Result<()> {
+            super::super::write_log(self, level as u8, &message)
         }
     }
     impl switchyard::plugin::routing::Host for super::Host {}
@@ -232,6 +232,7 @@ impl Warm {
         }
         let bytes = req.finish();
         self.store.set_fuel(ROUTER_FUEL).map_err(|e| Fault::Trap(e.to_string()))?;
+        self.store.data_mut().log_calls = 0;
         let start = Instant::now();
         let result = self.router.call_route(&mut self.store, &bytes);
         b.plugin.calls.call(start.elapsed());

@@ -77,6 +77,7 @@ fn misbehaving_routers_are_contained() {
         ("recurse", "trap"),
         ("unknown-pool", "nonsense"),
         ("error", "error"),
+        ("log-flood", "trap"),
     ] {
         let p = load("misbehaving-router", serde_json::Value::Null);
         let b = RouterBinding::new(p.clone(), &serde_json::json!({ "mode": mode }), pools(), &[], &[]).unwrap();
