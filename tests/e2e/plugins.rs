@@ -338,3 +338,63 @@ async fn a_rollout_with_a_bad_policy_config_is_refused() {
         assert!(v["error"].as_str().unwrap().contains(want), "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bluegreen_guard_switches_back_against_the_pre_switch_figures() {
+    let blue = Upstream::text("blue").await;
+    let failing = Arc::new(AtomicBool::new(false));
+    let f = failing.clone();
+    let green = Upstream::start(move |_| {
+        let fail = f.load(Ordering::Relaxed);
+        async move {
+            let mut r = Response::new(full("green"));
+            if fail {
+                *r.status_mut() = StatusCode::BAD_GATEWAY;
+            }
+            r
+        }
+    })
+    .await;
+    let plan =
+        "    rollout:\n      strategy: blue-green\n      auto_switch: true\n      post_switch_window: 1h\n      \
+                analysis:\n        interval: 200ms\n        window: 2s\n        \
+                policy: { plugin: bluegreen-guard, config: { min_requests: 20 } }\n";
+    let split = "      rules: [{ match: { header: { x-preview: \"1\" } }, pool: green }]\n      weights: { blue: 100, green: 0 }\n";
+    let svc = service("web", plan, &[("blue", &[blue.addr]), ("green", &[green.addr])], split);
+    let proxy = start_with_admin(&format!("{svc}{}", plugins_section(&["bluegreen-guard"]))).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = load(proxy.addr, 2, "/", &[], "", stop.clone());
+    let preview = load(proxy.addr, 1, "/", &[("x-preview", "1")], "green", stop.clone());
+    let (status, r) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{r}");
+    // The preview passes the guard: auto_switch moves everything to green.
+    let switched = async {
+        for _ in 0..100 {
+            let r = proxy.admin("GET", "/v1/services/web/rollout", None, None).await.1;
+            if r["weight"] == 100 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(switched.await, "{}", proxy.admin("GET", "/v1/services/web/rollout", None, None).await.1);
+    // Green regresses after the switch; blue is idle now, so only the
+    // pre-switch figures can show the regression.
+    failing.store(true, Ordering::Relaxed);
+    let mut r = serde_json::Value::Null;
+    for _ in 0..100 {
+        r = proxy.admin("GET", "/v1/services/web/rollout", None, None).await.1;
+        if r["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    totals(live).await;
+    totals(preview).await;
+    assert_eq!(r["status"], "rolled-back", "{r:#}");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("error rate up") && reason.contains("blue before the switch"), "{reason}");
+    assert_eq!(Client::connect(proxy.addr).await.get("/", &[]).await.2, "blue", "switched back");
+}
