@@ -19,12 +19,13 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard::plugin::policy::{decide, Input, Stage};
+use switchyard::plugin::policy::{decide, window};
 use switchyard::plugin::router::{RouteInput, RouterBinding};
 use switchyard::plugin::{Plugin, POLICY_FUEL, ROUTER_FUEL};
 use switchyard::split::{RequestView, Split};
 use switchyard::stats::Figures;
 use switchyard::Config;
+use switchyard_sdk::{Context, Phase, Strategy};
 
 fn load(name: &str) -> Arc<Plugin> {
     let bytes = std::fs::read(wasm_plugins::wasm(name)).unwrap();
@@ -70,7 +71,7 @@ services:
 }
 
 /// A window of 30 000 requests with latencies spread like a real service.
-fn window(seed: u64, failed: u64) -> Figures {
+fn figures(seed: u64, failed: u64) -> Figures {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut lat: Vec<u64> =
         (0..30_000).map(|_| 2_000 + rng.u64(0..8_000) + rng.u64(0..1_000) * rng.u64(0..20)).collect();
@@ -108,9 +109,10 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let judge = load("canary-judge");
-    let input = Input {
+    let input = Context {
         service: "checkout".into(),
-        stage: Stage::Canary,
+        strategy: Strategy::Canary,
+        phase: Phase::Stepping,
         step: 1,
         steps: 4,
         in_step_ms: 60_000,
@@ -121,7 +123,7 @@ fn bench(c: &mut Criterion) {
         weights: vec![("canary".into(), 25), ("stable".into(), 75)],
         pre_switch: None,
         faults: 0,
-        pools: vec![("canary".into(), window(1, 30)), ("stable".into(), window(2, 25))],
+        pools: vec![window("canary", &figures(1, 30)), window("stable", &figures(2, 25))],
     };
     c.bench_function("policy/canary-judge tick (2 × 30k-request windows)", |b| {
         b.iter(|| black_box(decide(&judge, "null", black_box(&input)).unwrap()))

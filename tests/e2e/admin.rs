@@ -4,22 +4,9 @@ use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
 
-async fn two_pool_proxy() -> (Upstream, Upstream, Proxy) {
-    let stable = Upstream::text("stable").await;
-    let canary = Upstream::text("canary").await;
-    let svc = service(
-        "web",
-        "",
-        &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
-        "      weights: { stable: 100, canary: 0 }\n",
-    );
-    let proxy = start_with_admin(&svc).await;
-    (stable, canary, proxy)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_health_openapi_and_services() {
-    let (_s, _c, proxy) = two_pool_proxy().await;
+    let (_s, _c, proxy) = two_pool_proxy("").await;
     assert_eq!(proxy.admin("GET", "/health/live", None, None).await.0, 200);
     assert_eq!(proxy.admin("GET", "/health/ready", None, None).await, (200, json!({ "status": "ready" })));
     let (status, spec) = proxy.admin("GET", "/v1/openapi.yaml", None, None).await;
@@ -40,7 +27,7 @@ async fn reads_health_openapi_and_services() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_the_token_and_bad_bodies_change_nothing() {
-    let (_s, _c, proxy) = two_pool_proxy().await;
+    let (_s, _c, proxy) = two_pool_proxy("").await;
     let body = r#"{"stable": 50, "canary": 50}"#;
     let w = Some(body);
     let path = "/v1/services/web/weights";
@@ -105,7 +92,7 @@ async fn writes_need_the_token_and_bad_bodies_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weight_change_applies_to_the_next_request_and_stats_follow() {
-    let (stable, canary, proxy) = two_pool_proxy().await;
+    let (stable, canary, proxy) = two_pool_proxy("").await;
     let mut c = Client::connect(proxy.addr).await;
     for _ in 0..20 {
         assert_eq!(c.get("/", &[]).await.2, "stable");
@@ -157,7 +144,7 @@ async fn a_weight_change_applies_to_the_next_request_and_stats_follow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_weight_changes_per_second_and_reloads_under_load_fail_nothing() {
-    let (_s, _c, proxy) = two_pool_proxy().await;
+    let (_s, _c, proxy) = two_pool_proxy("").await;
     let addr = proxy.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
@@ -224,7 +211,7 @@ async fn a_hundred_weight_changes_per_second_and_reloads_under_load_fail_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_weights_survive_kill_9_and_reload_and_can_be_reset() {
-    let (_s, _c, proxy) = two_pool_proxy().await;
+    let (_s, _c, proxy) = two_pool_proxy("").await;
     let (status, _) = proxy
         .admin(
             "PUT",
@@ -272,7 +259,7 @@ async fn api_weights_survive_kill_9_and_reload_and_can_be_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_good_files_and_refuses_bad_ones() {
-    let (_s, _c, proxy) = two_pool_proxy().await;
+    let (_s, _c, proxy) = two_pool_proxy("").await;
     let extra = Upstream::text("extra").await;
     let path = proxy.dir.path().join("switchyard.yaml");
     let original = std::fs::read_to_string(&path).unwrap();
@@ -308,7 +295,7 @@ async fn reload_applies_good_files_and_refuses_bad_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_streams_new_events() {
     use http_body_util::BodyExt;
-    let (_s, _c, proxy) = two_pool_proxy().await;
+    let (_s, _c, proxy) = two_pool_proxy("").await;
     let mut c = Client::connect(proxy.admin.unwrap()).await;
     let resp =
         c.send(http::Request::get("/v1/events?follow=1").header("host", "a").body(full("")).unwrap()).await.unwrap();
@@ -352,7 +339,7 @@ async fn admin_off_loopback_needs_a_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_commands_and_exit_codes() {
-    let (_s, _c, proxy) = two_pool_proxy().await;
+    let (_s, _c, proxy) = two_pool_proxy("").await;
     let admin = proxy.admin.unwrap();
     for _ in 0..5 {
         get(proxy.addr, "/", &[]).await;

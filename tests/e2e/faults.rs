@@ -111,18 +111,7 @@ async fn failing_active_checks_make_503() {
 async fn passive_ejection_and_recovery() {
     let good = Upstream::text("good").await;
     let broken = Arc::new(AtomicBool::new(true));
-    let b = broken.clone();
-    let flaky = Upstream::start(move |_| {
-        let broken = b.load(Ordering::SeqCst);
-        async move {
-            let mut r = Response::new(full("flaky"));
-            if broken {
-                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-            }
-            r
-        }
-    })
-    .await;
+    let flaky = switchable("flaky", broken.clone()).await;
     let yaml = format!(
         "listeners:\n  - {{ name: main, bind: \"127.0.0.1:0\" }}\nservices:\n  - name: s\n    pools:\n      p:\n        \
          endpoints: [\"{}\", \"{}\"]\n        outlier: {{ consecutive_failures: 3, base_ejection: 1s }}\n",

@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The `plugins:` section naming each built plugin by its crate name.
 fn plugins_section(names: &[&str]) -> String {
@@ -275,15 +275,7 @@ async fn judged_rollout(every: u64, policy: &str, plugin_names: &[&str]) -> serd
     let tasks = load(proxy.addr, 4, "/", &[], "", stop.clone());
     let (status, r) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
     assert_eq!(status, 200, "{r}");
-    let start = Instant::now();
-    let mut r = serde_json::Value::Null;
-    while start.elapsed() < Duration::from_secs(30) {
-        r = proxy.admin("GET", "/v1/services/web/rollout", None, None).await.1;
-        if r["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let r = rollout_end(&proxy).await;
     stop.store(true, Ordering::Relaxed);
     totals(tasks).await;
     r
@@ -318,15 +310,7 @@ async fn a_broken_policy_fails_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_with_a_bad_policy_config_is_refused() {
-    let stable = Upstream::text("stable").await;
-    let canary = Upstream::text("canary").await;
-    let svc = service(
-        "web",
-        "",
-        &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
-        "      weights: { stable: 100, canary: 0 }\n",
-    );
-    let proxy = start_with_admin(&format!("{svc}{}", plugins_section(&["canary-judge", "cohort-router"]))).await;
+    let (_stable, _canary, proxy) = two_pool_proxy(&plugins_section(&["canary-judge", "cohort-router"])).await;
     let plan = |p: &str| format!(r#"{{"steps": [{{"weight": 10, "hold": "1m"}}], "analysis": {{"policy": {p}}}}}"#);
     for (policy, want) in [
         (r#"{"plugin": "canary-judge", "config": {"alpha": 3}}"#, "alpha must be between 0 and 1"),
@@ -343,18 +327,7 @@ async fn a_rollout_with_a_bad_policy_config_is_refused() {
 async fn bluegreen_guard_switches_back_against_the_pre_switch_figures() {
     let blue = Upstream::text("blue").await;
     let failing = Arc::new(AtomicBool::new(false));
-    let f = failing.clone();
-    let green = Upstream::start(move |_| {
-        let fail = f.load(Ordering::Relaxed);
-        async move {
-            let mut r = Response::new(full("green"));
-            if fail {
-                *r.status_mut() = StatusCode::BAD_GATEWAY;
-            }
-            r
-        }
-    })
-    .await;
+    let green = switchable("green", failing.clone()).await;
     let plan =
         "    rollout:\n      strategy: blue-green\n      auto_switch: true\n      post_switch_window: 1h\n      \
                 analysis:\n        interval: 200ms\n        window: 2s\n        \
@@ -382,14 +355,7 @@ async fn bluegreen_guard_switches_back_against_the_pre_switch_figures() {
     // Green regresses after the switch; blue is idle now, so only the
     // pre-switch figures can show the regression.
     failing.store(true, Ordering::Relaxed);
-    let mut r = serde_json::Value::Null;
-    for _ in 0..100 {
-        r = proxy.admin("GET", "/v1/services/web/rollout", None, None).await.1;
-        if r["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let r = rollout_end(&proxy).await;
     stop.store(true, Ordering::Relaxed);
     totals(live).await;
     totals(preview).await;

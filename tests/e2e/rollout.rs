@@ -7,21 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// An upstream answering `text`, or 503 while `failing` is set.
-async fn switchable(text: &'static str, failing: Arc<AtomicBool>) -> Upstream {
-    Upstream::start(move |_| {
-        let fail = failing.load(Ordering::SeqCst);
-        async move {
-            let mut r = Response::new(full(text));
-            if fail {
-                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-            }
-            r
-        }
-    })
-    .await
-}
-
 /// Load: `conns` clients in a loop until `stop`; counts responses by body.
 fn load(addr: std::net::SocketAddr, conns: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<usize>> {
     (0..conns)

@@ -270,6 +270,48 @@ impl Proxy {
     }
 }
 
+/// An upstream answering `text`, or 503 while `failing` is set.
+pub async fn switchable(text: &'static str, failing: Arc<std::sync::atomic::AtomicBool>) -> Upstream {
+    Upstream::start(move |_| {
+        let fail = failing.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut r = Response::new(full(text));
+            if fail {
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r
+        }
+    })
+    .await
+}
+
+/// Two pools, `stable` (all the weight) and `canary`, in service `web`,
+/// behind a proxy with the admin API; `more` is appended to the config.
+pub async fn two_pool_proxy(more: &str) -> (Upstream, Upstream, Proxy) {
+    let stable = Upstream::text("stable").await;
+    let canary = Upstream::text("canary").await;
+    let svc = service(
+        "web",
+        "",
+        &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
+        "      weights: { stable: 100, canary: 0 }\n",
+    );
+    let proxy = start_with_admin(&format!("{svc}{more}")).await;
+    (stable, canary, proxy)
+}
+
+/// Polls the rollout of `web` until it is no longer running (at most 30 s).
+pub async fn rollout_end(proxy: &Proxy) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let r = proxy.admin("GET", "/v1/services/web/rollout", None, None).await.1;
+        if r["status"] != "running" || start.elapsed() > Duration::from_secs(30) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A keep-alive HTTP/1.1 client connection.
 pub struct Client {
     sender: hyper::client::conn::http1::SendRequest<BoxBody>,

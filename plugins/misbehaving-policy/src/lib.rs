@@ -5,6 +5,9 @@
 //! (set-weights naming a pool the service lacks), `zero-weights`
 //! (set-weights all zero), `promote` (always promotes), `hold`.
 
+#[path = "../../misbehaving-router/src/misbehave.rs"]
+mod misbehave;
+
 use serde::Deserialize;
 use switchyard_sdk::{Config, Context, Policy, Verdict};
 
@@ -33,23 +36,10 @@ impl Policy for Misbehaving {
             return Verdict::hold("waiting for traffic");
         }
         match self.0.mode.as_str() {
-            "loop" => {
-                let mut n = 0u64;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
+            "loop" => misbehave::spin(),
             "trap" => panic!("misbehaving policy: trap"),
-            "hog" => {
-                // Reserve (untouched, so growth is fast) 16 MiB at a time.
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    let mut block = Vec::with_capacity(16 << 20);
-                    block.push(1u8);
-                    hoard.push(std::hint::black_box(block));
-                }
-            }
-            "recurse" => Verdict::hold(format!("{}", recurse(std::hint::black_box(1)))),
+            "hog" => misbehave::hog(),
+            "recurse" => Verdict::hold(format!("{}", misbehave::recurse(std::hint::black_box(1)))),
             "unknown-pool" => Verdict::set_weights(&[(ctx.baseline.as_str(), 50), ("nonexistent", 50)], "nonsense"),
             "zero-weights" => {
                 Verdict::set_weights(&[(ctx.baseline.as_str(), 0), (ctx.candidate.as_str(), 0)], "nonsense")
@@ -58,14 +48,6 @@ impl Policy for Misbehaving {
             _ => Verdict::hold("holding"),
         }
     }
-}
-
-fn recurse(n: u32) -> u32 {
-    let frame = std::hint::black_box([n; 64]);
-    if frame[0] == u32::MAX {
-        return 0; // never: the stack runs out long before
-    }
-    recurse(frame[7].wrapping_add(1)).wrapping_add(frame[3])
 }
 
 switchyard_sdk::export_policy!(Misbehaving);

@@ -7,6 +7,8 @@
 //! (logs without end), `canary`
 //! (behaves: routes to the pool `canary`).
 
+mod misbehave;
+
 use serde::Deserialize;
 use switchyard_sdk::{Config, Needs, Pool, Pools, Request, Router};
 
@@ -40,23 +42,10 @@ impl Router for Misbehaving {
             return Ok(None);
         }
         match self.mode.as_str() {
-            "loop" => {
-                let mut n = 0u64;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
+            "loop" => misbehave::spin(),
             "trap" => panic!("misbehaving router: trap on request"),
-            "hog" => {
-                // Reserve (untouched, so growth is fast) 16 MiB at a time.
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    let mut block = Vec::with_capacity(16 << 20);
-                    block.push(1u8);
-                    hoard.push(std::hint::black_box(block));
-                }
-            }
-            "recurse" => Ok(Some(Pool::from_index(recurse(std::hint::black_box(1))))),
+            "hog" => misbehave::hog(),
+            "recurse" => Ok(Some(Pool::from_index(misbehave::recurse(std::hint::black_box(1))))),
             "unknown-pool" => Ok(Some(Pool::from_index(99))),
             "log-flood" => loop {
                 switchyard_sdk::log(switchyard_sdk::Level::Info, "misbehaving router: flooding the log");
@@ -69,15 +58,6 @@ impl Router for Misbehaving {
     fn needs(&self) -> Needs {
         Needs { headers: vec![self.trigger.clone()], cookies: vec![] }
     }
-}
-
-/// Recursion the optimiser cannot turn into a loop.
-fn recurse(n: u32) -> u32 {
-    let frame = std::hint::black_box([n; 64]);
-    if frame[0] == u32::MAX {
-        return 0; // never: the stack runs out long before
-    }
-    recurse(frame[7].wrapping_add(1)).wrapping_add(frame[3])
 }
 
 switchyard_sdk::export_router!(Misbehaving);

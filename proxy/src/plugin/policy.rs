@@ -8,6 +8,7 @@ use bindings::switchyard::plugin::analysis as wit;
 use std::sync::Arc;
 use std::time::Instant;
 use switchyard_sdk::policy::latency_bucket;
+use switchyard_sdk::{Context, Phase, PoolWindow, Strategy};
 
 pub(super) mod bindings {
     wasmtime::component::bindgen!({ world: "policy", path: "../sdk/wit", imports: { default: trappable } });
@@ -18,48 +19,6 @@ pub(super) mod bindings {
         }
     }
     impl switchyard::plugin::analysis::Host for super::super::Host {}
-}
-
-/// Canary or blue-green, and where it stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// A canary stepping through weights.
-    Canary,
-    /// Blue-green before the switch.
-    Preview,
-    /// Blue-green after the switch.
-    PostSwitch,
-}
-
-/// What a policy is told at a tick.
-#[derive(Clone, Debug)]
-pub struct Input {
-    /// The service.
-    pub service: String,
-    /// Strategy and phase.
-    pub stage: Stage,
-    /// The step (blue-green: 0 before the switch, 1 after).
-    pub step: u32,
-    /// Steps in the plan.
-    pub steps: u32,
-    /// Time in the step, ms.
-    pub in_step_ms: u64,
-    /// The step's hold, ms.
-    pub hold_ms: Option<u64>,
-    /// The analysis interval, ms.
-    pub interval_ms: u64,
-    /// The baseline pool.
-    pub baseline: String,
-    /// The candidate pool.
-    pub candidate: String,
-    /// Weights in force.
-    pub weights: Vec<(String, u32)>,
-    /// Blue-green after the switch: the baseline's figures just before it.
-    pub pre_switch: Option<Figures>,
-    /// Consecutive faulted ticks before this one.
-    pub faults: u32,
-    /// Every pool's window figures.
-    pub pools: Vec<(String, Figures)>,
 }
 
 /// A policy's decision.
@@ -86,7 +45,7 @@ pub struct Answer {
 
 /// Runs one tick: a fresh instance, `init(config)`, `decide`. Blocks for up
 /// to the CPU budget; call it from a blocking thread.
-pub fn decide(plugin: &Plugin, config: &str, input: &Input) -> Result<Answer, Fault> {
+pub fn decide(plugin: &Plugin, config: &str, input: &Context) -> Result<Answer, Fault> {
     let super::Pre::Policy(pre) = &plugin.pre else {
         return Err(Fault::Nonsense(format!("`{}` is a router, not a policy", plugin.name)));
     };
@@ -118,7 +77,7 @@ pub fn decide(plugin: &Plugin, config: &str, input: &Input) -> Result<Answer, Fa
 }
 
 /// [`decide`] on a blocking thread, with the fault recorded against the plugin.
-pub async fn decide_blocking(plugin: Arc<Plugin>, config: String, input: Input) -> Result<Answer, Fault> {
+pub async fn decide_blocking(plugin: Arc<Plugin>, config: String, input: Context) -> Result<Answer, Fault> {
     let p = plugin.clone();
     let result = tokio::task::spawn_blocking(move || decide(&p, &config, &input))
         .await
@@ -133,9 +92,10 @@ pub async fn decide_blocking(plugin: Arc<Plugin>, config: String, input: Input) 
 /// default config. A trap, deadline or memory breach refuses it; an `init`
 /// error does not (the real config comes with the rollout).
 pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
-    let input = Input {
+    let input = Context {
         service: "trial".into(),
-        stage: Stage::Canary,
+        strategy: Strategy::Canary,
+        phase: Phase::Stepping,
         step: 0,
         steps: 1,
         in_step_ms: 0,
@@ -146,7 +106,7 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
         weights: vec![("stable".into(), 100), ("canary".into(), 0)],
         pre_switch: None,
         faults: 0,
-        pools: vec![("stable".into(), Figures::default()), ("canary".into(), Figures::default())],
+        pools: vec![window("stable", &Figures::default()), window("canary", &Figures::default())],
     };
     match decide(plugin, &plugin.config.to_string(), &input) {
         Ok(_) | Err(Fault::Error(_)) => Ok(()),
@@ -154,44 +114,64 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
     }
 }
 
-fn to_wit(i: &Input) -> (wit::Context, Vec<wit::PoolWindow>) {
-    let (strategy, phase) = match i.stage {
-        Stage::Canary => (wit::Strategy::Canary, wit::Phase::Stepping),
-        Stage::Preview => (wit::Strategy::BlueGreen, wit::Phase::Preview),
-        Stage::PostSwitch => (wit::Strategy::BlueGreen, wit::Phase::PostSwitch),
-    };
+fn to_wit(c: &Context) -> (wit::Context, Vec<wit::PoolWindow>) {
     let ctx = wit::Context {
-        service: i.service.clone(),
-        strategy,
-        phase,
-        step: i.step,
-        steps: i.steps,
-        in_step_ms: i.in_step_ms,
-        hold_ms: i.hold_ms,
-        interval_ms: i.interval_ms,
-        baseline: i.baseline.clone(),
-        candidate: i.candidate.clone(),
-        weights: i.weights.clone(),
-        pre_switch: i.pre_switch.as_ref().map(|f| window(&i.baseline, f)),
-        faults: i.faults,
+        service: c.service.clone(),
+        strategy: match c.strategy {
+            Strategy::Canary => wit::Strategy::Canary,
+            Strategy::BlueGreen => wit::Strategy::BlueGreen,
+        },
+        phase: match c.phase {
+            Phase::Stepping => wit::Phase::Stepping,
+            Phase::Preview => wit::Phase::Preview,
+            Phase::PostSwitch => wit::Phase::PostSwitch,
+        },
+        step: c.step,
+        steps: c.steps,
+        in_step_ms: c.in_step_ms,
+        hold_ms: c.hold_ms,
+        interval_ms: c.interval_ms,
+        baseline: c.baseline.clone(),
+        candidate: c.candidate.clone(),
+        weights: c.weights.clone(),
+        pre_switch: c.pre_switch.as_ref().map(to_wit_window),
+        faults: c.faults,
     };
-    (ctx, i.pools.iter().map(|(n, f)| window(n, f)).collect())
+    (ctx, c.pools.iter().map(to_wit_window).collect())
 }
 
-/// A pool's figures as the policy sees them, latencies on the SDK's grid.
-fn window(name: &str, f: &Figures) -> wit::PoolWindow {
-    let mut latency: Vec<wit::Bucket> = Vec::new();
+fn to_wit_window(w: &PoolWindow) -> wit::PoolWindow {
+    wit::PoolWindow {
+        name: w.name.clone(),
+        requests: w.requests,
+        status: w.status.to_vec(),
+        connect_errors: w.connect_errors,
+        timeouts: w.timeouts,
+        resets: w.resets,
+        no_healthy_endpoint: w.no_healthy_endpoint,
+        p50_us: w.p50_us,
+        p90_us: w.p90_us,
+        p99_us: w.p99_us,
+        p999_us: w.p999_us,
+        max_us: w.max_us,
+        latency: w.latency.iter().map(|&(upper_us, count)| wit::Bucket { upper_us, count }).collect(),
+    }
+}
+
+/// A pool's window figures as a policy sees them, latencies on the SDK's grid.
+pub fn window(name: &str, f: &Figures) -> PoolWindow {
+    let mut latency: Vec<(u64, u64)> = Vec::new();
     for &(us, n) in &f.latency {
-        let upper_us = latency_bucket(us);
+        let upper = latency_bucket(us);
         match latency.last_mut() {
-            Some(b) if b.upper_us == upper_us => b.count += n,
-            _ => latency.push(wit::Bucket { upper_us, count: n }),
+            Some(b) if b.0 == upper => b.1 += n,
+            _ => latency.push((upper, n)),
         }
     }
-    wit::PoolWindow {
+    PoolWindow {
         name: name.to_owned(),
         requests: f.requests,
-        status: f.status.to_vec(),
+        status: f.status,
         connect_errors: f.errors[0],
         timeouts: f.errors[1],
         resets: f.errors[2],

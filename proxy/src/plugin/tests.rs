@@ -3,11 +3,12 @@
 #[path = "../../../tests/wasm_plugins.rs"]
 mod wasm_plugins;
 
-use super::policy::{decide, Decision, Input, Stage};
+use super::policy::{decide, window, Decision};
 use super::router::{RouteInput, RouterBinding};
 use super::*;
 use crate::stats::Figures;
 use http::{HeaderMap, HeaderValue};
+use switchyard_sdk::{Context, Phase, Strategy};
 
 fn load(name: &str, config: serde_json::Value) -> Arc<Plugin> {
     let bytes = std::fs::read(wasm_plugins::wasm(name)).unwrap();
@@ -122,10 +123,11 @@ fn figures(requests: u64, failed: u64, latency_us: u64) -> Figures {
     f
 }
 
-fn canary(stable: Figures, canary: Figures) -> Input {
-    Input {
+fn canary(stable: Figures, canary: Figures) -> Context {
+    Context {
         service: "web".into(),
-        stage: Stage::Canary,
+        strategy: Strategy::Canary,
+        phase: Phase::Stepping,
         step: 0,
         steps: 2,
         in_step_ms: 10_000,
@@ -136,7 +138,7 @@ fn canary(stable: Figures, canary: Figures) -> Input {
         weights: vec![("canary".into(), 50), ("stable".into(), 50)],
         pre_switch: None,
         faults: 0,
-        pools: vec![("canary".into(), canary), ("stable".into(), stable)],
+        pools: vec![window("canary", &canary), window("stable", &stable)],
     }
 }
 
@@ -155,12 +157,11 @@ fn canary_judge_through_the_host() {
 fn bluegreen_guard_reads_the_pre_switch_figures() {
     let p = load("bluegreen-guard", serde_json::Value::Null);
     let mut input = canary(Figures::default(), figures(500, 25, 9000));
-    input.stage = Stage::PostSwitch;
-    input.baseline = "stable".into();
-    input.pre_switch = Some(figures(5000, 5, 9000));
+    (input.strategy, input.phase) = (Strategy::BlueGreen, Phase::PostSwitch);
+    input.pre_switch = Some(window("stable", &figures(5000, 5, 9000)));
     let a = decide(&p, "null", &input).unwrap();
     assert!(matches!(a.decision, Decision::Rollback(ref r) if r.contains("error rate up")), "{a:?}");
-    input.pools[0].1 = figures(500, 0, 9000);
+    input.pools[0] = window("canary", &figures(500, 0, 9000));
     assert_eq!(decide(&p, "null", &input).unwrap().decision, Decision::Promote);
 }
 

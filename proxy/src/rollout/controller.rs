@@ -10,10 +10,11 @@ use super::machine::{Action, Rollout};
 use super::notify;
 use crate::config::rollout::{PolicyConfig, RolloutPlan, Strategy};
 use crate::control::{Control, ControlError};
-use crate::plugin::policy::{Answer, Decision, Input, Stage};
+use crate::plugin::policy::{window, Answer, Decision};
 use crate::plugin::{Fault, Kind};
 use crate::state::{event, WeightMap};
 use std::sync::Arc;
+use switchyard_sdk::{Context, Phase};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -280,20 +281,21 @@ fn check_answer(a: Answer, r: &Rollout) -> Result<(Verdict, Option<u32>), Fault>
 }
 
 /// What the policy is told this tick.
-fn policy_input(ctrl: &Control, r: &Rollout, elapsed_ms: u64) -> Result<Input, String> {
-    use crate::config::rollout::{Step, Strategy};
+fn policy_input(ctrl: &Control, r: &Rollout, elapsed_ms: u64) -> Result<Context, String> {
+    use crate::config::rollout::Step;
     let snap = ctrl.shared.snapshot.load();
     let svc = snap.service(&r.service).ok_or("the service is gone")?;
-    let window = Some(r.plan.analysis.window);
+    let span = Some(r.plan.analysis.window);
     let stats = &ctrl.shared.stats;
-    let stage = match (r.plan.strategy, r.step) {
-        (Strategy::Canary, _) => Stage::Canary,
-        (Strategy::BlueGreen, 0) => Stage::Preview,
-        (Strategy::BlueGreen, _) => Stage::PostSwitch,
+    let (strategy, phase) = match (r.plan.strategy, r.step) {
+        (Strategy::Canary, _) => (switchyard_sdk::Strategy::Canary, Phase::Stepping),
+        (Strategy::BlueGreen, 0) => (switchyard_sdk::Strategy::BlueGreen, Phase::Preview),
+        (Strategy::BlueGreen, _) => (switchyard_sdk::Strategy::BlueGreen, Phase::PostSwitch),
     };
-    Ok(Input {
+    Ok(Context {
         service: r.service.clone(),
-        stage,
+        strategy,
+        phase,
         step: r.step as u32,
         steps: r.plan.steps.len() as u32,
         in_step_ms: r.in_step_ms + elapsed_ms,
@@ -305,9 +307,9 @@ fn policy_input(ctrl: &Control, r: &Rollout, elapsed_ms: u64) -> Result<Input, S
         baseline: r.plan.baseline.clone(),
         candidate: r.plan.candidate.clone(),
         weights: svc.pool_names().into_iter().zip(svc.split.weights().iter().copied()).collect(),
-        pre_switch: r.pre_switch.clone(),
+        pre_switch: r.pre_switch.as_ref().map(|f| window(&r.plan.baseline, f)),
         faults: r.policy_faults,
-        pools: svc.pools.iter().map(|p| (p.name.clone(), stats.recent(p.stats_slot, window))).collect(),
+        pools: svc.pools.iter().map(|p| window(&p.name, &stats.recent(p.stats_slot, span))).collect(),
     })
 }
 
