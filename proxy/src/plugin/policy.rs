@@ -8,7 +8,7 @@ use bindings::switchyard::plugin::analysis as wit;
 use std::sync::Arc;
 use std::time::Instant;
 use switchyard_sdk::policy::latency_bucket;
-use switchyard_sdk::{Context, Phase, PoolWindow, Strategy};
+use switchyard_sdk::{Context, Decision, Phase, PoolWindow, Strategy, Verdict};
 
 pub(super) mod bindings {
     wasmtime::component::bindgen!({ world: "policy", path: "../sdk/wit", imports: { default: trappable } });
@@ -21,31 +21,9 @@ pub(super) mod bindings {
     impl switchyard::plugin::analysis::Host for super::super::Host {}
 }
 
-/// A policy's decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Keep going as is.
-    Hold,
-    /// Canary: these weights now.
-    SetWeights(Vec<(String, u32)>),
-    /// Advance, switch, or finish.
-    Promote,
-    /// Roll back, or switch back, at once.
-    Rollback(String),
-}
-
-/// A decision with the policy's explanation (at most 1 KiB).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Answer {
-    /// The decision.
-    pub decision: Decision,
-    /// Why, as the policy put it.
-    pub explanation: Option<String>,
-}
-
 /// Runs one tick: a fresh instance, `init(config)`, `decide`. Blocks for up
 /// to the CPU budget; call it from a blocking thread.
-pub fn decide(plugin: &Plugin, config: &str, input: &Context) -> Result<Answer, Fault> {
+pub fn decide(plugin: &Plugin, config: &str, input: &Context) -> Result<Verdict, Fault> {
     let super::Pre::Policy(pre) = &plugin.pre else {
         return Err(Fault::Nonsense(format!("`{}` is a router, not a policy", plugin.name)));
     };
@@ -73,11 +51,11 @@ pub fn decide(plugin: &Plugin, config: &str, input: &Context) -> Result<Answer, 
         wit::Decision::Rollback(r) => Decision::Rollback(r.chars().take(1024).collect()),
         wit::Decision::SetWeights(w) => Decision::SetWeights(w),
     };
-    Ok(Answer { decision, explanation })
+    Ok(Verdict { decision, explanation })
 }
 
 /// [`decide`] on a blocking thread, with the fault recorded against the plugin.
-pub async fn decide_blocking(plugin: Arc<Plugin>, config: String, input: Context) -> Result<Answer, Fault> {
+pub async fn decide_blocking(plugin: Arc<Plugin>, config: String, input: Context) -> Result<Verdict, Fault> {
     let p = plugin.clone();
     let result = tokio::task::spawn_blocking(move || decide(&p, &config, &input))
         .await

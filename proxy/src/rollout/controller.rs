@@ -10,11 +10,11 @@ use super::machine::{Action, Rollout};
 use super::notify;
 use crate::config::rollout::{PolicyConfig, RolloutPlan, Strategy};
 use crate::control::{Control, ControlError};
-use crate::plugin::policy::{window, Answer, Decision};
+use crate::plugin::policy::window;
 use crate::plugin::{Fault, Kind};
 use crate::state::{event, WeightMap};
 use std::sync::Arc;
-use switchyard_sdk::{Context, Phase};
+use switchyard_sdk::{Context, Decision, Phase};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -251,7 +251,7 @@ async fn consult(ctrl: &Control, r: &mut Rollout, policy: &PolicyConfig, elapsed
 }
 
 /// Turns a policy's answer into a verdict, refusing nonsense.
-fn check_answer(a: Answer, r: &Rollout) -> Result<(Verdict, Option<u32>), Fault> {
+fn check_answer(a: switchyard_sdk::Verdict, r: &Rollout) -> Result<(Verdict, Option<u32>), Fault> {
     let why = |default: &str| a.explanation.clone().unwrap_or_else(|| default.to_owned());
     Ok(match a.decision {
         Decision::Hold => (Verdict::Inconclusive(why("policy: hold")), None),
