@@ -3,12 +3,12 @@
 #[path = "../../../tests/wasm_plugins.rs"]
 mod wasm_plugins;
 
-use super::policy::{decide, window, Decision};
+use super::policy::{decide, window};
 use super::router::{RouteInput, RouterBinding};
 use super::*;
 use crate::stats::Figures;
 use http::{HeaderMap, HeaderValue};
-use switchyard_sdk::{Context, Phase, Strategy};
+use switchyard_sdk::{Context, Decision, Phase, Strategy};
 
 fn load(name: &str, config: serde_json::Value) -> Arc<Plugin> {
     let bytes = std::fs::read(wasm_plugins::wasm(name)).unwrap();
