@@ -19,14 +19,30 @@ pub fn wasm(name: &str) -> PathBuf {
     }
 }
 
+/// `cohort-router` built for `wasm32-wasip2` the ordinary way: a component
+/// that imports WASI, which the host must refuse.
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub fn wasi_component() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILT.get_or_init(|| cargo("wasm32-wasip2", "plugins-wasi", &["cohort-router"])) {
+        Ok(dir) => dir.join("cohort_router.wasm"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 fn build() -> Result<PathBuf, String> {
+    cargo("wasm32-unknown-unknown", "plugins", &PLUGINS)
+}
+
+/// Builds `crates` for `target` (profile `plugin`) into `target/<dir>`.
+fn cargo(target: &str, dir: &str, crates: &[&str]) -> Result<PathBuf, String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = root.join("target").join("plugins");
+    let target_dir = root.join("target").join(dir);
     let mut cmd = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"));
     cmd.current_dir(&root)
-        .args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-unknown-unknown", "--target-dir"])
-        .arg(&target);
-    for p in PLUGINS {
+        .args(["build", "--quiet", "--profile", "plugin", "--target", target, "--target-dir"])
+        .arg(&target_dir);
+    for p in crates {
         cmd.args(["-p", p]);
     }
     let status = cmd.status().map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
@@ -35,5 +51,5 @@ fn build() -> Result<PathBuf, String> {
                     `rustup target add wasm32-unknown-unknown wasm32-wasip2`"
             .into());
     }
-    Ok(target.join("wasm32-unknown-unknown").join("plugin"))
+    Ok(target_dir.join(target).join("plugin"))
 }

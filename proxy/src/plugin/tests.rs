@@ -49,6 +49,13 @@ fn refuses_what_is_not_a_plugin() {
 }
 
 #[test]
+fn refuses_a_component_that_imports_wasi() {
+    let bytes = std::fs::read(wasm_plugins::wasi_component()).unwrap();
+    let err = Plugin::load("wasi", &bytes, "test", serde_json::Value::Null).unwrap_err();
+    assert!(err.contains("cannot link") && err.contains("wasi:"), "{err}");
+}
+
+#[test]
 fn router_rule_routes_and_passes_what_the_plugin_needs() {
     let p = load("cohort-router", serde_json::Value::Null);
     let cfg = serde_json::json!({ "header": { "name": "x-cohort", "values": ["beta"] }, "allow": ["ann"] });
