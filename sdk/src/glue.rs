@@ -96,6 +96,20 @@ pub mod policy {
 #[cfg(all(target_arch = "wasm32", any(feature = "router", feature = "policy")))]
 pub use wit_bindgen;
 
+/// The `route` export's answer: a pool index, -1 (no opinion), or -2 after
+/// logging the error.
+#[cfg(all(target_arch = "wasm32", feature = "router"))]
+pub fn route_answer(answer: Result<Option<crate::Pool>, String>) -> i32 {
+    match answer {
+        Ok(Some(p)) => i32::try_from(p.index()).unwrap_or(i32::MAX),
+        Ok(None) => -1,
+        Err(e) => {
+            crate::log(crate::Level::Error, &e);
+            -2
+        }
+    }
+}
+
 /// Sends a log line to the host.
 #[cfg(all(target_arch = "wasm32", any(feature = "router", feature = "policy")))]
 pub fn write_log(level: crate::Level, message: &str) {
@@ -139,12 +153,14 @@ macro_rules! export_router {
                         cookies: needs.cookies,
                     })
                 }
-                fn route(request: Vec<u8>) -> Result<Option<u32>, String> {
-                    let req = $crate::Request::decode(request)?;
-                    STATE.with(|s| match &*s.borrow() {
-                        Some(r) => $crate::Router::route(r, &req).map(|p| p.map($crate::Pool::index)),
-                        None => Err("route called before init".into()),
-                    })
+                fn route(request: Vec<u8>) -> i32 {
+                    let answer = $crate::Request::decode(request).and_then(|req| {
+                        STATE.with(|s| match &*s.borrow() {
+                            Some(r) => $crate::Router::route(r, &req),
+                            None => Err("route called before init".into()),
+                        })
+                    });
+                    $crate::glue::route_answer(answer)
                 }
             }
     $crate::glue::router::export_router_world!(Glue with_types_in $crate::glue::router);

@@ -84,7 +84,7 @@ impl Router for CohortRouter {
             (Some(m), Some(v)) => m.values.iter().any(|x| x == v),
             _ => false,
         };
-        let inside = key.is_some_and(|k| self.allow.contains(k) || hash(k) < self.threshold)
+        let inside = key.is_some_and(|k| self.allow.contains(k) || (self.threshold > 0 && hash(k) < self.threshold))
             || listed(&self.header, self.header.as_ref().and_then(|h| req.header(&h.name)))
             || listed(&self.cookie, self.cookie.as_ref().and_then(|c| req.cookie(&c.name)));
         Ok(inside.then_some(self.pool))

@@ -28,7 +28,7 @@
 //! costs one unit, so `log` is limited per call instead: past
 //! [`MAX_LOG_CALLS`] lines in one call, the call traps.
 
-mod calls;
+pub mod calls;
 pub mod policy;
 pub mod router;
 

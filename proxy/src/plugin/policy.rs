@@ -38,7 +38,7 @@ pub fn decide(plugin: &Plugin, config: &str, input: &Context) -> Result<Verdict,
         let (ctx, pools) = to_wit(input);
         policy.call_decide(&mut store, &ctx, &pools).map(Ok)
     })();
-    plugin.calls.call(start.elapsed());
+    plugin.calls.call(Some(start.elapsed()));
     let verdict = match result {
         Ok(Ok(v)) => v,
         Ok(Err(msg)) => return Err(Fault::Error(format!("init: {msg}"))),
