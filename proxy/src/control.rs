@@ -161,11 +161,8 @@ impl Control {
             Some(s) => s.weights().map_err(|e| ControlError::Internal(e.to_string()))?,
             None => Default::default(),
         };
-        let uploaded = match &self.store {
-            Some(s) => s.plugins().map_err(|e| ControlError::Internal(e.to_string()))?,
-            None => Default::default(),
-        };
-        let plugins = match crate::plugin::load_all(&new.plugins, &uploaded, &self.shared.plugins.map()) {
+        let overrides_p = self.plugin_overrides()?;
+        let plugins = match crate::plugin::load_all(&new.plugins, &overrides_p, &self.shared.plugins.map()) {
             Ok(p) => p,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
         };
@@ -232,6 +229,51 @@ impl Control {
         self.shared.snapshot.store(Arc::new(next));
         tracing::info!(actor, "{}", ev.message);
         Ok(ev)
+    }
+
+    /// Sets plugin `name`'s default configuration (what `init` gets where a
+    /// rule or policy gives none). It is tried, every rule using the default
+    /// is bound again into a new snapshot, and only then is it stored,
+    /// recorded and swapped in. Durable; overrides the file's `config`.
+    pub async fn set_plugin_config(
+        &self,
+        name: &str,
+        value: serde_json::Value,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Event, ControlError> {
+        let _w = self.writes.lock().await;
+        let mut ev = event("plugin-config", None, actor, reason);
+        ev.new = serde_json::json!({ "name": name, "config": value });
+        let Some(old) = self.shared.plugins.get(name) else {
+            return Err(self.refuse(ev, ControlError::NotFound(format!("no plugin named `{name}` is loaded"))));
+        };
+        let plugin = match old.with_config(value.clone()) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
+        };
+        let mut map = self.shared.plugins.map();
+        map.insert(name.to_owned(), plugin.clone());
+        let current = self.shared.snapshot.load_full();
+        let next =
+            match Snapshot::build(&self.config(), &self.shared.stats, Some(&current), &current.api_weights(), &map) {
+                Ok(n) => n,
+                Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+            };
+        ev.old = serde_json::json!({ "name": name, "config": old.config });
+        ev.message = format!("plugin {name}: configuration set to {value}");
+        let ev = self.commit(Some(Change::PluginConfig(name, &value)), ev)?;
+        self.shared.plugins.insert(plugin);
+        self.shared.snapshot.store(Arc::new(next));
+        tracing::info!(actor, "{}", ev.message);
+        Ok(ev)
+    }
+
+    fn plugin_overrides(&self) -> Result<crate::plugin::Overrides, ControlError> {
+        match &self.store {
+            Some(s) => s.plugins().map_err(|e| ControlError::Internal(e.to_string())),
+            None => Ok(Default::default()),
+        }
     }
 
     /// The flag definition file, when flags are configured.

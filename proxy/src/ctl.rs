@@ -139,6 +139,16 @@ pub enum PluginsCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Set a plugin's default configuration (JSON), e.g. `'{"percent": 10}'`.
+    Config {
+        /// The plugin's name.
+        name: String,
+        /// The configuration, as JSON.
+        config: String,
+        /// Why, recorded in the history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// `switchyard ctl rollout` commands.
@@ -279,6 +289,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             print_table(&rows);
             Ok(())
+        }
+        CtlCommand::Plugins { command: Some(PluginsCommand::Config { name, config, reason }) } => {
+            let value: serde_json::Value = serde_json::from_str(&config).context("the configuration is not JSON")?;
+            let path = format!("/v1/plugins/{name}/config");
+            let body = c.call(Method::PUT, &path, Some(serde_json::to_vec(&value)?), reason.as_deref()).await?;
+            print_event(&body, json)
         }
         CtlCommand::Plugins { command: Some(PluginsCommand::Load { name, file, reason }) } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -583,7 +599,7 @@ impl Client {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let mut req = Request::builder().method(method.clone()).uri(path).header(header::HOST, &self.addr);
-        if method == Method::PUT && path.starts_with("/v1/plugins/") {
+        if method == Method::PUT && path.starts_with("/v1/plugins/") && !path.ends_with("/config") {
             req = req.header(header::CONTENT_TYPE, "application/wasm");
         } else if method != Method::GET {
             req = req.header(header::CONTENT_TYPE, "application/json");

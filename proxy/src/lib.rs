@@ -160,11 +160,11 @@ impl Proxy {
         for (service, weights) in &overrides {
             tracing::info!(service = %service, weights = ?weights, "using weights set through the admin API (state store), not the config file's");
         }
-        let uploaded = match &store {
+        let plugin_overrides = match &store {
             Some(s) => s.plugins()?,
             None => Default::default(),
         };
-        let plugins = plugin::load_all(&config.plugins, &uploaded, &Default::default())
+        let plugins = plugin::load_all(&config.plugins, &plugin_overrides, &Default::default())
             .map_err(|e| Error::Config(format!("config: {e}")))?;
         let snapshot = Snapshot::build(&config, &stats, None, &overrides, &plugins)
             .map_err(|e| Error::Config(format!("config: {e}")))?;

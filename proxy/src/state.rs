@@ -4,8 +4,8 @@
 //! An embedded redb database in `state.dir`: one file, ACID, each commit
 //! fsynced before it returns, so a change is on disk before the admin API
 //! answers. Tables: `weights` (service → its weights, as JSON), `flags`
-//! (flag overrides), `rollouts` (progress), `plugins` (uploaded components)
-//! and `events` (sequence number → event, as JSON). New events are also
+//! (flag overrides), `rollouts` (progress), `plugins` (uploaded components),
+//! `plugin_configs` and `events` (sequence number → event, as JSON). New events are also
 //! broadcast for `GET /v1/events?follow=1`. Everything here runs on the
 //! control path.
 
@@ -21,6 +21,7 @@ const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
 const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
 const FLAGS: TableDefinition<&str, &str> = TableDefinition::new("flags");
 const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
+const PLUGIN_CONFIGS: TableDefinition<&str, &str> = TableDefinition::new("plugin_configs");
 
 /// A run-time change stored with its event.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +32,8 @@ pub enum Change<'a> {
     Flag(&'a str, Option<&'a serde_json::Value>),
     /// A plugin's component bytes, uploaded through the admin API.
     Plugin(&'a str, &'a [u8]),
+    /// A plugin's default configuration, set through the admin API.
+    PluginConfig(&'a str, &'a serde_json::Value),
 }
 
 /// Weights by pool name.
@@ -91,6 +94,7 @@ impl StateStore {
         tx.open_table(ROLLOUTS).map_err(db_err)?;
         tx.open_table(FLAGS).map_err(db_err)?;
         tx.open_table(PLUGINS).map_err(db_err)?;
+        tx.open_table(PLUGIN_CONFIGS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db, events: broadcast::channel(1024).0 })
     }
@@ -105,16 +109,17 @@ impl StateStore {
         self.json_table(FLAGS)
     }
 
-    /// Plugins uploaded through the admin API: name → component bytes.
-    pub fn plugins(&self) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    /// What the admin API set for plugins: uploaded components and configurations.
+    pub fn plugins(&self) -> Result<crate::plugin::Overrides, Error> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let table = tx.open_table(PLUGINS).map_err(db_err)?;
-        let mut out = BTreeMap::new();
+        let mut uploaded = BTreeMap::new();
         for row in table.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
-            out.insert(k.value().to_owned(), v.value().to_vec());
+            uploaded.insert(k.value().to_owned(), v.value().to_vec());
         }
-        Ok(out)
+        drop(tx);
+        Ok(crate::plugin::Overrides { uploaded, configs: self.json_table(PLUGIN_CONFIGS)? })
     }
 
     fn json_table<C: FromIterator<(String, T)>, T: serde::de::DeserializeOwned>(
@@ -145,6 +150,9 @@ impl StateStore {
                 Some(Change::Plugin(k, bytes)) => {
                     tx.open_table(PLUGINS).map_err(db_err)?.insert(k, bytes).map_err(db_err)?;
                     (None, "", None)
+                }
+                Some(Change::PluginConfig(k, c)) => {
+                    (Some(PLUGIN_CONFIGS), k, Some(serde_json::to_string(c).map_err(db_err)?))
                 }
             };
             if let Some(def) = def {

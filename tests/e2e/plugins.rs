@@ -364,3 +364,36 @@ async fn bluegreen_guard_switches_back_against_the_pre_switch_figures() {
     assert!(reason.contains("error rate up") && reason.contains("blue before the switch"), "{reason}");
     assert_eq!(Client::connect(proxy.addr).await.get("/", &[]).await.2, "blue", "switched back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_config_set_through_the_api_applies_and_survives_kill_9() {
+    let stable = Upstream::text("stable").await;
+    let canary = Upstream::text("canary").await;
+    let rule = "      rules:\n        - { plugin: cohort }\n      weights: { stable: 100, canary: 0 }\n";
+    let svc = service("web", "", &[("stable", &[stable.addr]), ("canary", &[canary.addr])], rule);
+    let section = format!(
+        "plugins:\n  - {{ name: cohort, path: \"{}\", config: {{ header: {{ name: x-cohort, values: [beta] }} }} }}\n",
+        wasm("cohort-router").display()
+    );
+    let proxy = start_with_admin(&format!("{svc}{section}")).await;
+    let cohort = |v: &'static str| {
+        let addr = proxy.addr;
+        async move { Client::connect(addr).await.get("/", &[("x-cohort", v)]).await.2 }
+    };
+    assert_eq!(cohort("beta").await, "canary");
+    let admin = proxy.admin.unwrap();
+    let (ok, out, err) =
+        ctl(admin, &["plugins", "config", "cohort", r#"{"header": {"name": "x-cohort", "values": ["gamma"]}}"#]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(cohort("gamma").await, "canary");
+    assert_eq!(cohort("beta").await, "stable");
+    // Refused: the plugin's init rejects it for this service; nothing changes.
+    let (ok, _, err) = ctl(admin, &["plugins", "config", "cohort", r#"{"pool": "green"}"#]);
+    assert!(!ok && err.contains("no pool named `green`"), "{err}");
+    assert_eq!(cohort("gamma").await, "canary");
+
+    let proxy = proxy.kill9_and_restart().await;
+    assert_eq!(plugin(&proxy, "cohort").await["config"]["header"]["values"][0], "gamma");
+    let mut c = Client::connect(proxy.addr).await;
+    assert_eq!(c.get("/", &[("x-cohort", "gamma")]).await.2, "canary", "the API's config outlives a restart");
+}

@@ -118,4 +118,7 @@ pub struct PluginView {
     pub mean_us: f64,
     /// 99th percentile call time, µs.
     pub p99_us: f64,
+    /// The default configuration `init` gets (rules and policies may give their own).
+    #[serde(default)]
+    pub config: serde_json::Value,
 }

@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/plugins"),
     ("GET", "/v1/plugins/{name}"),
     ("PUT", "/v1/plugins/{name}"),
+    ("PUT", "/v1/plugins/{name}/config"),
 ];
 
 const MAX_BODY: usize = 1 << 20;
@@ -224,6 +225,7 @@ impl Admin {
             ["v1", "flags", _] => &[Method::PUT, Method::DELETE],
             ["v1", "plugins"] => &[Method::GET],
             ["v1", "plugins", _] => &[Method::GET, Method::PUT],
+            ["v1", "plugins", _, "config"] => &[Method::PUT],
             _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
         };
         if !allowed.contains(&method) {
@@ -400,6 +402,16 @@ impl Admin {
                 Some(p) => json(StatusCode::OK, &plugin_view(&p)),
                 None => error(StatusCode::NOT_FOUND, format!("no plugin named `{name}`")),
             },
+            (Method::PUT, ["v1", "plugins", name, "config"]) => {
+                let config: serde_json::Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => return (error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")), false),
+                };
+                match c.set_plugin_config(name, config, &actor, reason).await {
+                    Ok(ev) => json(StatusCode::OK, &ev),
+                    Err(e) => e.into(),
+                }
+            }
             (Method::PUT, ["v1", "plugins", name]) => match c.load_plugin(name, &body, &actor, reason).await {
                 Ok(ev) => json(StatusCode::OK, &ev),
                 Err(e) => e.into(),
@@ -537,6 +549,7 @@ fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
         faults_by_kind: s.faults_by_kind.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         mean_us: s.mean_us,
         p99_us: s.p99_us,
+        config: p.config.clone(),
     }
 }
 

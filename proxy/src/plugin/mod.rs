@@ -127,6 +127,7 @@ pub struct Plugin {
     logs: Arc<LogLimit>,
 }
 
+#[derive(Clone)]
 enum Pre {
     Router(router::bindings::RouterPre<Host>),
     Policy(policy::bindings::PolicyPre<Host>),
@@ -195,11 +196,32 @@ impl Plugin {
             pre,
             logs: Arc::new(LogLimit::default()),
         });
-        match kind {
-            Kind::Router => router::trial(&plugin)?,
-            Kind::Policy => policy::trial(&plugin)?,
-        }
+        plugin.trial()?;
         Ok(plugin)
+    }
+
+    /// This version with another default configuration (tried first).
+    pub fn with_config(&self, config: serde_json::Value) -> Result<Arc<Self>, String> {
+        let plugin = Arc::new(Plugin {
+            name: self.name.clone(),
+            kind: self.kind,
+            sha256: self.sha256.clone(),
+            loaded_at: self.loaded_at.clone(),
+            source: self.source.clone(),
+            config,
+            calls: self.calls.clone(),
+            pre: self.pre.clone(),
+            logs: self.logs.clone(),
+        });
+        plugin.trial()?;
+        Ok(plugin)
+    }
+
+    fn trial(self: &Arc<Self>) -> Result<(), String> {
+        match self.kind {
+            Kind::Router => router::trial(self),
+            Kind::Policy => policy::trial(self),
+        }
     }
 
     /// A store for one instance, with the memory cap and log tagging.
@@ -368,21 +390,34 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the admin API set for plugins, kept in the state store: uploaded
+/// components and default configurations, by plugin name. Both take
+/// precedence over the config file, as API-set weights do.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Uploaded components.
+    pub uploaded: BTreeMap<String, Vec<u8>>,
+    /// Default configurations.
+    pub configs: BTreeMap<String, serde_json::Value>,
+}
+
 /// Loads the plugins of the `plugins` section, plus any uploaded through the
-/// admin API (`uploaded`, from the state store; an upload takes precedence
-/// over the file, as API-set weights do). A plugin whose bytes and config
-/// are unchanged from `previous` is kept, not recompiled.
+/// admin API, with the configurations the API set. A plugin whose bytes and
+/// config are unchanged from `previous` is kept, not recompiled.
 pub fn load_all(
     configured: &[crate::config::PluginConfig],
-    uploaded: &BTreeMap<String, Vec<u8>>,
+    overrides: &Overrides,
     previous: &BTreeMap<String, Arc<Plugin>>,
 ) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
+    let (uploaded, configs) = (&overrides.uploaded, &overrides.configs);
     let mut out = BTreeMap::new();
     let null = serde_json::Value::Null;
     let mut load = |name: &str, bytes: &[u8], source: String, config: &serde_json::Value| -> Result<(), String> {
+        let config = configs.get(name).unwrap_or(config);
         let sha = sha256(bytes);
         let plugin = match previous.get(name) {
             Some(p) if p.sha256 == sha && p.config == *config => p.clone(),
+            Some(p) if p.sha256 == sha => p.with_config(config.clone())?,
             _ => Plugin::load(name, bytes, &source, config.clone())?,
         };
         out.insert(name.to_owned(), plugin);
