@@ -92,27 +92,38 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 
 # Runs ROUNDS rounds over the contenders named in $names (ports in $PORT),
 # rotating the order each round; fills M[name]="rps p50 p99" with medians.
-declare -A R M
+# When $PID[name] names the contender's process, also measures its CPU time
+# per request (user + system, all threads): C[name] = median µs/request.
+# CPU per request is steadier than throughput on a shared machine.
+declare -A R M C CPU PID
 WRK_HEADERS=("${WRK_HEADERS[@]}")
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 bench_rounds() {
-  local n=${#names[@]}
+  local n=${#names[@]} tck; tck=$(getconf CLK_TCK)
   for r in $(seq "$ROUNDS"); do
     for k in $(seq 0 $((n - 1))); do
-      local c=${names[$(( (k + r) % n ))]}
-      local res; res=$(run_wrk "${PORT[$c]}")
+      local c=${names[$(( (k + r) % n ))]} before="" res cpu=""
+      [ -n "${PID[$c]:-}" ] && before=$(cpu_ticks "${PID[$c]}")
+      res=$(run_wrk "${PORT[$c]}")
+      if [ -n "$before" ]; then
+        cpu=$(awk -v a="$before" -v b="$(cpu_ticks "${PID[$c]}")" -v t="$tck" -v rps="${res%% *}" -v d="$DURATION" \
+          'BEGIN { printf "%.2f", (b - a) / t * 1e6 / (rps * d) }')
+        CPU[$c]+="$cpu"$'\n'
+      fi
       R[$c]+="$res"$'\n'
-      echo "round $r $c: $res (req/s p50_us p99_us)"
+      echo "round $r $c: $res (req/s p50_us p99_us)${cpu:+ cpu ${cpu} us/req}"
     done
   done
   echo
-  printf '%-14s %12s %10s %10s\n' contender "req/s" "p50 (us)" "p99 (us)"
+  printf '%-14s %12s %10s %10s %14s\n' contender "req/s" "p50 (us)" "p99 (us)" "cpu (us/req)"
   for c in "${names[@]}"; do
-    local rps p50 p99
+    local rps p50 p99 cpu=""
     rps=$(awk 'NF {print $1}' <<<"${R[$c]}" | median)
     p50=$(awk 'NF {print $2}' <<<"${R[$c]}" | median)
     p99=$(awk 'NF {print $3}' <<<"${R[$c]}" | median)
+    [ -n "${CPU[$c]:-}" ] && cpu=$(awk 'NF' <<<"${CPU[$c]}" | median) && C[$c]=$cpu
     M[$c]="$rps $p50 $p99"
-    printf '%-14s %12.0f %10.0f %10.0f\n' "$c" "$rps" "$p50" "$p99"
+    printf '%-14s %12.0f %10.0f %10.0f %14s\n' "$c" "$rps" "$p50" "$p99" "${cpu:--}"
   done
   echo
 }
@@ -124,5 +135,9 @@ ratio_line() { # name_a name_b label
   read -r b_rps _ b_p99 <<<"${M[$2]}"
   awk -v a="$a_rps" -v b="$b_rps" -v ap="$a_p99" -v bp="$b_p99" -v l="$3" \
     'BEGIN { printf "%s: throughput %.3fx (%.1f%% lower), p99 latency %.2fx\n", l, a/b, (1-a/b)*100, ap/bp }'
+  if [ -n "${C[$1]:-}" ] && [ -n "${C[$2]:-}" ]; then
+    awk -v a="${C[$1]}" -v b="${C[$2]}" -v l="$3" \
+      'BEGIN { printf "%s: proxy CPU per request %.2f vs %.2f us: %.3fx (+%.2f us)\n", l, a, b, a/b, a-b }'
+  fi
   echo "(${ROUNDS} rounds x ${DURATION}s, ${CONNS} connections; both proxies run at once, only one is loaded at a time)"
 }

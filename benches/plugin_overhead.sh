@@ -23,8 +23,8 @@ with_rule() { # port rule
 { with_rule "$P_PLUGIN" "{ plugin: cohort-router, config: { header: { name: x-cohort, values: [beta] } } }"
   printf 'plugins:\n  - { name: cohort-router, path: "%s" }\n' "$WASM"; } > "$W/plugin.yaml"
 with_rule "$P_HDR" "{ match: { header: { x-cohort: beta } }, pool: canary }" > "$W/header.yaml"
-"$SY" serve --config "$W/plugin.yaml" --no-access-log > "$W/plugin.log" 2>&1 & pids+=($!)
-"$SY" serve --config "$W/header.yaml" --no-access-log > "$W/header.log" 2>&1 & pids+=($!)
+"$SY" serve --config "$W/plugin.yaml" --no-access-log > "$W/plugin.log" 2>&1 & pids+=($!); PID_PLUGIN=$!
+"$SY" serve --config "$W/header.yaml" --no-access-log > "$W/header.log" 2>&1 & pids+=($!); PID_HDR=$!
 wait_up "$P_PLUGIN"; wait_up "$P_HDR"
 for p in "$P_PLUGIN" "$P_HDR"; do
   got=$(curl -s "${WRK_HEADERS[@]}" "http://127.0.0.1:$p/")
@@ -33,5 +33,6 @@ done
 
 names=(plugin-rule header-rule)
 declare -A PORT=([plugin-rule]=$P_PLUGIN [header-rule]=$P_HDR)
+PID=([plugin-rule]=$PID_PLUGIN [header-rule]=$PID_HDR)
 bench_rounds
 ratio_line plugin-rule header-rule "cohort-router plugin / header rule"
