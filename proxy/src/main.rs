@@ -53,10 +53,11 @@ fn main() -> ExitCode {
         return match Config::load(config).and_then(|c| switchyard::check(&c).map(|()| c)) {
             Ok(c) => {
                 println!(
-                    "{}: ok ({} listener(s), {} service(s))",
+                    "{}: ok ({} listener(s), {} service(s), {} plugin(s))",
                     config.display(),
                     c.listeners.len(),
-                    c.services.len()
+                    c.services.len(),
+                    c.plugins.len()
                 );
                 ExitCode::SUCCESS
             }
