@@ -362,6 +362,8 @@ async fn bluegreen_guard_switches_back_against_the_pre_switch_figures() {
     assert_eq!(r["status"], "rolled-back", "{r:#}");
     let reason = r["reason"].as_str().unwrap();
     assert!(reason.contains("error rate up") && reason.contains("blue before the switch"), "{reason}");
+    let pre = &r["pre_switch"];
+    assert!(pre["requests"].as_u64().unwrap() > 0 && pre.get("latency").is_none(), "{pre}");
     assert_eq!(Client::connect(proxy.addr).await.get("/", &[]).await.2, "blue", "switched back");
 }
 

@@ -653,6 +653,10 @@ fn rollout_view(r: &Rollout) -> serde_json::Value {
         o.insert("current_step".into(), current.unwrap_or_default());
         o.insert("next_step".into(), next.unwrap_or_default());
         o.insert("steps_total".into(), r.plan.steps.len().into());
+        // The pre-switch figures are for a policy; their histogram is not for people.
+        if let Some(pre) = o.get_mut("pre_switch").and_then(serde_json::Value::as_object_mut) {
+            pre.remove("latency");
+        }
     }
     v
 }

@@ -349,12 +349,16 @@ async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, action: &Action, actor: &st
         Action::Pause(why) => (None, format!("rollout of {service} paused: {why}")),
     };
     if let Some(w) = weight {
-        if r.plan.strategy == Strategy::BlueGreen && w == 100 && r.step == 1 {
+        if r.plan.strategy == Strategy::BlueGreen && w == 100 && r.step == 1 && r.plan.analysis.policy.is_some() {
             // The switch: keep the live pool's figures for the post-switch policy.
             let snap = ctrl.shared.snapshot.load();
             let slot =
                 snap.service(&service).and_then(|s| s.pools.iter().find(|p| p.name == base)).map(|p| p.stats_slot);
-            r.pre_switch = slot.map(|s| ctrl.shared.stats.recent(s, Some(r.plan.analysis.window)));
+            r.pre_switch = slot.map(|s| {
+                let mut f = ctrl.shared.stats.recent(s, Some(r.plan.analysis.window));
+                f.latency = window(&base, &f).latency; // the policy's grid: a few hundred buckets at most
+                f
+            });
         }
         let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
         let ev = ctrl.set_weights(&service, weights, actor, Some(message.clone())).await?;
