@@ -203,32 +203,27 @@ impl Control {
             let msg = format!("`{name}`: a plugin name is 1 to 64 letters, digits, `-` or `_`");
             return Err(self.refuse(ev, ControlError::BadRequest(msg)));
         }
-        let config = self.config();
         let old = self.shared.plugins.get(name);
-        let default_config =
-            config.plugins.iter().find(|p| p.name == name).map(|p| p.config.clone()).unwrap_or(serde_json::Value::Null);
+        let default_config = self
+            .config()
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.config.clone())
+            .unwrap_or(serde_json::Value::Null);
         let plugin = match crate::plugin::Plugin::load(name, bytes, "admin API", default_config) {
             Ok(p) => p,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
         };
-        let mut map = self.shared.plugins.map();
-        map.insert(name.to_owned(), plugin.clone());
-        let current = self.shared.snapshot.load_full();
-        let next = match Snapshot::build(&config, &self.shared.stats, Some(&current), &current.api_weights(), &map) {
-            Ok(n) => n,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
-        };
         ev.old = old.as_ref().map_or(serde_json::Value::Null, |o| serde_json::json!({ "sha256": o.sha256 }));
-        ev.new["kind"] = serde_json::json!(plugin.kind);
+        ev.new["kind"] = plugin.kind.as_str().into();
         ev.message = match &old {
-            Some(o) => format!("plugin {name} replaced: {} → {} ({:?})", short(&o.sha256), short(&sha), plugin.kind),
-            None => format!("plugin {name} loaded: {} ({:?})", short(&sha), plugin.kind),
+            Some(o) => {
+                format!("plugin {name} replaced: {} → {} ({})", short(&o.sha256), short(&sha), plugin.kind.as_str())
+            }
+            None => format!("plugin {name} loaded: {} ({})", short(&sha), plugin.kind.as_str()),
         };
-        let ev = self.commit(Some(Change::Plugin(name, bytes)), ev)?;
-        self.shared.plugins.insert(plugin);
-        self.shared.snapshot.store(Arc::new(next));
-        tracing::info!(actor, "{}", ev.message);
-        Ok(ev)
+        self.put_plugin(ev, plugin, Change::Plugin(name, bytes), actor)
     }
 
     /// Sets plugin `name`'s default configuration (what `init` gets where a
@@ -252,17 +247,30 @@ impl Control {
             Ok(p) => p,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
         };
+        ev.old = serde_json::json!({ "name": name, "config": old.config });
+        ev.message = format!("plugin {name}: configuration set to {value}");
+        self.put_plugin(ev, plugin, Change::PluginConfig(name, &value), actor)
+    }
+
+    /// The common end of a plugin change: binds every rule to `plugin` in a
+    /// new snapshot (refused, and recorded, when one cannot bind), then
+    /// commits `ev` with `change`, puts `plugin` in force and swaps the snapshot.
+    fn put_plugin(
+        &self,
+        ev: Event,
+        plugin: Arc<crate::plugin::Plugin>,
+        change: Change<'_>,
+        actor: &str,
+    ) -> Result<Event, ControlError> {
         let mut map = self.shared.plugins.map();
-        map.insert(name.to_owned(), plugin.clone());
+        map.insert(plugin.name.clone(), plugin.clone());
         let current = self.shared.snapshot.load_full();
         let next =
             match Snapshot::build(&self.config(), &self.shared.stats, Some(&current), &current.api_weights(), &map) {
                 Ok(n) => n,
                 Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
             };
-        ev.old = serde_json::json!({ "name": name, "config": old.config });
-        ev.message = format!("plugin {name}: configuration set to {value}");
-        let ev = self.commit(Some(Change::PluginConfig(name, &value)), ev)?;
+        let ev = self.commit(Some(change), ev)?;
         self.shared.plugins.insert(plugin);
         self.shared.snapshot.store(Arc::new(next));
         tracing::info!(actor, "{}", ev.message);

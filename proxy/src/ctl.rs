@@ -298,7 +298,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Plugins { command: Some(PluginsCommand::Load { name, file, reason }) } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let body = c.call(Method::PUT, &format!("/v1/plugins/{name}"), Some(bytes), reason.as_deref()).await?;
+            let path = format!("/v1/plugins/{name}");
+            let body = c.call_as(Method::PUT, &path, Some(bytes), reason.as_deref(), "application/wasm").await?;
             print_event(&body, json)
         }
         CtlCommand::Reload { reason } => {
@@ -586,12 +587,14 @@ fn print_raw(body: &[u8]) -> anyhow::Result<()> {
 // === impl Client ===
 
 impl Client {
+    /// Sends a request; writes carry `content_type`.
     async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
         reason: Option<&str>,
+        content_type: &'static str,
     ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let stream = TcpStream::connect(&self.addr).await.with_context(|| {
             format!("cannot reach the admin API at {} (is the proxy running with an `admin` section?)", self.addr)
@@ -599,10 +602,8 @@ impl Client {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let mut req = Request::builder().method(method.clone()).uri(path).header(header::HOST, &self.addr);
-        if method == Method::PUT && path.starts_with("/v1/plugins/") && !path.ends_with("/config") {
-            req = req.header(header::CONTENT_TYPE, "application/wasm");
-        } else if method != Method::GET {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+        if method != Method::GET {
+            req = req.header(header::CONTENT_TYPE, content_type);
         }
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -617,7 +618,8 @@ impl Client {
         Ok(sender.send_request(req).await?)
     }
 
-    /// One call; the body on 2xx, the server's message as the error otherwise.
+    /// One call with a JSON body (if any); the body on 2xx, the server's
+    /// message as the error otherwise.
     async fn call(
         &self,
         method: Method,
@@ -625,7 +627,19 @@ impl Client {
         body: Option<Vec<u8>>,
         reason: Option<&str>,
     ) -> anyhow::Result<Bytes> {
-        let resp = self.send(method, path, body, reason).await?;
+        self.call_as(method, path, body, reason, "application/json").await
+    }
+
+    /// [`Client::call`] with a body of another content type.
+    async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        reason: Option<&str>,
+        content_type: &'static str,
+    ) -> anyhow::Result<Bytes> {
+        let resp = self.send(method, path, body, reason, content_type).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
@@ -636,7 +650,7 @@ impl Client {
 
     /// Streams server-sent events until the connection ends.
     async fn follow(&self, path: &str, json: bool) -> anyhow::Result<()> {
-        let resp = self.send(Method::GET, path, None, None).await?;
+        let resp = self.send(Method::GET, path, None, None, "").await?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {

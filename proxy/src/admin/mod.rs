@@ -341,9 +341,9 @@ impl Admin {
                 json(StatusCode::OK, &view)
             }
             (Method::PUT, ["v1", "flags", key]) => {
-                let patch: serde_json::Value = match serde_json::from_slice(&body) {
+                let patch = match json_body(&body) {
                     Ok(v) => v,
-                    Err(e) => return (error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")), false),
+                    Err(msg) => return (error(StatusCode::BAD_REQUEST, msg), false),
                 };
                 match c.set_flag(key, patch, &actor, reason).await {
                     Ok(ev) => json(StatusCode::OK, &ev),
@@ -403,9 +403,9 @@ impl Admin {
                 None => error(StatusCode::NOT_FOUND, format!("no plugin named `{name}`")),
             },
             (Method::PUT, ["v1", "plugins", name, "config"]) => {
-                let config: serde_json::Value = match serde_json::from_slice(&body) {
+                let config = match json_body(&body) {
                     Ok(v) => v,
-                    Err(e) => return (error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")), false),
+                    Err(msg) => return (error(StatusCode::BAD_REQUEST, msg), false),
                 };
                 match c.set_plugin_config(name, config, &actor, reason).await {
                     Ok(ev) => json(StatusCode::OK, &ev),
@@ -529,6 +529,11 @@ impl Admin {
     }
 }
 
+/// A JSON body, or why it is not one (for a 400).
+fn json_body(body: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
+}
+
 fn is_content_type(h: &HeaderMap, types: &[&str]) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -540,7 +545,7 @@ fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
     let s = p.calls.summary();
     PluginView {
         name: p.name.clone(),
-        kind: format!("{:?}", p.kind).to_lowercase(),
+        kind: p.kind.as_str().to_owned(),
         sha256: p.sha256.clone(),
         loaded_at: p.loaded_at.clone(),
         source: p.source.clone(),
@@ -565,7 +570,7 @@ fn parse_weights(body: &[u8]) -> Result<(WeightMap, Option<String>), String> {
         weights: WeightMap,
         reason: Option<String>,
     }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let value = json_body(body)?;
     if value.get("weights").is_some_and(serde_json::Value::is_object) {
         let w: Wrapped = serde_json::from_value(value).map_err(|e| format!("invalid body: {e}"))?;
         return Ok((w.weights, w.reason));

@@ -54,17 +54,26 @@ pub const MAX_LOG_CALLS: u32 = 16;
 pub const MEMORY_LIMIT: usize = 64 << 20;
 /// Largest component accepted (HARDENING.md: 10 MiB upload).
 pub const MAX_SIZE: usize = 10 << 20;
-/// Log lines a plugin may write per second; the rest are dropped and counted.
+/// Log lines a plugin may write per second; the rest are dropped.
 const LOG_LINES_PER_SECOND: u64 = 20;
 
 /// Router or policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Per request: which pool?
     Router,
     /// Per analysis tick: which decision?
     Policy,
+}
+
+impl Kind {
+    /// `router` or `policy`, as the API, metrics and events spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Router => "router",
+            Kind::Policy => "policy",
+        }
+    }
 }
 
 /// Why a plugin call did not produce a usable answer.
@@ -317,9 +326,9 @@ impl Registry {
         self.lock().values().cloned().collect()
     }
 
-    /// Puts `plugin` in force under its name; returns the one it replaced.
-    pub fn insert(&self, plugin: Arc<Plugin>) -> Option<Arc<Plugin>> {
-        self.lock().insert(plugin.name.clone(), plugin)
+    /// Puts `plugin` in force under its name.
+    pub fn insert(&self, plugin: Arc<Plugin>) {
+        self.lock().insert(plugin.name.clone(), plugin);
     }
 
     /// A copy of the map, to build a snapshot against.
@@ -342,7 +351,6 @@ impl Registry {
 struct LogLimit {
     /// `second << 16 | lines in that second`.
     state: AtomicU64,
-    dropped: AtomicU64,
 }
 
 impl LogLimit {
@@ -352,11 +360,7 @@ impl LogLimit {
         let (second, lines) = (s >> 16, s & 0xffff);
         let next = if second == now { lines + 1 } else { 1 };
         self.state.store(now << 16 | next.min(0xffff), Ordering::Relaxed);
-        if next > LOG_LINES_PER_SECOND {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        true
+        next <= LOG_LINES_PER_SECOND
     }
 }
 

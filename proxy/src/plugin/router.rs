@@ -39,10 +39,8 @@ pub const QUARANTINE_AFTER: u32 = 5;
 pub struct RouterBinding {
     /// The plugin version.
     pub plugin: Arc<Plugin>,
-    /// Configuration passed to `init` (JSON text).
-    pub config: String,
-    /// The same, as a value (to tell whether a rebuilt snapshot can keep the binding).
-    config_value: serde_json::Value,
+    /// Configuration passed to `init`.
+    pub config: serde_json::Value,
     /// The service's pool names, as passed to `init`.
     pub pools: Vec<String>,
     /// Headers passed: the plugin's `needs` plus the rule's.
@@ -82,10 +80,7 @@ impl RouterBinding {
         extra_cookies: &[String],
     ) -> Result<Arc<Self>, String> {
         static IDS: AtomicU64 = AtomicU64::new(1);
-        let config_value = config.clone();
-        let config = config.to_string();
-        let mut warm =
-            Warm::new(&plugin, &config, &pools).map_err(|f| format!("plugin `{}`: init {f}", plugin.name))?;
+        let mut warm = Warm::new(&plugin, config, &pools).map_err(|f| format!("plugin `{}`: init {f}", plugin.name))?;
         let mut headers = Vec::new();
         for h in warm.needs.headers.iter() {
             let name = HeaderName::try_from(h.as_str())
@@ -104,7 +99,7 @@ impl RouterBinding {
             }
         }
         let id = IDS.fetch_add(1, Ordering::Relaxed);
-        let binding = RouterBinding { plugin, config, config_value, pools, headers, cookies, id };
+        let binding = RouterBinding { plugin, config: config.clone(), pools, headers, cookies, id };
         let sample = HeaderMap::new();
         let input = RouteInput { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers: &sample };
         warm.call(&binding, &input).map_err(|f| format!("plugin `{}`: trial route {f}", binding.plugin.name))?;
@@ -114,7 +109,7 @@ impl RouterBinding {
     /// Whether this binding is for the same plugin version, config and pools
     /// (so a new snapshot can keep it, and the threads their warm instances).
     pub fn same(&self, plugin: &Arc<Plugin>, config: &serde_json::Value, pools: &[String]) -> bool {
-        Arc::ptr_eq(&self.plugin, plugin) && self.config_value == *config && self.pools == pools
+        Arc::ptr_eq(&self.plugin, plugin) && self.config == *config && self.pools == pools
     }
 
     /// Asks the plugin; `Some(pool index)` or `None` (no opinion, or a fault).
@@ -203,7 +198,7 @@ struct Warm {
 }
 
 impl Warm {
-    fn new(plugin: &Plugin, config: &str, pools: &[String]) -> Result<Self, Fault> {
+    fn new(plugin: &Plugin, config: &serde_json::Value, pools: &[String]) -> Result<Self, Fault> {
         let super::Pre::Router(pre) = &plugin.pre else {
             return Err(Fault::Nonsense("not a router".into()));
         };
@@ -211,7 +206,7 @@ impl Warm {
         // Instantiation and `init` run once per thread: the policy's budget.
         store.set_fuel(POLICY_FUEL).map_err(|e| Fault::Trap(e.to_string()))?;
         let router = pre.instantiate(&mut store).map_err(|e| classify(&e, store.data(), POLICY_FUEL))?;
-        let needs = match router.call_init(&mut store, config, pools) {
+        let needs = match router.call_init(&mut store, &config.to_string(), pools) {
             Ok(Ok(needs)) => needs,
             Ok(Err(msg)) => return Err(Fault::Error(msg)),
             Err(e) => return Err(classify(&e, store.data(), POLICY_FUEL)),
@@ -256,16 +251,14 @@ impl Warm {
 /// real check comes when a rule binds it.
 pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
     let pools = vec!["stable".to_owned(), "canary".to_owned()];
-    let config = plugin.config.to_string();
-    let mut warm = match Warm::new(plugin, &config, &pools) {
+    let mut warm = match Warm::new(plugin, &plugin.config, &pools) {
         Ok(w) => w,
         Err(Fault::Error(_)) => return Ok(()),
         Err(f) => return Err(format!("trial init {f}")),
     };
     let binding = RouterBinding {
         plugin: plugin.clone(),
-        config,
-        config_value: plugin.config.clone(),
+        config: plugin.config.clone(),
         pools,
         headers: vec![],
         cookies: vec![],

@@ -176,8 +176,8 @@ impl Collector for SwitchyardCollector {
         let (mut calls, mut faults, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
         for p in self.shared.plugins.all() {
             let s = p.calls.summary();
-            let kind = format!("{:?}", p.kind).to_lowercase();
-            calls.push(counter(labels(&[("plugin", &p.name), ("kind", &kind)]), s.calls));
+            let kind = p.kind.as_str();
+            calls.push(counter(labels(&[("plugin", &p.name), ("kind", kind)]), s.calls));
             for (fault, n) in &s.faults_by_kind {
                 faults.push(counter(labels(&[("plugin", &p.name), ("fault", fault)]), *n));
             }
