@@ -203,14 +203,12 @@ impl Control {
             let msg = format!("`{name}`: a plugin name is 1 to 64 letters, digits, `-` or `_`");
             return Err(self.refuse(ev, ControlError::BadRequest(msg)));
         }
+        // A new version keeps the configuration in force (the file's, or the API's).
         let old = self.shared.plugins.get(name);
-        let default_config = self
-            .config()
-            .plugins
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.config.clone())
-            .unwrap_or(serde_json::Value::Null);
+        let default_config = match &old {
+            Some(o) => o.config.clone(),
+            None => self.config().plugins.iter().find(|p| p.name == name).map(|p| p.config.clone()).unwrap_or_default(),
+        };
         let plugin = match crate::plugin::Plugin::load(name, bytes, "admin API", default_config) {
             Ok(p) => p,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),

@@ -393,6 +393,10 @@ async fn a_plugins_config_set_through_the_api_applies_and_survives_kill_9() {
     let (ok, _, err) = ctl(admin, &["plugins", "config", "cohort", r#"{"pool": "green"}"#]);
     assert!(!ok && err.contains("no pool named `green`"), "{err}");
     assert_eq!(cohort("gamma").await, "canary");
+    // A new version keeps the configuration set through the API.
+    let v2 = new_version(std::fs::read(wasm("cohort-router")).unwrap(), "config-test");
+    assert_eq!(upload(&proxy, "cohort", v2, "application/wasm").await.0, 200);
+    assert_eq!(cohort("gamma").await, "canary");
 
     let proxy = proxy.kill9_and_restart().await;
     assert_eq!(plugin(&proxy, "cohort").await["config"]["header"]["values"][0], "gamma");
