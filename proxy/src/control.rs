@@ -14,6 +14,7 @@ use crate::flags::FlagSet;
 use crate::snapshot::Snapshot;
 use crate::state::{event, Change, Event, StateStore, WeightMap};
 use crate::Shared;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +46,8 @@ pub struct Control {
     writes: tokio::sync::Mutex<()>,
     /// Rollouts by service: running ones and the last finished one.
     pub(crate) rollouts: tokio::sync::Mutex<std::collections::HashMap<String, crate::rollout::controller::Handle>>,
+    /// Services whose rollout has not ended (read by writes that must not race it).
+    running: Mutex<BTreeSet<String>>,
 }
 
 // === impl Control ===
@@ -59,6 +62,7 @@ impl Control {
             config: Mutex::new(config),
             writes: tokio::sync::Mutex::new(()),
             rollouts: Default::default(),
+            running: Default::default(),
         }
     }
 
@@ -67,7 +71,8 @@ impl Control {
         self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Sets a service's weights (pools not named get 0).
+    /// Sets a service's weights (pools not named get 0). Refused (409) while
+    /// a rollout of the service runs: the rollout owns its weights.
     pub async fn set_weights(
         &self,
         service: &str,
@@ -78,6 +83,36 @@ impl Control {
         let _w = self.writes.lock().await;
         let mut ev = event("weights", Some(service), actor, reason);
         ev.new = serde_json::json!(asked);
+        if let Some(err) = self.rollout_conflict(service, "weights") {
+            return Err(self.refuse(ev, err));
+        }
+        self.change_traffic(ev, service, asked, None)
+    }
+
+    /// A rollout's weights, and the suspension of the rules to a rolled-back
+    /// candidate (`suspend`), in one event and one snapshot swap.
+    pub(crate) async fn rollout_traffic(
+        &self,
+        service: &str,
+        weights: WeightMap,
+        suspend: Option<&BTreeSet<String>>,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Event, ControlError> {
+        let _w = self.writes.lock().await;
+        let mut ev = event("weights", Some(service), actor, reason);
+        ev.new = serde_json::json!(weights);
+        self.change_traffic(ev, service, weights, suspend)
+    }
+
+    /// The common body of a weight change (writes held).
+    fn change_traffic(
+        &self,
+        mut ev: Event,
+        service: &str,
+        asked: WeightMap,
+        suspend: Option<&BTreeSet<String>>,
+    ) -> Result<Event, ControlError> {
         let snap = self.shared.snapshot.load_full();
         let Some(svc) = snap.service(service) else {
             return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
@@ -92,16 +127,26 @@ impl Control {
         ev.new = serde_json::json!(full);
         ev.message =
             format!("weights of {service}: {} → {}", describe(&names, svc.split.weights()), describe(&names, &weights));
-        let Some(next) = snap.with_weights(service, weights, true) else {
+        let Some(next) = snap.with_traffic(service, Some((weights, true)), suspend) else {
             return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
         };
-        let ev = self.commit(Some(Change::Weights(service, Some(&full))), ev)?;
+        let mut changes = vec![Change::Weights(service, Some(&full))];
+        if let Some(pools) = suspend.filter(|p| **p != svc.suspended) {
+            changes.push(Change::Suspended(service, pools));
+            let rules = next.service(service).map(|s| s.split.suspended_rules()).unwrap_or_default();
+            ev.new = serde_json::json!({ "weights": full, "suspended_pools": pools, "suspended_rules": rules });
+            if !rules.is_empty() {
+                ev.message.push_str(&format!("; rules {} suspended", rule_list(&rules)));
+            }
+        }
+        let ev = self.commit(&changes, ev)?;
         self.shared.snapshot.store(Arc::new(next));
-        tracing::info!(service, actor, "{}", ev.message);
+        tracing::info!(service, actor = %ev.actor, "{}", ev.message);
         Ok(ev)
     }
 
     /// Drops a service's run-time weights: the config file's apply again.
+    /// Refused (409) while a rollout of the service runs.
     pub async fn reset_weights(
         &self,
         service: &str,
@@ -110,6 +155,9 @@ impl Control {
     ) -> Result<Event, ControlError> {
         let _w = self.writes.lock().await;
         let mut ev = event("weights-reset", Some(service), actor, reason);
+        if let Some(err) = self.rollout_conflict(service, "weights") {
+            return Err(self.refuse(ev, err));
+        }
         let snap = self.shared.snapshot.load_full();
         let file_weights = self.config().services.iter().find(|s| s.name == service).map(|s| s.split.weights.clone());
         let (Some(svc), Some(file_weights)) = (snap.service(service), file_weights) else {
@@ -119,13 +167,70 @@ impl Control {
         ev.old = serde_json::json!(weight_map(&names, svc.split.weights()));
         ev.new = serde_json::json!(weight_map(&names, &file_weights));
         ev.message = format!("weights of {service} back to the config file's: {}", describe(&names, &file_weights));
-        let Some(next) = snap.with_weights(service, file_weights, false) else {
+        let Some(next) = snap.with_traffic(service, Some((file_weights, false)), None) else {
             return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
         };
-        let ev = self.commit(Some(Change::Weights(service, None)), ev)?;
+        let ev = self.commit(&[Change::Weights(service, None)], ev)?;
         self.shared.snapshot.store(Arc::new(next));
         tracing::info!(service, actor, "{}", ev.message);
         Ok(ev)
+    }
+
+    /// Lifts the suspension of a service's rules to rolled-back pools: they
+    /// send to their pools again. 404 when nothing is suspended.
+    pub async fn lift_suspension(
+        &self,
+        service: &str,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Event, ControlError> {
+        let _w = self.writes.lock().await;
+        let mut ev = event("suspension-lift", Some(service), actor, reason);
+        let snap = self.shared.snapshot.load_full();
+        let Some(svc) = snap.service(service) else {
+            return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
+        };
+        if svc.suspended.is_empty() {
+            let msg = format!("no rule of `{service}` is suspended");
+            return Err(self.refuse(ev, ControlError::NotFound(msg)));
+        }
+        let rules = svc.split.suspended_rules();
+        ev.old = serde_json::json!({ "suspended_pools": svc.suspended, "suspended_rules": rules });
+        ev.new = serde_json::json!({ "suspended_pools": [], "suspended_rules": [] });
+        ev.message = format!(
+            "rules of {service} to {} apply again ({})",
+            svc.suspended.iter().cloned().collect::<Vec<_>>().join(", "),
+            if rules.is_empty() { "none was suspended".to_owned() } else { format!("rules {}", rule_list(&rules)) }
+        );
+        let none = BTreeSet::new();
+        let Some(next) = snap.with_traffic(service, None, Some(&none)) else {
+            return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
+        };
+        let ev = self.commit(&[Change::Suspended(service, &none)], ev)?;
+        self.shared.snapshot.store(Arc::new(next));
+        tracing::info!(service, actor, "{}", ev.message);
+        Ok(ev)
+    }
+
+    /// Marks whether a rollout of `service` is running (not yet ended).
+    pub(crate) fn set_rollout_running(&self, service: &str, running: bool) {
+        let mut active = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running {
+            active.insert(service.to_owned());
+        } else {
+            active.remove(service);
+        }
+    }
+
+    /// A 409 naming the running rollout of `service`, if there is one.
+    fn rollout_conflict(&self, service: &str, what: &str) -> Option<ControlError> {
+        let active = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        active.contains(service).then(|| {
+            ControlError::Conflict(format!(
+                "a rollout of `{service}` is running and owns its {what}: promote, abort or roll it back first \
+                 (`switchyard ctl rollout abort {service}`)"
+            ))
+        })
     }
 
     /// Re-reads the config file and applies its services. Changes to
@@ -158,8 +263,8 @@ impl Control {
             return Err(self.refuse(ev, ControlError::Conflict(msg)));
         }
         let overrides = match &self.store {
-            Some(s) => s.weights().map_err(|e| ControlError::Internal(e.to_string()))?,
-            None => Default::default(),
+            Some(s) => s.run_time().map_err(|e| ControlError::Internal(e.to_string()))?,
+            None => self.shared.snapshot.load().run_time(),
         };
         let overrides_p = self.plugin_overrides()?;
         let plugins = match crate::plugin::load_all(&new.plugins, &overrides_p, &self.shared.plugins.map()) {
@@ -175,7 +280,7 @@ impl Control {
         ev.old = serde_json::json!({ "services": names(&old) });
         ev.new = serde_json::json!({ "services": names(&new) });
         ev.message = format!("config reloaded from {}: {} service(s)", path.display(), new.services.len());
-        let ev = self.commit(None, ev)?;
+        let ev = self.commit(&[], ev)?;
         self.shared.plugins.replace(plugins);
         self.shared.snapshot.store(Arc::new(next));
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = new;
@@ -263,12 +368,12 @@ impl Control {
         let mut map = self.shared.plugins.map();
         map.insert(plugin.name.clone(), plugin.clone());
         let current = self.shared.snapshot.load_full();
-        let next =
-            match Snapshot::build(&self.config(), &self.shared.stats, Some(&current), &current.api_weights(), &map) {
-                Ok(n) => n,
-                Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
-            };
-        let ev = self.commit(Some(change), ev)?;
+        let next = match Snapshot::build(&self.config(), &self.shared.stats, Some(&current), &current.run_time(), &map)
+        {
+            Ok(n) => n,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+        };
+        let ev = self.commit(&[change], ev)?;
         self.shared.plugins.insert(plugin);
         self.shared.snapshot.store(Arc::new(next));
         tracing::info!(actor, "{}", ev.message);
@@ -326,7 +431,7 @@ impl Control {
         ev.old = self.shared.flags.load().definitions().get(key).map_or(serde_json::Value::Null, |(d, _)| (*d).clone());
         ev.new = set.definitions().get(key).map_or(serde_json::Value::Null, |(d, _)| (*d).clone());
         ev.message = format!("flag {key} changed");
-        let ev = self.commit(Some(Change::Flag(key, Some(&merged))), ev)?;
+        let ev = self.commit(&[Change::Flag(key, Some(&merged))], ev)?;
         self.shared.flags.store(Arc::new(set));
         tracing::info!(flag = key, actor, "{}", ev.message);
         Ok(ev)
@@ -348,7 +453,7 @@ impl Control {
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
         };
         ev.message = format!("flag {key} back to the file's definition");
-        let ev = self.commit(Some(Change::Flag(key, None)), ev)?;
+        let ev = self.commit(&[Change::Flag(key, None)], ev)?;
         self.shared.flags.store(Arc::new(set));
         Ok(ev)
     }
@@ -366,7 +471,7 @@ impl Control {
         };
         let mut ev = ev;
         ev.message = format!("flags reloaded from {}", file.display());
-        let ev = self.commit(None, ev)?;
+        let ev = self.commit(&[], ev)?;
         self.shared.flags.store(Arc::new(set));
         tracing::info!("{}", ev.message);
         Ok(ev)
@@ -387,9 +492,10 @@ impl Control {
         }
     }
 
-    fn commit(&self, change: Option<Change<'_>>, ev: Event) -> Result<Event, ControlError> {
+    /// Commits `changes` with their event, durably (refused when it cannot be recorded).
+    pub(crate) fn commit(&self, changes: &[Change<'_>], ev: Event) -> Result<Event, ControlError> {
         match &self.store {
-            Some(store) => store.commit(change, ev).map_err(|e| {
+            Some(store) => store.commit(changes, ev).map_err(|e| {
                 tracing::error!(error = %e, "cannot record a change; refusing it");
                 ControlError::Internal(format!("the change could not be recorded, so it was not made: {e}"))
             }),
@@ -404,7 +510,7 @@ impl Control {
         ev.outcome = "refused".into();
         ev.message = message;
         if let Some(store) = &self.store {
-            if let Err(e) = store.commit(None, ev) {
+            if let Err(e) = store.commit(&[], ev) {
                 tracing::error!(error = %e, "cannot record a refused change");
             }
         }
@@ -415,7 +521,7 @@ impl Control {
         ev.outcome = "refused".into();
         ev.message = err.to_string();
         if let Some(store) = &self.store {
-            if let Err(e) = store.commit(None, ev) {
+            if let Err(e) = store.commit(&[], ev) {
                 tracing::error!(error = %e, "cannot record a refused change");
             }
         }
@@ -456,6 +562,11 @@ fn short(sha: &str) -> &str {
 
 fn weight_map(names: &[String], weights: &[u32]) -> WeightMap {
     names.iter().cloned().zip(weights.iter().copied()).collect()
+}
+
+/// `#1, #3` (rules numbered from 1, as people count).
+fn rule_list(rules: &[usize]) -> String {
+    rules.iter().map(|i| format!("#{}", i + 1)).collect::<Vec<_>>().join(", ")
 }
 
 fn describe(names: &[String], weights: &[u32]) -> String {

@@ -90,6 +90,14 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Lift the suspension of a service's rules to a rolled-back pool.
+    Lift {
+        /// The service.
+        service: String,
+        /// Why, recorded in the history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Re-read the proxy's config file.
     Reload {
         /// Why, recorded in the history.
@@ -302,6 +310,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let body = c.call_as(Method::PUT, &path, Some(bytes), reason.as_deref(), "application/wasm").await?;
             print_event(&body, json)
         }
+        CtlCommand::Lift { service, reason } => {
+            let path = format!("/v1/services/{service}/suspension");
+            print_event(&c.call(Method::DELETE, &path, None, reason.as_deref()).await?, json)
+        }
         CtlCommand::Reload { reason } => {
             let body = c.call(Method::POST, "/v1/config/reload", None, reason.as_deref()).await?;
             print_event(&body, json)
@@ -425,6 +437,10 @@ fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
     if let Some(reason) = r["reason"].as_str() {
         let _ = writeln!(out, "  reason: {reason}");
     }
+    if let Some(rules) = r["suspended_rules"].as_array().filter(|a| !a.is_empty()) {
+        let n: Vec<String> = rules.iter().filter_map(|v| v.as_u64()).map(|i| format!("#{}", i + 1)).collect();
+        let _ = writeln!(out, "  suspended rules to {cand}: {} (until the next rollout or `ctl lift`)", n.join(", "));
+    }
     let live = r["status"] == "running" || r["status"] == "paused";
     let total = r["steps_total"].as_u64().unwrap_or(0);
     let step = r["step"].as_u64().unwrap_or(0);
@@ -519,6 +535,17 @@ async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
         }
     }
     print_table(&rows);
+    for s in services.iter().filter(|s| !s.suspended_rules.is_empty()) {
+        println!(
+            "\n{}: rules suspended after a rollback of {} (`ctl lift {}` or a new rollout lifts them):",
+            s.name,
+            s.suspended_pools.join(", "),
+            s.name
+        );
+        for r in &s.suspended_rules {
+            println!("  #{} {}", r.rule, r.text);
+        }
+    }
     Ok(())
 }
 

@@ -154,10 +154,13 @@ impl Proxy {
         let stats_tx = stats.spawn_aggregator();
         let store = config.state_dir.as_deref().map(state::StateStore::open).transpose()?;
         let overrides = match &store {
-            Some(s) => s.weights()?,
+            Some(s) => s.run_time()?,
             None => Default::default(),
         };
-        for (service, weights) in &overrides {
+        for (service, pools) in &overrides.suspended {
+            tracing::warn!(service = %service, pools = ?pools, "rules to rolled-back pools stay suspended (state store)");
+        }
+        for (service, weights) in &overrides.weights {
             tracing::info!(service = %service, weights = ?weights, "using weights set through the admin API (state store), not the config file's");
         }
         let plugin_overrides = match &store {

@@ -14,10 +14,10 @@ use crate::plugin::router::RouterBinding;
 use crate::plugin::Plugin;
 use crate::pool::Pool;
 use crate::split::Split;
-use crate::state::WeightMap;
+use crate::state::{RunTime, WeightMap};
 use crate::stats::Stats;
 use http::HeaderValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ pub struct Service {
     pub expose_pool: bool,
     /// The weights in force were set through the admin API, not the file.
     pub weights_from_api: bool,
+    /// Rolled-back pools whose rules are suspended (see [`Split::with_traffic`]).
+    pub suspended: BTreeSet<String>,
     /// The service's config, with the weights in force.
     pub config: ServiceConfig,
 }
@@ -64,8 +66,9 @@ impl Snapshot {
     /// Compiles a validated config. Pools whose config is unchanged from
     /// `previous` are reused, with their health state and idle connections;
     /// new pools start their health checks, so this must run inside a tokio
-    /// runtime. `overrides` are weights set at run time, by service; one that
-    /// no longer fits the service's pools is ignored (and logged).
+    /// runtime. `overrides` are weights and suspensions set at run time, by
+    /// service; weights that no longer fit the service's pools are ignored
+    /// (and logged), and so are suspended pools that no longer exist.
     ///
     /// Router rules are bound to `plugins`: a binding from `previous` with the
     /// same plugin version, config and pools is kept (with the workers' warm
@@ -75,7 +78,7 @@ impl Snapshot {
         cfg: &Config,
         stats: &Stats,
         previous: Option<&Snapshot>,
-        overrides: &HashMap<String, WeightMap>,
+        overrides: &RunTime,
         plugins: &BTreeMap<String, Arc<Plugin>>,
     ) -> Result<Self, String> {
         let services = cfg
@@ -96,7 +99,7 @@ impl Snapshot {
                     .collect();
                 let mut config = s.clone();
                 let mut from_api = false;
-                if let Some(map) = overrides.get(&s.name) {
+                if let Some(map) = overrides.weights.get(&s.name) {
                     let names: Vec<String> = s.pools.iter().map(|p| p.name.clone()).collect();
                     match crate::config::weights_for(map, &names) {
                         Ok(w) => {
@@ -107,17 +110,31 @@ impl Snapshot {
                     }
                 }
                 let names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
+                let suspended: BTreeSet<String> = overrides
+                    .suspended
+                    .get(&s.name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| names.contains(p))
+                    .cloned()
+                    .collect();
                 let routers = bind_routers(&config, &names, old.map(|o| &o.split), plugins)?;
-                let split = Split::new(&config.split, &names, routers);
-                Ok(Arc::new(Service::new(config, pools, split, from_api)))
+                let split = Split::new(&config.split, &names, routers, &suspended);
+                Ok(Arc::new(Service::new(config, pools, split, from_api, suspended)))
             })
             .collect::<Result<_, String>>()?;
         Ok(Self::index(services))
     }
 
-    /// This snapshot with one service's weights replaced; `None` if there is
-    /// no such service. Everything else, pools included, is shared.
-    pub fn with_weights(&self, service: &str, weights: Vec<u32>, from_api: bool) -> Option<Self> {
+    /// This snapshot with one service's weights (`Some((weights, from_api))`)
+    /// and suspended pools replaced, each when given; `None` if there is no
+    /// such service. Everything else, pools included, is shared.
+    pub fn with_traffic(
+        &self,
+        service: &str,
+        weights: Option<(Vec<u32>, bool)>,
+        suspended: Option<&BTreeSet<String>>,
+    ) -> Option<Self> {
         let mut found = false;
         let services = self
             .services
@@ -128,9 +145,11 @@ impl Snapshot {
                 }
                 found = true;
                 let mut config = s.config.clone();
-                config.split.weights = weights.clone();
-                let split = s.split.with_weights(&weights, &s.pool_names());
-                Arc::new(Service::new(config, s.pools.to_vec(), split, from_api))
+                let (weights, from_api) = weights.clone().unwrap_or((s.split.weights().to_vec(), s.weights_from_api));
+                config.split.weights = weights;
+                let suspended = suspended.cloned().unwrap_or_else(|| s.suspended.clone());
+                let split = s.split.with_traffic(&config.split.weights, &s.pool_names(), &suspended);
+                Arc::new(Service::new(config, s.pools.to_vec(), split, from_api, suspended))
             })
             .collect();
         found.then(|| Self::index(services))
@@ -179,14 +198,23 @@ impl Snapshot {
         in_group(&self.any_host)
     }
 
-    /// The weights set at run time (admin API, rollouts), by service: what
-    /// a rebuild from the config must keep.
-    pub fn api_weights(&self) -> HashMap<String, WeightMap> {
-        self.services
-            .iter()
-            .filter(|s| s.weights_from_api)
-            .map(|s| (s.name.clone(), s.pool_names().into_iter().zip(s.split.weights().iter().copied()).collect()))
-            .collect()
+    /// What was set at run time (weights by the admin API or rollouts, and
+    /// suspensions): what a rebuild from the config must keep.
+    pub fn run_time(&self) -> RunTime {
+        RunTime {
+            weights: self
+                .services
+                .iter()
+                .filter(|s| s.weights_from_api)
+                .map(|s| (s.name.clone(), s.pool_names().into_iter().zip(s.split.weights().iter().copied()).collect()))
+                .collect::<HashMap<String, WeightMap>>(),
+            suspended: self
+                .services
+                .iter()
+                .filter(|s| !s.suspended.is_empty())
+                .map(|s| (s.name.clone(), s.suspended.clone()))
+                .collect(),
+        }
     }
 
     /// All services in config order.
@@ -234,7 +262,13 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 // === impl Service ===
 
 impl Service {
-    fn new(config: ServiceConfig, pools: Vec<Arc<Pool>>, split: Split, weights_from_api: bool) -> Self {
+    fn new(
+        config: ServiceConfig,
+        pools: Vec<Arc<Pool>>,
+        split: Split,
+        weights_from_api: bool,
+        suspended: BTreeSet<String>,
+    ) -> Self {
         let names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
         Self {
             name: config.name.clone(),
@@ -250,6 +284,7 @@ impl Service {
             max_request_body: config.max_request_body,
             expose_pool: config.expose_pool,
             weights_from_api,
+            suspended,
             config,
         }
     }
@@ -280,7 +315,7 @@ services:
             &Config::from_yaml(yaml, Path::new(".")).unwrap(),
             &stats,
             None,
-            &HashMap::new(),
+            &RunTime::default(),
             &BTreeMap::new(),
         )
         .unwrap()

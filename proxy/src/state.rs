@@ -4,7 +4,8 @@
 //! An embedded redb database in `state.dir`: one file, ACID, each commit
 //! fsynced before it returns, so a change is on disk before the admin API
 //! answers. Tables: `weights` (service → its weights, as JSON), `flags`
-//! (flag overrides), `rollouts` (progress), `plugins` (uploaded components),
+//! (flag overrides), `suspended` (service → its rolled-back pools, whose
+//! rules are suspended), `rollouts` (progress), `plugins` (uploaded components),
 //! `plugin_configs` and `events` (sequence number → event, as JSON). New events are also
 //! broadcast for `GET /v1/events?follow=1`. Everything here runs on the
 //! control path.
@@ -12,7 +13,7 @@
 use crate::error::Error;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use tokio::sync::broadcast;
 
@@ -22,6 +23,7 @@ const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
 const FLAGS: TableDefinition<&str, &str> = TableDefinition::new("flags");
 const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
 const PLUGIN_CONFIGS: TableDefinition<&str, &str> = TableDefinition::new("plugin_configs");
+const SUSPENDED: TableDefinition<&str, &str> = TableDefinition::new("suspended");
 
 /// A run-time change stored with its event.
 #[derive(Clone, Copy, Debug)]
@@ -34,10 +36,21 @@ pub enum Change<'a> {
     Plugin(&'a str, &'a [u8]),
     /// A plugin's default configuration, set through the admin API.
     PluginConfig(&'a str, &'a serde_json::Value),
+    /// A service's suspended pools (rules to them are skipped); empty lifts.
+    Suspended(&'a str, &'a BTreeSet<String>),
 }
 
 /// Weights by pool name.
 pub type WeightMap = BTreeMap<String, u32>;
+
+/// What was set at run time and a snapshot rebuilt from the config keeps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunTime {
+    /// Weights by service.
+    pub weights: HashMap<String, WeightMap>,
+    /// Suspended (rolled-back) pools by service.
+    pub suspended: HashMap<String, BTreeSet<String>>,
+}
 
 /// One entry of the deployment history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +91,10 @@ fn db_err(e: impl std::fmt::Display) -> Error {
     Error::State(format!("state store: {e}"))
 }
 
+fn json<T: Serialize + ?Sized>(v: &T) -> Result<String, Error> {
+    serde_json::to_string(v).map_err(db_err)
+}
+
 // === impl StateStore ===
 
 impl StateStore {
@@ -95,6 +112,7 @@ impl StateStore {
         tx.open_table(FLAGS).map_err(db_err)?;
         tx.open_table(PLUGINS).map_err(db_err)?;
         tx.open_table(PLUGIN_CONFIGS).map_err(db_err)?;
+        tx.open_table(SUSPENDED).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db, events: broadcast::channel(1024).0 })
     }
@@ -102,6 +120,11 @@ impl StateStore {
     /// Weights set at run time, by service.
     pub fn weights(&self) -> Result<HashMap<String, WeightMap>, Error> {
         self.json_table(WEIGHTS)
+    }
+
+    /// Weights and suspensions set at run time.
+    pub fn run_time(&self) -> Result<RunTime, Error> {
+        Ok(RunTime { weights: self.weights()?, suspended: self.json_table(SUSPENDED)? })
     }
 
     /// Flag overrides set at run time, by flag key.
@@ -136,34 +159,28 @@ impl StateStore {
         Ok(out.into_iter().collect())
     }
 
-    /// In one durable transaction: applies `change` (if any) and appends
-    /// `event` (its `seq` and `time` are filled in). Returns the event as stored.
-    pub fn commit(&self, change: Option<Change<'_>>, event: Event) -> Result<Event, Error> {
+    /// In one durable transaction: applies `changes` and appends `event`
+    /// (its `seq` and `time` are filled in). Returns the event as stored.
+    pub fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
         let tx = self.db.begin_write().map_err(db_err)?;
         let event = {
-            let (def, key, json) = match change {
-                None => (None, "", None),
-                Some(Change::Weights(k, w)) => {
-                    (Some(WEIGHTS), k, w.map(serde_json::to_string).transpose().map_err(db_err)?)
-                }
-                Some(Change::Flag(k, f)) => (Some(FLAGS), k, f.map(serde_json::to_string).transpose().map_err(db_err)?),
-                Some(Change::Plugin(k, bytes)) => {
-                    tx.open_table(PLUGINS).map_err(db_err)?.insert(k, bytes).map_err(db_err)?;
-                    (None, "", None)
-                }
-                Some(Change::PluginConfig(k, c)) => {
-                    (Some(PLUGIN_CONFIGS), k, Some(serde_json::to_string(c).map_err(db_err)?))
-                }
-            };
-            if let Some(def) = def {
+            for change in changes {
+                let (def, key, value) = match *change {
+                    Change::Weights(k, w) => (WEIGHTS, k, w.map(|w| json(w)).transpose()?),
+                    Change::Flag(k, f) => (FLAGS, k, f.map(|f| json(f)).transpose()?),
+                    Change::Plugin(k, bytes) => {
+                        tx.open_table(PLUGINS).map_err(db_err)?.insert(k, bytes).map_err(db_err)?;
+                        continue;
+                    }
+                    Change::PluginConfig(k, c) => (PLUGIN_CONFIGS, k, Some(json(c)?)),
+                    Change::Suspended(k, pools) => {
+                        (SUSPENDED, k, (!pools.is_empty()).then(|| json(pools)).transpose()?)
+                    }
+                };
                 let mut table = tx.open_table(def).map_err(db_err)?;
-                match json {
-                    Some(json) => {
-                        table.insert(key, json.as_str()).map_err(db_err)?;
-                    }
-                    None => {
-                        table.remove(key).map_err(db_err)?;
-                    }
+                match value {
+                    Some(value) => table.insert(key, value.as_str()).map(drop).map_err(db_err)?,
+                    None => table.remove(key).map(drop).map_err(db_err)?,
                 }
             }
             let mut table = tx.open_table(EVENTS).map_err(db_err)?;
@@ -260,13 +277,10 @@ mod tests {
             let s = StateStore::open(dir.path()).unwrap();
             let w: WeightMap = [("stable".to_string(), 90), ("canary".to_string(), 10)].into();
             let e = s
-                .commit(
-                    Some(Change::Weights("web", Some(&w))),
-                    event("weights", Some("web"), "ci", Some("ramp".into())),
-                )
+                .commit(&[Change::Weights("web", Some(&w))], event("weights", Some("web"), "ci", Some("ramp".into())))
                 .unwrap();
             assert_eq!(e.seq, 1);
-            s.commit(None, event("config-reload", None, "ops", None)).unwrap();
+            s.commit(&[], event("config-reload", None, "ops", None)).unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
         assert_eq!(s.weights().unwrap()["web"]["canary"], 10);
@@ -275,7 +289,15 @@ mod tests {
         assert_eq!(events[0].reason.as_deref(), Some("ramp"));
         assert_eq!(s.events(1, 10).unwrap().len(), 1);
         assert_eq!(s.last_events(1).unwrap()[0].seq, 2);
-        s.commit(Some(Change::Weights("web", None)), event("weights-reset", Some("web"), "ci", None)).unwrap();
+        let canary: BTreeSet<String> = ["canary".to_string()].into();
+        s.commit(
+            &[Change::Weights("web", None), Change::Suspended("web", &canary)],
+            event("weights-reset", Some("web"), "ci", None),
+        )
+        .unwrap();
         assert!(s.weights().unwrap().is_empty());
+        assert_eq!(s.run_time().unwrap().suspended["web"], canary, "one transaction, both changes");
+        s.commit(&[Change::Suspended("web", &BTreeSet::new())], event("x", None, "ci", None)).unwrap();
+        assert!(s.run_time().unwrap().suspended.is_empty(), "an empty set lifts");
     }
 }

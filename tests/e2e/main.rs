@@ -15,5 +15,6 @@ mod routing;
 mod split;
 mod streaming;
 mod support;
+mod suspension;
 #[path = "../wasm_plugins.rs"]
 mod wasm_plugins;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The `plugins:` section naming each built plugin by its crate name.
-fn plugins_section(names: &[&str]) -> String {
+pub(crate) fn plugins_section(names: &[&str]) -> String {
     let mut s = String::from("plugins:\n");
     for n in names {
         s.push_str(&format!("  - {{ name: {n}, path: \"{}\" }}\n", wasm(n).display()));

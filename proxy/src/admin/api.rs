@@ -26,8 +26,24 @@ pub struct ServiceView {
     pub sticky: Option<String>,
     /// Rules in order, e.g. `header x-canary=always → canary`.
     pub rules: Vec<String>,
+    /// Rolled-back pools: rules to them are suspended until the next rollout
+    /// starts or an operator lifts it (`DELETE .../suspension`).
+    #[serde(default)]
+    pub suspended_pools: Vec<String>,
+    /// The suspended rules, numbered from 1 as in `rules`, with their text.
+    #[serde(default)]
+    pub suspended_rules: Vec<SuspendedRule>,
     /// Pools in name order.
     pub pools: Vec<PoolView>,
+}
+
+/// A rule suspended by a rollback.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SuspendedRule {
+    /// Its number, from 1.
+    pub rule: usize,
+    /// What it matches, as in `rules`.
+    pub text: String,
 }
 
 /// One pool.

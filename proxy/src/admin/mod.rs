@@ -218,6 +218,7 @@ impl Admin {
             }
             ["v1", "services", _] | ["v1", "services", _, "stats"] | ["v1", "events"] => &[Method::GET],
             ["v1", "services", _, "weights"] => &[Method::PUT, Method::DELETE],
+            ["v1", "services", _, "suspension"] => &[Method::DELETE],
             ["v1", "services", _, "rollout"] => &[Method::GET, Method::POST],
             ["v1", "services", _, "rollout", "promote" | "pause" | "resume" | "abort" | "rollback"] => &[Method::POST],
             ["v1", "config", "reload"] => &[Method::POST],
@@ -318,6 +319,12 @@ impl Admin {
             }
             (Method::DELETE, ["v1", "services", name, "weights"]) => {
                 match c.reset_weights(name, &actor, reason).await {
+                    Ok(ev) => json(StatusCode::OK, &ev),
+                    Err(e) => e.into(),
+                }
+            }
+            (Method::DELETE, ["v1", "services", name, "suspension"]) => {
+                match c.lift_suspension(name, &actor, reason).await {
                     Ok(ev) => json(StatusCode::OK, &ev),
                     Err(e) => e.into(),
                 }
@@ -588,6 +595,26 @@ fn service_view(s: &crate::snapshot::Service) -> ServiceView {
     let total: u64 = s.split.weights().iter().map(|w| u64::from(*w)).sum();
     let now = crate::pool::clock_ms();
     let names = s.pool_names();
+    let rules: Vec<String> = s
+        .config
+        .split
+        .rules
+        .iter()
+        .map(|r| {
+            if let Some(p) = &r.plugin {
+                return format!("plugin {} → its choice", p.name);
+            }
+            let mut conds: Vec<String> =
+                r.headers.iter().map(|(k, v)| format!("header {k}={}", v.to_str().unwrap_or("?"))).collect();
+            conds.extend(r.cookies.iter().map(|(k, v)| format!("cookie {k}={v}")));
+            conds.extend(r.flag.iter().map(|f| match &f.variant {
+                Some(v) => format!("flag {}={v}", f.key),
+                None => format!("flag {}", f.key),
+            }));
+            let keep = if r.keep_on_rollback { " (kept on rollback)" } else { "" };
+            format!("{} → {}{keep}", conds.join(" and "), names.get(r.pool).map_or("?", String::as_str))
+        })
+        .collect();
     ServiceView {
         name: s.name.clone(),
         host: s.config.host.as_ref().map(|h| match h {
@@ -600,25 +627,14 @@ fn service_view(s: &crate::snapshot::Service) -> ServiceView {
             StickyKey::Cookie(c) => format!("cookie:{c}"),
             StickyKey::Header(h) => format!("header:{h}"),
         }),
-        rules: s
-            .config
+        suspended_pools: s.suspended.iter().cloned().collect(),
+        suspended_rules: s
             .split
-            .rules
-            .iter()
-            .map(|r| {
-                if let Some(p) = &r.plugin {
-                    return format!("plugin {} → its choice", p.name);
-                }
-                let mut conds: Vec<String> =
-                    r.headers.iter().map(|(k, v)| format!("header {k}={}", v.to_str().unwrap_or("?"))).collect();
-                conds.extend(r.cookies.iter().map(|(k, v)| format!("cookie {k}={v}")));
-                conds.extend(r.flag.iter().map(|f| match &f.variant {
-                    Some(v) => format!("flag {}={v}", f.key),
-                    None => format!("flag {}", f.key),
-                }));
-                format!("{} → {}", conds.join(" and "), names.get(r.pool).map_or("?", String::as_str))
-            })
+            .suspended_rules()
+            .into_iter()
+            .map(|i| SuspendedRule { rule: i + 1, text: rules.get(i).cloned().unwrap_or_default() })
             .collect(),
+        rules,
         pools: s
             .pools
             .iter()

@@ -275,6 +275,8 @@ pub(crate) struct FileRule {
     pub headers: Vec<String>,
     #[serde(default)]
     pub cookies: Vec<String>,
+    #[serde(default)]
+    pub keep_on_rollback: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -314,6 +314,9 @@ pub struct RuleConfig {
     pub pool: usize,
     /// A router plugin that chooses the pool (the rule has no conditions then).
     pub plugin: Option<PluginRule>,
+    /// The rule keeps sending to its pool after that pool is rolled back (a
+    /// rule for testers); by default a rollback suspends it.
+    pub keep_on_rollback: bool,
 }
 
 /// A rule's flag condition.
@@ -738,7 +741,14 @@ fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Result<Service
                 }
                 let plugin =
                     PluginRule { name: plugin.value, config: r.config, headers, cookies: r.cookies };
-                rules.push(RuleConfig { headers: vec![], cookies: vec![], flag: None, pool: 0, plugin: Some(plugin) });
+                rules.push(RuleConfig {
+                    headers: vec![],
+                    cookies: vec![],
+                    flag: None,
+                    pool: 0,
+                    plugin: Some(plugin),
+                    keep_on_rollback: r.keep_on_rollback,
+                });
                 continue;
             }
             _ => {
@@ -771,7 +781,14 @@ fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Result<Service
                 .map_err(|_| fail(format!("{rp}.match.header.{k}"), at, "not a valid header value"))?;
             headers.push((name, value));
         }
-        rules.push(RuleConfig { headers, cookies: m.cookie.into_iter().collect(), flag, pool, plugin: None });
+        rules.push(RuleConfig {
+            headers,
+            cookies: m.cookie.into_iter().collect(),
+            flag,
+            pool,
+            plugin: None,
+            keep_on_rollback: r.keep_on_rollback,
+        });
     }
 
     let weights = match split.weights {

@@ -13,6 +13,7 @@ use crate::control::{Control, ControlError};
 use crate::plugin::policy::window;
 use crate::plugin::{Fault, Kind};
 use crate::state::{event, WeightMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use switchyard_sdk::{Context, Decision, Phase};
 use tokio::sync::Mutex;
@@ -58,6 +59,10 @@ pub async fn start(
             return Err(ControlError::Conflict(format!("a rollout of `{service}` is already running; abort it first")));
         }
     }
+    // A new rollout gives the candidate's rules another chance.
+    if !svc.suspended.is_empty() {
+        ctrl.lift_suspension(service, actor, Some("a new rollout started".into())).await?;
+    }
     let (mut r, action) = Rollout::start(service, plan);
     let steps = r.plan.steps.len();
     let strategy = match r.plan.strategy {
@@ -65,8 +70,11 @@ pub async fn start(
         crate::config::rollout::Strategy::BlueGreen => "blue-green".to_owned(),
     };
     lifecycle(ctrl, &r, "rollout-start", actor, format!("rollout of {service} started ({strategy})"))?;
-    apply(ctrl, &mut r, &action, actor).await?;
-    ctrl.save_rollout(&r)?;
+    ctrl.set_rollout_running(service, true);
+    if let Err(e) = apply(ctrl, &mut r, &action, actor).await.and_then(|()| ctrl.save_rollout(&r)) {
+        ctrl.set_rollout_running(service, false);
+        return Err(e);
+    }
     let handle: Handle = Arc::new(Mutex::new(r.clone()));
     active.insert(service.to_owned(), handle.clone());
     tokio::spawn(run(ctrl.clone(), handle));
@@ -106,6 +114,7 @@ pub async fn command(ctrl: &Arc<Control>, service: &str, cmd: Command, actor: &s
     if matches!(cmd, Command::Resume) {
         lifecycle(ctrl, &r, "rollout-resume", actor, format!("rollout of {service} resumed"))?;
     }
+    ctrl.set_rollout_running(service, !r.is_done());
     ctrl.save_rollout(&r)?;
     Ok(r.clone())
 }
@@ -130,6 +139,7 @@ pub async fn resume_all(ctrl: &Arc<Control>) -> Result<(), crate::Error> {
         }
         let handle: Handle = Arc::new(Mutex::new(r.clone()));
         active.insert(r.service.clone(), handle.clone());
+        ctrl.set_rollout_running(&r.service, !done);
         if !done {
             tokio::spawn(run(ctrl.clone(), handle));
         }
@@ -186,6 +196,7 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
             }
         }
         if r.is_done() {
+            ctrl.set_rollout_running(&r.service, false);
             return;
         }
     }
@@ -360,8 +371,14 @@ async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, action: &Action, actor: &st
                 f
             });
         }
+        // A rollback takes every route off the candidate: its rules are
+        // suspended in the same snapshot swap as the weights.
+        let suspend: Option<BTreeSet<String>> = matches!(action, Action::Rollback(_)).then(|| [cand.clone()].into());
         let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
-        let ev = ctrl.set_weights(&service, weights, actor, Some(message.clone())).await?;
+        let ev = ctrl.rollout_traffic(&service, weights, suspend.as_ref(), actor, Some(message.clone())).await?;
+        if suspend.is_some() {
+            r.suspended_rules = ev.new.get("suspended_rules").and_then(|v| serde_json::from_value(v.clone()).ok());
+        }
         notify::send(&r.plan.webhooks, &ev);
     } else {
         lifecycle(ctrl, r, "rollout-pause", actor, message)?;
@@ -374,10 +391,7 @@ fn lifecycle(ctrl: &Control, r: &Rollout, kind: &str, actor: &str, message: Stri
     let mut ev = event(kind, Some(&r.service), actor, None);
     ev.message = message;
     ev.new = serde_json::json!({ "status": r.status, "step": r.step, "weight": r.weight });
-    let ev = match &ctrl.store {
-        Some(s) => s.commit(None, ev).map_err(|e| ControlError::Internal(e.to_string()))?,
-        None => ev,
-    };
+    let ev = ctrl.commit(&[], ev)?;
     tracing::info!(service = %r.service, "{}", ev.message);
     notify::send(&r.plan.webhooks, &ev);
     Ok(())

@@ -99,6 +99,9 @@ pub struct Rollout {
     /// for a policy to compare the new active pool with.
     #[serde(default)]
     pub pre_switch: Option<crate::stats::Figures>,
+    /// After a rollback: the rules (by index) it suspended; `None` before.
+    #[serde(default)]
+    pub suspended_rules: Option<Vec<usize>>,
 }
 
 /// Decisions kept per rollout.
@@ -122,6 +125,7 @@ impl Rollout {
             decisions: VecDeque::new(),
             policy_faults: 0,
             pre_switch: None,
+            suspended_rules: None,
         };
         let action = match r.plan.strategy {
             Strategy::BlueGreen => Action::SetWeight(0),

@@ -15,6 +15,7 @@ use crate::flags::FlagSet;
 use crate::plugin::router::{RouteInput, RouterBinding};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ pub struct Split {
     rules: Arc<[Rule]>,
     sticky: Option<StickyKey>,
     weights: Weights,
+    /// By pool index: the pool was rolled back, so rules to it are suspended.
+    suspended: Box<[bool]>,
 }
 
 #[derive(Debug)]
@@ -34,6 +37,8 @@ struct Rule {
     pool: usize,
     /// A router plugin rule: the plugin chooses the pool.
     router: Option<Arc<RouterBinding>>,
+    /// The rule still applies to a rolled-back pool (a testers' rule).
+    keep_on_rollback: bool,
 }
 
 /// What the split may read of a request.
@@ -105,8 +110,14 @@ pub enum AssignedBy {
 impl Split {
     /// Compiles a validated split; `pool_names` are the service's pools in
     /// index order; `routers` holds the bound router of each plugin rule, in
-    /// rule order (see [`Split::plugin_rules`]).
-    pub fn new(cfg: &SplitConfig, pool_names: &[String], routers: Vec<Arc<RouterBinding>>) -> Self {
+    /// rule order (see [`Split::routers`]); rules to the `suspended` pools
+    /// are skipped (see [`Split::with_traffic`]).
+    pub fn new(
+        cfg: &SplitConfig,
+        pool_names: &[String],
+        routers: Vec<Arc<RouterBinding>>,
+        suspended: &BTreeSet<String>,
+    ) -> Self {
         let mut routers = routers.into_iter();
         let rules = cfg
             .rules
@@ -117,14 +128,45 @@ impl Split {
                 flag: r.flag.clone(),
                 pool: r.pool,
                 router: r.plugin.as_ref().and_then(|_| routers.next()),
+                keep_on_rollback: r.keep_on_rollback,
             })
             .collect();
-        Self { rules, sticky: cfg.sticky.clone(), weights: Weights::new(&cfg.weights, pool_names) }
+        Self {
+            rules,
+            sticky: cfg.sticky.clone(),
+            weights: Weights::new(&cfg.weights, pool_names),
+            suspended: suspension_mask(pool_names, suspended),
+        }
     }
 
-    /// The same rules and sticky key with other weights.
-    pub fn with_weights(&self, weights: &[u32], pool_names: &[String]) -> Self {
-        Self { rules: self.rules.clone(), sticky: self.sticky.clone(), weights: Weights::new(weights, pool_names) }
+    /// The same rules and sticky key with other weights and suspended pools.
+    /// A rule whose pool is suspended is skipped (its requests take the
+    /// weights), unless it is marked `keep_on_rollback`; a router rule that
+    /// chooses a suspended pool falls through likewise.
+    pub fn with_traffic(&self, weights: &[u32], pool_names: &[String], suspended: &BTreeSet<String>) -> Self {
+        Self {
+            rules: self.rules.clone(),
+            sticky: self.sticky.clone(),
+            weights: Weights::new(weights, pool_names),
+            suspended: suspension_mask(pool_names, suspended),
+        }
+    }
+
+    /// The rules (by index) that are suspended now: those to a suspended
+    /// pool, and router rules while any pool is suspended; testers' rules
+    /// (`keep_on_rollback`) excepted.
+    pub fn suspended_rules(&self) -> Vec<usize> {
+        let any = self.suspended.iter().any(|s| *s);
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.keep_on_rollback && if r.router.is_some() { any } else { self.is_suspended(r.pool) })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn is_suspended(&self, pool: usize) -> bool {
+        self.suspended.get(pool).copied().unwrap_or(false)
     }
 
     /// The bound routers of the plugin rules, in rule order.
@@ -145,12 +187,17 @@ impl Split {
                     sticky_key: self.sticky_key(headers),
                     headers,
                 };
-                if let Some(pool) = router.route(&input) {
-                    return (pool, AssignedBy::Rule(i));
+                match router.route(&input) {
+                    Some(pool) if rule.keep_on_rollback || !self.is_suspended(pool) => {
+                        return (pool, AssignedBy::Rule(i))
+                    }
+                    _ => continue,
                 }
-                continue;
             }
-            if rule.matches(headers) && rule.flag_matches(self, req, &mut context) {
+            if (rule.keep_on_rollback || !self.is_suspended(rule.pool))
+                && rule.matches(headers)
+                && rule.flag_matches(self, req, &mut context)
+            {
                 return (rule.pool, AssignedBy::Rule(i));
             }
         }
@@ -204,6 +251,10 @@ impl Rule {
     }
 }
 
+fn suspension_mask(pool_names: &[String], suspended: &BTreeSet<String>) -> Box<[bool]> {
+    pool_names.iter().map(|n| suspended.contains(n)).collect()
+}
+
 // === impl Weights ===
 
 impl Weights {
@@ -245,7 +296,7 @@ mod tests {
     }
 
     fn split(weights: Vec<u32>, sticky: Option<StickyKey>, rules: Vec<RuleConfig>) -> Split {
-        Split::new(&SplitConfig { sticky, rules, weights }, &names(), vec![])
+        Split::new(&SplitConfig { sticky, rules, weights }, &names(), vec![], &BTreeSet::new())
     }
 
     #[test]
@@ -257,6 +308,7 @@ mod tests {
                 flag: None,
                 pool: 0,
                 plugin: None,
+                keep_on_rollback: false,
             },
             RuleConfig {
                 headers: vec![],
@@ -264,6 +316,7 @@ mod tests {
                 flag: None,
                 pool: 1,
                 plugin: None,
+                keep_on_rollback: true,
             },
         ];
         let s = split(vec![0, 1], None, rules);
@@ -274,6 +327,29 @@ mod tests {
         h.insert("x-canary", HeaderValue::from_static("nope"));
         h.insert("cookie", HeaderValue::from_static("a=b; beta=1"));
         assert_eq!(s.assign(&RequestView::headers(&h)), (1, AssignedBy::Rule(1)));
+    }
+
+    #[test]
+    fn suspended_pools_lose_their_rules_but_testers_rules_stay() {
+        let rule = |value: &'static str, keep_on_rollback: bool| RuleConfig {
+            headers: vec![(HeaderName::from_static("x-test"), HeaderValue::from_static(value))],
+            cookies: vec![],
+            flag: None,
+            pool: 0,
+            plugin: None,
+            keep_on_rollback,
+        };
+        let rules = vec![rule("beta", false), rule("always", true)];
+        let s = split(vec![0, 1], None, rules).with_traffic(&[0, 1], &names(), &["canary".to_string()].into());
+        assert_eq!(s.suspended_rules(), vec![0]);
+        let mut h = HeaderMap::new();
+        h.insert("x-test", HeaderValue::from_static("beta"));
+        assert_eq!(s.assign(&RequestView::headers(&h)), (1, AssignedBy::Weight), "suspended: takes the weights");
+        let lifted = s.with_traffic(&[0, 1], &names(), &BTreeSet::new());
+        assert!(lifted.suspended_rules().is_empty());
+        assert_eq!(lifted.assign(&RequestView::headers(&h)), (0, AssignedBy::Rule(0)));
+        h.insert("x-test", HeaderValue::from_static("always"));
+        assert_eq!(s.assign(&RequestView::headers(&h)), (0, AssignedBy::Rule(1)), "the testers' rule still applies");
     }
 
     #[test]
