@@ -67,7 +67,7 @@ services:
     let cfg = Config::from_yaml(yaml, Path::new(".")).unwrap();
     let svc = &cfg.services[0];
     let names: Vec<String> = svc.pools.iter().map(|p| p.name.clone()).collect();
-    Split::new(&svc.split, &names, vec![])
+    Split::new(&svc.split, &names, vec![], &Default::default())
 }
 
 /// A window of 30 000 requests with latencies spread like a real service.

@@ -37,7 +37,7 @@ services:
     let cfg = Config::from_yaml(&yaml, Path::new(".")).unwrap();
     let svc = &cfg.services[0];
     let names: Vec<String> = svc.pools.iter().map(|p| p.name.clone()).collect();
-    Split::new(&svc.split, &names, vec![])
+    Split::new(&svc.split, &names, vec![], &Default::default())
 }
 
 fn headers() -> HeaderMap {
@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
         };
         let cfg = Config::from_yaml(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let names: Vec<String> = cfg.services[0].pools.iter().map(|p| p.name.clone()).collect();
-        Split::new(&cfg.services[0].split, &names, vec![])
+        Split::new(&cfg.services[0].split, &names, vec![], &Default::default())
     };
     let flag_split = one_rule("{ flag: new-checkout }");
     let header_split = one_rule("{ header: { x-plan: enterprise } }");

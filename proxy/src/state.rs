@@ -166,8 +166,8 @@ impl StateStore {
         let event = {
             for change in changes {
                 let (def, key, value) = match *change {
-                    Change::Weights(k, w) => (WEIGHTS, k, w.map(|w| json(w)).transpose()?),
-                    Change::Flag(k, f) => (FLAGS, k, f.map(|f| json(f)).transpose()?),
+                    Change::Weights(k, w) => (WEIGHTS, k, w.map(json).transpose()?),
+                    Change::Flag(k, f) => (FLAGS, k, f.map(json).transpose()?),
                     Change::Plugin(k, bytes) => {
                         tx.open_table(PLUGINS).map_err(db_err)?.insert(k, bytes).map_err(db_err)?;
                         continue;
