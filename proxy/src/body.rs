@@ -6,6 +6,11 @@
 //! connection it arrived on and hands it back to the endpoint's pool when the
 //! body ends cleanly; a body dropped early or failed takes its connection with
 //! it, so a half-read connection is never reused.
+//!
+//! A request body reports its progress to an [`Upload`], so the upstream's
+//! timeout runs from the request's last byte and never while the proxy waits
+//! on the client; and its failures are the client's ([`BodyError::BadBody`],
+//! [`BodyError::ClientClosed`]), never the upstream's.
 
 use crate::pool::{Endpoint, InFlight, Sender};
 use bytes::Bytes;
@@ -13,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -30,6 +36,26 @@ pub enum BodyError {
     /// The request body is larger than the service's cap.
     #[error("request body larger than the service's max_request_body")]
     TooLarge,
+    /// The client's body is malformed (bad chunk framing).
+    #[error("malformed request body")]
+    BadBody,
+    /// The client closed or reset the connection before its body ended.
+    #[error("the client went away during its request body")]
+    ClientClosed,
+}
+
+/// How a request body's upload is going, shared between the body (written
+/// as frames arrive) and the forward phase (read at its deadline).
+#[derive(Debug)]
+pub struct Upload {
+    base: Instant,
+    /// Nanoseconds after `base` of the last frame read (or of the end).
+    last_ns: AtomicU64,
+    /// The whole body was read.
+    done: AtomicBool,
+    /// The body waits for the client's next frame (rather than for the
+    /// upstream to take more).
+    waiting: AtomicBool,
 }
 
 /// The body of every request and response the proxy sends.
@@ -55,6 +81,8 @@ struct Stream {
     checkin: Option<(Sender, Arc<Endpoint>)>,
     /// Counts the request in flight on its endpoint until the body is done.
     _guard: Option<InFlight>,
+    /// A request body: its progress (and its errors are the client's).
+    upload: Option<Arc<Upload>>,
 }
 
 // === impl ProxyBody ===
@@ -70,12 +98,14 @@ impl ProxyBody {
         Self { kind: Kind::Full(Some(bytes.into())) }
     }
 
-    /// A streamed body with an idle timeout and an optional size cap.
-    pub fn stream(inner: Incoming, idle: Duration, cap: Option<u64>) -> Self {
+    /// A client's request body with an idle timeout and an optional size
+    /// cap, and its [`Upload`] (`None` for an empty body).
+    pub fn request(inner: Incoming, idle: Duration, cap: Option<u64>) -> (Self, Option<Arc<Upload>>) {
         if inner.is_end_stream() {
-            return Self::empty();
+            return (Self::empty(), None);
         }
-        Self {
+        let upload = Arc::new(Upload::new());
+        let body = Self {
             kind: Kind::Stream(Box::new(Stream {
                 inner,
                 idle,
@@ -84,8 +114,10 @@ impl ProxyBody {
                 remaining: cap,
                 checkin: None,
                 _guard: None,
+                upload: Some(upload.clone()),
             })),
-        }
+        };
+        (body, Some(upload))
     }
 
     /// A response body that returns `sender` to `endpoint`'s pool when it ends cleanly.
@@ -103,6 +135,7 @@ impl ProxyBody {
                 remaining: None,
                 checkin: Some((sender, endpoint)),
                 _guard: None,
+                upload: None,
             })),
         }
     }
@@ -160,12 +193,18 @@ impl Stream {
             if !self.armed {
                 sleep.as_mut().reset(Instant::now() + idle);
                 self.armed = true;
+                if let Some(u) = &self.upload {
+                    u.waiting.store(true, Ordering::Relaxed);
+                }
             }
             ready!(sleep.as_mut().poll(cx));
             self.checkin = None;
             return Poll::Ready(Some(Err(BodyError::IdleTimeout.into())));
         };
         self.armed = false;
+        if let Some(u) = &self.upload {
+            u.progress(frame.is_none() || self.inner.is_end_stream());
+        }
         match frame {
             Some(Ok(frame)) => {
                 if let (Some(remaining), Some(data)) = (&mut self.remaining, frame.data_ref()) {
@@ -184,7 +223,10 @@ impl Stream {
             }
             Some(Err(e)) => {
                 self.checkin = None;
-                Poll::Ready(Some(Err(e.into())))
+                match self.upload {
+                    Some(_) => Poll::Ready(Some(Err(client_fault(&e).into()))),
+                    None => Poll::Ready(Some(Err(e.into()))),
+                }
             }
             None => {
                 self.finish();
@@ -198,5 +240,62 @@ impl Stream {
         if let Some((sender, endpoint)) = self.checkin.take() {
             endpoint.checkin(sender);
         }
+    }
+}
+
+/// What a client's broken body was: bad framing, or the client going away.
+fn client_fault(e: &hyper::Error) -> BodyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput) {
+                return BodyError::BadBody;
+            }
+        }
+        source = err.source();
+    }
+    if e.is_parse() {
+        BodyError::BadBody
+    } else {
+        BodyError::ClientClosed
+    }
+}
+
+// === impl Upload ===
+
+impl Upload {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ns: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
+    /// A frame arrived (`end`: the last one).
+    fn progress(&self, end: bool) {
+        self.last_ns.store(self.base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.waiting.store(false, Ordering::Relaxed);
+        if end {
+            self.done.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed))
+    }
+
+    /// When the upstream's `timeout` runs out: `timeout` after the last byte
+    /// the proxy read, or `None` while it waits on the client (the body's idle
+    /// timeout bounds that).
+    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        let waiting = !self.done.load(Ordering::Relaxed) && self.waiting.load(Ordering::Relaxed);
+        (!waiting).then(|| self.last() + timeout)
+    }
+
+    /// When the whole body had been read, if it has.
+    pub fn done_at(&self) -> Option<Instant> {
+        self.done.load(Ordering::Relaxed).then(|| self.last())
     }
 }

@@ -66,6 +66,10 @@ pub enum ErrorClass {
     PayloadTooLarge,
     /// The client stalled while sending its request body.
     RequestTimeout,
+    /// The client's request body is malformed (bad chunk framing).
+    BadBody,
+    /// The client went away before its response: mid-body, or while waiting.
+    ClientClosed,
 }
 
 // === impl ErrorClass ===
@@ -83,6 +87,9 @@ impl ErrorClass {
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BadBody => StatusCode::BAD_REQUEST,
+            // nginx's 499: the client closed the connection; logged, rarely seen.
+            Self::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -99,11 +106,28 @@ impl ErrorClass {
             Self::UriTooLong => "uri-too-long",
             Self::PayloadTooLarge => "payload-too-large",
             Self::RequestTimeout => "request-timeout",
+            Self::BadBody => "bad-body",
+            Self::ClientClosed => "client-closed",
         }
     }
 
     /// Whether the failure counts against the endpoint's passive health.
     pub fn is_endpoint_failure(self) -> bool {
         matches!(self, Self::UpstreamConnect | Self::UpstreamTimeout | Self::UpstreamReset)
+    }
+
+    /// Whether the client caused it. A client fault is never counted against
+    /// a pool or an endpoint, nor retried: statistics count it apart.
+    pub fn is_client_fault(self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest
+                | Self::MethodNotAllowed
+                | Self::UriTooLong
+                | Self::PayloadTooLarge
+                | Self::RequestTimeout
+                | Self::BadBody
+                | Self::ClientClosed
+        )
     }
 }

@@ -10,8 +10,15 @@
 //!
 //! Nothing here locks shared state or waits on the control path: the
 //! snapshot is loaded once, and health and load-balancing state are atomics.
+//!
+//! Who caused a failure decides where it counts: the upstream's faults
+//! (connect, reset, timeout) count against the endpoint and the pool; the
+//! client's (bad framing or body, a stalled or abandoned upload, going away)
+//! get a 4xx or a logged 499 and count only as client errors. The upstream's
+//! timeout runs from the request's last byte, and latency is measured from
+//! it too, so a slow upload is never the upstream's slowness.
 
-use crate::body::{BodyError, ProxyBody};
+use crate::body::{BodyError, ProxyBody, Upload};
 use crate::error::ErrorClass;
 use crate::headers::{self, ClientConn, X_SWITCHYARD_ERROR, X_SWITCHYARD_POOL};
 use crate::pool::Pool;
@@ -23,40 +30,75 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Serves one client request; never fails (errors become responses).
 pub async fn handle(shared: Arc<Shared>, conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let start = Instant::now();
+    let mut exchange = Exchange {
+        shared: &shared,
+        start: Instant::now(),
+        method: req.method().clone(),
+        log: Log::default(),
+        done: false,
+    };
     let version = req.version();
-    let method = req.method().clone();
-    let mut log = Log::default();
-    let resp = match proxy(&shared, &conn, req, &mut log).await {
+    let resp = match proxy(&shared, &conn, req, &mut exchange.log).await {
         Ok(resp) => resp,
         Err(class) => {
-            log.error = Some(class);
+            exchange.log.error = Some(class);
             error_response(class, version)
         }
     };
-    let elapsed = start.elapsed();
-    if let (true, Some(slot)) = (shared.record_stats, log.stats_slot) {
-        stats::record(slot, elapsed, resp.status().as_u16(), log.error);
-    }
-    if shared.access_log {
-        tracing::info!(
-            target: "switchyard::access",
-            method = %method,
-            host = log.host.as_deref().unwrap_or("-"),
-            path = log.path.as_deref().unwrap_or("-"),
-            service = log.service.as_ref().map_or("-", |s| s.name.as_str()),
-            pool = log.service.as_ref().zip(log.pool).map_or("-", |(s, p)| s.pools[p].name.as_str()),
-            endpoint = %log.endpoint.map_or_else(|| "-".to_string(), |e| e.to_string()),
-            status = resp.status().as_u16(),
-            latency_us = elapsed.as_micros() as u64,
-            error = log.error.map_or("-", ErrorClass::label),
-        );
-    }
+    exchange.end(resp.status().as_u16());
     resp
+}
+
+/// One request until its response head: recorded and logged once, also when
+/// the client goes away first (hyper drops the future), as `client-closed`.
+struct Exchange<'a> {
+    shared: &'a Shared,
+    start: Instant,
+    method: Method,
+    log: Log,
+    /// Recorded and logged.
+    done: bool,
+}
+
+impl Exchange<'_> {
+    fn end(&mut self, status: u16) {
+        self.done = true;
+        let log = &self.log;
+        // Latency runs from the request's last byte: an upload's pace is the client's.
+        let from = log.upload.as_ref().and_then(|u| u.done_at()).map_or(self.start, |d| d.max(self.start));
+        let latency = from.elapsed();
+        if let (true, Some(slot)) = (self.shared.record_stats, log.stats_slot) {
+            stats::record(slot, latency, status, log.error);
+        }
+        if self.shared.access_log {
+            tracing::info!(
+                target: "switchyard::access",
+                method = %self.method,
+                host = log.host.as_deref().unwrap_or("-"),
+                path = log.path.as_deref().unwrap_or("-"),
+                service = log.service.as_ref().map_or("-", |s| s.name.as_str()),
+                pool = log.service.as_ref().zip(log.pool).map_or("-", |(s, p)| s.pools[p].name.as_str()),
+                endpoint = %log.endpoint.map_or_else(|| "-".to_string(), |e| e.to_string()),
+                status,
+                latency_us = self.start.elapsed().as_micros() as u64,
+                error = log.error.map_or("-", ErrorClass::label),
+            );
+        }
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.log.error = Some(ErrorClass::ClientClosed);
+            self.end(ErrorClass::ClientClosed.status().as_u16());
+        }
+    }
 }
 
 /// What the access log line says about a request.
@@ -69,6 +111,8 @@ struct Log {
     stats_slot: Option<usize>,
     endpoint: Option<std::net::SocketAddr>,
     error: Option<ErrorClass>,
+    /// The request body's progress, when it has one.
+    upload: Option<Arc<Upload>>,
 }
 
 /// The phases in order; an error is the class of the proxy's own answer.
@@ -130,11 +174,12 @@ async fn proxy(
     headers::to_upstream(&mut parts.headers, flags, authority.as_deref(), conn);
     parts.version = Version::HTTP_11;
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
-    let body = ProxyBody::stream(body, shared.server.body_idle_timeout, service.max_request_body);
+    let (body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
+    log.upload = upload.clone();
 
     // 4. forward
     let (endpoint_index, resp, sender) =
-        forward(service, pool, Request::from_parts(parts, body), retry_connect, log).await?;
+        forward(service, pool, Request::from_parts(parts, body), retry_connect, upload.as_deref(), log).await?;
 
     // 5. respond
     let reply = Reply { service, pool_index, endpoint_index, flags, version, client_upgrade };
@@ -149,6 +194,7 @@ async fn forward(
     pool: &Pool,
     mut req: Request<ProxyBody>,
     retry_connect: bool,
+    upload: Option<&Upload>,
     log: &mut Log,
 ) -> Result<(usize, Response<Incoming>, crate::pool::Sender), ErrorClass> {
     let mut exclude = None;
@@ -173,9 +219,9 @@ async fn forward(
                 return Err(ErrorClass::UpstreamConnect);
             }
         };
-        match tokio::time::timeout(service.timeout, sender.try_send_request(req)).await {
+        match upstream_deadline(sender.try_send_request(req), service.timeout, upload).await {
             Ok(Ok(resp)) => return Ok((i, resp, sender)),
-            Err(_elapsed) => {
+            Err(Elapsed) => {
                 pool.report(i, false);
                 return Err(ErrorClass::UpstreamTimeout);
             }
@@ -194,6 +240,34 @@ async fn forward(
                     return Err(class);
                 }
             },
+        }
+    }
+}
+
+/// The upstream did not answer in time.
+struct Elapsed;
+
+/// Waits for the upstream's response head for `timeout` after the request's
+/// last byte was sent; while the proxy waits on the client's body, the
+/// body's idle timeout applies instead (a slow upload is not the upstream's).
+async fn upstream_deadline<F: std::future::Future>(
+    exchange: F,
+    timeout: Duration,
+    upload: Option<&Upload>,
+) -> Result<F::Output, Elapsed> {
+    let Some(upload) = upload else {
+        return tokio::time::timeout(timeout, exchange).await.map_err(|_| Elapsed);
+    };
+    tokio::pin!(exchange);
+    loop {
+        let deadline = upload.deadline(timeout).unwrap_or_else(|| Instant::now() + timeout);
+        tokio::select! {
+            out = &mut exchange => return Ok(out),
+            () = tokio::time::sleep_until(deadline) => {
+                if upload.deadline(timeout).is_some_and(|d| d <= Instant::now()) {
+                    return Err(Elapsed);
+                }
+            }
         }
     }
 }
@@ -314,6 +388,8 @@ fn classify(e: &hyper::Error) -> ErrorClass {
             return match b {
                 BodyError::TooLarge => ErrorClass::PayloadTooLarge,
                 BodyError::IdleTimeout => ErrorClass::RequestTimeout,
+                BodyError::BadBody => ErrorClass::BadBody,
+                BodyError::ClientClosed => ErrorClass::ClientClosed,
             };
         }
         source = err.source();
@@ -332,7 +408,7 @@ pub fn error_response(class: ErrorClass, version: Version) -> Response<ProxyBody
     let h = resp.headers_mut();
     h.insert(&X_SWITCHYARD_ERROR, HeaderValue::from_static(class.label()));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    if class == ErrorClass::BadRequest && version < Version::HTTP_2 {
+    if matches!(class, ErrorClass::BadRequest | ErrorClass::BadBody) && version < Version::HTTP_2 {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp

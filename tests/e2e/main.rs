@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod attribution;
 mod faults;
 mod flags;
 mod hardening;

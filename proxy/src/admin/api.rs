@@ -77,6 +77,10 @@ pub struct PoolStatsView {
     pub status: BTreeMap<String, u64>,
     /// Proxy-side errors by class (`connect`, `timeout`, `reset`, `no_healthy_endpoint`).
     pub errors: BTreeMap<String, u64>,
+    /// Failures the client caused (`payload_too_large`, `request_timeout`,
+    /// `bad_body`, `client_closed`): not in `requests` or any figure above.
+    #[serde(default)]
+    pub client_errors: BTreeMap<String, u64>,
     /// 5xx responses / requests.
     pub error_rate: f64,
     /// Latency to the response head, milliseconds.

@@ -11,7 +11,7 @@ use crate::control::{Control, ControlError};
 use crate::rollout::controller::{self, Command};
 use crate::rollout::Rollout;
 use crate::state::WeightMap;
-use crate::stats::{Figures, ERROR_LABELS, STATUS_LABELS};
+use crate::stats::{Figures, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
 use api::*;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -688,6 +688,7 @@ fn figures_view(f: &Figures) -> PoolStatsView {
         requests: f.requests,
         status: STATUS_LABELS.iter().zip(f.status).map(|(l, n)| (l.to_string(), n)).collect(),
         errors: ERROR_LABELS.iter().zip(f.errors).map(|(l, n)| (l.to_string(), n)).collect(),
+        client_errors: CLIENT_LABELS.iter().zip(f.client_errors).map(|(l, n)| (l.to_string(), n)).collect(),
         error_rate: f.error_rate(),
         latency_ms: LatencyView {
             p50: ms(f.p50_us),

@@ -2,7 +2,7 @@
 //! aggregates and the current snapshot at scrape time. Metric names are the
 //! constants below; every one is documented in the README.
 
-use super::{Stats, ERROR_LABELS, STATUS_LABELS};
+use super::{Stats, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
 use crate::Shared;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
@@ -14,6 +14,9 @@ pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
 /// Proxy-side failures by service, pool and class (`connect`, `timeout`, `reset`, `no_healthy_endpoint`).
 pub const UPSTREAM_ERRORS_TOTAL: &str = "switchyard_upstream_errors_total";
+/// Failures the client caused, by service, pool and kind (`payload_too_large`,
+/// `request_timeout`, `bad_body`, `client_closed`); in no other family.
+pub const CLIENT_ERRORS_TOTAL: &str = "switchyard_client_errors_total";
 /// Current relative weight of each pool.
 pub const POOL_WEIGHT: &str = "switchyard_pool_weight";
 /// 1 when an endpoint takes traffic (not ejected, checks passing), else 0.
@@ -38,7 +41,7 @@ pub struct SwitchyardCollector {
 }
 
 /// Every family: name, help, labels, type — in the order `collect` returns them.
-const FAMILIES: [(&str, &str, &[&str], MetricType); 8] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 9] = [
     (REQUESTS_TOTAL, "Requests by service, pool and status class.", &["service", "pool", "class"], MetricType::COUNTER),
     (
         REQUEST_DURATION_SECONDS,
@@ -50,6 +53,12 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 8] = [
         UPSTREAM_ERRORS_TOTAL,
         "Proxy-side failures by service, pool and class.",
         &["service", "pool", "class"],
+        MetricType::COUNTER,
+    ),
+    (
+        CLIENT_ERRORS_TOTAL,
+        "Failures the client caused, by service, pool and kind; counted against no pool.",
+        &["service", "pool", "kind"],
         MetricType::COUNTER,
     ),
     (POOL_WEIGHT, "Current relative weight of each pool.", &["service", "pool"], MetricType::GAUGE),
@@ -129,13 +138,16 @@ impl Collector for SwitchyardCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let stats: &Stats = &self.shared.stats;
-        let (mut requests, mut durations, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut requests, mut durations, mut errors, mut client) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         stats.each_lifetime(|svc, pool, p| {
             for (class, n) in STATUS_LABELS.iter().zip(p.lifetime_status) {
                 requests.push(counter(labels(&[("service", svc), ("pool", pool), ("class", class)]), n));
             }
             for (class, n) in ERROR_LABELS.iter().zip(p.lifetime_errors) {
                 errors.push(counter(labels(&[("service", svc), ("pool", pool), ("class", class)]), n));
+            }
+            for (kind, n) in CLIENT_LABELS.iter().zip(p.lifetime_client) {
+                client.push(counter(labels(&[("service", svc), ("pool", pool), ("kind", kind)]), n));
             }
             let mut h = Histogram::default();
             h.set_sample_count(p.lifetime.len());
@@ -188,7 +200,7 @@ impl Collector for SwitchyardCollector {
             m.set_counter(c);
             seconds.push(m);
         }
-        [requests, durations, errors, weights, health, calls, faults, seconds]
+        [requests, durations, errors, client, weights, health, calls, faults, seconds]
             .into_iter()
             .enumerate()
             .map(|(i, m)| family(i, m))

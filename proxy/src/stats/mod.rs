@@ -1,6 +1,8 @@
 //! Per-pool statistics: latency histograms (1 µs to 60 s, 3 significant
 //! digits), responses by status class and proxy-side errors by kind, over a
-//! sliding window and since start.
+//! sliding window and since start. Failures the client caused (a bad or
+//! abandoned upload, a stall, going away) are counted apart, by kind, and
+//! nowhere else: they are not the pool's requests, latency or errors.
 //!
 //! Request path: [`record`] writes into the worker's own thread-local
 //! recorders ([`recorder`]). Every tick (the window's resolution) each worker
@@ -25,6 +27,8 @@ use tokio::time::Instant;
 pub const STATUS_CLASSES: usize = 5;
 /// Proxy-side error kinds kept.
 pub const ERROR_KINDS: usize = 4;
+/// Client fault kinds kept.
+pub const CLIENT_KINDS: usize = 4;
 
 /// The class of a response status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +63,35 @@ pub enum ErrorKind {
 
 /// Labels of the error kinds, by index.
 pub const ERROR_LABELS: [&str; ERROR_KINDS] = ["connect", "timeout", "reset", "no_healthy_endpoint"];
+
+/// A failure the client caused after its request reached a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// The body was over the service's cap.
+    TooLarge = 0,
+    /// The client stalled mid-body.
+    Timeout = 1,
+    /// The body was malformed.
+    BadBody = 2,
+    /// The client went away before its response.
+    Closed = 3,
+}
+
+/// Labels of the client fault kinds, by index.
+pub const CLIENT_LABELS: [&str; CLIENT_KINDS] = ["payload_too_large", "request_timeout", "bad_body", "client_closed"];
+
+impl ClientKind {
+    /// The kind of a request-path error, when the client caused it.
+    pub fn of(class: ErrorClass) -> Option<Self> {
+        match class {
+            ErrorClass::PayloadTooLarge => Some(Self::TooLarge),
+            ErrorClass::RequestTimeout => Some(Self::Timeout),
+            ErrorClass::ClientClosed => Some(Self::Closed),
+            c if c.is_client_fault() => Some(Self::BadBody),
+            _ => None,
+        }
+    }
+}
 
 impl StatusClass {
     /// The class of a status code.
@@ -95,13 +128,19 @@ pub struct Second {
     latencies: Vec<(u64, u64)>,
     status: [u64; STATUS_CLASSES],
     errors: [u64; ERROR_KINDS],
+    client: [u64; CLIENT_KINDS],
     requests: u64,
 }
 
-/// Records one request's outcome against pool `slot`. Request path: touches
-/// only this thread's recorders.
+/// Records one request's outcome against pool `slot`; a client fault counts
+/// only as that. Request path: touches only this thread's recorders.
 pub fn record(slot: usize, latency: Duration, status: u16, error: Option<ErrorClass>) {
-    recorder::record(slot, latency.as_micros() as u64, StatusClass::of(status), error.and_then(ErrorKind::of));
+    match error.and_then(ClientKind::of) {
+        Some(kind) => recorder::record_client(slot, kind),
+        None => {
+            recorder::record(slot, latency.as_micros() as u64, StatusClass::of(status), error.and_then(ErrorKind::of))
+        }
+    }
 }
 
 /// Takes what this thread recorded (what a worker's flush sends).

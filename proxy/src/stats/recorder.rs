@@ -5,7 +5,7 @@
 //! and no locks. Every resolution tick the worker turns what it recorded into
 //! compact [`Second`]s and sends them to the control path, then resets.
 
-use super::{ErrorKind, Second, StatusClass, ERROR_KINDS, STATUS_CLASSES};
+use super::{ClientKind, ErrorKind, Second, StatusClass, CLIENT_KINDS, ERROR_KINDS, STATUS_CLASSES};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 
@@ -27,6 +27,7 @@ struct Recorder {
     latency: Histogram<u32>,
     status: [u64; STATUS_CLASSES],
     errors: [u64; ERROR_KINDS],
+    client: [u64; CLIENT_KINDS],
     requests: u64,
 }
 
@@ -34,19 +35,31 @@ thread_local! {
     static RECORDERS: RefCell<Vec<Option<Recorder>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records one request against pool `slot` on this thread.
-pub(super) fn record(slot: usize, latency_us: u64, status: StatusClass, error: Option<ErrorKind>) {
+/// Runs `f` on this thread's recorder of pool `slot`.
+fn with_recorder(slot: usize, f: impl FnOnce(&mut Recorder)) {
     RECORDERS.with(|r| {
         let mut r = r.borrow_mut();
         if r.len() <= slot {
             r.resize_with(slot + 1, || None);
         }
-        let rec = r[slot].get_or_insert_with(|| Recorder {
+        f(r[slot].get_or_insert_with(|| Recorder {
             latency: histogram(),
             status: [0; STATUS_CLASSES],
             errors: [0; ERROR_KINDS],
+            client: [0; CLIENT_KINDS],
             requests: 0,
-        });
+        }))
+    })
+}
+
+/// Records a client fault against pool `slot` on this thread.
+pub(super) fn record_client(slot: usize, kind: ClientKind) {
+    with_recorder(slot, |rec| rec.client[kind as usize] += 1);
+}
+
+/// Records one request against pool `slot` on this thread.
+pub(super) fn record(slot: usize, latency_us: u64, status: StatusClass, error: Option<ErrorKind>) {
+    with_recorder(slot, |rec| {
         rec.latency.saturating_record(latency_us.clamp(LOW_US, HIGH_US));
         rec.status[status as usize] += 1;
         if let Some(e) = error {
@@ -63,18 +76,26 @@ pub(super) fn take() -> Vec<(usize, Second)> {
         let mut out = Vec::new();
         for (slot, rec) in r.iter_mut().enumerate() {
             let Some(rec) = rec else { continue };
-            if rec.requests == 0 {
+            if rec.requests == 0 && rec.client == [0; CLIENT_KINDS] {
                 continue;
             }
             let latencies =
                 rec.latency.iter_recorded().map(|v| (v.value_iterated_to(), u64::from(v.count_at_value()))).collect();
             out.push((
                 slot,
-                Second { at: 0, latencies, status: rec.status, errors: rec.errors, requests: rec.requests },
+                Second {
+                    at: 0,
+                    latencies,
+                    status: rec.status,
+                    errors: rec.errors,
+                    client: rec.client,
+                    requests: rec.requests,
+                },
             ));
             rec.latency.reset();
             rec.status = [0; STATUS_CLASSES];
             rec.errors = [0; ERROR_KINDS];
+            rec.client = [0; CLIENT_KINDS];
             rec.requests = 0;
         }
         out

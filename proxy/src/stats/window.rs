@@ -5,7 +5,7 @@
 //! controllable clock.
 
 use super::recorder::histogram;
-use super::{Second, ERROR_KINDS, STATUS_CLASSES};
+use super::{Second, CLIENT_KINDS, ERROR_KINDS, STATUS_CLASSES};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 
@@ -18,6 +18,10 @@ pub struct Figures {
     pub status: [u64; STATUS_CLASSES],
     /// Proxy-side errors by [`super::ErrorKind`].
     pub errors: [u64; ERROR_KINDS],
+    /// Failures the client caused, by [`super::ClientKind`]: not in
+    /// `requests`, `status`, `errors` or the latencies.
+    #[serde(default)]
+    pub client_errors: [u64; CLIENT_KINDS],
     /// Latency quantiles in microseconds: p50, p90, p99, p99.9, max (0 without data).
     pub p50_us: u64,
     /// 90th percentile.
@@ -48,12 +52,19 @@ impl Figures {
         }
     }
 
-    fn from_hist(h: &Histogram<u64>, status: [u64; STATUS_CLASSES], errors: [u64; ERROR_KINDS], requests: u64) -> Self {
+    fn from_hist(
+        h: &Histogram<u64>,
+        status: [u64; STATUS_CLASSES],
+        errors: [u64; ERROR_KINDS],
+        client_errors: [u64; CLIENT_KINDS],
+        requests: u64,
+    ) -> Self {
         let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
         Figures {
             requests,
             status,
             errors,
+            client_errors,
             p50_us: q(0.5),
             p90_us: q(0.9),
             p99_us: q(0.99),
@@ -72,6 +83,7 @@ pub(super) struct PoolStats {
     pub(super) lifetime: Histogram<u64>,
     pub(super) lifetime_status: [u64; STATUS_CLASSES],
     pub(super) lifetime_errors: [u64; ERROR_KINDS],
+    pub(super) lifetime_client: [u64; CLIENT_KINDS],
     pub(super) lifetime_requests: u64,
     /// Sum of recorded latencies in microseconds (for the Prometheus `_sum`).
     pub(super) lifetime_sum_us: u128,
@@ -85,6 +97,7 @@ impl PoolStats {
             lifetime: histogram::<u64>(),
             lifetime_status: [0; STATUS_CLASSES],
             lifetime_errors: [0; ERROR_KINDS],
+            lifetime_client: [0; CLIENT_KINDS],
             lifetime_requests: 0,
             lifetime_sum_us: 0,
         }
@@ -98,6 +111,7 @@ impl PoolStats {
         }
         add_into(&mut self.lifetime_status, &s.status);
         add_into(&mut self.lifetime_errors, &s.errors);
+        add_into(&mut self.lifetime_client, &s.client);
         self.lifetime_requests += s.requests;
         s.at = at;
         match self.ring.back_mut() {
@@ -123,11 +137,13 @@ impl PoolStats {
         let mut latencies = Vec::new();
         let mut status = [0; STATUS_CLASSES];
         let mut errors = [0; ERROR_KINDS];
+        let mut client_errors = [0; CLIENT_KINDS];
         let mut requests = 0;
         for s in self.ring.iter().filter(|s| s.at + ticks > now && s.at <= now) {
             latencies.extend_from_slice(&s.latencies);
             add_into(&mut status, &s.status);
             add_into(&mut errors, &s.errors);
+            add_into(&mut client_errors, &s.client);
             requests += s.requests;
         }
         latencies.sort_unstable_by_key(|&(v, _)| v);
@@ -145,6 +161,7 @@ impl PoolStats {
             requests,
             status,
             errors,
+            client_errors,
             p50_us: at(0.5),
             p90_us: at(0.9),
             p99_us: at(0.99),
@@ -165,7 +182,13 @@ impl PoolStats {
 
     /// Figures since start.
     pub(super) fn lifetime(&self) -> Figures {
-        Figures::from_hist(&self.lifetime, self.lifetime_status, self.lifetime_errors, self.lifetime_requests)
+        Figures::from_hist(
+            &self.lifetime,
+            self.lifetime_status,
+            self.lifetime_errors,
+            self.lifetime_client,
+            self.lifetime_requests,
+        )
     }
 }
 
@@ -174,6 +197,7 @@ impl Second {
         self.latencies.extend(other.latencies);
         add_into(&mut self.status, &other.status);
         add_into(&mut self.errors, &other.errors);
+        add_into(&mut self.client, &other.client);
         self.requests += other.requests;
     }
 }
@@ -197,6 +221,7 @@ mod tests {
             latencies: latencies.iter().map(|v| (*v, 1)).collect(),
             status,
             errors: [0; ERROR_KINDS],
+            client: [0; CLIENT_KINDS],
             requests: latencies.len() as u64,
         }
     }
