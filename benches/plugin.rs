@@ -123,6 +123,8 @@ fn bench(c: &mut Criterion) {
         weights: vec![("canary".into(), 25), ("stable".into(), 75)],
         pre_switch: None,
         faults: 0,
+        rollout_totals: vec![window("canary", &figures(1, 30)), window("stable", &figures(2, 25))],
+        step_totals: vec![window("canary", &figures(1, 30)), window("stable", &figures(2, 25))],
         pools: vec![window("canary", &figures(1, 30)), window("stable", &figures(2, 25))],
     };
     c.bench_function("policy/canary-judge tick (2 × 30k-request windows)", |b| {

@@ -31,6 +31,8 @@ pub mod policy {
     });
     use self::switchyard::plugin::analysis as wit;
     pub use self::switchyard::plugin::log as host_log;
+    use self::switchyard::plugin::totals as host_totals;
+    use host_totals::Since;
 
     fn window(w: wit::PoolWindow) -> crate::PoolWindow {
         let mut status = [0; 5];
@@ -77,8 +79,15 @@ pub mod policy {
             weights: c.weights,
             pre_switch: c.pre_switch.map(window),
             faults: c.faults,
+            rollout_totals: totals(&pools, Since::Rollout),
+            step_totals: totals(&pools, Since::Step),
             pools: pools.into_iter().map(window).collect(),
         }
+    }
+
+    /// Every pool's totals since `since`, asked of the host.
+    fn totals(pools: &[wit::PoolWindow], since: Since) -> Vec<crate::PoolWindow> {
+        pools.iter().filter_map(|p| host_totals::get(&p.name, since)).map(window).collect()
     }
 
     /// The call's answer from the SDK's verdict.

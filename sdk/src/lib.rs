@@ -34,7 +34,7 @@
 //! without WebAssembly.
 //!
 //! The interface itself is `wit/switchyard.wit` in this crate (package
-//! `switchyard:plugin@0.1.0`).
+//! `switchyard:plugin@0.1.1`).
 #![deny(missing_docs)]
 
 extern crate self as switchyard_sdk;
@@ -56,4 +56,4 @@ pub use request::{Request, RequestBuilder};
 pub use router::{Needs, Pool, Pools, Router};
 
 /// The WIT package version this SDK speaks.
-pub const INTERFACE_VERSION: &str = "0.1.0";
+pub const INTERFACE_VERSION: &str = "0.1.1";

@@ -113,11 +113,28 @@ pub struct Context {
     pub pre_switch: Option<PoolWindow>,
     /// Consecutive faulted ticks of this policy before this one.
     pub faults: u32,
-    /// Every pool's window.
+    /// Every pool's window: the analysis window, cut at the rollout's start
+    /// (nothing from before the rollout).
     pub pools: Vec<PoolWindow>,
+    /// Every pool's figures accumulated since the rollout started (or
+    /// resumed after a restart): what a sequential test reads.
+    pub rollout_totals: Vec<PoolWindow>,
+    /// Every pool's figures accumulated since the current weights took
+    /// effect (a step, a switch, a `set-weights`).
+    pub step_totals: Vec<PoolWindow>,
 }
 
 impl Context {
+    /// Pool `name`'s totals since the rollout started (empty if unknown).
+    pub fn rollout_total(&self, name: &str) -> PoolWindow {
+        find(&self.rollout_totals, name)
+    }
+
+    /// Pool `name`'s totals since the current weights took effect (empty if unknown).
+    pub fn step_total(&self, name: &str) -> PoolWindow {
+        find(&self.step_totals, name)
+    }
+
     /// The window of the pool called `name`.
     pub fn pool(&self, name: &str) -> Option<&PoolWindow> {
         self.pools.iter().find(|p| p.name == name)
@@ -125,16 +142,12 @@ impl Context {
 
     /// The baseline's window (empty if the host sent none).
     pub fn baseline_window(&self) -> PoolWindow {
-        self.pool(&self.baseline)
-            .cloned()
-            .unwrap_or_else(|| PoolWindow { name: self.baseline.clone(), ..Default::default() })
+        find(&self.pools, &self.baseline)
     }
 
     /// The candidate's window (empty if the host sent none).
     pub fn candidate_window(&self) -> PoolWindow {
-        self.pool(&self.candidate)
-            .cloned()
-            .unwrap_or_else(|| PoolWindow { name: self.candidate.clone(), ..Default::default() })
+        find(&self.pools, &self.candidate)
     }
 
     /// Whether the current step's hold has elapsed.
@@ -187,6 +200,15 @@ impl Verdict {
         let weights = weights.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect();
         Verdict { decision: Decision::SetWeights(weights), explanation: Some(why.into()) }
     }
+}
+
+/// Pool `name` of `pools`, or an empty window of that name.
+fn find(pools: &[PoolWindow], name: &str) -> PoolWindow {
+    pools
+        .iter()
+        .find(|p| p.name == name)
+        .cloned()
+        .unwrap_or_else(|| PoolWindow { name: name.to_owned(), ..Default::default() })
 }
 
 /// The upper bound (µs) of the histogram bucket holding `us`: values keep

@@ -59,7 +59,8 @@ pub fn decide<P: Policy>(config: &str, ctx: &Context) -> Result<Verdict, String>
 }
 
 /// A canary context at step 1 of 3 with its hold just elapsed, weights
-/// 90/10; adjust the public fields as needed.
+/// 90/10, and totals equal to the windows (a rollout as old as its window);
+/// adjust the public fields as needed.
 pub fn canary(baseline: Window, candidate: Window) -> Context {
     let (b, c) = (baseline.build(), candidate.build());
     Context {
@@ -76,6 +77,8 @@ pub fn canary(baseline: Window, candidate: Window) -> Context {
         candidate: c.name.clone(),
         pre_switch: None,
         faults: 0,
+        rollout_totals: vec![b.clone(), c.clone()],
+        step_totals: vec![b.clone(), c.clone()],
         pools: vec![b, c],
     }
 }
@@ -98,6 +101,8 @@ pub fn post_switch(pre_switch: Window, baseline_now: Window, candidate: Window) 
         candidate: c.name.clone(),
         pre_switch: Some(pre_switch.build()),
         faults: 0,
+        rollout_totals: vec![b.clone(), c.clone()],
+        step_totals: vec![b.clone(), c.clone()],
         pools: vec![b, c],
     }
 }

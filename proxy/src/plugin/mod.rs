@@ -235,7 +235,13 @@ impl Plugin {
 
     /// A store for one instance, with the memory cap and log tagging.
     fn store(&self) -> Store<Host> {
-        let host = Host { plugin: self.name.clone(), memory_denied: false, logs: self.logs.clone(), log_calls: 0 };
+        let host = Host {
+            plugin: self.name.clone(),
+            memory_denied: false,
+            logs: self.logs.clone(),
+            log_calls: 0,
+            totals: None,
+        };
         let mut store = Store::new(self.pre_engine(), host);
         store.limiter(|h| h as &mut dyn ResourceLimiter);
         store
@@ -264,6 +270,8 @@ pub struct Host {
     logs: Arc<LogLimit>,
     /// `log` calls in the current call.
     log_calls: u32,
+    /// A policy's tick: what its `totals` import answers.
+    totals: Option<policy::Totals>,
 }
 
 impl ResourceLimiter for Host {

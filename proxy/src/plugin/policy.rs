@@ -19,6 +19,28 @@ pub(super) mod bindings {
         }
     }
     impl switchyard::plugin::analysis::Host for super::super::Host {}
+
+    impl switchyard::plugin::totals::Host for super::super::Host {
+        fn get(
+            &mut self,
+            pool: String,
+            since: switchyard::plugin::totals::Since,
+        ) -> wasmtime::Result<Option<switchyard::plugin::analysis::PoolWindow>> {
+            use switchyard::plugin::totals::Since;
+            let Some(t) = &self.totals else { return Ok(None) };
+            let list = match since {
+                Since::Rollout => &t.rollout,
+                Since::Step => &t.step,
+            };
+            Ok(list.iter().find(|w| w.name == pool).cloned())
+        }
+    }
+}
+
+/// One tick's totals, as the `totals` import hands them out.
+pub(super) struct Totals {
+    rollout: Vec<wit::PoolWindow>,
+    step: Vec<wit::PoolWindow>,
 }
 
 /// Runs one tick: a fresh instance, `init(config)`, `decide`. Blocks for up
@@ -28,6 +50,10 @@ pub fn decide(plugin: &Plugin, config: &str, input: &Context) -> Result<Verdict,
         return Err(Fault::Nonsense(format!("`{}` is a router, not a policy", plugin.name)));
     };
     let mut store = plugin.store();
+    store.data_mut().totals = Some(Totals {
+        rollout: input.rollout_totals.iter().map(to_wit_window).collect(),
+        step: input.step_totals.iter().map(to_wit_window).collect(),
+    });
     store.set_fuel(POLICY_FUEL).map_err(|e| Fault::Trap(e.to_string()))?;
     let start = Instant::now();
     let result = (|| {
@@ -85,6 +111,8 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
         pre_switch: None,
         faults: 0,
         pools: vec![window("stable", &Figures::default()), window("canary", &Figures::default())],
+        rollout_totals: vec![],
+        step_totals: vec![],
     };
     match decide(plugin, &plugin.config.to_string(), &input) {
         Ok(_) | Err(Fault::Error(_)) => Ok(()),

@@ -148,8 +148,21 @@ fn canary(stable: Figures, canary: Figures) -> Context {
         weights: vec![("canary".into(), 50), ("stable".into(), 50)],
         pre_switch: None,
         faults: 0,
+        rollout_totals: vec![window("canary", &canary), window("stable", &stable)],
+        step_totals: vec![window("canary", &canary), window("stable", &stable)],
         pools: vec![window("canary", &canary), window("stable", &stable)],
     }
+}
+
+/// A policy built against WIT 0.1.0 (before the `totals` import) still
+/// loads and decides: the interface grew compatibly.
+#[test]
+fn a_policy_built_for_wit_0_1_0_still_loads_and_decides() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/canary_judge_wit_0_1_0.wasm");
+    let p = Plugin::load("old-judge", &std::fs::read(path).unwrap(), "test", serde_json::Value::Null).unwrap();
+    assert_eq!(p.kind, Kind::Policy);
+    let bad = decide(&p, "null", &canary(figures(2000, 0, 8000), figures(2000, 40, 8000))).unwrap();
+    assert!(matches!(bad.decision, Decision::Rollback(ref r) if r.contains("Fisher")), "{bad:?}");
 }
 
 #[test]

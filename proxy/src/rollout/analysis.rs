@@ -1,5 +1,8 @@
-//! Built-in analysis: judges the candidate's window figures, absolutely and
+//! Built-in analysis: judges the candidate's figures, absolutely and
 //! against the baseline's. Pure: figures in, verdict out.
+//!
+//! `rollback_when` reads the window since the rollout started; `success`
+//! the window since the current weights took effect (see [`super::evidence`]).
 
 use crate::config::rollout::Analysis;
 use crate::stats::Figures;
@@ -35,39 +38,72 @@ impl Verdict {
     }
 }
 
-/// Judges `candidate` against the thresholds and against `baseline`.
-/// Relative criteria apply only when the baseline has enough requests too.
-pub fn judge(a: &Analysis, candidate: &Figures, baseline: &Figures) -> Verdict {
-    let c_rate = candidate.error_rate();
-    let b_rate = baseline.error_rate();
-    let c_p99 = candidate.p99_us as f64 / 1000.0;
-    let b_p99 = baseline.p99_us as f64 / 1000.0;
-    let baseline_ok = baseline.requests >= a.min_requests;
-    let figures = format!(
+/// The candidate's and the baseline's figures over one span.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pair {
+    /// The pool being rolled out.
+    pub candidate: Figures,
+    /// The pool it is compared with.
+    pub baseline: Figures,
+}
+
+/// What one tick judges.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The window, cut at the rollout's start: what `rollback_when` reads.
+    pub since_rollout: Pair,
+    /// The window, cut where the current weights took effect: what `success` reads.
+    pub since_step: Pair,
+}
+
+/// Judges the candidate against the thresholds and against the baseline:
+/// first `rollback_when` on the figures since the rollout started, then
+/// `success` on those since the current weights. Relative criteria apply
+/// only when the baseline has enough requests too.
+pub fn judge(a: &Analysis, o: &Observed) -> Verdict {
+    if let Some(breach) = breached(a, &o.since_rollout) {
+        return breach;
+    }
+    judge_success(a, &o.since_step)
+}
+
+fn describe(candidate: &Figures, baseline: &Figures) -> String {
+    format!(
         "candidate {} req, {:.2}% errors, p99 {:.1} ms; baseline {} req, {:.2}% errors, p99 {:.1} ms",
         candidate.requests,
-        c_rate * 100.0,
-        c_p99,
+        candidate.error_rate() * 100.0,
+        candidate.p99_us as f64 / 1000.0,
         baseline.requests,
-        b_rate * 100.0,
-        b_p99
-    );
+        baseline.error_rate() * 100.0,
+        baseline.p99_us as f64 / 1000.0
+    )
+}
 
-    let (c, b) = ((c_rate, c_p99), (b_rate, b_p99));
+fn rates(f: &Figures) -> (f64, f64) {
+    (f.error_rate(), f.p99_us as f64 / 1000.0)
+}
+
+/// A `rollback_when` breach, if there is one.
+fn breached(a: &Analysis, p: &Pair) -> Option<Verdict> {
     let r = &a.rollback_when;
-    if candidate.requests >= r.min_requests {
-        let limits = Limits {
-            error_rate: r.error_rate_above,
-            p99: r.p99_above,
-            error_rate_vs_baseline: r.error_rate_vs_baseline_above,
-            p99_vs_baseline: r.p99_vs_baseline_above,
-        };
-        let breaches = exceeded(&limits, c, b, baseline_ok);
-        if !breaches.is_empty() {
-            return Verdict::Breach(format!("{} ({figures})", breaches.join("; ")));
-        }
+    if p.candidate.requests < r.min_requests {
+        return None;
     }
+    let limits = Limits {
+        error_rate: r.error_rate_above,
+        p99: r.p99_above,
+        error_rate_vs_baseline: r.error_rate_vs_baseline_above,
+        p99_vs_baseline: r.p99_vs_baseline_above,
+    };
+    let breaches = exceeded(&limits, rates(&p.candidate), rates(&p.baseline), p.baseline.requests >= a.min_requests);
+    (!breaches.is_empty())
+        .then(|| Verdict::Breach(format!("{} ({})", breaches.join("; "), describe(&p.candidate, &p.baseline))))
+}
 
+/// Pass, fail or inconclusive on the `success` criteria.
+fn judge_success(a: &Analysis, p: &Pair) -> Verdict {
+    let (candidate, baseline) = (&p.candidate, &p.baseline);
+    let figures = describe(candidate, baseline);
     if candidate.requests < a.min_requests {
         return Verdict::Inconclusive(format!(
             "{} of the {} requests needed ({figures})",
@@ -81,7 +117,7 @@ pub fn judge(a: &Analysis, candidate: &Figures, baseline: &Figures) -> Verdict {
         error_rate_vs_baseline: s.max_error_rate_vs_baseline,
         p99_vs_baseline: s.max_p99_vs_baseline,
     };
-    let fails = exceeded(&limits, c, b, baseline_ok);
+    let fails = exceeded(&limits, rates(candidate), rates(baseline), baseline.requests >= a.min_requests);
     if fails.is_empty() {
         Verdict::Pass(figures)
     } else {
@@ -157,22 +193,44 @@ mod tests {
         f
     }
 
+    /// The same figures since the rollout and since the step.
+    fn same(candidate: Figures, baseline: Figures) -> Observed {
+        let p = Pair { candidate, baseline };
+        Observed { since_rollout: p.clone(), since_step: p }
+    }
+
     #[test]
     fn verdicts() {
         let a = analysis();
-        let base = figures(5000, 0, 100);
-        assert!(matches!(judge(&a, &figures(300, 0, 100), &base), Verdict::Pass(_)));
-        assert!(matches!(judge(&a, &figures(50, 0, 100), &base), Verdict::Inconclusive(_)), "too few requests");
-        assert!(matches!(judge(&a, &figures(20, 5, 100), &base), Verdict::Breach(_)), "a breach needs fewer requests");
-        assert!(matches!(judge(&a, &figures(5, 5, 100), &base), Verdict::Inconclusive(_)), "but some");
-        assert!(matches!(judge(&a, &figures(1000, 5, 100), &base), Verdict::Fail(_)), "0.5%: fails success, no breach");
-        assert!(matches!(judge(&a, &figures(300, 0, 6000), &base), Verdict::Breach(_)), "p99 above 5 s");
+        let base = || figures(5000, 0, 100);
+        let judged = |a: &Analysis, c: Figures, b: Figures| judge(a, &same(c, b));
+        assert!(matches!(judged(&a, figures(300, 0, 100), base()), Verdict::Pass(_)));
+        assert!(matches!(judged(&a, figures(50, 0, 100), base()), Verdict::Inconclusive(_)), "too few requests");
+        assert!(matches!(judged(&a, figures(20, 5, 100), base()), Verdict::Breach(_)), "a breach needs fewer requests");
+        assert!(matches!(judged(&a, figures(5, 5, 100), base()), Verdict::Inconclusive(_)), "but some");
+        assert!(
+            matches!(judged(&a, figures(1000, 5, 100), base()), Verdict::Fail(_)),
+            "0.5%: fails success, no breach"
+        );
+        assert!(matches!(judged(&a, figures(300, 0, 6000), base()), Verdict::Breach(_)), "p99 above 5 s");
         let mut rel = a.clone();
         rel.rollback_when.p99_vs_baseline_above = Some(3.0);
-        assert!(matches!(judge(&rel, &figures(300, 0, 400), &base), Verdict::Breach(_)), "4× the baseline p99");
+        assert!(matches!(judged(&rel, figures(300, 0, 400), base()), Verdict::Breach(_)), "4× the baseline p99");
         assert!(
-            matches!(judge(&rel, &figures(300, 0, 400), &figures(10, 0, 100)), Verdict::Pass(_)),
+            matches!(judged(&rel, figures(300, 0, 400), figures(10, 0, 100)), Verdict::Pass(_)),
             "baseline too small to compare"
         );
+    }
+
+    #[test]
+    fn breaches_read_the_rollout_and_success_the_step() {
+        let a = analysis();
+        let o = Observed {
+            since_rollout: Pair { candidate: figures(300, 0, 100), baseline: figures(5000, 0, 100) },
+            since_step: Pair { candidate: figures(300, 3, 100), baseline: figures(5000, 0, 100) },
+        };
+        assert!(matches!(judge(&a, &o), Verdict::Fail(_)), "1% in the step fails its success check");
+        let o = Observed { since_rollout: Pair { candidate: figures(30, 30, 100), ..o.since_rollout }, ..o };
+        assert!(matches!(judge(&a, &o), Verdict::Breach(_)));
     }
 }

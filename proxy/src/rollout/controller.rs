@@ -5,7 +5,8 @@
 //! in), persists the progress, and notifies webhooks. Manual commands take
 //! the same lock, so a person and the controller never race.
 
-use super::analysis::{judge, Verdict};
+use super::analysis::{judge, Observed, Pair, Verdict};
+use super::evidence::{Evidence, Since};
 use super::machine::{Action, Rollout};
 use super::notify;
 use crate::config::rollout::{PolicyConfig, RolloutPlan, Strategy};
@@ -13,6 +14,7 @@ use crate::control::{Control, ControlError};
 use crate::plugin::policy::window;
 use crate::plugin::{Fault, Kind};
 use crate::state::{event, WeightMap};
+use crate::stats::Figures;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use switchyard_sdk::{Context, Decision, Phase};
@@ -156,6 +158,18 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
     ticker.tick().await;
     let mut last = Instant::now();
     let mut ticks = 0u64;
+    let stats = ctrl.shared.stats.clone();
+    let mut evidence = {
+        let service = handle.lock().await.service.clone();
+        let snap = ctrl.shared.snapshot.load();
+        let slots: Vec<usize> =
+            snap.service(&service).map(|s| s.pools.iter().map(|p| p.stats_slot).collect()).unwrap_or_default();
+        Evidence::new(&stats, &slots)
+    };
+    let mut weights_seen = {
+        let r = handle.lock().await;
+        (r.step, r.weight)
+    };
     loop {
         ticker.tick().await;
         let elapsed = last.elapsed().as_millis() as u64;
@@ -165,9 +179,15 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
         if r.is_done() {
             return;
         }
+        // A person's promote moved the weights since the last tick.
+        if (r.step, r.weight) != weights_seen {
+            evidence.weights_changed(&stats);
+            weights_seen = (r.step, r.weight);
+        }
+        evidence.update(&stats);
         let (verdict, weight) = match r.plan.analysis.policy.clone() {
-            None => (analyse(&ctrl, &r), None),
-            Some(policy) => consult(&ctrl, &mut r, &policy, elapsed).await,
+            None => (analyse(&ctrl, &r, &evidence), None),
+            Some(policy) => consult(&ctrl, &mut r, &policy, elapsed, Some(&evidence)).await,
         };
         let before = r.clone();
         let progress_before = before.in_step_ms;
@@ -187,6 +207,10 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
         } else if ticks.is_multiple_of(sample_every) {
             r.record(format!("hold ({})", verdict_name(&verdict)), why);
         }
+        if (r.step, r.weight) != weights_seen {
+            evidence.weights_changed(&stats);
+            weights_seen = (r.step, r.weight);
+        }
         // Decisions are saved at once; mere progress once per second of step
         // time (each save is an fsync), so a crash loses under a second of hold.
         let checkpoint = action != Action::None || r.in_step_ms / CHECKPOINT_MS != progress_before / CHECKPOINT_MS;
@@ -205,8 +229,8 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
 /// How much hold time may pass between progress checkpoints.
 const CHECKPOINT_MS: u64 = 1_000;
 
-/// Judges the rollout's pools over its analysis window.
-fn analyse(ctrl: &Control, r: &Rollout) -> Verdict {
+/// Judges the rollout's pools on what the current weights produced.
+fn analyse(ctrl: &Control, r: &Rollout, evidence: &Evidence) -> Verdict {
     let snap = ctrl.shared.snapshot.load();
     let Some(svc) = snap.service(&r.service) else {
         return Verdict::Inconclusive("the service is gone".into());
@@ -215,18 +239,27 @@ fn analyse(ctrl: &Control, r: &Rollout) -> Verdict {
     let (Some(b), Some(c)) = (slot(&r.plan.baseline), slot(&r.plan.candidate)) else {
         return Verdict::Inconclusive("a pool of the plan is gone".into());
     };
-    let window = Some(r.plan.analysis.window);
-    let stats = &ctrl.shared.stats;
-    judge(&r.plan.analysis, &stats.recent(c, window), &stats.recent(b, window))
+    let (stats, span) = (&ctrl.shared.stats, r.plan.analysis.window);
+    let pair = |since| Pair {
+        candidate: evidence.window(stats, c, span, since),
+        baseline: evidence.window(stats, b, span, since),
+    };
+    judge(&r.plan.analysis, &Observed { since_rollout: pair(Since::Rollout), since_step: pair(Since::Step) })
 }
 
 /// Asks the rollout's policy plugin for this tick's verdict (and, for a
 /// `set-weights`, the candidate's new percentage). Fail-closed: a fault holds
 /// the tick, and `max_faults` faulted ticks in a row roll back; nothing but a
 /// well-formed `promote` ever passes.
-async fn consult(ctrl: &Control, r: &mut Rollout, policy: &PolicyConfig, elapsed_ms: u64) -> (Verdict, Option<u32>) {
+async fn consult(
+    ctrl: &Control,
+    r: &mut Rollout,
+    policy: &PolicyConfig,
+    elapsed_ms: u64,
+    evidence: Option<&Evidence>,
+) -> (Verdict, Option<u32>) {
     let name = &policy.plugin;
-    let answer = match policy_input(ctrl, r, elapsed_ms) {
+    let answer = match policy_input(ctrl, r, elapsed_ms, evidence) {
         Err(why) => return (Verdict::Inconclusive(why), None),
         Ok(input) => match ctrl.shared.plugins.get(name).filter(|p| p.kind == Kind::Policy) {
             None => Err(Fault::Nonsense(format!("no policy plugin named `{name}` is loaded"))),
@@ -291,13 +324,25 @@ fn check_answer(a: switchyard_sdk::Verdict, r: &Rollout) -> Result<(Verdict, Opt
     })
 }
 
-/// What the policy is told this tick.
-fn policy_input(ctrl: &Control, r: &Rollout, elapsed_ms: u64) -> Result<Context, String> {
+/// What the policy is told this tick: each pool's window since the rollout
+/// started, and its totals since then and since the current weights (none
+/// before the rollout runs).
+fn policy_input(ctrl: &Control, r: &Rollout, elapsed_ms: u64, evidence: Option<&Evidence>) -> Result<Context, String> {
     use crate::config::rollout::Step;
     let snap = ctrl.shared.snapshot.load();
     let svc = snap.service(&r.service).ok_or("the service is gone")?;
-    let span = Some(r.plan.analysis.window);
+    let span = r.plan.analysis.window;
     let stats = &ctrl.shared.stats;
+    let figures = |slot: usize, since: Since| match evidence {
+        Some(e) => e.window(stats, slot, span, since),
+        None => Figures::default(),
+    };
+    let totals = |since: Since| -> Vec<_> {
+        svc.pools
+            .iter()
+            .map(|p| window(&p.name, &evidence.map(|e| e.total(stats, p.stats_slot, since)).unwrap_or_default()))
+            .collect()
+    };
     let (strategy, phase) = match (r.plan.strategy, r.step) {
         (Strategy::Canary, _) => (switchyard_sdk::Strategy::Canary, Phase::Stepping),
         (Strategy::BlueGreen, 0) => (switchyard_sdk::Strategy::BlueGreen, Phase::Preview),
@@ -320,7 +365,9 @@ fn policy_input(ctrl: &Control, r: &Rollout, elapsed_ms: u64) -> Result<Context,
         weights: svc.pool_names().into_iter().zip(svc.split.weights().iter().copied()).collect(),
         pre_switch: r.pre_switch.as_ref().map(|f| window(&r.plan.baseline, f)),
         faults: r.policy_faults,
-        pools: svc.pools.iter().map(|p| window(&p.name, &stats.recent(p.stats_slot, span))).collect(),
+        pools: svc.pools.iter().map(|p| window(&p.name, &figures(p.stats_slot, Since::Rollout))).collect(),
+        rollout_totals: totals(Since::Rollout),
+        step_totals: totals(Since::Step),
     })
 }
 
@@ -338,7 +385,7 @@ async fn check_policy(ctrl: &Control, service: &str, plan: &RolloutPlan) -> Resu
         )));
     }
     let (r, _) = Rollout::start(service, plan.clone());
-    let input = policy_input(ctrl, &r, 0).map_err(ControlError::NotFound)?;
+    let input = policy_input(ctrl, &r, 0, None).map_err(ControlError::NotFound)?;
     let config = policy.config.as_ref().unwrap_or(&plugin.config).to_string();
     match crate::plugin::policy::decide_blocking(plugin, config, input).await {
         Ok(a) => check_answer(a, &r).map(|_| ()),
@@ -491,5 +538,80 @@ services:
             }
         }
         panic!("not promoted: {:?}", status(&ctrl, "checkout").await.unwrap().status);
+    }
+
+    /// Healthy history must not dilute the judgement: a canary that served
+    /// healthy traffic for 30 s before its rollout, then starts failing
+    /// (30 % errors against a 5 % limit), is rolled back within two
+    /// intervals — on a 30 s sliding window it took about six.
+    #[tokio::test(start_paused = true)]
+    async fn traffic_from_before_the_rollout_does_not_dilute_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+listeners: [{ name: l, bind: "127.0.0.1:0" }]
+services:
+  - name: web
+    pools:
+      stable: { endpoints: ["127.0.0.1:1"] }
+      canary: { endpoints: ["127.0.0.1:2"] }
+    split: { weights: { stable: 90, canary: 10 } }
+    rollout:
+      steps: [{ weight: 10, hold: 1h }]
+      analysis:
+        interval: 1s
+        window: 30s
+        min_requests: 20
+        rollback_when: { error_rate_above: 0.05, min_requests: 10 }
+"#;
+        let config = Config::from_yaml(yaml, dir.path()).unwrap();
+        let proxy = Proxy::new(config, Options::default()).unwrap();
+        let ctrl = proxy.control();
+        let slot = |name: &str| {
+            ctrl.shared
+                .snapshot
+                .load()
+                .service("web")
+                .unwrap()
+                .pools
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap()
+                .stats_slot
+        };
+        let (stable, canary) = (slot("stable"), slot("canary"));
+        // One second of traffic: 90 requests on stable, 10 on the canary, `failing` of them 503.
+        let second = |failing: u64| {
+            for i in 0..100u64 {
+                let (slot, status) =
+                    if i < 90 { (stable, 200) } else { (canary, if i - 90 < failing { 503 } else { 200 }) };
+                stats::record(slot, Duration::from_millis(3), status, None);
+            }
+            ctrl.shared.stats.add(stats::take_local());
+        };
+        let tick = || async {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        };
+        for _ in 0..30 {
+            second(0);
+            tick().await;
+        }
+        start(&ctrl, "web", None, "test").await.unwrap();
+        for _ in 0..5 {
+            second(0);
+            tick().await;
+        }
+        assert_eq!(status(&ctrl, "web").await.unwrap().status, Status::Running, "healthy so far");
+        for elapsed in 1..=10 {
+            second(3);
+            tick().await;
+            if status(&ctrl, "web").await.unwrap().status == Status::RolledBack {
+                assert!(elapsed <= 2, "rolled back {elapsed} intervals after the failures began");
+                return;
+            }
+        }
+        panic!("not rolled back: {:?}", status(&ctrl, "web").await.unwrap());
     }
 }

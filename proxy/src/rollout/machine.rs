@@ -334,7 +334,7 @@ fn now() -> String {
 mod tests {
     use super::*;
     use crate::config::{parse_plan, Config};
-    use crate::rollout::analysis::judge;
+    use crate::rollout::analysis::{judge, Observed, Pair};
     use crate::stats::Figures;
 
     const DESIGN_ROLLOUT: &str = r#"
@@ -367,11 +367,9 @@ mod tests {
 
     /// Runs `secs` one-second ticks with these candidate figures; returns the actions that did something.
     fn run(r: &mut Rollout, secs: u64, candidate: &Figures) -> Vec<Action> {
-        let base = fig(10_000, 0);
-        (0..secs)
-            .map(|_| r.tick(1000, &judge(&r.plan.analysis, candidate, &base)))
-            .filter(|a| *a != Action::None)
-            .collect()
+        let pair = Pair { candidate: candidate.clone(), baseline: fig(10_000, 0) };
+        let seen = Observed { since_rollout: pair.clone(), since_step: pair };
+        (0..secs).map(|_| r.tick(1000, &judge(&r.plan.analysis, &seen))).filter(|a| *a != Action::None).collect()
     }
 
     #[test]

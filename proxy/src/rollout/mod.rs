@@ -4,12 +4,15 @@
 //!
 //! - [`machine`]: the state machine (pure; its lifecycle note is there);
 //! - [`analysis`]: the built-in judgement (thresholds, relative to baseline);
+//! - [`evidence`]: what analysis may judge — windows and totals that start
+//!   no earlier than the rollout and its current weights;
 //! - [`controller`]: one task per active rollout on the control path: it
 //!   reads the windows, ticks the machine, applies its actions through
 //!   [`crate::control::Control`], persists progress and notifies webhooks.
 
 pub mod analysis;
 pub mod controller;
+pub mod evidence;
 pub mod machine;
 mod notify;
 

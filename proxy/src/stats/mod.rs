@@ -242,9 +242,26 @@ impl Stats {
     /// Figures of pool `slot` over the last `span` (at most the window; the
     /// whole window when `None`).
     pub fn recent(&self, slot: usize, span: Option<Duration>) -> Figures {
-        let ticks = span.map_or(self.window_ticks, |s| (s.as_nanos() / self.tick.as_nanos()).max(1) as u64);
+        let ticks = span.map_or(self.window_ticks, |s| self.ticks_in(s).max(1));
         let now = self.now();
-        self.lock().pools.get(slot).map(|p| p.window(now, ticks)).unwrap_or_default()
+        self.range(slot, (now + 1).saturating_sub(ticks), now)
+    }
+
+    /// Figures of pool `slot` over ticks `from..=through` of [`Stats::now_tick`]'s
+    /// clock (only the last window's ticks are kept).
+    pub fn range(&self, slot: usize, from: u64, through: u64) -> Figures {
+        self.lock().pools.get(slot).map(|p| p.range(from, through)).unwrap_or_default()
+    }
+
+    /// The current tick: data recorded now is stamped with it (and it is
+    /// still filling; earlier ticks are complete).
+    pub fn now_tick(&self) -> u64 {
+        self.now()
+    }
+
+    /// Whole ticks in `span`.
+    pub fn ticks_in(&self, span: Duration) -> u64 {
+        (span.as_nanos() / self.tick.as_nanos()) as u64
     }
 
     /// Figures of pool `slot` since start.

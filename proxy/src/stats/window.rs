@@ -52,6 +52,45 @@ impl Figures {
         }
     }
 
+    /// Adds `other`'s counts and latencies (figures of a later span).
+    pub fn merge(&mut self, other: &Figures) {
+        self.requests += other.requests;
+        add_into(&mut self.status, &other.status);
+        add_into(&mut self.errors, &other.errors);
+        add_into(&mut self.client_errors, &other.client_errors);
+        let mut latencies = std::mem::take(&mut self.latency);
+        latencies.extend_from_slice(&other.latency);
+        latencies.sort_unstable_by_key(|&(v, _)| v);
+        self.set_latency(latencies);
+    }
+
+    /// Sets the latencies (sorted by value; equal values are folded) and the
+    /// quantiles read from them.
+    fn set_latency(&mut self, mut latencies: Vec<(u64, u64)>) {
+        latencies.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 += next.1;
+            }
+            same
+        });
+        let total: u64 = latencies.iter().map(|&(_, n)| n).sum();
+        let at = |q: f64| {
+            let target = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            latencies
+                .iter()
+                .find(|&&(_, n)| {
+                    seen += n;
+                    seen >= target
+                })
+                .map_or(0, |&(v, _)| v)
+        };
+        (self.p50_us, self.p90_us, self.p99_us, self.p999_us) = (at(0.5), at(0.9), at(0.99), at(0.999));
+        self.max_us = latencies.last().map_or(0, |&(v, _)| v);
+        self.latency = latencies;
+    }
+
     fn from_hist(
         h: &Histogram<u64>,
         status: [u64; STATUS_CLASSES],
@@ -127,56 +166,23 @@ impl PoolStats {
         }
     }
 
-    /// Figures over the last `ticks` ticks up to and including `now`.
+    /// Figures over ticks `from..=through`.
     ///
     /// Quantiles come straight from the ticks' sparse buckets, by the same
     /// rule as hdrhistogram's `value_at_quantile`, without building a whole
     /// histogram: analysis asks for this every interval.
-    pub(super) fn window(&self, now: u64, ticks: u64) -> Figures {
-        let ticks = ticks.clamp(1, self.capacity);
+    pub(super) fn range(&self, from: u64, through: u64) -> Figures {
+        let mut f = Figures::default();
         let mut latencies = Vec::new();
-        let mut status = [0; STATUS_CLASSES];
-        let mut errors = [0; ERROR_KINDS];
-        let mut client_errors = [0; CLIENT_KINDS];
-        let mut requests = 0;
-        for s in self.ring.iter().filter(|s| s.at + ticks > now && s.at <= now) {
+        for s in self.ring.iter().filter(|s| s.at >= from && s.at <= through) {
             latencies.extend_from_slice(&s.latencies);
-            add_into(&mut status, &s.status);
-            add_into(&mut errors, &s.errors);
-            add_into(&mut client_errors, &s.client);
-            requests += s.requests;
+            add_into(&mut f.status, &s.status);
+            add_into(&mut f.errors, &s.errors);
+            add_into(&mut f.client_errors, &s.client);
+            f.requests += s.requests;
         }
         latencies.sort_unstable_by_key(|&(v, _)| v);
-        let total: u64 = latencies.iter().map(|&(_, n)| n).sum();
-        let quantile = |q: f64| {
-            let target = ((q * total as f64).ceil() as u64).max(1);
-            let mut seen = 0;
-            latencies.iter().find(|&&(_, n)| {
-                seen += n;
-                seen >= target
-            })
-        };
-        let at = |q: f64| quantile(q).map_or(0, |&(v, _)| v);
-        let mut f = Figures {
-            requests,
-            status,
-            errors,
-            client_errors,
-            p50_us: at(0.5),
-            p90_us: at(0.9),
-            p99_us: at(0.99),
-            p999_us: at(0.999),
-            max_us: latencies.last().map_or(0, |&(v, _)| v),
-            latency: Vec::new(),
-        };
-        latencies.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same {
-                kept.1 += next.1;
-            }
-            same
-        });
-        f.latency = latencies;
+        f.set_latency(latencies);
         f
     }
 
@@ -231,12 +237,14 @@ mod tests {
         let mut p = PoolStats::new(30);
         p.add(second(&[100, 200], 1), 10);
         p.add(second(&[300], 0), 25);
-        assert_eq!(p.window(25, 30).requests, 3);
-        assert_eq!(p.window(39, 30).requests, 3, "tick 10 is still inside a 30-tick window at 39");
-        assert_eq!(p.window(40, 30).requests, 1, "tick 10 left the window at 40");
-        assert_eq!(p.window(40, 30).status[4], 0);
-        assert_eq!(p.window(25, 5).requests, 1, "a shorter window reads fewer ticks");
-        assert_eq!(p.window(60, 30).requests, 0);
+        let window = |now: u64, ticks: u64| p.range((now + 1).saturating_sub(ticks), now);
+        assert_eq!(window(25, 30).requests, 3);
+        assert_eq!(window(39, 30).requests, 3, "tick 10 is still inside a 30-tick window at 39");
+        assert_eq!(window(40, 30).requests, 1, "tick 10 left the window at 40");
+        assert_eq!(window(40, 30).status[4], 0);
+        assert_eq!(window(25, 5).requests, 1, "a shorter window reads fewer ticks");
+        assert_eq!(window(60, 30).requests, 0);
+        assert_eq!(p.range(11, 25).requests, 1, "a range starts where it is told");
         assert_eq!(p.lifetime().requests, 3, "lifetime keeps everything");
         assert_eq!(p.lifetime().status[4], 1);
         p.add(second(&[1], 0), 70);
@@ -249,8 +257,14 @@ mod tests {
         p.add(second(&[100], 0), 3);
         p.add(second(&[200], 1), 3);
         assert_eq!(p.ring.len(), 1);
-        let f = p.window(3, 30);
+        let f = p.range(0, 3);
         assert_eq!((f.requests, f.status[4]), (2, 1));
         assert!((f.error_rate() - 0.5).abs() < 1e-9);
+        let mut sum = p.range(3, 3);
+        sum.merge(&f);
+        assert_eq!(
+            (sum.requests, sum.latency.clone(), sum.p50_us, sum.max_us),
+            (4, vec![(100, 2), (200, 2)], 100, 200)
+        );
     }
 }
