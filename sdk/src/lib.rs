@@ -44,6 +44,7 @@ mod log;
 pub mod policy;
 mod request;
 mod router;
+pub mod sequential;
 pub mod testing;
 
 #[doc(hidden)]

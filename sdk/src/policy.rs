@@ -69,6 +69,51 @@ pub struct PoolWindow {
 }
 
 impl PoolWindow {
+    /// These figures less `part` (figures of a later part of the same span):
+    /// counts and histogram buckets subtracted; quantiles are left at 0.
+    pub fn minus(&self, part: &PoolWindow) -> PoolWindow {
+        let sub = |a: u64, b: u64| a.saturating_sub(b);
+        let mut status = self.status;
+        for (s, p) in status.iter_mut().zip(part.status) {
+            *s = sub(*s, p);
+        }
+        let latency = self
+            .latency
+            .iter()
+            .map(|&(upper, n)| {
+                let taken = part.latency.iter().find(|&&(u, _)| u == upper).map_or(0, |&(_, m)| m);
+                (upper, sub(n, taken))
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        PoolWindow {
+            name: self.name.clone(),
+            requests: sub(self.requests, part.requests),
+            status,
+            connect_errors: sub(self.connect_errors, part.connect_errors),
+            timeouts: sub(self.timeouts, part.timeouts),
+            resets: sub(self.resets, part.resets),
+            no_healthy_endpoint: sub(self.no_healthy_endpoint, part.no_healthy_endpoint),
+            latency,
+            ..Default::default()
+        }
+    }
+
+    /// The latency at quantile `q` (0 to 1) by the histogram: the upper
+    /// bound of the bucket it falls in; 0 without latencies.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let total: u64 = self.latency.iter().map(|&(_, n)| n).sum();
+        let target = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        self.latency
+            .iter()
+            .find(|&&(_, n)| {
+                seen += n;
+                seen >= target
+            })
+            .map_or(0, |&(upper, _)| upper)
+    }
+
     /// Failed requests (5xx, proxy errors included).
     pub fn failed(&self) -> u64 {
         self.status[4]
@@ -220,6 +265,15 @@ pub fn latency_bucket(us: u64) -> u64 {
     }
     let shift = 60 - us.leading_zeros();
     ((us >> shift) << shift) | ((1 << shift) - 1)
+}
+
+/// The lowest value (µs) of the histogram bucket whose upper bound is `upper`.
+pub fn bucket_lower(upper: u64) -> u64 {
+    if upper < 16 {
+        return upper;
+    }
+    let shift = 60 - upper.leading_zeros();
+    (upper >> shift) << shift
 }
 
 #[cfg(test)]

@@ -286,7 +286,7 @@ async fn canary_judge_promotes_a_healthy_canary() {
     let r = judged_rollout(0, "{ plugin: canary-judge, config: { min_requests: 100 } }", &["canary-judge"]).await;
     assert_eq!(r["status"], "promoted", "{r:#}");
     let decisions = r["decisions"].to_string();
-    assert!(decisions.contains("no regression") && decisions.contains("Fisher p="), "{decisions}");
+    assert!(decisions.contains("no regression") && decisions.contains("log-LR"), "{decisions}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,26 +1,34 @@
-//! `canary-judge`: a statistical canary judge, in the manner of Kayenta.
+//! `canary-judge`: a statistical canary judge that stays right however
+//! often it looks.
 //!
-//! Every tick it compares the candidate with the baseline over the
-//! analysis window:
-//! - failures: Fisher's exact test (one-sided: is the candidate's failure
-//!   rate higher?), right for the small counts of a young canary;
-//! - latency: the Mann-Whitney U test on the two latency histograms
-//!   (one-sided: are the candidate's latencies larger?), with the effect
-//!   size A12 = P(candidate slower).
+//! # `method: sequential` (the default)
 //!
-//! A difference *matters* when it is big enough to care about: a failure
-//! rate more than `min_error_increase` above the baseline's, or latencies
-//! with A12 > `max_a12` and a median at least `min_latency_increase_ms`
-//! higher. The p-value then says whether it is real. Decision:
-//! - either pool below `min_requests`: **hold** (too little data);
-//! - a difference that matters with p < `alpha`: **rollback**, at once;
-//! - a difference that matters with p < `inconclusive_below`: **hold**
-//!   (inconclusive; the rollout's progress deadline still applies);
-//! - otherwise: **promote** (the host advances only once the step's hold
-//!   has elapsed). With thousands of requests a test finds even tiny
-//!   shifts significant; those do not matter, so they do not hold.
+//! Every tick it tests, on the figures accumulated since the rollout
+//! started (the SDK's [`switchyard_sdk::sequential`]):
+//! - failures: is the candidate's failure rate more than `error_ratio`
+//!   times the baseline's? (how the failures split between the pools, given
+//!   their shares of the requests);
+//! - latency: are more of the candidate's requests slower than
+//!   `1 + latency_effect` times the baseline's `latency_quantile` than the
+//!   shares explain? (a shift counts only past the effect size).
 //!
-//! Every verdict explains itself with the counts, rates, p-values and A12.
+//! Each is an anytime-valid test at `alpha / 2`: the chance that a healthy
+//! candidate is *ever* rolled back, over the whole rollout, however many
+//! ticks and however long the holds, is at most `alpha`. Decision:
+//! - either test rejects: **rollback**, at once;
+//! - the candidate has fewer than `min_requests` in the step: **hold**;
+//! - otherwise: **promote** (no evidence of a regression; the host advances
+//!   only once the step's hold has elapsed).
+//!
+//! # `method: fixed`
+//!
+//! The earlier judge, kept for comparison: Fisher's exact test on failures
+//! and the Mann-Whitney U test on latency over the sliding window, every
+//! tick. Each look is wrong with probability `alpha`, so over a long hold a
+//! healthy canary is rolled back far more often than `alpha` (see the
+//! README's judge table).
+//!
+//! Every verdict explains itself with the counts, the statistic and the boundary.
 //!
 //! ```yaml
 //! analysis:
@@ -28,22 +36,43 @@
 //!   window: 30s
 //!   policy:
 //!     plugin: canary-judge
-//!     config: { alpha: 0.01, min_requests: 100 }
+//!     config: { alpha: 0.01, min_requests: 100, error_ratio: 1.5, latency_effect: 0.1 }
 //! ```
 
 mod stats;
 
 use serde::Deserialize;
+use switchyard_sdk::sequential::{self, Segment};
 use switchyard_sdk::{Config, Context, Policy, PoolWindow, Verdict};
+
+/// How the judge tests.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Anytime-valid tests on the rollout's totals.
+    Sequential,
+    /// Fisher's exact and Mann-Whitney U on the window, every tick.
+    Fixed,
+}
 
 /// The judge's settings.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CanaryJudge {
-    /// Requests each pool needs in the window before anything is judged.
+    /// `sequential` (default) or `fixed`.
+    pub method: Method,
+    /// Sequential: requests the candidate needs in the step before a
+    /// promote. Fixed: requests each pool needs in the window.
     pub min_requests: u64,
-    /// Significance level for a rollback.
+    /// Sequential: the most a healthy rollout's chance of a rollback may be,
+    /// over the whole rollout. Fixed: the significance level of each look.
     pub alpha: f64,
+    /// Sequential: a failure rate counts as worse above this multiple of the baseline's.
+    pub error_ratio: f64,
+    /// Sequential: the baseline's latency quantile that defines a slow request.
+    pub latency_quantile: f64,
+    /// Sequential: a latency shift counts past this fraction (0.1: 10 % slower).
+    pub latency_effect: f64,
     /// Between `alpha` and this, a test is inconclusive: hold.
     pub inconclusive_below: f64,
     /// The candidate's failure rate must exceed the baseline's by this much
@@ -58,8 +87,12 @@ pub struct CanaryJudge {
 impl Default for CanaryJudge {
     fn default() -> Self {
         CanaryJudge {
+            method: Method::Sequential,
             min_requests: 100,
             alpha: 0.01,
+            error_ratio: 1.5,
+            latency_quantile: 0.9,
+            latency_effect: 0.1,
             inconclusive_below: 0.1,
             min_error_increase: 0.005,
             max_a12: 0.6,
@@ -82,10 +115,75 @@ impl Policy for CanaryJudge {
         probability("inconclusive_below", j.inconclusive_below)?;
         probability("max_a12", j.max_a12)?;
         probability("min_error_increase", j.min_error_increase)?;
+        probability("latency_quantile", j.latency_quantile)?;
+        if !(j.error_ratio.is_finite() && j.error_ratio >= 1.0) {
+            return Err(format!("error_ratio must be at least 1, not {}", j.error_ratio));
+        }
+        if !(j.latency_effect.is_finite() && j.latency_effect >= 0.0) {
+            return Err(format!("latency_effect must be 0 or more, not {}", j.latency_effect));
+        }
         Ok(j)
     }
 
     fn decide(&self, ctx: &Context) -> Verdict {
+        match self.method {
+            Method::Sequential => self.sequential(ctx),
+            Method::Fixed => self.fixed(ctx),
+        }
+    }
+}
+
+impl CanaryJudge {
+    fn sequential(&self, ctx: &Context) -> Verdict {
+        let (c, b) = (&ctx.candidate, &ctx.baseline);
+        let rollout = (ctx.rollout_total(c), ctx.rollout_total(b));
+        let step = (ctx.step_total(c), ctx.step_total(b));
+        let both = |of: &dyn Fn(&PoolWindow, &PoolWindow) -> Segment| {
+            sequential::segments((&rollout.0, &rollout.1), (&step.0, &step.1), of)
+        };
+        let failures = both(&Segment::failures);
+        let threshold = rollout.1.quantile_us(self.latency_quantile);
+        let slow = both(&|c, b| sequential::slow(c, b, threshold, self.latency_effect));
+        let alpha = self.alpha / 2.0;
+        let err = sequential::worse_than(&failures, self.error_ratio, alpha);
+        let lat = sequential::worse_than(&slow, 1.0, alpha);
+        let (f, l) = (sequential::total(&failures), sequential::total(&slow));
+        let share = f.candidate_requests as f64 / (f.candidate_requests + f.baseline_requests).max(1) as f64;
+        let figures = format!(
+            "since the rollout started: {c} {}/{} failed vs {b} {}/{} (candidate share {:.1}%), \
+             failures > {}× {err}; slow (> {:.1} ms, {}× for {c}) {} vs {}, latency {lat}",
+            f.candidate_events,
+            f.candidate_requests,
+            f.baseline_events,
+            f.baseline_requests,
+            share * 100.0,
+            self.error_ratio,
+            threshold as f64 / 1000.0,
+            1.0 + self.latency_effect,
+            l.candidate_events,
+            l.baseline_events,
+        );
+        if err.rejects() || lat.rejects() {
+            let what = match (err.rejects(), lat.rejects()) {
+                (true, true) => "failures and latency",
+                (true, false) => "failures",
+                _ => "latency",
+            };
+            return Verdict::rollback(format!(
+                "candidate worse on {what} (sequential test, alpha {}): {figures}",
+                self.alpha
+            ));
+        }
+        if step.0.requests < self.min_requests {
+            return Verdict::hold(format!(
+                "too little data: {} of the {} candidate requests needed in the step; {figures}",
+                step.0.requests, self.min_requests
+            ));
+        }
+        Verdict::promote(format!("no regression: {figures}"))
+    }
+
+    fn fixed(&self, ctx: &Context) -> Verdict {
         let (b, c) = (ctx.baseline_window(), ctx.candidate_window());
         if c.requests < self.min_requests || b.requests < self.min_requests {
             return Verdict::hold(format!(
@@ -145,7 +243,34 @@ mod tests {
     use switchyard_sdk::{Context, Decision};
 
     fn judge(ctx: &Context) -> switchyard_sdk::Verdict {
+        testing::decide::<super::CanaryJudge>(r#"{"method": "fixed"}"#, ctx).unwrap()
+    }
+
+    fn sequential(ctx: &Context) -> switchyard_sdk::Verdict {
         testing::decide::<super::CanaryJudge>("null", ctx).unwrap()
+    }
+
+    #[test]
+    fn sequential_promotes_a_healthy_candidate_and_rolls_back_a_failing_one() {
+        let v = sequential(&testing::canary(pool("stable", 9_950, 50, 8), pool("canary", 1_094, 6, 8)));
+        assert_eq!(v.decision, Decision::Promote, "{v:?}");
+        assert!(v.explanation.unwrap().contains("log-LR"), "explains with the statistic and the boundary");
+        let v = sequential(&testing::canary(pool("stable", 9_950, 50, 8), pool("canary", 1_070, 30, 8)));
+        assert!(matches!(v.decision, Decision::Rollback(ref r) if r.contains("failures")), "{v:?}");
+    }
+
+    #[test]
+    fn sequential_latency_counts_only_past_the_effect_size() {
+        let slower = |ms| testing::canary(pool("stable", 10_000, 0, 8), pool("canary", 1_000, 0, ms));
+        assert_eq!(sequential(&slower(8)).decision, Decision::Promote);
+        let v = sequential(&slower(12));
+        assert!(matches!(v.decision, Decision::Rollback(ref r) if r.contains("latency")), "{v:?}");
+    }
+
+    #[test]
+    fn sequential_holds_without_enough_candidate_requests() {
+        let v = sequential(&testing::canary(pool("stable", 5000, 0, 8), pool("canary", 50, 0, 8)));
+        assert_eq!(v.decision, Decision::Hold, "{v:?}");
     }
 
     /// `n` requests with latencies spread over 8..12 ms (or shifted).
@@ -205,6 +330,9 @@ mod tests {
         let ctx = testing::canary(pool("stable", 10, 0, 8), pool("canary", 10, 0, 8));
         assert!(testing::decide::<super::CanaryJudge>(r#"{"alpha": 2}"#, &ctx).unwrap_err().contains("alpha"));
         assert!(testing::decide::<super::CanaryJudge>(r#"{"alfa": 0.1}"#, &ctx).unwrap_err().contains("unknown field"));
+        assert!(testing::decide::<super::CanaryJudge>(r#"{"error_ratio": 0.5}"#, &ctx)
+            .unwrap_err()
+            .contains("error_ratio"));
         let strict = testing::decide::<super::CanaryJudge>(r#"{"min_requests": 5000}"#, &ctx).unwrap();
         assert_eq!(strict.decision, Decision::Hold);
     }

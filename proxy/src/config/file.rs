@@ -168,6 +168,8 @@ pub(crate) struct FileAnalysis {
     pub interval: Option<Dur>,
     pub window: Option<Dur>,
     pub min_requests: Option<u64>,
+    pub method: Option<String>,
+    pub alpha: Option<f64>,
     #[serde(default)]
     pub success: FileSuccess,
     #[serde(default)]

@@ -65,6 +65,19 @@ pub struct RollbackWhen {
     pub min_requests: u64,
 }
 
+/// How the relative criteria (`*_vs_baseline`) are judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The ratio of the two pools' figures over the window, every tick.
+    #[default]
+    Window,
+    /// Anytime-valid sequential tests on the totals since the rollout
+    /// started (see `switchyard_sdk::sequential`): a healthy candidate is
+    /// rolled back with probability at most `alpha` over the whole rollout.
+    Sequential,
+}
+
 /// How analysis judges.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
@@ -76,6 +89,13 @@ pub struct Analysis {
     pub window: Duration,
     /// Requests the candidate needs in the window for a verdict; fewer is inconclusive.
     pub min_requests: u64,
+    /// How the relative criteria are judged.
+    #[serde(default)]
+    pub method: Method,
+    /// `sequential`: the most a healthy rollout's chance of a rollback by
+    /// the relative criteria may be, over the whole rollout.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
     /// When a step ends well.
     pub success: Success,
     /// When to roll back at once.
@@ -207,10 +227,24 @@ fn validate_analysis(a: FileAnalysis, p: &str, at: &Location) -> Result<Analysis
         return Err(fail(format!("{p}.analysis.interval"), at, "must be at least 10ms"));
     }
     let window = a.window.map_or(Duration::from_secs(30), |d| d.0).max(interval);
+    let method = match a.method.as_deref() {
+        None | Some("window") => Method::Window,
+        Some("sequential") => Method::Sequential,
+        Some(other) => {
+            return Err(fail(format!("{p}.analysis.method"), at, format!("`{other}` is not `window` or `sequential`")))
+        }
+    };
+    let alpha = match a.alpha {
+        None => default_alpha(),
+        Some(v) if v > 0.0 && v < 1.0 => v,
+        Some(_) => return Err(fail(format!("{p}.analysis.alpha"), at, "alpha is between 0 and 1 (exclusive)")),
+    };
     Ok(Analysis {
         interval,
         window,
         min_requests: a.min_requests.unwrap_or(100),
+        method,
+        alpha,
         success: super::rollout::Success {
             max_error_rate: rate(a.success.max_error_rate, "success.max_error_rate")?,
             max_p99: a.success.max_p99.map(|d| d.0),
@@ -244,6 +278,10 @@ fn validate_analysis(a: FileAnalysis, p: &str, at: &Location) -> Result<Analysis
             }
         },
     })
+}
+
+fn default_alpha() -> f64 {
+    0.01
 }
 
 /// Durations as milliseconds in stored JSON.

@@ -171,7 +171,13 @@ fn canary_judge_through_the_host() {
     let ok = decide(&p, "null", &canary(figures(2000, 0, 8000), figures(2000, 0, 8000))).unwrap();
     assert_eq!(ok.decision, Decision::Promote, "{ok:?}");
     let bad = decide(&p, "null", &canary(figures(2000, 0, 8000), figures(2000, 40, 8000))).unwrap();
-    assert!(matches!(bad.decision, Decision::Rollback(ref r) if r.contains("Fisher")), "{bad:?}");
+    assert!(matches!(bad.decision, Decision::Rollback(ref r) if r.contains("sequential")), "{bad:?}");
+    let fixed = decide(&p, r#"{"method": "fixed"}"#, &canary(figures(2000, 0, 8000), figures(2000, 40, 8000))).unwrap();
+    assert!(matches!(fixed.decision, Decision::Rollback(ref r) if r.contains("Fisher")), "{fixed:?}");
+    // The totals reach the plugin through its `totals` import: with none, it has nothing to judge.
+    let mut blind = canary(figures(2000, 0, 8000), figures(2000, 40, 8000));
+    (blind.rollout_totals, blind.step_totals) = (vec![], vec![]);
+    assert_eq!(decide(&p, "null", &blind).unwrap().decision, Decision::Hold);
     let err = decide(&p, r#"{"alpha": 7}"#, &canary(figures(1, 0, 1), figures(1, 0, 1))).unwrap_err();
     assert!(matches!(err, Fault::Error(ref m) if m.contains("alpha")), "{err:?}");
 }

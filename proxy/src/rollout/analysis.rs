@@ -3,10 +3,21 @@
 //!
 //! `rollback_when` reads the window since the rollout started; `success`
 //! the window since the current weights took effect (see [`super::evidence`]).
+//!
+//! With `method: sequential`, the relative criteria (`*_vs_baseline`) are
+//! anytime-valid tests on the totals instead (`switchyard_sdk::sequential`,
+//! the same code `canary-judge` runs): `error_rate_vs_baseline_above: k`
+//! asks whether the candidate's failure rate is more than `k` times the
+//! baseline's, `p99_vs_baseline_above: k` whether more of its requests are
+//! slower than `k` times the baseline's p99 than its share explains. Each
+//! criterion gets an equal part of `alpha`; `rollback_when`'s read the whole
+//! rollout, `success`'s the step.
 
-use crate::config::rollout::Analysis;
+use crate::config::rollout::{Analysis, Method};
+use crate::plugin::policy::window;
 use crate::stats::Figures;
 use serde::{Deserialize, Serialize};
+use switchyard_sdk::sequential::{self, Segment};
 
 /// What analysis concluded this tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +65,10 @@ pub struct Observed {
     pub since_rollout: Pair,
     /// The window, cut where the current weights took effect: what `success` reads.
     pub since_step: Pair,
+    /// Everything since the rollout started (`method: sequential`).
+    pub rollout_totals: Pair,
+    /// Everything since the current weights took effect (`method: sequential`).
+    pub step_totals: Pair,
 }
 
 /// Judges the candidate against the thresholds and against the baseline:
@@ -64,7 +79,78 @@ pub fn judge(a: &Analysis, o: &Observed) -> Verdict {
     if let Some(breach) = breached(a, &o.since_rollout) {
         return breach;
     }
-    judge_success(a, &o.since_step)
+    if a.method == Method::Sequential {
+        let r = &a.rollback_when;
+        let found = sequential_tests(a, o, r.error_rate_vs_baseline_above, r.p99_vs_baseline_above, false);
+        if !found.is_empty() {
+            return Verdict::Breach(found.join("; "));
+        }
+    }
+    match judge_success(a, &o.since_step) {
+        Verdict::Pass(why) if a.method == Method::Sequential => {
+            let s = &a.success;
+            let found = sequential_tests(a, o, s.max_error_rate_vs_baseline, s.max_p99_vs_baseline, true);
+            if found.is_empty() {
+                Verdict::Pass(why)
+            } else {
+                Verdict::Fail(format!("{} ({why})", found.join("; ")))
+            }
+        }
+        v => v,
+    }
+}
+
+/// The relative criteria as sequential tests: on the rollout's totals
+/// (rollback_when) or the step's (`step`: success). Returns what they found.
+fn sequential_tests(
+    a: &Analysis,
+    o: &Observed,
+    error_ratio: Option<f64>,
+    p99_ratio: Option<f64>,
+    step: bool,
+) -> Vec<String> {
+    let criteria = [
+        a.rollback_when.error_rate_vs_baseline_above,
+        a.rollback_when.p99_vs_baseline_above,
+        a.success.max_error_rate_vs_baseline,
+        a.success.max_p99_vs_baseline,
+    ];
+    let alpha = a.alpha / criteria.iter().flatten().count().max(1) as f64;
+    let w = |f: &Figures, name: &str| window(name, f);
+    let (rc, rb) = (w(&o.rollout_totals.candidate, "candidate"), w(&o.rollout_totals.baseline, "baseline"));
+    let (sc, sb) = (w(&o.step_totals.candidate, "candidate"), w(&o.step_totals.baseline, "baseline"));
+    let segments = |of: &dyn Fn(&switchyard_sdk::PoolWindow, &switchyard_sdk::PoolWindow) -> Segment| {
+        if step {
+            vec![of(&sc, &sb)]
+        } else {
+            sequential::segments((&rc, &rb), (&sc, &sb), of).to_vec()
+        }
+    };
+    let mut found = Vec::new();
+    if let Some(k) = error_ratio {
+        let s = segments(&Segment::failures);
+        let e = sequential::worse_than(&s, k, alpha);
+        if e.rejects() {
+            let t = sequential::total(&s);
+            found.push(format!(
+                "failure rate above {k}× the baseline's (sequential, alpha {alpha:.4}): candidate {}/{}, baseline {}/{}, {e}",
+                t.candidate_events, t.candidate_requests, t.baseline_events, t.baseline_requests
+            ));
+        }
+    }
+    if let Some(k) = p99_ratio {
+        let threshold = if step { sb.quantile_us(0.99) } else { rb.quantile_us(0.99) };
+        let s = segments(&|c, b| sequential::slow(c, b, threshold, k - 1.0));
+        let e = sequential::worse_than(&s, 1.0, alpha);
+        if e.rejects() {
+            let t = sequential::total(&s);
+            found.push(format!(
+                "latency above {k}× the baseline's p99 {:.1} ms (sequential, alpha {alpha:.4}): {} of the candidate's {} requests vs {} of the baseline's {}, {e}",
+                threshold as f64 / 1000.0, t.candidate_events, t.candidate_requests, t.baseline_events, t.baseline_requests
+            ));
+        }
+    }
+    found
 }
 
 fn describe(candidate: &Figures, baseline: &Figures) -> String {
@@ -95,7 +181,7 @@ fn breached(a: &Analysis, p: &Pair) -> Option<Verdict> {
         error_rate_vs_baseline: r.error_rate_vs_baseline_above,
         p99_vs_baseline: r.p99_vs_baseline_above,
     };
-    let breaches = exceeded(&limits, rates(&p.candidate), rates(&p.baseline), p.baseline.requests >= a.min_requests);
+    let breaches = exceeded(&limits, rates(&p.candidate), rates(&p.baseline), relative_on_window(a, &p.baseline));
     (!breaches.is_empty())
         .then(|| Verdict::Breach(format!("{} ({})", breaches.join("; "), describe(&p.candidate, &p.baseline))))
 }
@@ -117,12 +203,18 @@ fn judge_success(a: &Analysis, p: &Pair) -> Verdict {
         error_rate_vs_baseline: s.max_error_rate_vs_baseline,
         p99_vs_baseline: s.max_p99_vs_baseline,
     };
-    let fails = exceeded(&limits, rates(candidate), rates(baseline), baseline.requests >= a.min_requests);
+    let fails = exceeded(&limits, rates(candidate), rates(baseline), relative_on_window(a, baseline));
     if fails.is_empty() {
         Verdict::Pass(figures)
     } else {
         Verdict::Fail(format!("{} ({figures})", fails.join("; ")))
     }
+}
+
+/// Whether the relative criteria are judged on the window: with the window
+/// method, once the baseline has enough requests to compare with.
+fn relative_on_window(a: &Analysis, baseline: &Figures) -> bool {
+    a.method == Method::Window && baseline.requests >= a.min_requests
 }
 
 /// One set of thresholds: absolute, and relative to the baseline.
@@ -171,6 +263,8 @@ mod tests {
             interval: Duration::from_secs(1),
             window: Duration::from_secs(30),
             min_requests: 200,
+            method: Method::Window,
+            alpha: 0.01,
             success: Success {
                 max_error_rate: Some(0.001),
                 max_p99: Some(Duration::from_secs(2)),
@@ -196,7 +290,7 @@ mod tests {
     /// The same figures since the rollout and since the step.
     fn same(candidate: Figures, baseline: Figures) -> Observed {
         let p = Pair { candidate, baseline };
-        Observed { since_rollout: p.clone(), since_step: p }
+        Observed { since_rollout: p.clone(), since_step: p.clone(), rollout_totals: p.clone(), step_totals: p }
     }
 
     #[test]
@@ -228,9 +322,28 @@ mod tests {
         let o = Observed {
             since_rollout: Pair { candidate: figures(300, 0, 100), baseline: figures(5000, 0, 100) },
             since_step: Pair { candidate: figures(300, 3, 100), baseline: figures(5000, 0, 100) },
+            ..Default::default()
         };
         assert!(matches!(judge(&a, &o), Verdict::Fail(_)), "1% in the step fails its success check");
         let o = Observed { since_rollout: Pair { candidate: figures(30, 30, 100), ..o.since_rollout }, ..o };
         assert!(matches!(judge(&a, &o), Verdict::Breach(_)));
+    }
+
+    #[test]
+    fn the_sequential_method_judges_relative_criteria_on_the_totals() {
+        let mut a = analysis();
+        a.method = Method::Sequential;
+        a.success = Success::default();
+        a.rollback_when.error_rate_above = None;
+        a.rollback_when.error_rate_vs_baseline_above = Some(1.5);
+        let o = |c_failed| Observed {
+            rollout_totals: Pair { candidate: figures(2_000, c_failed, 100), baseline: figures(8_000, 40, 100) },
+            ..Default::default()
+        };
+        assert!(matches!(judge(&a, &o(10)), Verdict::Inconclusive(_)), "the baseline's rate: nothing found");
+        let v = judge(&a, &o(40));
+        assert!(matches!(v, Verdict::Breach(ref why) if why.contains("sequential") && why.contains("log-LR")), "{v:?}");
+        a.method = Method::Window;
+        assert!(matches!(judge(&a, &o(40)), Verdict::Inconclusive(_)), "the window method reads the windows");
     }
 }

@@ -244,7 +244,18 @@ fn analyse(ctrl: &Control, r: &Rollout, evidence: &Evidence) -> Verdict {
         candidate: evidence.window(stats, c, span, since),
         baseline: evidence.window(stats, b, span, since),
     };
-    judge(&r.plan.analysis, &Observed { since_rollout: pair(Since::Rollout), since_step: pair(Since::Step) })
+    let sequential = r.plan.analysis.method == crate::config::rollout::Method::Sequential;
+    let totals = |since| match sequential {
+        true => Pair { candidate: evidence.total(stats, c, since), baseline: evidence.total(stats, b, since) },
+        false => Pair::default(),
+    };
+    let observed = Observed {
+        since_rollout: pair(Since::Rollout),
+        since_step: pair(Since::Step),
+        rollout_totals: totals(Since::Rollout),
+        step_totals: totals(Since::Step),
+    };
+    judge(&r.plan.analysis, &observed)
 }
 
 /// Asks the rollout's policy plugin for this tick's verdict (and, for a

@@ -368,7 +368,7 @@ mod tests {
     /// Runs `secs` one-second ticks with these candidate figures; returns the actions that did something.
     fn run(r: &mut Rollout, secs: u64, candidate: &Figures) -> Vec<Action> {
         let pair = Pair { candidate: candidate.clone(), baseline: fig(10_000, 0) };
-        let seen = Observed { since_rollout: pair.clone(), since_step: pair };
+        let seen = Observed { since_rollout: pair.clone(), since_step: pair, ..Default::default() };
         (0..secs).map(|_| r.tick(1000, &judge(&r.plan.analysis, &seen))).filter(|a| *a != Action::None).collect()
     }
 
