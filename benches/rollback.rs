@@ -4,6 +4,10 @@
 //! starts answering 503 at T0; the figure is the time of the last request the
 //! canary upstream received, minus T0. Several runs; prints each and the median.
 //!
+//! A third case gives the canary 30 s of healthy history at 10 % before the
+//! rollout (a 30 s window, the canary kept at 10 %): the analysis must judge
+//! only what the rollout produced, so the history must not slow the rollback.
+//!
 //! Run: `cargo bench -p switchyard --bench rollback` (RUNS=N to change the count).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
@@ -20,8 +24,12 @@ use support::*;
 const PLAN: &str = "    rollout:\n      steps: [{ weight: 50, hold: 1h }]\n      analysis:\n        interval: 250ms\n        \
                     window: 2s\n        min_requests: 20\n        rollback_when: { error_rate_above: 0.05, min_requests: 10 }\n";
 
-/// One run; `rate`: total requests per second (paced), or as fast as possible.
-async fn one_run(base: Instant, rate: Option<u64>) -> (Duration, f64) {
+const HISTORY_PLAN: &str = "    rollout:\n      steps: [{ weight: 10, hold: 1h }]\n      analysis:\n        interval: 250ms\n        \
+                            window: 30s\n        min_requests: 20\n        rollback_when: { error_rate_above: 0.05, min_requests: 10 }\n";
+
+/// One run; `rate`: total requests per second (paced), or as fast as possible;
+/// `history`: 30 s of healthy canary traffic at 10 % before the rollout.
+async fn one_run(base: Instant, rate: Option<u64>, history: bool) -> (Duration, f64) {
     let failing = Arc::new(AtomicBool::new(false));
     let last_canary_us = Arc::new(AtomicU64::new(0));
     let stable = Upstream::text("stable").await;
@@ -38,15 +46,14 @@ async fn one_run(base: Instant, rate: Option<u64>) -> (Duration, f64) {
         }
     })
     .await;
-    let svc = service(
-        "web",
-        PLAN,
-        &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
-        "      weights: { stable: 100, canary: 0 }\n",
-    );
-    let proxy = start_with_admin(&svc).await;
-    let (status, _) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
-    assert_eq!(status, 200);
+    let (plan, weights) = match history {
+        false => (PLAN, "      weights: { stable: 100, canary: 0 }\n"),
+        true => (HISTORY_PLAN, "      weights: { stable: 90, canary: 10 }\n"),
+    };
+    let svc = service("web", plan, &[("stable", &[stable.addr]), ("canary", &[canary.addr])], weights);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\n")).unwrap();
+    let proxy = Proxy::start_in(dir, &admin_config(&svc).replace("window: 5s", "window: 30s")).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -68,6 +75,11 @@ async fn one_run(base: Instant, rate: Option<u64>) -> (Duration, f64) {
             })
         })
         .collect();
+    if history {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let (status, _) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (n0, t0) = (sent.load(Ordering::Relaxed), Instant::now());
     failing.store(true, Ordering::SeqCst);
@@ -96,10 +108,15 @@ async fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     let base = Instant::now();
-    for (label, rate) in [("500 req/s", Some(520)), ("unpaced", None)] {
+    let cases = [
+        ("500 req/s", Some(520), false),
+        ("unpaced", None, false),
+        ("500 req/s after 30 s of healthy history (canary at 10 %, 30 s window)", Some(520), true),
+    ];
+    for (label, rate, history) in cases {
         let mut times = Vec::new();
         for i in 1..=runs {
-            let (t, got) = one_run(base, rate).await;
+            let (t, got) = one_run(base, rate, history).await;
             println!("{label} run {i}: last request to the failing canary {:.0} ms after the fault began (load {got:.0} req/s)", t.as_secs_f64() * 1000.0);
             assert!(got >= 500.0, "the load must be at least 500 req/s, was {got:.0}");
             times.push(t);

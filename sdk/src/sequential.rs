@@ -28,6 +28,15 @@
 //! [`Segment`]s of steady weights (the rollout before the current step, and
 //! the step), and their likelihood ratios multiply.
 //!
+//! # Promotion
+//!
+//! No evidence of harm is not evidence of safety: with few requests every
+//! test is quiet. [`rate_below`] is the other direction, a one-sample test
+//! that the candidate's rate of events is below a tolerance (the baseline's
+//! rate plus what may be tolerated), with the same guarantee: a candidate
+//! worse than the tolerance is declared within it with probability at most
+//! `alpha`. Without enough requests to show that, the verdict is "hold".
+//!
 //! # Latency
 //!
 //! A latency regression is tested the same way on *slow* requests: the
@@ -75,16 +84,47 @@ impl std::fmt::Display for Evidence {
     }
 }
 
-/// Alternatives, as multiples of the null ratio, equally weighted.
-const WORSE: [f64; 8] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0];
+/// Alternatives, as multiples of the null ratio, equally weighted: few, so
+/// the mixture costs little evidence (ln 6), spread over the regressions
+/// worth catching.
+const WORSE: [f64; 6] = [1.5, 2.0, 3.0, 5.0, 10.0, 25.0];
+/// Alternatives below a tolerance, as fractions of it.
+const BELOW: [f64; 4] = [0.0, 0.25, 0.5, 0.75];
 
 /// Evidence that the candidate's event rate is more than `ratio` times the
 /// baseline's, at level `alpha` over all looks.
 pub fn worse_than(segments: &[Segment], ratio: f64, alpha: f64) -> Evidence {
+    let logs = WORSE.iter().map(|m| segments.iter().map(|s| s.log_lr(ratio, ratio * m)).sum::<f64>());
+    mixture(logs, alpha)
+}
+
+/// Evidence that `events` of `requests` come from a rate below `rate`, at
+/// level `alpha` over all looks.
+pub fn rate_below(events: u64, requests: u64, rate: f64, alpha: f64) -> Evidence {
+    let (e, n) = (events as f64, requests as f64);
+    let rate = rate.clamp(f64::MIN_POSITIVE, 1.0 - 1e-12);
+    let logs = BELOW.iter().map(|m| {
+        let p = rate * m;
+        let hits = if e == 0.0 {
+            0.0
+        } else if p == 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            e * (p / rate).ln()
+        };
+        hits + (n - e) * ((1.0 - p) / (1.0 - rate)).ln()
+    });
+    mixture(logs, alpha)
+}
+
+/// The equally weighted mixture of likelihood ratios given by their logs.
+fn mixture(logs: impl Iterator<Item = f64>, alpha: f64) -> Evidence {
     let boundary = (1.0 / alpha.clamp(f64::MIN_POSITIVE, 1.0)).ln();
-    let logs: Vec<f64> =
-        WORSE.iter().map(|m| segments.iter().map(|s| s.log_lr(ratio, ratio * m)).sum::<f64>()).collect();
+    let logs: Vec<f64> = logs.collect();
     let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return Evidence { log_lr: max, boundary };
+    }
     let sum: f64 = logs.iter().map(|l| (l - max).exp()).sum();
     Evidence { log_lr: max + (sum / logs.len() as f64).ln(), boundary }
 }
@@ -168,6 +208,14 @@ mod tests {
         assert!(worse.rejects(), "3× the baseline's rate: {worse}");
         assert!(!worse_than(&[seg(60, 2_000, 80, 8_000)], 5.0, 0.01).rejects(), "but not 5×");
         assert_eq!(worse_than(&[seg(9, 100, 0, 0)], 1.0, 0.01).log_lr.exp().round(), 1.0, "no baseline: no evidence");
+    }
+
+    #[test]
+    fn a_rate_is_shown_below_a_tolerance_only_with_enough_requests() {
+        assert!(!rate_below(0, 100, 0.01, 0.01).rejects(), "100 clean requests do not show < 1 %");
+        assert!(rate_below(0, 1_000, 0.01, 0.01).rejects(), "1000 do");
+        assert!(rate_below(5, 2_000, 0.01, 0.01).rejects(), "0.25 % is below 1 %");
+        assert!(!rate_below(30, 2_000, 0.01, 0.01).rejects(), "1.5 % is not");
     }
 
     /// Under the null the chance of ever crossing is at most alpha, however

@@ -101,6 +101,11 @@ async fn manual_gates_promote_pause_abort_and_conflicts() {
     let (status, _) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
     assert_eq!(status, 200);
     assert_eq!(proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await.0, 409, "already running");
+    // The rollout owns the weights: a manual change or reset is refused, naming it.
+    let (status, v) = proxy.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(r#"{"stable": 100}"#)).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("a rollout of `web` is running"), "{v}");
+    assert_eq!(proxy.admin("DELETE", "/v1/services/web/weights", Some(TOKEN), None).await.0, 409);
     let mut c = Client::connect(proxy.addr).await;
     let mut bodies = Vec::new();
     for _ in 0..40 {
@@ -134,6 +139,9 @@ async fn manual_gates_promote_pause_abort_and_conflicts() {
     let (status, err) =
         proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(r#"{"steps": [{"weight": 300}]}"#)).await;
     assert_eq!(status, 400, "{err}");
+    // `{}` is the service's own plan, as an empty body is.
+    let (status, r) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some("{}")).await;
+    assert_eq!((status, r["weight"].clone()), (200, json!(50)), "{r}");
 
     let (_, events) = proxy.admin("GET", "/v1/events?limit=100", None, None).await;
     let kinds: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();

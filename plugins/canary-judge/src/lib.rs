@@ -14,11 +14,16 @@
 //!
 //! Each is an anytime-valid test at `alpha / 2`: the chance that a healthy
 //! candidate is *ever* rolled back, over the whole rollout, however many
-//! ticks and however long the holds, is at most `alpha`. Decision:
-//! - either test rejects: **rollback**, at once;
-//! - the candidate has fewer than `min_requests` in the step: **hold**;
-//! - otherwise: **promote** (no evidence of a regression; the host advances
-//!   only once the step's hold has elapsed).
+//! ticks and however long the holds, is at most `alpha`. A promote needs
+//! evidence too: that the candidate's failure rate is below the baseline's
+//! plus `min_error_increase`, and its share of slow requests below
+//! `1 − latency_quantile` (each at `alpha / 2`, the same guarantee). Decision:
+//! - a regression shown: **rollback**, at once;
+//! - fewer than `min_requests` candidate requests in the step, or the
+//!   candidate not yet shown within the tolerances: **hold** (inconclusive;
+//!   the rollout's progress deadline still applies);
+//! - otherwise: **promote** (the host advances only once the step's hold
+//!   has elapsed).
 //!
 //! # `method: fixed`
 //!
@@ -73,14 +78,15 @@ pub struct CanaryJudge {
     pub latency_quantile: f64,
     /// Sequential: a latency shift counts past this fraction (0.1: 10 % slower).
     pub latency_effect: f64,
-    /// Between `alpha` and this, a test is inconclusive: hold.
+    /// Fixed: between `alpha` and this, a test is inconclusive: hold.
     pub inconclusive_below: f64,
-    /// The candidate's failure rate must exceed the baseline's by this much
-    /// (absolute) to matter.
+    /// A failure rate this much (absolute) above the baseline's is
+    /// tolerated. Sequential: a promote needs the candidate shown below it;
+    /// fixed: an increase matters only above it.
     pub min_error_increase: f64,
-    /// A latency shift matters when A12 = P(candidate slower) exceeds this.
+    /// Fixed: a latency shift matters when A12 = P(candidate slower) exceeds this.
     pub max_a12: f64,
-    /// ...and the candidate's median is this much higher, in ms.
+    /// Fixed: ...and the candidate's median is this much higher, in ms.
     pub min_latency_increase_ms: f64,
 }
 
@@ -90,7 +96,7 @@ impl Default for CanaryJudge {
             method: Method::Sequential,
             min_requests: 100,
             alpha: 0.01,
-            error_ratio: 1.5,
+            error_ratio: 1.0,
             latency_quantile: 0.9,
             latency_effect: 0.1,
             inconclusive_below: 0.1,
@@ -180,7 +186,23 @@ impl CanaryJudge {
                 step.0.requests, self.min_requests
             ));
         }
-        Verdict::promote(format!("no regression: {figures}"))
+        // Within tolerance: shown, not merely not refuted.
+        let rate = |events: u64, requests: u64| (events + 1) as f64 / (requests + 1) as f64;
+        let failure_limit = rate(f.baseline_events, f.baseline_requests) + self.min_error_increase;
+        // Under the null at most the quantile's tail is slower than (1 + effect) × the threshold.
+        let slow_limit = 1.0 - self.latency_quantile;
+        let err_ok = sequential::rate_below(f.candidate_events, f.candidate_requests, failure_limit, alpha);
+        let lat_ok = sequential::rate_below(l.candidate_events, l.candidate_requests, slow_limit, alpha);
+        let within = format!(
+            "within tolerance: failures < {:.2}% {err_ok}, slow < {:.1}% {lat_ok}",
+            failure_limit * 100.0,
+            slow_limit * 100.0
+        );
+        if err_ok.rejects() && lat_ok.rejects() {
+            Verdict::promote(format!("no regression, {within}; {figures}"))
+        } else {
+            Verdict::hold(format!("inconclusive: not yet shown {within}; {figures}"))
+        }
     }
 
     fn fixed(&self, ctx: &Context) -> Verdict {
@@ -252,8 +274,13 @@ mod tests {
 
     #[test]
     fn sequential_promotes_a_healthy_candidate_and_rolls_back_a_failing_one() {
-        let v = sequential(&testing::canary(pool("stable", 9_950, 50, 8), pool("canary", 1_094, 6, 8)));
+        let v = sequential(&testing::canary(pool("stable", 9_950, 50, 8), pool("canary", 4_975, 25, 8)));
         assert_eq!(v.decision, Decision::Promote, "{v:?}");
+        let v = sequential(&testing::canary(pool("stable", 9_950, 50, 8), pool("canary", 1_094, 6, 8)));
+        assert!(
+            matches!(v.decision, Decision::Hold) && v.explanation.as_deref().unwrap().contains("not yet shown"),
+            "{v:?}"
+        );
         assert!(v.explanation.unwrap().contains("log-LR"), "explains with the statistic and the boundary");
         let v = sequential(&testing::canary(pool("stable", 9_950, 50, 8), pool("canary", 1_070, 30, 8)));
         assert!(matches!(v.decision, Decision::Rollback(ref r) if r.contains("failures")), "{v:?}");
@@ -261,8 +288,9 @@ mod tests {
 
     #[test]
     fn sequential_latency_counts_only_past_the_effect_size() {
-        let slower = |ms| testing::canary(pool("stable", 10_000, 0, 8), pool("canary", 1_000, 0, ms));
-        assert_eq!(sequential(&slower(8)).decision, Decision::Promote);
+        let slower = |ms| testing::canary(pool("stable", 10_000, 0, 8), pool("canary", 2_000, 0, ms));
+        let v = sequential(&slower(8));
+        assert_eq!(v.decision, Decision::Promote, "{v:?}");
         let v = sequential(&slower(12));
         assert!(matches!(v.decision, Decision::Rollback(ref r) if r.contains("latency")), "{v:?}");
     }

@@ -366,7 +366,11 @@ impl Admin {
                 None => error(StatusCode::NOT_FOUND, format!("`{name}` has had no rollout")),
             },
             (Method::POST, ["v1", "services", name, "rollout"]) => {
-                let plan = if body.iter().all(u8::is_ascii_whitespace) {
+                // An empty body, or `{}`, means the service's own plan.
+                let empty = body.iter().all(u8::is_ascii_whitespace)
+                    || serde_json::from_slice::<serde_json::Value>(&body)
+                        .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()));
+                let plan = if empty {
                     None
                 } else {
                     let pools = match c.shared.snapshot.load().service(name) {
