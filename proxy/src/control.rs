@@ -115,7 +115,7 @@ impl Control {
     ) -> Result<Event, ControlError> {
         let snap = self.shared.snapshot.load_full();
         let Some(svc) = snap.service(service) else {
-            return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
+            return Err(self.refuse(ev, no_service(service)));
         };
         let names = svc.pool_names();
         let weights = match weights_for(&asked, &names) {
@@ -127,19 +127,33 @@ impl Control {
         ev.new = serde_json::json!(full);
         ev.message =
             format!("weights of {service}: {} → {}", describe(&names, svc.split.weights()), describe(&names, &weights));
-        let Some(next) = snap.with_traffic(service, Some((weights, true)), suspend) else {
-            return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
-        };
+        let next = snap.with_traffic(service, Some((weights, true)), suspend);
         let mut changes = vec![Change::Weights(service, Some(&full))];
         if let Some(pools) = suspend.filter(|p| **p != svc.suspended) {
             changes.push(Change::Suspended(service, pools));
-            let rules = next.service(service).map(|s| s.split.suspended_rules()).unwrap_or_default();
+            let rules = next.as_ref().and_then(|n| n.service(service)).map(|s| s.split.suspended_rules());
+            let rules = rules.unwrap_or_default();
             ev.new = serde_json::json!({ "weights": full, "suspended_pools": pools, "suspended_rules": rules });
             if !rules.is_empty() {
                 ev.message.push_str(&format!("; rules {} suspended", rule_list(&rules)));
             }
         }
-        let ev = self.commit(&changes, ev)?;
+        self.swap_traffic(ev, service, next, &changes)
+    }
+
+    /// The common end of a traffic change (writes held): refused when the
+    /// service is gone, else `changes` committed with `ev` and `next` swapped in.
+    fn swap_traffic(
+        &self,
+        ev: Event,
+        service: &str,
+        next: Option<Snapshot>,
+        changes: &[Change<'_>],
+    ) -> Result<Event, ControlError> {
+        let Some(next) = next else {
+            return Err(self.refuse(ev, no_service(service)));
+        };
+        let ev = self.commit(changes, ev)?;
         self.shared.snapshot.store(Arc::new(next));
         tracing::info!(service, actor = %ev.actor, "{}", ev.message);
         Ok(ev)
@@ -161,19 +175,14 @@ impl Control {
         let snap = self.shared.snapshot.load_full();
         let file_weights = self.config().services.iter().find(|s| s.name == service).map(|s| s.split.weights.clone());
         let (Some(svc), Some(file_weights)) = (snap.service(service), file_weights) else {
-            return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
+            return Err(self.refuse(ev, no_service(service)));
         };
         let names = svc.pool_names();
         ev.old = serde_json::json!(weight_map(&names, svc.split.weights()));
         ev.new = serde_json::json!(weight_map(&names, &file_weights));
         ev.message = format!("weights of {service} back to the config file's: {}", describe(&names, &file_weights));
-        let Some(next) = snap.with_traffic(service, Some((file_weights, false)), None) else {
-            return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
-        };
-        let ev = self.commit(&[Change::Weights(service, None)], ev)?;
-        self.shared.snapshot.store(Arc::new(next));
-        tracing::info!(service, actor, "{}", ev.message);
-        Ok(ev)
+        let next = snap.with_traffic(service, Some((file_weights, false)), None);
+        self.swap_traffic(ev, service, next, &[Change::Weights(service, None)])
     }
 
     /// Lifts the suspension of a service's rules to rolled-back pools: they
@@ -188,7 +197,7 @@ impl Control {
         let mut ev = event("suspension-lift", Some(service), actor, reason);
         let snap = self.shared.snapshot.load_full();
         let Some(svc) = snap.service(service) else {
-            return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
+            return Err(self.refuse(ev, no_service(service)));
         };
         if svc.suspended.is_empty() {
             let msg = format!("no rule of `{service}` is suspended");
@@ -203,13 +212,8 @@ impl Control {
             if rules.is_empty() { "none was suspended".to_owned() } else { format!("rules {}", rule_list(&rules)) }
         );
         let none = BTreeSet::new();
-        let Some(next) = snap.with_traffic(service, None, Some(&none)) else {
-            return Err(self.refuse(ev, ControlError::NotFound(format!("no service named `{service}`"))));
-        };
-        let ev = self.commit(&[Change::Suspended(service, &none)], ev)?;
-        self.shared.snapshot.store(Arc::new(next));
-        tracing::info!(service, actor, "{}", ev.message);
-        Ok(ev)
+        let next = snap.with_traffic(service, None, Some(&none));
+        self.swap_traffic(ev, service, next, &[Change::Suspended(service, &none)])
     }
 
     /// Marks whether a rollout of `service` is running (not yet ended).
@@ -562,6 +566,10 @@ fn short(sha: &str) -> &str {
 
 fn weight_map(names: &[String], weights: &[u32]) -> WeightMap {
     names.iter().cloned().zip(weights.iter().copied()).collect()
+}
+
+fn no_service(service: &str) -> ControlError {
+    ControlError::NotFound(format!("no service named `{service}`"))
 }
 
 /// `#1, #3` (rules numbered from 1, as people count).

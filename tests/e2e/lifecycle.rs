@@ -96,7 +96,7 @@ fn check_names_the_field_and_line() {
         ),
         ("weights: { stable: 95, canary: 5 }", "weights: { stable: 95, canry: 5 }", "unknown pool `canry`", "line 18"),
         ("weights: { stable: 95, canary: 5 }", "weights: { stable: 0, canary: 0 }", "must not all be zero", "line 18"),
-        ("pool: canary }", "pool: blue }", "services[0].split.rules[0].pool", "line 16"),
+        ("pool: canary }", "pool: blue }", "services[0].split.rules[1].pool", "line 17"),
         ("bind: 0.0.0.0:8080", "bind: 0.0.0.0:http-alt-x", "listeners[0].bind", "line 5"),
         ("path_prefix: / }", "path_prefix: api }", "services[0].match.path_prefix", "line 9"),
         ("services:", "servics:", "unknown field `servics`", "line 7"),

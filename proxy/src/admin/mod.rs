@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/services/{svc}"),
     ("PUT", "/v1/services/{svc}/weights"),
     ("DELETE", "/v1/services/{svc}/weights"),
+    ("DELETE", "/v1/services/{svc}/suspension"),
     ("GET", "/v1/services/{svc}/stats"),
     ("GET", "/v1/services/{svc}/rollout"),
     ("POST", "/v1/services/{svc}/rollout"),
