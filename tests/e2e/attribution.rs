@@ -245,3 +245,32 @@ async fn stalls_are_blamed_on_whoever_stalled() {
     assert_eq!(status_of(&out), 504, "the upstream stalled after the last byte: {out}");
     assert!(out.contains("upstream-timeout"));
 }
+
+/// A client that goes away while its request waits on the upstream is a
+/// client error (logged `client-closed`, 499), not the pool's: no request,
+/// no 5xx, no ejection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_before_its_response_is_not_the_pools_fault() {
+    let slow = Upstream::start(|_| async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Response::new(full("late"))
+    })
+    .await;
+    let proxy = start_with_admin(&service("web", "", &[("stable", &[slow.addr])], "")).await;
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(s); // gone before the answer
+    }
+    let mut f = serde_json::Value::Null;
+    let counted = |f: &serde_json::Value| f["client_errors"]["client_closed"].as_u64() == Some(6);
+    assert!(stats_until(&proxy, &mut f, counted).await, "{f}");
+    assert_eq!(
+        (f["requests"].clone(), f["status"]["5xx"].clone()),
+        (serde_json::json!(0), serde_json::json!(0)),
+        "{f}"
+    );
+    let (_, view) = proxy.admin("GET", "/v1/services/web", None, None).await;
+    assert_eq!(view["pools"][0]["endpoints"][0]["healthy"], true, "{view}");
+}
