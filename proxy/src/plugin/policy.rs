@@ -26,7 +26,7 @@ pub(super) mod bindings {
             pool: String,
             since: switchyard::plugin::totals::Since,
         ) -> wasmtime::Result<Option<switchyard::plugin::analysis::PoolWindow>> {
-            use switchyard::plugin::totals::Since;
+            use self::switchyard::plugin::totals::Since;
             let Some(t) = &self.totals else { return Ok(None) };
             let list = match since {
                 Since::Rollout => &t.rollout,
