@@ -2,11 +2,15 @@
 //! what the upstream receives, and what the client receives.
 //!
 //! - [`check_request`] refuses `CONNECT`, over-long URIs, a missing or doubled
-//!   `Host`, a `Host` that disagrees with the absolute URI or `:authority`, and any
-//!   `Transfer-Encoding` other than exactly `chunked`; it returns the routing host.
+//!   `Host`, a `Host` that is not a host name or IP literal with an optional
+//!   numeric port, a `Host` that disagrees with the absolute URI or
+//!   `:authority` (port included), any `Transfer-Encoding` other than exactly
+//!   `chunked`, and header names that spell a framing header with `_`; it
+//!   returns the routing host.
 //! - [`to_upstream`] strips hop-by-hop headers (and those the client's
-//!   `Connection` lists), `Proxy-Authorization` and client-sent `x-switchyard-*`,
-//!   and sets `X-Forwarded-For/-Proto/-Host`.
+//!   `Connection` lists, but never `Host` or `Content-Length`),
+//!   `Proxy-Authorization` and client-sent `x-switchyard-*`, writes
+//!   `Content-Length` in canonical form, and sets `X-Forwarded-For/-Proto/-Host`.
 //! - [`to_client`] strips hop-by-hop headers from the upstream's response.
 
 use crate::error::ErrorClass;
@@ -77,7 +81,12 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>,
     let raw_host = match (host_header, authority) {
         (Some(h), Some(a)) => {
             let h = h.to_str().map_err(|_| ErrorClass::BadRequest)?;
-            if !strip_port(h).eq_ignore_ascii_case(strip_port(a)) {
+            let default = match parts.uri.scheme_str() {
+                Some("https") => Some("443"),
+                Some("http") => Some("80"),
+                _ => None,
+            };
+            if !strip_port(h).eq_ignore_ascii_case(strip_port(a)) || port_of(h).or(default) != port_of(a).or(default) {
                 return Err(ErrorClass::BadRequest);
             }
             a
@@ -88,7 +97,7 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>,
         (None, None) if parts.version <= Version::HTTP_10 => "",
         (None, None) => return Err(ErrorClass::BadRequest),
     };
-    if raw_host.contains('@') {
+    if !is_valid_host(raw_host) {
         return Err(ErrorClass::BadRequest);
     }
     let host = strip_port(raw_host);
@@ -98,6 +107,15 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>,
     } else {
         Cow::Borrowed(host)
     };
+
+    // `Transfer_Encoding` or `Content_Length`: a framing header in disguise,
+    // which some upstreams read as the real one (nginx ignores such names).
+    let disguised = |name: &str| {
+        name.contains('_') && ["transfer-encoding", "content-length"].contains(&name.replace('_', "-").as_str())
+    };
+    if parts.headers.keys().any(|k| disguised(k.as_str())) {
+        return Err(ErrorClass::BadRequest);
+    }
 
     let mut close = false;
     let mut te = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
@@ -112,6 +130,45 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>,
         && parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         && has_token(&parts.headers, header::CONNECTION, b"upgrade");
     Ok(Checked { host, flags: RequestFlags { close, websocket } })
+}
+
+/// A `Host` value as RFC 9110 allows (`uri-host [ ":" port ]`), kept to what
+/// names a host: a DNS-style name (letters, digits, `-`, `.`, `_`), an IPv4
+/// address, or an IPv6 literal in brackets; an optional numeric port up to
+/// 65535. Empty is allowed (HTTP/1.0 without `Host`).
+fn is_valid_host(h: &str) -> bool {
+    let (name, port) = match h.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => match after {
+                "" => return true,
+                p => (None, p.strip_prefix(':')),
+            },
+            _ => return false,
+        },
+        None => match h.split_once(':') {
+            Some((n, p)) => (Some(n), Some(p)),
+            None => (Some(h), None),
+        },
+    };
+    let name_ok = name.is_none_or(|n| {
+        (!n.is_empty() || h.is_empty()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    });
+    let port_ok = match port {
+        None => name.is_some(),
+        Some(p) => {
+            !p.is_empty()
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u32>().is_ok_and(|n| n <= 65535)
+        }
+    };
+    name_ok && port_ok
+}
+
+/// The explicit port of `host[:port]` or `[v6]:port`, if any.
+fn port_of(h: &str) -> Option<&str> {
+    let i = h.rfind(':')?;
+    (!h[i..].contains(']')).then(|| &h[i + 1..])
 }
 
 /// Strips the port from `host[:port]` or `[v6]:port`.
@@ -131,14 +188,16 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
 }
 
 /// Removes hop-by-hop headers: the fixed set and any the message's own
-/// `Connection` headers list.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// `Connection` headers list, except those in `keep` (what must reach the
+/// other side whatever the sender says).
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep: &[&HeaderName]) {
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .filter(|n| !keep.contains(&n))
             .collect();
         for name in listed {
             headers.remove(name);
@@ -154,11 +213,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Rewrites the client's headers into what the upstream receives.
 pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Option<&str>, conn: &ClientConn) {
-    strip_hop_by_hop(headers);
+    strip_hop_by_hop(headers, &[&header::HOST, &header::CONTENT_LENGTH]);
     headers.remove(header::PROXY_AUTHORIZATION);
     // A body framed by Transfer-Encoding travels chunked; a stray length must not.
     if flags.close {
         headers.remove(header::CONTENT_LENGTH);
+    } else if let Some(n) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+    {
+        // `010` reaches the upstream as `10`: one reading of the length.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     let internal: Vec<HeaderName> =
         headers.keys().filter(|k| k.as_str().starts_with("x-switchyard-")).cloned().collect();
@@ -216,7 +280,7 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 /// A `101 Switching Protocols` keeps its `Upgrade` and `Connection: upgrade`.
 pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool) {
     let upgrade = if switching_protocols { headers.get(header::UPGRADE).cloned() } else { None };
-    strip_hop_by_hop(headers);
+    strip_hop_by_hop(headers, &[]);
     headers.remove(header::PROXY_AUTHENTICATE);
     if let Some(u) = upgrade {
         headers.insert(header::UPGRADE, u);
@@ -249,6 +313,30 @@ mod tests {
         assert_eq!(check_request(&p, 8192).unwrap().host, "");
         let p = parts(Request::get("/").header("host", "[::1]:80"));
         assert_eq!(check_request(&p, 8192).unwrap().host, "[::1]");
+        for bad in [
+            "a.local:abc",
+            "a.local/foo",
+            "a.local evil",
+            "a.local, b.local",
+            "a.local:1:2",
+            "a.local:",
+            "a@b",
+            "[::1",
+            "[zz]:80",
+            "a.local:70000",
+            ":80",
+        ] {
+            let p = parts(Request::get("/").header("host", bad));
+            assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest, "{bad}");
+        }
+        for good in ["a.local", "a.local:8080", "10.0.0.1:80", "[2001:db8::1]:443", "my_host.internal"] {
+            let p = parts(Request::get("/").header("host", good));
+            assert!(check_request(&p, 8192).is_ok(), "{good}");
+        }
+        let p = parts(Request::get("http://a.com:8080/x").header("host", "a.com"));
+        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest, "the URI's port differs from Host's");
+        let p = parts(Request::get("http://a.com:80/x").header("host", "a.com"));
+        assert!(check_request(&p, 8192).is_ok(), "80 is http's own port");
     }
 
     #[test]
@@ -262,6 +350,10 @@ mod tests {
         assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "Chunked"));
         assert!(check_request(&p, 8192).is_ok());
+        let p = parts(Request::post("/").header("host", "a").header("transfer_encoding", "chunked"));
+        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest, "a framing header in disguise");
+        let p = parts(Request::post("/").header("host", "a").header("x_custom", "ok"));
+        assert!(check_request(&p, 8192).is_ok(), "other underscores are fine");
     }
 
     #[test]
@@ -294,6 +386,19 @@ mod tests {
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["x-forwarded-host"], "a.com");
         assert_eq!(p.headers["x-keep"], "yes");
+
+        let mut p = parts(
+            Request::post("/")
+                .header("host", "a.com")
+                .header("connection", "host, content-length")
+                .header("content-length", "010"),
+        );
+        to_upstream(&mut p.headers, flags, None, &conn);
+        assert_eq!(
+            (&p.headers["host"], &p.headers["content-length"]),
+            (&HeaderValue::from_static("a.com"), &HeaderValue::from(10)),
+            "Connection cannot drop them; the length is canonical"
+        );
 
         let mut p = parts(Request::get("/").header("x-forwarded-for", "1.1.1.1").header("x-forwarded-for", "2.2.2.2"));
         let trusted = ClientConn { trust_forwarded: true, tls: true, ..conn };

@@ -281,3 +281,49 @@ async fn head_expect_continue_http10_and_trusted_forwarding() {
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
 }
+
+/// A client's `Connection` list cannot take `Host` (or the length) from the
+/// upstream's request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_drop_host_or_content_length() {
+    let (up, bodies, proxy) = setup().await;
+    let req =
+        b"POST / HTTP/1.1\r\nHost: shop.local\r\nConnection: host, content-length\r\nContent-Length: 3\r\n\r\nabc";
+    let out = raw(proxy.addr, req, WAIT).await;
+    assert_eq!(status_of(&out), 200, "{out}");
+    let seen = up.last();
+    assert_eq!(seen.headers["host"], "shop.local", "{:?}", seen.headers);
+    assert_eq!(seen.headers["content-length"], "3");
+    assert_eq!(*bodies.lock().unwrap(), vec![Ok(3)]);
+}
+
+/// Host values that are not a host (and port) are refused before routing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_host_values_are_refused() {
+    let (up, _, proxy) = setup().await;
+    for host in ["a.local:abc", "a.local/foo", "a.local evil", "a.local, b.local", "a.local:1:2"] {
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let out = raw(proxy.addr, req.as_bytes(), WAIT).await;
+        assert_eq!(status_of(&out), 400, "Host: {host}: {out}");
+    }
+    let out = raw(proxy.addr, b"GET http://a.local:8080/ HTTP/1.1\r\nHost: a.local\r\n\r\n", WAIT).await;
+    assert_eq!(status_of(&out), 400, "an absolute URI whose port differs from Host's: {out}");
+    assert_eq!(up.hits(), 0, "none reached the upstream");
+    let out = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: a.local:8080\r\nConnection: close\r\n\r\n", WAIT).await;
+    assert_eq!(status_of(&out), 200, "{out}");
+}
+
+/// `Content-Length: 010` reaches the upstream as `10`; `Transfer_Encoding`
+/// (a framing header in disguise) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_is_canonical_and_disguised_framing_refused() {
+    let (up, bodies, proxy) = setup().await;
+    let out = raw(proxy.addr, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 010\r\n\r\n0123456789", WAIT).await;
+    assert_eq!(status_of(&out), 200, "{out}");
+    assert_eq!(up.last().headers["content-length"], "10");
+    assert_eq!(*bodies.lock().unwrap(), vec![Ok(10)]);
+    let req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer_Encoding: chunked\r\n\r\nabcd";
+    let out = raw(proxy.addr, req, WAIT).await;
+    assert_eq!(status_of(&out), 400, "{out}");
+    assert_eq!(up.hits(), 1, "the disguised one never reached the upstream");
+}
