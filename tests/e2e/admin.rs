@@ -88,6 +88,28 @@ async fn writes_need_the_token_and_bad_bodies_change_nothing() {
         "401s are only logged"
     );
     assert_eq!(events.last().unwrap()["outcome"], "applied");
+    let refused_by = |events: &serde_json::Value, status: &str| -> Vec<String> {
+        let with = |e: &&serde_json::Value| e["message"].as_str().unwrap().contains(status);
+        events.as_array().unwrap().iter().filter(with).map(|e| e["actor"].as_str().unwrap().to_owned()).collect()
+    };
+    assert!(refused_by(&json!(events), "refused with 403").iter().all(|a| a == "viewer"), "the token's name");
+    assert!(refused_by(&json!(events), "refused with 405").iter().all(|a| a == "ci"), "the token's name");
+
+    // Nothing an unauthenticated client sends reaches the durable history,
+    // even where the path is unknown; a valid token's refused write does.
+    let seq = |events: &serde_json::Value| events.as_array().unwrap().last().unwrap()["seq"].as_u64().unwrap();
+    let before = seq(&proxy.admin("GET", "/v1/events?limit=1", None, None).await.1);
+    let long = format!("/v1/{}", "x".repeat(60_000));
+    for _ in 0..20 {
+        assert_eq!(proxy.admin("POST", &long, None, Some("{}")).await.0, 404);
+    }
+    let (_, after) = proxy.admin("GET", "/v1/events?limit=5", None, None).await;
+    assert_eq!(seq(&after), before, "no event for unauthenticated writes: {after}");
+    assert_eq!(proxy.admin("POST", "/v1/nowhere", Some(TOKEN), Some("{}")).await.0, 404);
+    let (_, after) = proxy.admin("GET", "/v1/events?limit=1", None, None).await;
+    let last = &after[0];
+    assert_eq!((last["actor"].clone(), last["outcome"].clone()), (json!("ci"), json!("refused")), "{last}");
+    assert!(last["message"].as_str().unwrap().contains("POST /v1/nowhere refused with 404"), "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

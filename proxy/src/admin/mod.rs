@@ -190,16 +190,28 @@ impl Admin {
         let is_write = matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE | Method::PATCH);
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let claimed = req.headers().get("x-switchyard-actor").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // Who may leave a trace in the durable history: a valid token's holder,
+        // or anyone when no tokens are configured (a loopback-only API).
+        let verified = match self.token(req.headers()) {
+            Some(t) => Some(claimed.clone().unwrap_or_else(|| t.name.clone())),
+            None if self.tokens.is_empty() => Some(claimed.clone().unwrap_or_else(|| "anonymous".to_owned())),
+            None => None,
+        };
         let (resp, audited) = self.route(req).await;
-        if is_write && resp.status() == StatusCode::UNAUTHORIZED {
-            // Not in the durable history: whoever can reach the port could fill the disk.
-            tracing::warn!(method = %method, path = %path, "admin write without a valid token refused");
-        } else if is_write && !audited && !resp.status().is_success() {
-            // Refused before the control path saw it: still part of the history.
-            let actor = claimed.map_or_else(|| "unauthenticated".to_owned(), |a| format!("{a} (unverified)"));
-            let service = path.strip_prefix("/v1/services/").and_then(|r| r.split('/').next());
-            let msg = format!("{method} {path} refused with {}", resp.status().as_u16());
-            self.control.record_refused("admin-write", service, &actor, msg);
+        let path: String = path.chars().take(256).collect();
+        if is_write && !audited && !resp.status().is_success() {
+            match verified {
+                // Refused before the control path saw it: still part of the history.
+                Some(actor) => {
+                    let service = path.strip_prefix("/v1/services/").and_then(|r| r.split('/').next());
+                    let msg = format!("{method} {path} refused with {}", resp.status().as_u16());
+                    self.control.record_refused("admin-write", service, &actor, msg);
+                }
+                // Not in the durable history: whoever can reach the port could fill the disk.
+                None => {
+                    tracing::warn!(method = %method, path = %path, status = resp.status().as_u16(), "admin write without a valid token refused")
+                }
+            }
         }
         resp
     }
