@@ -173,6 +173,14 @@ async fn proxy(
     parts.uri = uri;
     headers::to_upstream(&mut parts.headers, flags, authority.as_deref(), conn);
     parts.version = Version::HTTP_11;
+    // hyper sends no body for a GET or HEAD of unknown length unless told to:
+    // the upstream must get the body the client sent.
+    if !body.is_end_stream()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && matches!(parts.method, Method::GET | Method::HEAD)
+    {
+        parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
     let (body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
     log.upload = upload.clone();

@@ -10,7 +10,9 @@
 //! - [`to_upstream`] strips hop-by-hop headers (and those the client's
 //!   `Connection` lists, but never `Host` or `Content-Length`),
 //!   `Proxy-Authorization` and client-sent `x-switchyard-*`, writes
-//!   `Content-Length` in canonical form, and sets `X-Forwarded-For/-Proto/-Host`.
+//!   `Content-Length` in canonical form, and sets `X-Forwarded-For/-Proto/-Host`
+//!   (and `Forwarded` when the listener says so); client-sent `Forwarded` and
+//!   `X-Real-IP` survive only from a trusted hop, like `X-Forwarded-*`.
 //! - [`to_client`] strips hop-by-hop headers from the upstream's response.
 
 use crate::error::ErrorClass;
@@ -26,6 +28,7 @@ pub static X_SWITCHYARD_POOL: HeaderName = HeaderName::from_static("x-switchyard
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -38,8 +41,10 @@ pub struct ClientConn {
     pub peer_ip: HeaderValue,
     /// Arrived over TLS.
     pub tls: bool,
-    /// Keep client-sent `X-Forwarded-*` (the listener sits behind a trusted hop).
+    /// Keep client-sent client-address headers (the listener sits behind a trusted hop).
     pub trust_forwarded: bool,
+    /// Set an RFC 7239 `Forwarded` header.
+    pub set_forwarded: bool,
 }
 
 /// The outcome of [`check_request`].
@@ -236,6 +241,28 @@ pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Opti
         }
     }
 
+    // Every client-address header follows one policy: from an untrusted
+    // client none survives (it could claim any address).
+    if !conn.trust_forwarded {
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
+    }
+    if conn.set_forwarded {
+        let ip = conn.peer.to_string();
+        let node = if conn.peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
+        let proto = if conn.tls { "https" } else { "http" };
+        let mut element = format!("for={node};proto={proto}");
+        if let Some(h) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            element.push_str(&format!(";host=\"{h}\""));
+        }
+        let value = match joined(headers, &header::FORWARDED) {
+            Some(prior) => format!("{}, {element}", String::from_utf8_lossy(&prior)),
+            None => element,
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(header::FORWARDED, v);
+        }
+    }
     let prior = if conn.trust_forwarded { joined(headers, &X_FORWARDED_FOR) } else { None };
     let xff = match prior {
         Some(mut p) => {
@@ -368,6 +395,8 @@ mod tests {
                 .header("proxy-authorization", "Basic x")
                 .header("x-switchyard-pool", "canary")
                 .header("x-forwarded-for", "6.6.6.6")
+                .header("forwarded", "for=6.6.6.6")
+                .header("x-real-ip", "6.6.6.6")
                 .header("x-keep", "yes"),
         );
         let flags = RequestFlags::default();
@@ -376,10 +405,20 @@ mod tests {
             peer_ip: HeaderValue::from_static("10.0.0.1"),
             tls: false,
             trust_forwarded: false,
+            set_forwarded: false,
         };
         to_upstream(&mut p.headers, flags, None, &conn);
         let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
-        for gone in ["connection", "x-secret", "keep-alive", "te", "proxy-authorization", "x-switchyard-pool"] {
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+            "x-switchyard-pool",
+            "forwarded",
+            "x-real-ip",
+        ] {
             assert!(!names.contains(&gone), "{gone} in {names:?}");
         }
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
@@ -401,8 +440,15 @@ mod tests {
         );
 
         let mut p = parts(Request::get("/").header("x-forwarded-for", "1.1.1.1").header("x-forwarded-for", "2.2.2.2"));
-        let trusted = ClientConn { trust_forwarded: true, tls: true, ..conn };
+        let trusted = ClientConn { trust_forwarded: true, tls: true, set_forwarded: true, ..conn };
+        p.headers.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
+        p.headers.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
         to_upstream(&mut p.headers, flags, Some("b.com"), &trusted);
+        assert_eq!(
+            p.headers["forwarded"], "for=1.1.1.1, for=10.0.0.1;proto=https;host=\"b.com\"",
+            "appended, from a trusted hop"
+        );
+        assert_eq!(p.headers["x-real-ip"], "1.1.1.1", "kept from a trusted hop");
         assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "https");
         assert_eq!(p.headers["host"], "b.com");

@@ -40,6 +40,7 @@ pub struct BoundListener {
     tls: Option<TlsAcceptor>,
     permits: Arc<Semaphore>,
     trust_forwarded: bool,
+    set_forwarded: bool,
 }
 
 /// One worker's share of a listener.
@@ -49,6 +50,7 @@ pub struct Acceptor {
     tls: Option<TlsAcceptor>,
     permits: Arc<Semaphore>,
     trust_forwarded: bool,
+    set_forwarded: bool,
 }
 
 /// Binds a listener (one `SO_REUSEPORT` socket per worker) and loads its certificates.
@@ -78,6 +80,7 @@ pub fn bind(cfg: &ListenerConfig, workers: usize) -> Result<BoundListener, Error
         tls,
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         trust_forwarded: cfg.trust_forwarded,
+        set_forwarded: cfg.set_forwarded,
     })
 }
 
@@ -96,13 +99,14 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 impl BoundListener {
     /// Splits the listener into one acceptor per worker.
     pub fn into_acceptors(self) -> impl Iterator<Item = Acceptor> {
-        let Self { name, sockets, tls, permits, trust_forwarded, .. } = self;
+        let Self { name, sockets, tls, permits, trust_forwarded, set_forwarded, .. } = self;
         sockets.into_iter().map(move |socket| Acceptor {
             name: name.clone(),
             socket,
             tls: tls.clone(),
             permits: permits.clone(),
             trust_forwarded,
+            set_forwarded,
         })
     }
 }
@@ -172,6 +176,7 @@ impl Acceptor {
                 peer_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
                 tls: self.tls.is_some(),
                 trust_forwarded: self.trust_forwarded,
+                set_forwarded: self.set_forwarded,
             });
             let (shared, builder, watcher, tls) = (shared.clone(), builder.clone(), watcher(), self.tls.clone());
             tokio::spawn(async move {

@@ -327,3 +327,41 @@ async fn content_length_is_canonical_and_disguised_framing_refused() {
     assert_eq!(status_of(&out), 400, "{out}");
     assert_eq!(up.hits(), 1, "the disguised one never reached the upstream");
 }
+
+/// A GET, HEAD or DELETE with a body reaches the upstream with that body
+/// (sized or chunked): what the upstream gets is what the client sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_get_head_and_delete_are_forwarded_not_dropped() {
+    let (up, bodies, proxy) = setup().await;
+    for (method, framing, body) in [
+        ("GET", "Content-Length: 5", "hello"),
+        ("GET", "Transfer-Encoding: chunked", "5\r\nhello\r\n0\r\n\r\n"),
+        ("DELETE", "Content-Length: 5", "hello"),
+        ("HEAD", "Content-Length: 5", "hello"),
+    ] {
+        let req = format!("{method} / HTTP/1.1\r\nHost: x\r\n{framing}\r\nConnection: close\r\n\r\n{body}");
+        let out = raw(proxy.addr, req.as_bytes(), WAIT).await;
+        assert_eq!(status_of(&out), 200, "{method} {framing}: {out}");
+        assert_eq!(bodies.lock().unwrap().last().copied(), Some(Ok(5)), "{method} {framing}: {:?}", up.last().headers);
+    }
+}
+
+/// Client-address headers follow one policy: from an untrusted client,
+/// `Forwarded` and `X-Real-IP` are dropped like `X-Forwarded-For` is
+/// replaced; `set_forwarded` writes the proxy's own `Forwarded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_address_headers_are_not_taken_from_untrusted_clients() {
+    let (up, _) = echo_len().await;
+    let yaml = format!(
+        "listeners:\n  - {{ name: main, bind: \"127.0.0.1:0\", set_forwarded: true }}\nservices:\n{}",
+        service("s", "", &[("p", &[up.addr])], "")
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let req = b"GET / HTTP/1.1\r\nHost: shop.local\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n";
+    let out = raw(proxy.addr, req, WAIT).await;
+    assert_eq!(status_of(&out), 200, "{out}");
+    let h = up.last().headers;
+    assert!(h.get("x-real-ip").is_none(), "{h:?}");
+    assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http;host=\"shop.local\"", "{h:?}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+}

@@ -81,6 +81,9 @@ pub(crate) struct FileListener {
     /// Trust `X-Forwarded-*` headers from clients (only behind a trusted hop).
     #[serde(default)]
     pub trust_forwarded: bool,
+    /// Also set an RFC 7239 `Forwarded` header.
+    #[serde(default)]
+    pub set_forwarded: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -136,8 +136,11 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// Connections accepted at once; further clients wait in the backlog.
     pub max_connections: usize,
-    /// Keep client-supplied `X-Forwarded-*` headers (append to them) instead of replacing them.
+    /// Keep client-supplied client-address headers (`X-Forwarded-*`,
+    /// `Forwarded`, `X-Real-IP`; append to them) instead of replacing them.
     pub trust_forwarded: bool,
+    /// Set an RFC 7239 `Forwarded` header too.
+    pub set_forwarded: bool,
 }
 
 /// A certificate chain and its private key, as PEM files.
@@ -436,6 +439,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
             tls,
             max_connections: l.max_connections.unwrap_or(10_000).max(1),
             trust_forwarded: l.trust_forwarded,
+            set_forwarded: l.set_forwarded,
         });
     }
 
