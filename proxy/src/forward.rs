@@ -137,6 +137,9 @@ async fn proxy(
     // 2. match
     let snapshot = shared.snapshot.load_full();
     let service = snapshot.find(&checked.host, &path).ok_or(ErrorClass::NoService)?;
+    if service.strict_paths && crate::path::is_suspicious(parts.uri.path()) {
+        return Err(ErrorClass::BadRequest);
+    }
     if shared.access_log {
         log.service = Some(service.clone());
     }

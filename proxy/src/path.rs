@@ -6,6 +6,13 @@
 //! repeated slashes merged, `.` and `..` segments removed (RFC 3986 §5.2.4).
 //! Shapes with no single meaning — a backslash, an encoded `/`, `\` or NUL, a
 //! broken `%` escape — are refused (400).
+//!
+//! [`is_suspicious`] finds shapes that some upstreams decode further than
+//! RFC 3986 does, and so could reach a path the proxy routed elsewhere: a
+//! dot segment with path parameters (`..;`, which Tomcat reads as `..`), an
+//! overlong UTF-8 escape (`%c0%ae`, a `.` in disguise), and a double-encoded
+//! dot, slash, backslash or NUL (`%252e`). Services refuse them unless they
+//! say `strict_paths: false`.
 
 use std::borrow::Cow;
 
@@ -74,6 +81,45 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     String::from_utf8(out).map(Cow::Owned).map_err(|_| AmbiguousPath)
 }
 
+/// Whether the raw (not yet normalised) path has a shape some upstreams
+/// decode into a different path (see the module's documentation).
+pub fn is_suspicious(path: &str) -> bool {
+    let b = path.as_bytes();
+    if !b.iter().any(|c| matches!(c, b';' | b'%')) {
+        return false;
+    }
+    let escape = |i: usize| match (b.get(i), b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex)) {
+        (Some(b'%'), Some(h), Some(l)) => Some(h * 16 + l),
+        _ => None,
+    };
+    for i in 0..b.len() {
+        match escape(i) {
+            // Lead bytes that only start overlong forms: C0, C1; E0 80-9F; F0 80-8F.
+            Some(0xc0 | 0xc1) => return true,
+            Some(0xe0) if escape(i + 3).is_some_and(|n| n < 0xa0) => return true,
+            Some(0xf0) if escape(i + 3).is_some_and(|n| n < 0x90) => return true,
+            // `%25` then an escape of `.`, `/`, `\` or NUL: decoded twice, a path separator or dot.
+            Some(0x25)
+                if escape(i + 2).is_none()
+                    && (b.get(i + 3..i + 5)).is_some_and(|hx| {
+                        let v = hex(&hx[0]).zip(hex(&hx[1])).map(|(h, l)| h * 16 + l);
+                        matches!(v, Some(b'.' | b'/' | b'\\' | 0))
+                    }) =>
+            {
+                return true
+            }
+            _ => {}
+        }
+    }
+    // A dot segment carrying path parameters: `/..;x/`, `/.;/`.
+    path.split('/').any(|seg| {
+        seg.split_once(';').is_some_and(|(name, _)| {
+            let name = name.replace("%2e", ".").replace("%2E", ".");
+            name == "." || name == ".."
+        })
+    })
+}
+
 fn needs_work(b: &[u8]) -> bool {
     b.iter().any(|c| matches!(c, b'%' | b'\\')) || b.windows(2).any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'))
 }
@@ -123,6 +169,29 @@ mod tests {
         assert_eq!(n("/a%00"), Err(AmbiguousPath));
         assert_eq!(n("/a%zz"), Err(AmbiguousPath));
         assert_eq!(n("/a%4"), Err(AmbiguousPath));
+    }
+
+    #[test]
+    fn suspicious_shapes() {
+        for p in [
+            "/public/..;/admin",
+            "/a/.;x/b",
+            "/a/%2e%2e;/b",
+            "/%c0%ae%c0%ae/admin",
+            "/%C1%9C",
+            "/%e0%80%ae",
+            "/%f0%80%80%ae",
+            "/a/%252e%252e/admin",
+            "/a%252Fb",
+            "/a%255cb",
+        ] {
+            assert!(is_suspicious(p), "{p}");
+        }
+        for p in
+            ["/a;b/c", "/matrix;param=1", "/100%25", "/a%2541", "/caf%c3%a9", "/%e2%82%ac", "/plain/path", "/a%25zz"]
+        {
+            assert!(!is_suspicious(p), "{p}");
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Service {
     pub max_request_body: Option<u64>,
     /// Add `x-switchyard-pool` to responses.
     pub expose_pool: bool,
+    /// Refuse suspicious path shapes.
+    pub strict_paths: bool,
     /// The weights in force were set through the admin API, not the file.
     pub weights_from_api: bool,
     /// Rolled-back pools whose rules are suspended (see [`Split::with_traffic`]).
@@ -283,6 +285,7 @@ impl Service {
             connect_timeout: config.connect_timeout,
             max_request_body: config.max_request_body,
             expose_pool: config.expose_pool,
+            strict_paths: config.strict_paths,
             weights_from_api,
             suspended,
             config,

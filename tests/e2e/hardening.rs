@@ -365,3 +365,30 @@ async fn client_address_headers_are_not_taken_from_untrusted_clients() {
     assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http;host=\"shop.local\"", "{h:?}");
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
 }
+
+/// Paths an upstream could decode into another path (`..;`, overlong UTF-8,
+/// double-encoded dots) are refused by default; `strict_paths: false` lets
+/// a service take them as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_upstreams_decode_differently_are_refused_unless_allowed() {
+    let (up, _) = echo_len().await;
+    let services = [
+        service("strict", "    match: { host: strict.local }\n", &[("p", &[up.addr])], ""),
+        service("lenient", "    match: { host: lenient.local }\n    strict_paths: false\n", &[("p", &[up.addr])], ""),
+    ]
+    .concat();
+    let proxy = Proxy::start(&config(&services)).await;
+    for path in ["/public/..;/admin", "/%c0%ae%c0%ae/admin", "/public/%252e%252e/admin"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: strict.local\r\nConnection: close\r\n\r\n");
+        let out = raw(proxy.addr, req.as_bytes(), WAIT).await;
+        assert_eq!(status_of(&out), 400, "{path}: {out}");
+    }
+    assert_eq!(up.hits(), 0, "none reached the upstream");
+    let out =
+        raw(proxy.addr, b"GET /public/..;/admin HTTP/1.1\r\nHost: lenient.local\r\nConnection: close\r\n\r\n", WAIT)
+            .await;
+    assert_eq!(status_of(&out), 200, "{out}");
+    assert_eq!(up.last().uri, "/public/..;/admin", "forwarded as it was");
+    let out = raw(proxy.addr, b"GET /a;b=1/c HTTP/1.1\r\nHost: strict.local\r\nConnection: close\r\n\r\n", WAIT).await;
+    assert_eq!(status_of(&out), 200, "ordinary path parameters pass: {out}");
+}

@@ -133,6 +133,7 @@ pub(crate) struct FileService {
     /// Add `x-switchyard-pool` to responses.
     #[serde(default)]
     pub expose_pool: bool,
+    pub strict_paths: Option<bool>,
     pub rollout: Option<Spanned<FileRollout>>,
 }
 

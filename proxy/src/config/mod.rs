@@ -233,6 +233,9 @@ pub struct ServiceConfig {
     pub max_request_body: Option<u64>,
     /// Add `x-switchyard-pool` to responses.
     pub expose_pool: bool,
+    /// Refuse paths some upstreams decode differently (`..;`, overlong
+    /// UTF-8, double-encoded dots), see [`crate::path::is_suspicious`].
+    pub strict_paths: bool,
     /// The service's default rollout plan.
     pub rollout: Option<rollout::RolloutPlan>,
 }
@@ -818,6 +821,7 @@ fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Result<Service
         connect_timeout: s.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
         max_request_body: s.max_request_body.map(|b| b.0),
         expose_pool: s.expose_pool,
+        strict_paths: s.strict_paths.unwrap_or(true),
         rollout: match s.rollout {
             None => None,
             Some(r) => Some(rollout::validate(r.value, &pool_names, &format!("{p}.rollout"), &r.referenced)?),
