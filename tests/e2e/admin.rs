@@ -412,3 +412,41 @@ async fn ctl_commands_and_exit_codes() {
     let (ok, _, err) = ctl("127.0.0.1:1".parse().unwrap(), &["status"]);
     assert!(!ok && err.contains("cannot reach the admin API"), "{err}");
 }
+
+/// The API as its OpenAPI document describes it: bodiless writes need no
+/// media type (with a token), query parameters are checked, an empty
+/// `window` is the default one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_writes_and_query_parameters_match_the_contract() {
+    let (_s, _c, proxy) = two_pool_proxy("").await;
+    let bodiless = |method: &str, path: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(full(""))
+            .unwrap()
+    };
+    let send = |req| async { Client::connect(proxy.admin.unwrap()).await.send(req).await.unwrap() };
+    let resp = send(bodiless("DELETE", "/v1/services/web/weights")).await;
+    assert_eq!(resp.status(), 200, "no Content-Type needed without a body");
+    let resp = send(bodiless("POST", "/v1/services/web/rollout/abort")).await;
+    assert_eq!(resp.status(), 404, "the route's own answer (no rollout), not 415");
+    for (query, status) in [
+        ("/v1/events?limit=null", 400),
+        ("/v1/events?limit=0", 400),
+        ("/v1/events?limit=10001", 400),
+        ("/v1/events?after=x", 400),
+        ("/v1/events?follow=maybe", 400),
+        ("/v1/events?limit=5&after=0&follow=0", 200),
+        ("/v1/services/web/stats?window=", 200),
+        ("/v1/services/web/stats?window=2s", 200),
+    ] {
+        let (got, body) = proxy.admin("GET", query, None, None).await;
+        assert_eq!(got, status, "{query}: {body}");
+        if status == 400 {
+            assert!(body["error"].is_string(), "{query}: {body}");
+        }
+    }
+}

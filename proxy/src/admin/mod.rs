@@ -279,7 +279,11 @@ impl Admin {
             let msg = "plugin uploads need Content-Type: application/wasm (or application/octet-stream)";
             return (error(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg), false);
         }
-        if is_write && !upload && !is_content_type(req.headers(), &["application/json"]) {
+        // A bodiless write (`DELETE .../weights`, `POST .../rollout/abort`) with a
+        // valid token needs no media type: no browser sends a bearer token
+        // cross-site. Without tokens the JSON type is what keeps forms out.
+        let bodiless = http_body::Body::is_end_stream(req.body()) && token.is_some();
+        if is_write && !upload && !bodiless && !is_content_type(req.headers(), &["application/json"]) {
             return (error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "writes need Content-Type: application/json"), false);
         }
         let query = req.uri().query().unwrap_or("").to_owned();
@@ -466,7 +470,7 @@ impl Admin {
             return error(StatusCode::NOT_FOUND, format!("no service named `{name}`"));
         };
         let stats = &c.shared.stats;
-        let span = match query_param(query, "window").map(humantime::parse_duration) {
+        let span = match query_param(query, "window").filter(|w| !w.is_empty()).map(humantime::parse_duration) {
             None => None,
             Some(Ok(d)) if d <= stats.window() && d >= stats.tick() => Some(d),
             Some(_) => {
@@ -494,9 +498,21 @@ impl Admin {
         let Some(store) = &self.control.store else {
             return json(StatusCode::OK, &Vec::<crate::state::Event>::new());
         };
-        let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
-        let after = query_param(query, "after").and_then(|a| a.parse::<u64>().ok());
-        let follow = matches!(query_param(query, "follow"), Some("1" | "true"));
+        let limit = match query_param(query, "limit").map(str::parse::<usize>) {
+            None => 100,
+            Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+            Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be an integer from 1 to 10000"),
+        };
+        let after = match query_param(query, "after").map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "after must be an event number (an integer ≥ 0)"),
+        };
+        let follow = match query_param(query, "follow") {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(_) => return error(StatusCode::BAD_REQUEST, "follow must be 1, true, 0 or false"),
+        };
         // Subscribe before reading the backlog so nothing falls between the two.
         let mut live = store.subscribe();
         let backlog = match after {
