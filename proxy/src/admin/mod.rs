@@ -5,13 +5,12 @@
 //! event. See `proxy/openapi.yaml` (also served at `/v1/openapi.yaml`).
 
 pub mod api;
+mod views;
+mod wire;
 
 use crate::config::AdminToken;
-use crate::control::{Control, ControlError};
+use crate::control::Control;
 use crate::rollout::controller::{self, Command};
-use crate::rollout::Rollout;
-use crate::state::WeightMap;
-use crate::stats::{Figures, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
 use api::*;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -29,6 +28,8 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use views::{figures_view, plugin_view, rollout_view, service_view};
+use wire::{error, is_content_type, json, json_body, parse_weights, query_param, text};
 
 /// The OpenAPI 3 description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -152,36 +153,6 @@ impl http_body::Body for AdminBody {
 }
 
 type Resp = Response<AdminBody>;
-
-fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
-    let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
-    let mut r = Response::new(AdminBody::Full(Full::new(Bytes::from(bytes))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    r
-}
-
-fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
-    json(status, &ErrorBody { error: msg.into() })
-}
-
-fn text(content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(AdminBody::Full(Full::new(body.into())));
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    r
-}
-
-impl From<ControlError> for Resp {
-    fn from(e: ControlError) -> Resp {
-        let status = match e {
-            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        error(status, e.to_string())
-    }
-}
 
 // === impl Admin ===
 
@@ -566,170 +537,6 @@ impl Admin {
         r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
         r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
         r
-    }
-}
-
-/// A JSON body, or why it is not one (for a 400).
-fn json_body(body: &[u8]) -> Result<serde_json::Value, String> {
-    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
-}
-
-fn is_content_type(h: &HeaderMap, types: &[&str]) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| types.iter().any(|t| v.trim().eq_ignore_ascii_case(t)))
-}
-
-fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
-    let s = p.calls.summary();
-    PluginView {
-        name: p.name.clone(),
-        kind: p.kind.as_str().to_owned(),
-        sha256: p.sha256.clone(),
-        loaded_at: p.loaded_at.clone(),
-        source: p.source.clone(),
-        calls: s.calls,
-        faults: s.faults,
-        faults_by_kind: s.faults_by_kind.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        mean_us: s.mean_us,
-        p99_us: s.p99_us,
-        config: p.config.clone(),
-    }
-}
-
-fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
-}
-
-/// Accepts `{"stable": 90, "canary": 10}` or `{"weights": {...}, "reason": "..."}`.
-fn parse_weights(body: &[u8]) -> Result<(WeightMap, Option<String>), String> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Wrapped {
-        weights: WeightMap,
-        reason: Option<String>,
-    }
-    let value = json_body(body)?;
-    if value.get("weights").is_some_and(serde_json::Value::is_object) {
-        let w: Wrapped = serde_json::from_value(value).map_err(|e| format!("invalid body: {e}"))?;
-        return Ok((w.weights, w.reason));
-    }
-    let w: WeightMap = serde_json::from_value(value)
-        .map_err(|e| format!("weights must be an object of pool names to non-negative integers: {e}"))?;
-    if w.is_empty() {
-        return Err("no weights given".into());
-    }
-    Ok((w, None))
-}
-
-fn service_view(s: &crate::snapshot::Service) -> ServiceView {
-    use crate::config::{HostMatch, StickyKey};
-    let total: u64 = s.split.weights().iter().map(|w| u64::from(*w)).sum();
-    let now = crate::pool::clock_ms();
-    let names = s.pool_names();
-    let rules: Vec<String> = s
-        .config
-        .split
-        .rules
-        .iter()
-        .map(|r| {
-            if let Some(p) = &r.plugin {
-                return format!("plugin {} → its choice", p.name);
-            }
-            let mut conds: Vec<String> =
-                r.headers.iter().map(|(k, v)| format!("header {k}={}", v.to_str().unwrap_or("?"))).collect();
-            conds.extend(r.cookies.iter().map(|(k, v)| format!("cookie {k}={v}")));
-            conds.extend(r.flag.iter().map(|f| match &f.variant {
-                Some(v) => format!("flag {}={v}", f.key),
-                None => format!("flag {}", f.key),
-            }));
-            let keep = if r.keep_on_rollback { " (kept on rollback)" } else { "" };
-            format!("{} → {}{keep}", conds.join(" and "), names.get(r.pool).map_or("?", String::as_str))
-        })
-        .collect();
-    ServiceView {
-        name: s.name.clone(),
-        host: s.config.host.as_ref().map(|h| match h {
-            HostMatch::Exact(h) => h.clone(),
-            HostMatch::Wildcard(sfx) => format!("*{sfx}"),
-        }),
-        path_prefix: s.path_prefix.clone(),
-        weights_source: if s.weights_from_api { "api" } else { "config" }.into(),
-        sticky: s.config.split.sticky.as_ref().map(|k| match k {
-            StickyKey::Cookie(c) => format!("cookie:{c}"),
-            StickyKey::Header(h) => format!("header:{h}"),
-        }),
-        suspended_pools: s.suspended.iter().cloned().collect(),
-        suspended_rules: s
-            .split
-            .suspended_rules()
-            .into_iter()
-            .map(|i| SuspendedRule { rule: i + 1, text: rules.get(i).cloned().unwrap_or_default() })
-            .collect(),
-        rules,
-        pools: s
-            .pools
-            .iter()
-            .zip(s.split.weights())
-            .map(|(p, w)| PoolView {
-                name: p.name.clone(),
-                weight: *w,
-                share_percent: if total == 0 { 0.0 } else { (f64::from(*w) * 10000.0 / total as f64).round() / 100.0 },
-                endpoints: p
-                    .endpoints
-                    .iter()
-                    .map(|e| EndpointView { address: e.addr.to_string(), healthy: e.is_available(now) })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-/// A rollout as JSON, with what a person wants first: where it stands and what comes next.
-fn rollout_view(r: &Rollout) -> serde_json::Value {
-    use crate::config::rollout::{Step, Strategy};
-    let describe = |s: &Step| match s {
-        Step::Weight { weight, hold } => serde_json::json!({ "weight": weight, "hold_seconds": hold.as_secs_f64() }),
-        Step::Pause => serde_json::json!({ "pause": true }),
-    };
-    let (current, next) = match r.plan.strategy {
-        Strategy::Canary => (r.plan.steps.get(r.step).map(describe), r.plan.steps.get(r.step + 1).map(describe)),
-        Strategy::BlueGreen if r.step == 0 => (
-            Some(serde_json::json!({ "phase": "preview" })),
-            Some(serde_json::json!({ "phase": "switched", "watch_seconds": r.plan.post_switch_window.as_secs_f64() })),
-        ),
-        Strategy::BlueGreen => (Some(serde_json::json!({ "phase": "switched" })), None),
-    };
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("time_in_step_seconds".into(), (r.in_step_ms as f64 / 1000.0).into());
-        o.insert("current_step".into(), current.unwrap_or_default());
-        o.insert("next_step".into(), next.unwrap_or_default());
-        o.insert("steps_total".into(), r.plan.steps.len().into());
-        // The pre-switch figures are for a policy; their histogram is not for people.
-        if let Some(pre) = o.get_mut("pre_switch").and_then(serde_json::Value::as_object_mut) {
-            pre.remove("latency");
-        }
-    }
-    v
-}
-
-fn figures_view(f: &Figures) -> PoolStatsView {
-    let ms = |us: u64| us as f64 / 1000.0;
-    PoolStatsView {
-        requests: f.requests,
-        status: STATUS_LABELS.iter().zip(f.status).map(|(l, n)| (l.to_string(), n)).collect(),
-        errors: ERROR_LABELS.iter().zip(f.errors).map(|(l, n)| (l.to_string(), n)).collect(),
-        client_errors: CLIENT_LABELS.iter().zip(f.client_errors).map(|(l, n)| (l.to_string(), n)).collect(),
-        error_rate: f.error_rate(),
-        latency_ms: LatencyView {
-            p50: ms(f.p50_us),
-            p90: ms(f.p90_us),
-            p99: ms(f.p99_us),
-            p999: ms(f.p999_us),
-            max: ms(f.max_us),
-        },
     }
 }
 

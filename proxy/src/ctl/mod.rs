@@ -2,17 +2,19 @@
 //! by default, `--json` for scripts; any failure exits non-zero with the
 //! server's message on stderr.
 
-use crate::admin::api::{ErrorBody, PluginView, ServiceView, StatsView};
+use crate::admin::api::{PluginView, ServiceView, StatsView};
 use crate::state::Event;
 use anyhow::{anyhow, bail, Context};
-use bytes::Bytes;
-use http::{header, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::Method;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use tokio::net::TcpStream;
+
+mod client;
+mod render;
+
+use client::Client;
+use render::{event_line, print_event, print_raw, print_stats_table, print_table, rollout_text};
 
 /// Connection settings and the command.
 #[derive(Debug, clap::Args)]
@@ -206,12 +208,6 @@ pub enum RolloutCommand {
         /// The service.
         service: String,
     },
-}
-
-struct Client {
-    addr: String,
-    token: Option<String>,
-    actor: Option<String>,
 }
 
 /// Runs one `ctl` command.
@@ -420,81 +416,6 @@ async fn watch(c: &Client, service: &str) -> anyhow::Result<()> {
     }
 }
 
-/// A human view of a rollout: status, step progress, weights, figures, decisions.
-fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let plan = &r["plan"];
-    let (cand, base) = (plan["candidate"].as_str().unwrap_or("?"), plan["baseline"].as_str().unwrap_or("?"));
-    let weight = r["weight"].as_u64().unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "rollout of {} ({}): {}",
-        r["service"].as_str().unwrap_or("?"),
-        plan["strategy"].as_str().unwrap_or("?"),
-        r["status"].as_str().unwrap_or("?")
-    );
-    if let Some(reason) = r["reason"].as_str() {
-        let _ = writeln!(out, "  reason: {reason}");
-    }
-    if let Some(rules) = r["suspended_rules"].as_array().filter(|a| !a.is_empty()) {
-        let n: Vec<String> = rules.iter().filter_map(|v| v.as_u64()).map(|i| format!("#{}", i + 1)).collect();
-        let _ = writeln!(out, "  suspended rules to {cand}: {} (until the next rollout or `ctl lift`)", n.join(", "));
-    }
-    let live = r["status"] == "running" || r["status"] == "paused";
-    let total = r["steps_total"].as_u64().unwrap_or(0);
-    let step = r["step"].as_u64().unwrap_or(0);
-    let in_step = r["time_in_step_seconds"].as_f64().unwrap_or(0.0);
-    let hold = r["current_step"]["hold_seconds"].as_f64();
-    let bar = |frac: f64| {
-        let n = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
-        format!("[{}{}]", "#".repeat(n), ".".repeat(30 - n))
-    };
-    let step_text = |s: &serde_json::Value| match (s["weight"].as_u64(), s["hold_seconds"].as_f64()) {
-        (Some(w), Some(h)) => format!("{cand} at {w}% for {h:.0}s"),
-        _ if s["pause"] == true => "pause (waits for `ctl rollout promote`)".to_owned(),
-        _ => s["phase"].as_str().unwrap_or("-").to_owned(),
-    };
-    if total > 0 {
-        let _ = writeln!(out, "  step {}/{total}: {}", (step + 1).min(total), step_text(&r["current_step"]));
-        if let Some(h) = hold.filter(|h| *h > 0.0 && live) {
-            let _ = writeln!(out, "  hold {} {:.0}s / {:.0}s", bar(in_step / h), in_step, h);
-        }
-    } else {
-        let _ = writeln!(out, "  phase: {} ({:.0}s)", r["current_step"]["phase"].as_str().unwrap_or("?"), in_step);
-    }
-    if live && !r["next_step"].is_null() {
-        let _ = writeln!(out, "  next: {}", step_text(&r["next_step"]));
-    }
-    let _ =
-        writeln!(out, "  weights: {base} {}%  {cand} {weight}%  {}", 100 - weight.min(100), bar(weight as f64 / 100.0));
-    if let Some(s) = stats {
-        for (pool, f) in &s.pools {
-            let _ = writeln!(
-                out,
-                "  {pool:<10} {:>7} req  {:>6.2}% errors  p99 {:.1} ms",
-                f.requests,
-                f.error_rate * 100.0,
-                f.latency_ms.p99
-            );
-        }
-    }
-    if let Some(ds) = r["decisions"].as_array() {
-        let _ = writeln!(out, "  latest decisions:");
-        for d in ds.iter().rev().take(5) {
-            let _ = writeln!(
-                out,
-                "    {} step {}: {} — {}",
-                d["time"].as_str().unwrap_or(""),
-                d["step"].as_u64().unwrap_or(0) + 1,
-                d["decision"].as_str().unwrap_or(""),
-                d["why"].as_str().unwrap_or("")
-            );
-        }
-    }
-    out
-}
-
 async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
     let body = c.call(Method::GET, "/v1/services", None, None).await?;
     let services: Vec<ServiceView> = serde_json::from_slice(&body)?;
@@ -549,164 +470,4 @@ async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_stats_table(s: &StatsView) {
-    let mut rows = vec![["POOL", "REQS", "2xx", "4xx", "5xx", "ERR%", "P50", "P90", "P99", "P999", "MAX(ms)"]
-        .iter()
-        .map(|h| h.to_string())
-        .collect::<Vec<_>>()];
-    for (name, f) in &s.pools {
-        let st = |k: &str| f.status.get(k).copied().unwrap_or(0).to_string();
-        rows.push(vec![
-            name.clone(),
-            f.requests.to_string(),
-            st("2xx"),
-            st("4xx"),
-            st("5xx"),
-            format!("{:.2}", f.error_rate * 100.0),
-            format!("{:.1}", f.latency_ms.p50),
-            format!("{:.1}", f.latency_ms.p90),
-            format!("{:.1}", f.latency_ms.p99),
-            format!("{:.1}", f.latency_ms.p999),
-            format!("{:.1}", f.latency_ms.max),
-        ]);
-    }
-    print_table(&rows);
-}
-
-fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..cols).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    for r in rows {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
-    }
-}
-
-fn event_line(e: &Event) -> String {
-    format!(
-        "#{:<5} {}  {:<14} {:<10} {}{}{}",
-        e.seq,
-        e.time,
-        e.kind,
-        e.actor,
-        if e.outcome == "refused" { "REFUSED: " } else { "" },
-        e.message,
-        e.reason.as_ref().map(|r| format!(" (reason: {r})")).unwrap_or_default()
-    )
-}
-
-fn print_event(body: &[u8], json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_raw(body);
-    }
-    let e: Event = serde_json::from_slice(body)?;
-    println!("{}", e.message);
-    Ok(())
-}
-
-fn print_raw(body: &[u8]) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(body)?;
-    out.write_all(b"\n")?;
-    Ok(())
-}
-
 // === impl Client ===
-
-impl Client {
-    /// Sends a request; writes carry `content_type`.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        reason: Option<&str>,
-        content_type: &'static str,
-    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-        let stream = TcpStream::connect(&self.addr).await.with_context(|| {
-            format!("cannot reach the admin API at {} (is the proxy running with an `admin` section?)", self.addr)
-        })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut req = Request::builder().method(method.clone()).uri(path).header(header::HOST, &self.addr);
-        if method != Method::GET {
-            req = req.header(header::CONTENT_TYPE, content_type);
-        }
-        if let Some(t) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        if let Some(a) = &self.actor {
-            req = req.header("x-switchyard-actor", a);
-        }
-        if let Some(r) = reason {
-            req = req.header("x-switchyard-reason", r);
-        }
-        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        Ok(sender.send_request(req).await?)
-    }
-
-    /// One call with a JSON body (if any); the body on 2xx, the server's
-    /// message as the error otherwise.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        reason: Option<&str>,
-    ) -> anyhow::Result<Bytes> {
-        self.call_as(method, path, body, reason, "application/json").await
-    }
-
-    /// [`Client::call`] with a body of another content type.
-    async fn call_as(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        reason: Option<&str>,
-        content_type: &'static str,
-    ) -> anyhow::Result<Bytes> {
-        let resp = self.send(method, path, body, reason, content_type).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            bail!("{}", server_error(status, &bytes));
-        }
-        Ok(bytes)
-    }
-
-    /// Streams server-sent events until the connection ends.
-    async fn follow(&self, path: &str, json: bool) -> anyhow::Result<()> {
-        let resp = self.send(Method::GET, path, None, None, "").await?;
-        let status = resp.status();
-        let mut body = resp.into_body();
-        if !status.is_success() {
-            let bytes = body.collect().await?.to_bytes();
-            bail!("{}", server_error(status, &bytes));
-        }
-        let mut buf = String::new();
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame?.into_data() else { continue };
-            buf.push_str(&String::from_utf8_lossy(&data));
-            while let Some(end) = buf.find("\n\n") {
-                let msg: String = buf.drain(..end + 2).collect();
-                for line in msg.lines().filter_map(|l| l.strip_prefix("data: ")) {
-                    if json {
-                        println!("{line}");
-                    } else if let Ok(e) = serde_json::from_str::<Event>(line) {
-                        println!("{}", event_line(&e));
-                    }
-                }
-                std::io::stdout().flush()?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn server_error(status: StatusCode, body: &[u8]) -> String {
-    let msg = serde_json::from_slice::<ErrorBody>(body)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
-    format!("{} {}: {msg}", status.as_u16(), status.canonical_reason().unwrap_or(""))
-}

@@ -1,0 +1,133 @@
+//! The admin API's views: what `GET` answers say about services, rollouts,
+//! pools' figures and plugins, built from the snapshot and the control path.
+
+use super::api::*;
+use crate::rollout::Rollout;
+use crate::stats::{Figures, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
+
+pub(super) fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
+    let s = p.calls.summary();
+    PluginView {
+        name: p.name.clone(),
+        kind: p.kind.as_str().to_owned(),
+        sha256: p.sha256.clone(),
+        loaded_at: p.loaded_at.clone(),
+        source: p.source.clone(),
+        calls: s.calls,
+        faults: s.faults,
+        faults_by_kind: s.faults_by_kind.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        mean_us: s.mean_us,
+        p99_us: s.p99_us,
+        config: p.config.clone(),
+    }
+}
+
+pub(super) fn service_view(s: &crate::snapshot::Service) -> ServiceView {
+    use crate::config::{HostMatch, StickyKey};
+    let total: u64 = s.split.weights().iter().map(|w| u64::from(*w)).sum();
+    let now = crate::pool::clock_ms();
+    let names = s.pool_names();
+    let rules: Vec<String> = s
+        .config
+        .split
+        .rules
+        .iter()
+        .map(|r| {
+            if let Some(p) = &r.plugin {
+                return format!("plugin {} → its choice", p.name);
+            }
+            let mut conds: Vec<String> =
+                r.headers.iter().map(|(k, v)| format!("header {k}={}", v.to_str().unwrap_or("?"))).collect();
+            conds.extend(r.cookies.iter().map(|(k, v)| format!("cookie {k}={v}")));
+            conds.extend(r.flag.iter().map(|f| match &f.variant {
+                Some(v) => format!("flag {}={v}", f.key),
+                None => format!("flag {}", f.key),
+            }));
+            let keep = if r.keep_on_rollback { " (kept on rollback)" } else { "" };
+            format!("{} → {}{keep}", conds.join(" and "), names.get(r.pool).map_or("?", String::as_str))
+        })
+        .collect();
+    ServiceView {
+        name: s.name.clone(),
+        host: s.config.host.as_ref().map(|h| match h {
+            HostMatch::Exact(h) => h.clone(),
+            HostMatch::Wildcard(sfx) => format!("*{sfx}"),
+        }),
+        path_prefix: s.path_prefix.clone(),
+        weights_source: if s.weights_from_api { "api" } else { "config" }.into(),
+        sticky: s.config.split.sticky.as_ref().map(|k| match k {
+            StickyKey::Cookie(c) => format!("cookie:{c}"),
+            StickyKey::Header(h) => format!("header:{h}"),
+        }),
+        suspended_pools: s.suspended.iter().cloned().collect(),
+        suspended_rules: s
+            .split
+            .suspended_rules()
+            .into_iter()
+            .map(|i| SuspendedRule { rule: i + 1, text: rules.get(i).cloned().unwrap_or_default() })
+            .collect(),
+        rules,
+        pools: s
+            .pools
+            .iter()
+            .zip(s.split.weights())
+            .map(|(p, w)| PoolView {
+                name: p.name.clone(),
+                weight: *w,
+                share_percent: if total == 0 { 0.0 } else { (f64::from(*w) * 10000.0 / total as f64).round() / 100.0 },
+                endpoints: p
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointView { address: e.addr.to_string(), healthy: e.is_available(now) })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// A rollout as JSON, with what a person wants first: where it stands and what comes next.
+pub(super) fn rollout_view(r: &Rollout) -> serde_json::Value {
+    use crate::config::rollout::{Step, Strategy};
+    let describe = |s: &Step| match s {
+        Step::Weight { weight, hold } => serde_json::json!({ "weight": weight, "hold_seconds": hold.as_secs_f64() }),
+        Step::Pause => serde_json::json!({ "pause": true }),
+    };
+    let (current, next) = match r.plan.strategy {
+        Strategy::Canary => (r.plan.steps.get(r.step).map(describe), r.plan.steps.get(r.step + 1).map(describe)),
+        Strategy::BlueGreen if r.step == 0 => (
+            Some(serde_json::json!({ "phase": "preview" })),
+            Some(serde_json::json!({ "phase": "switched", "watch_seconds": r.plan.post_switch_window.as_secs_f64() })),
+        ),
+        Strategy::BlueGreen => (Some(serde_json::json!({ "phase": "switched" })), None),
+    };
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("time_in_step_seconds".into(), (r.in_step_ms as f64 / 1000.0).into());
+        o.insert("current_step".into(), current.unwrap_or_default());
+        o.insert("next_step".into(), next.unwrap_or_default());
+        o.insert("steps_total".into(), r.plan.steps.len().into());
+        // The pre-switch figures are for a policy; their histogram is not for people.
+        if let Some(pre) = o.get_mut("pre_switch").and_then(serde_json::Value::as_object_mut) {
+            pre.remove("latency");
+        }
+    }
+    v
+}
+
+pub(super) fn figures_view(f: &Figures) -> PoolStatsView {
+    let ms = |us: u64| us as f64 / 1000.0;
+    PoolStatsView {
+        requests: f.requests,
+        status: STATUS_LABELS.iter().zip(f.status).map(|(l, n)| (l.to_string(), n)).collect(),
+        errors: ERROR_LABELS.iter().zip(f.errors).map(|(l, n)| (l.to_string(), n)).collect(),
+        client_errors: CLIENT_LABELS.iter().zip(f.client_errors).map(|(l, n)| (l.to_string(), n)).collect(),
+        error_rate: f.error_rate(),
+        latency_ms: LatencyView {
+            p50: ms(f.p50_us),
+            p90: ms(f.p90_us),
+            p99: ms(f.p99_us),
+            p999: ms(f.p999_us),
+            max: ms(f.max_us),
+        },
+    }
+}

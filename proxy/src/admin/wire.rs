@@ -1,0 +1,77 @@
+//! The admin API's wire: reading request bodies and query strings, and
+//! building JSON, text and error answers.
+
+use super::api::ErrorBody;
+use super::{AdminBody, Resp};
+use crate::control::ControlError;
+use crate::state::WeightMap;
+use bytes::Bytes;
+use http::{header, HeaderMap, Response, StatusCode};
+use http_body_util::Full;
+
+pub(super) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
+    let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
+    let mut r = Response::new(AdminBody::Full(Full::new(Bytes::from(bytes))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
+    json(status, &ErrorBody { error: msg.into() })
+}
+
+pub(super) fn text(content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(AdminBody::Full(Full::new(body.into())));
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+impl From<ControlError> for Resp {
+    fn from(e: ControlError) -> Resp {
+        let status = match e {
+            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, e.to_string())
+    }
+}
+
+/// A JSON body, or why it is not one (for a 400).
+pub(super) fn json_body(body: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
+}
+
+pub(super) fn is_content_type(h: &HeaderMap, types: &[&str]) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| types.iter().any(|t| v.trim().eq_ignore_ascii_case(t)))
+}
+
+pub(super) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+/// Accepts `{"stable": 90, "canary": 10}` or `{"weights": {...}, "reason": "..."}`.
+pub(super) fn parse_weights(body: &[u8]) -> Result<(WeightMap, Option<String>), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wrapped {
+        weights: WeightMap,
+        reason: Option<String>,
+    }
+    let value = json_body(body)?;
+    if value.get("weights").is_some_and(serde_json::Value::is_object) {
+        let w: Wrapped = serde_json::from_value(value).map_err(|e| format!("invalid body: {e}"))?;
+        return Ok((w.weights, w.reason));
+    }
+    let w: WeightMap = serde_json::from_value(value)
+        .map_err(|e| format!("weights must be an object of pool names to non-negative integers: {e}"))?;
+    if w.is_empty() {
+        return Err("no weights given".into());
+    }
+    Ok((w, None))
+}

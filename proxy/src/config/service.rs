@@ -1,0 +1,387 @@
+//! A service's section: its match, pools (endpoints, load balancing,
+//! health), split (sticky key, rules, weights) and timeouts, validated with
+//! errors that name the field and line.
+
+use super::file::*;
+use super::{fail, rollout, PluginRule};
+use crate::error::Error;
+use http::{HeaderName, HeaderValue};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// How a service is matched by host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// Exactly this host (lower case, no port).
+    Exact(String),
+    /// Any host ending in this suffix, which starts with a dot (`*.example.com` → `.example.com`).
+    Wildcard(String),
+}
+
+/// One service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    /// Unique name.
+    pub name: String,
+    /// Host match; any host when absent.
+    pub host: Option<HostMatch>,
+    /// Path prefix, matched on whole segments (`/api` matches `/api` and `/api/x`, not `/apix`).
+    pub path_prefix: String,
+    /// Pools in name order.
+    pub pools: Vec<PoolConfig>,
+    /// How requests are assigned to pools.
+    pub split: SplitConfig,
+    /// Time the upstream has to send its response head (504 beyond).
+    pub timeout: Duration,
+    /// Time to establish an upstream connection (502 beyond).
+    pub connect_timeout: Duration,
+    /// Largest request body accepted (413 beyond); unlimited when absent.
+    pub max_request_body: Option<u64>,
+    /// Add `x-switchyard-pool` to responses.
+    pub expose_pool: bool,
+    /// Refuse paths some upstreams decode differently (`..;`, overlong
+    /// UTF-8, double-encoded dots), see [`crate::path::is_suspicious`].
+    pub strict_paths: bool,
+    /// The service's default rollout plan.
+    pub rollout: Option<rollout::RolloutPlan>,
+}
+
+/// One pool of a service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolConfig {
+    /// Pool name (`stable`, `canary`, ...).
+    pub name: String,
+    /// Upstream addresses.
+    pub endpoints: Vec<SocketAddr>,
+    /// Load-balancing algorithm.
+    pub lb: LbKind,
+    /// Active HTTP health checking, when configured.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive health (outlier ejection).
+    pub outlier: OutlierConfig,
+}
+
+/// Active HTTP health checking of a pool's endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthCheckConfig {
+    /// Path requested with `GET`; any 2xx is healthy.
+    pub path: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time a check may take.
+    pub timeout: Duration,
+    /// Consecutive successes that mark an unhealthy endpoint healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that mark a healthy endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive health: eject an endpoint after consecutive failures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutlierConfig {
+    /// Consecutive failures (connect errors, timeouts, resets, 502/503/504) that eject.
+    pub consecutive_failures: u32,
+    /// First ejection time; doubles with each further ejection.
+    pub base_ejection: Duration,
+    /// Longest ejection time.
+    pub max_ejection: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self { consecutive_failures: 5, base_ejection: Duration::from_secs(10), max_ejection: Duration::from_secs(300) }
+    }
+}
+
+/// A split: rules in order, then weights (by sticky key when one is present).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitConfig {
+    /// What identifies a user for sticky assignment.
+    pub sticky: Option<StickyKey>,
+    /// Rules in order; the first match wins.
+    pub rules: Vec<RuleConfig>,
+    /// Relative weights, indexed like the service's pools.
+    pub weights: Vec<u32>,
+}
+
+/// What identifies a user for sticky assignment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StickyKey {
+    /// The value of this cookie.
+    Cookie(String),
+    /// The value of this header.
+    Header(HeaderName),
+}
+
+/// A rule: all its conditions must hold; then the request goes to `pool`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleConfig {
+    /// Headers that must have exactly these values.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Cookies that must have exactly these values.
+    pub cookies: Vec<(String, String)>,
+    /// A flag that must resolve to `true` (or to the named variant).
+    pub flag: Option<FlagCondition>,
+    /// Index of the target pool in the service's pools (unused by plugin rules).
+    pub pool: usize,
+    /// A router plugin that chooses the pool (the rule has no conditions then).
+    pub plugin: Option<PluginRule>,
+    /// The rule keeps sending to its pool after that pool is rolled back (a
+    /// rule for testers); by default a rollback suspends it.
+    pub keep_on_rollback: bool,
+}
+
+/// A rule's flag condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlagCondition {
+    /// The flag key.
+    pub key: String,
+    /// The variant that matches; `None`: the flag's value must be `true`.
+    pub variant: Option<String>,
+}
+
+pub(super) fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Result<ServiceConfig, Error> {
+    let unknown_plugin = |name: &str| {
+        let known = if plugins.is_empty() { "none".to_owned() } else { plugins.join(", ") };
+        format!("no plugin named `{name}` in the `plugins` section (plugins: {known})")
+    };
+    if let Some(r) = &s.rollout {
+        if let Some(pol) = r.value.analysis.as_ref().and_then(|a| a.policy.as_ref()) {
+            if !plugins.contains(&pol.plugin.value.as_str()) {
+                let field = format!("{p}.rollout.analysis.policy.plugin");
+                return Err(fail(field, &pol.plugin.referenced, unknown_plugin(&pol.plugin.value)));
+            }
+        }
+    }
+    let host = match s.matcher.host {
+        None => None,
+        Some(h) => Some(parse_host(&h.value).map_err(|m| fail(format!("{p}.match.host"), &h.referenced, m))?),
+    };
+    let path_prefix = match s.matcher.path_prefix {
+        None => "/".to_owned(),
+        Some(pp) if !pp.value.starts_with('/') => {
+            return Err(fail(format!("{p}.match.path_prefix"), &pp.referenced, "must start with `/`"))
+        }
+        Some(pp) if crate::path::normalize(&pp.value).ok().as_deref() != Some(pp.value.as_str()) => {
+            return Err(fail(
+                format!("{p}.match.path_prefix"),
+                &pp.referenced,
+                "must be a normalised path (no `.`/`..` segments, `//`, `\\` or percent-encoding)",
+            ))
+        }
+        Some(pp) => pp.value,
+    };
+
+    if s.pools.value.is_empty() {
+        return Err(fail(format!("{p}.pools"), &s.pools.referenced, "at least one pool is required"));
+    }
+    let pool_names: Vec<String> = s.pools.value.keys().cloned().collect();
+    let mut pools = Vec::new();
+    for (name, fp) in s.pools.value {
+        let pp = format!("{p}.pools.{name}");
+        pools.push(validate_pool(name, fp, &pp)?);
+    }
+    let index = |name: &str| pool_names.iter().position(|n| n == name);
+
+    let split = s.split.unwrap_or_default();
+    let sticky = match split.sticky {
+        None => None,
+        Some(st) => Some(match (st.value.cookie, st.value.header) {
+            (Some(c), None) if !c.is_empty() => StickyKey::Cookie(c),
+            (None, Some(h)) => StickyKey::Header(HeaderName::try_from(h.as_str()).map_err(|_| {
+                fail(format!("{p}.split.sticky.header"), &st.referenced, format!("`{h}` is not a valid header name"))
+            })?),
+            _ => {
+                return Err(fail(
+                    format!("{p}.split.sticky"),
+                    &st.referenced,
+                    "give exactly one of `cookie: NAME` or `header: NAME`",
+                ))
+            }
+        }),
+    };
+
+    let mut rules = Vec::new();
+    for (i, r) in split.rules.into_iter().enumerate() {
+        let rp = format!("{p}.split.rules[{i}]");
+        let (matcher, pool) = match (r.matcher, r.pool, r.plugin) {
+            (Some(m), Some(pool), None) if r.config.is_none() && r.headers.is_empty() && r.cookies.is_empty() => (m, pool),
+            (None, None, Some(plugin)) => {
+                if !plugins.contains(&plugin.value.as_str()) {
+                    return Err(fail(format!("{rp}.plugin"), &plugin.referenced, unknown_plugin(&plugin.value)));
+                }
+                let mut headers = Vec::new();
+                for h in &r.headers {
+                    headers.push(HeaderName::try_from(h.as_str()).map_err(|_| {
+                        fail(format!("{rp}.headers"), &plugin.referenced, format!("`{h}` is not a valid header name"))
+                    })?);
+                }
+                let plugin =
+                    PluginRule { name: plugin.value, config: r.config, headers, cookies: r.cookies };
+                rules.push(RuleConfig {
+                    headers: vec![],
+                    cookies: vec![],
+                    flag: None,
+                    pool: 0,
+                    plugin: Some(plugin),
+                    keep_on_rollback: r.keep_on_rollback,
+                });
+                continue;
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "config: {rp}: a rule is `{{ match: {{...}}, pool: NAME }}` or `{{ plugin: NAME, config: {{...}}, headers: [...], cookies: [...] }}`"
+                )))
+            }
+        };
+        let pool = index(&pool.value).ok_or_else(|| {
+            fail(
+                format!("{rp}.pool"),
+                &pool.referenced,
+                format!("unknown pool `{}` (pools: {})", pool.value, pool_names.join(", ")),
+            )
+        })?;
+        let at = &matcher.referenced;
+        let m = matcher.value;
+        if m.header.is_empty() && m.cookie.is_empty() && m.flag.is_none() {
+            return Err(fail(format!("{rp}.match"), at, "give at least one `header`, `cookie` or `flag` condition"));
+        }
+        if m.variant.is_some() && m.flag.is_none() {
+            return Err(fail(format!("{rp}.match.variant"), at, "`variant` goes with `flag`"));
+        }
+        let flag = m.flag.map(|key| FlagCondition { key, variant: m.variant });
+        let mut headers = Vec::new();
+        for (k, v) in m.header {
+            let name = HeaderName::try_from(k.as_str())
+                .map_err(|_| fail(format!("{rp}.match.header"), at, format!("`{k}` is not a valid header name")))?;
+            let value = HeaderValue::try_from(v.as_str())
+                .map_err(|_| fail(format!("{rp}.match.header.{k}"), at, "not a valid header value"))?;
+            headers.push((name, value));
+        }
+        rules.push(RuleConfig {
+            headers,
+            cookies: m.cookie.into_iter().collect(),
+            flag,
+            pool,
+            plugin: None,
+            keep_on_rollback: r.keep_on_rollback,
+        });
+    }
+
+    let weights = match split.weights {
+        None if pools.len() == 1 => vec![1],
+        None => {
+            return Err(Error::Config(format!(
+                "config: {p}.split.weights: required when a service has more than one pool (pools: {})",
+                pool_names.join(", ")
+            )))
+        }
+        Some(w) => {
+            weights_for(&w.value, &pool_names).map_err(|m| fail(format!("{p}.split.weights"), &w.referenced, m))?
+        }
+    };
+
+    Ok(ServiceConfig {
+        name: s.name.value,
+        host,
+        path_prefix,
+        pools,
+        split: SplitConfig { sticky, rules, weights },
+        timeout: s.timeout.map_or(Duration::from_secs(15), |d| d.0),
+        connect_timeout: s.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        max_request_body: s.max_request_body.map(|b| b.0),
+        expose_pool: s.expose_pool,
+        strict_paths: s.strict_paths.unwrap_or(true),
+        rollout: match s.rollout {
+            None => None,
+            Some(r) => Some(rollout::validate(r.value, &pool_names, &format!("{p}.rollout"), &r.referenced)?),
+        },
+    })
+}
+
+/// Turns a `pool → weight` map into weights indexed like `pools`; pools not
+/// named get 0. Shared with run-time weight changes.
+pub fn weights_for(map: &BTreeMap<String, u32>, pools: &[String]) -> Result<Vec<u32>, String> {
+    let mut out = vec![0u32; pools.len()];
+    let mut total = 0u64;
+    for (name, w) in map {
+        let i = pools
+            .iter()
+            .position(|p| p == name)
+            .ok_or_else(|| format!("unknown pool `{name}` (pools: {})", pools.join(", ")))?;
+        out[i] = *w;
+        total += u64::from(*w);
+    }
+    if total == 0 {
+        return Err("weights must not all be zero".into());
+    }
+    if total > u64::from(u32::MAX) {
+        return Err(format!("weights add up to {total}; keep the sum below {}", u32::MAX));
+    }
+    Ok(out)
+}
+
+pub(super) fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolConfig, Error> {
+    if fp.endpoints.value.is_empty() {
+        return Err(fail(format!("{p}.endpoints"), &fp.endpoints.referenced, "at least one endpoint is required"));
+    }
+    let mut endpoints = Vec::new();
+    for (i, e) in fp.endpoints.value.iter().enumerate() {
+        let addr = resolve(&e.value).map_err(|m| fail(format!("{p}.endpoints[{i}]"), &e.referenced, m))?;
+        if endpoints.contains(&addr) {
+            return Err(fail(format!("{p}.endpoints[{i}]"), &e.referenced, format!("duplicate endpoint {addr}")));
+        }
+        endpoints.push(addr);
+    }
+    let health_check = match fp.health_check {
+        None => None,
+        Some(h) => {
+            if !h.path.value.starts_with('/') {
+                return Err(fail(format!("{p}.health_check.path"), &h.path.referenced, "must start with `/`"));
+            }
+            Some(HealthCheckConfig {
+                path: h.path.value,
+                interval: h.interval.map_or(Duration::from_secs(5), |d| d.0).max(Duration::from_millis(10)),
+                timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0).max(Duration::from_millis(1)),
+                healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
+                unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
+            })
+        }
+    };
+    let d = OutlierConfig::default();
+    let outlier = match fp.outlier {
+        None => d,
+        Some(o) => OutlierConfig {
+            consecutive_failures: o.consecutive_failures.unwrap_or(d.consecutive_failures).max(1),
+            base_ejection: o.base_ejection.map_or(d.base_ejection, |v| v.0),
+            max_ejection: o.max_ejection.map_or(d.max_ejection, |v| v.0),
+        },
+    };
+    Ok(PoolConfig { name, endpoints, lb: fp.lb.unwrap_or_default(), health_check, outlier })
+}
+
+pub(super) fn parse_host(h: &str) -> Result<HostMatch, String> {
+    let h = h.to_ascii_lowercase();
+    let valid = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') && !s.starts_with('.')
+    };
+    if let Some(rest) = h.strip_prefix("*.") {
+        if valid(rest) {
+            return Ok(HostMatch::Wildcard(format!(".{rest}")));
+        }
+    } else if valid(&h) {
+        return Ok(HostMatch::Exact(h));
+    }
+    Err(format!("`{h}` is not a host name or `*.domain` wildcard (no port, no scheme)"))
+}
+
+pub(super) fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    match s.to_socket_addrs() {
+        Ok(mut it) => it.next().ok_or_else(|| format!("`{s}` resolves to no address")),
+        Err(e) => Err(format!("`{s}` is not an address like 127.0.0.1:9001 or host:port ({e})")),
+    }
+}

@@ -1,0 +1,142 @@
+//! How `switchyard ctl` prints: tables, rollout progress, events.
+
+use crate::admin::api::StatsView;
+use crate::state::Event;
+use std::io::Write;
+
+/// A human view of a rollout: status, step progress, weights, figures, decisions.
+pub(super) fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let plan = &r["plan"];
+    let (cand, base) = (plan["candidate"].as_str().unwrap_or("?"), plan["baseline"].as_str().unwrap_or("?"));
+    let weight = r["weight"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "rollout of {} ({}): {}",
+        r["service"].as_str().unwrap_or("?"),
+        plan["strategy"].as_str().unwrap_or("?"),
+        r["status"].as_str().unwrap_or("?")
+    );
+    if let Some(reason) = r["reason"].as_str() {
+        let _ = writeln!(out, "  reason: {reason}");
+    }
+    if let Some(rules) = r["suspended_rules"].as_array().filter(|a| !a.is_empty()) {
+        let n: Vec<String> = rules.iter().filter_map(|v| v.as_u64()).map(|i| format!("#{}", i + 1)).collect();
+        let _ = writeln!(out, "  suspended rules to {cand}: {} (until the next rollout or `ctl lift`)", n.join(", "));
+    }
+    let live = r["status"] == "running" || r["status"] == "paused";
+    let total = r["steps_total"].as_u64().unwrap_or(0);
+    let step = r["step"].as_u64().unwrap_or(0);
+    let in_step = r["time_in_step_seconds"].as_f64().unwrap_or(0.0);
+    let hold = r["current_step"]["hold_seconds"].as_f64();
+    let bar = |frac: f64| {
+        let n = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
+        format!("[{}{}]", "#".repeat(n), ".".repeat(30 - n))
+    };
+    let step_text = |s: &serde_json::Value| match (s["weight"].as_u64(), s["hold_seconds"].as_f64()) {
+        (Some(w), Some(h)) => format!("{cand} at {w}% for {h:.0}s"),
+        _ if s["pause"] == true => "pause (waits for `ctl rollout promote`)".to_owned(),
+        _ => s["phase"].as_str().unwrap_or("-").to_owned(),
+    };
+    if total > 0 {
+        let _ = writeln!(out, "  step {}/{total}: {}", (step + 1).min(total), step_text(&r["current_step"]));
+        if let Some(h) = hold.filter(|h| *h > 0.0 && live) {
+            let _ = writeln!(out, "  hold {} {:.0}s / {:.0}s", bar(in_step / h), in_step, h);
+        }
+    } else {
+        let _ = writeln!(out, "  phase: {} ({:.0}s)", r["current_step"]["phase"].as_str().unwrap_or("?"), in_step);
+    }
+    if live && !r["next_step"].is_null() {
+        let _ = writeln!(out, "  next: {}", step_text(&r["next_step"]));
+    }
+    let _ =
+        writeln!(out, "  weights: {base} {}%  {cand} {weight}%  {}", 100 - weight.min(100), bar(weight as f64 / 100.0));
+    if let Some(s) = stats {
+        for (pool, f) in &s.pools {
+            let _ = writeln!(
+                out,
+                "  {pool:<10} {:>7} req  {:>6.2}% errors  p99 {:.1} ms",
+                f.requests,
+                f.error_rate * 100.0,
+                f.latency_ms.p99
+            );
+        }
+    }
+    if let Some(ds) = r["decisions"].as_array() {
+        let _ = writeln!(out, "  latest decisions:");
+        for d in ds.iter().rev().take(5) {
+            let _ = writeln!(
+                out,
+                "    {} step {}: {} — {}",
+                d["time"].as_str().unwrap_or(""),
+                d["step"].as_u64().unwrap_or(0) + 1,
+                d["decision"].as_str().unwrap_or(""),
+                d["why"].as_str().unwrap_or("")
+            );
+        }
+    }
+    out
+}
+
+pub(super) fn print_stats_table(s: &StatsView) {
+    let mut rows = vec![["POOL", "REQS", "2xx", "4xx", "5xx", "ERR%", "P50", "P90", "P99", "P999", "MAX(ms)"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()];
+    for (name, f) in &s.pools {
+        let st = |k: &str| f.status.get(k).copied().unwrap_or(0).to_string();
+        rows.push(vec![
+            name.clone(),
+            f.requests.to_string(),
+            st("2xx"),
+            st("4xx"),
+            st("5xx"),
+            format!("{:.2}", f.error_rate * 100.0),
+            format!("{:.1}", f.latency_ms.p50),
+            format!("{:.1}", f.latency_ms.p90),
+            format!("{:.1}", f.latency_ms.p99),
+            format!("{:.1}", f.latency_ms.p999),
+            format!("{:.1}", f.latency_ms.max),
+        ]);
+    }
+    print_table(&rows);
+}
+
+pub(super) fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub(super) fn event_line(e: &Event) -> String {
+    format!(
+        "#{:<5} {}  {:<14} {:<10} {}{}{}",
+        e.seq,
+        e.time,
+        e.kind,
+        e.actor,
+        if e.outcome == "refused" { "REFUSED: " } else { "" },
+        e.message,
+        e.reason.as_ref().map(|r| format!(" (reason: {r})")).unwrap_or_default()
+    )
+}
+
+pub(super) fn print_event(body: &[u8], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_raw(body);
+    }
+    let e: Event = serde_json::from_slice(body)?;
+    println!("{}", e.message);
+    Ok(())
+}
+
+pub(super) fn print_raw(body: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(body)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
