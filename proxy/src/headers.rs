@@ -115,10 +115,14 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>,
 
     // `Transfer_Encoding` or `Content_Length`: a framing header in disguise,
     // which some upstreams read as the real one (nginx ignores such names).
-    let disguised = |name: &str| {
-        name.contains('_') && ["transfer-encoding", "content-length"].contains(&name.replace('_', "-").as_str())
+    let disguised = |name: &[u8]| {
+        let spells = |framing: &str| {
+            name.len() == framing.len()
+                && name.iter().zip(framing.bytes()).all(|(&n, f)| n == f || (n == b'_' && f == b'-'))
+        };
+        name.contains(&b'_') && (spells("transfer-encoding") || spells("content-length"))
     };
-    if parts.headers.keys().any(|k| disguised(k.as_str())) {
+    if parts.headers.keys().any(|k| disguised(k.as_str().as_bytes())) {
         return Err(ErrorClass::BadRequest);
     }
 
@@ -223,11 +227,14 @@ pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Opti
     // A body framed by Transfer-Encoding travels chunked; a stray length must not.
     if flags.close {
         headers.remove(header::CONTENT_LENGTH);
-    } else if let Some(n) =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-    {
-        // `010` reaches the upstream as `10`: one reading of the length.
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    } else if let Some(v) = headers.get(header::CONTENT_LENGTH) {
+        // `010` reaches the upstream as `10`: one reading of the length
+        // (hyper has already checked it is a number; most need no rewrite).
+        let raw = v.as_bytes();
+        let canonical = raw.iter().all(u8::is_ascii_digit) && (raw.len() == 1 || raw.first() != Some(&b'0'));
+        if let Some(n) = (!canonical).then(|| v.to_str().ok()?.trim().parse::<u64>().ok()).flatten() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
     }
     let internal: Vec<HeaderName> =
         headers.keys().filter(|k| k.as_str().starts_with("x-switchyard-")).cloned().collect();

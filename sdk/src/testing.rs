@@ -149,16 +149,7 @@ impl Window {
 
     /// The window, with percentiles computed from the histogram.
     pub fn build(mut self) -> PoolWindow {
-        let total: u64 = self.0.latency.iter().map(|&(_, n)| n).sum();
-        let at = |q: f64| {
-            let target = ((q * total as f64).ceil() as u64).max(1);
-            let mut seen = 0;
-            self.0.latency.iter().find(|&&(_, n)| {
-                seen += n;
-                seen >= target
-            })
-        };
-        let q = |v: f64| at(v).map_or(0, |&(u, _)| u);
+        let q = |v: f64| self.0.quantile_us(v);
         (self.0.p50_us, self.0.p90_us, self.0.p99_us, self.0.p999_us) = (q(0.5), q(0.9), q(0.99), q(0.999));
         self.0.max_us = self.0.latency.last().map_or(0, |&(u, _)| u);
         self.0

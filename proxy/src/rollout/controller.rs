@@ -158,15 +158,11 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
     let mut ticks = 0u64;
     let stats = ctrl.shared.stats.clone();
     let mut evidence = {
-        let service = handle.lock().await.service.clone();
+        let r = handle.lock().await;
         let snap = ctrl.shared.snapshot.load();
         let slots: Vec<usize> =
-            snap.service(&service).map(|s| s.pools.iter().map(|p| p.stats_slot).collect()).unwrap_or_default();
-        Evidence::new(&stats, &slots)
-    };
-    let mut weights_seen = {
-        let r = handle.lock().await;
-        (r.step, r.weight)
+            snap.service(&r.service).map(|s| s.pools.iter().map(|p| p.stats_slot).collect()).unwrap_or_default();
+        Evidence::new(&stats, &slots, (r.step, r.weight))
     };
     loop {
         ticker.tick().await;
@@ -177,11 +173,8 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
         if r.is_done() {
             return;
         }
-        // A person's promote moved the weights since the last tick.
-        if (r.step, r.weight) != weights_seen {
-            evidence.weights_changed(&stats);
-            weights_seen = (r.step, r.weight);
-        }
+        // A person's promote may have moved the weights since the last tick.
+        evidence.follow(&stats, (r.step, r.weight));
         evidence.update(&stats);
         let (verdict, weight) = match r.plan.analysis.policy.clone() {
             None => (analyse(&ctrl, &r, &evidence), None),
@@ -205,10 +198,7 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
         } else if ticks.is_multiple_of(sample_every) {
             r.record(format!("hold ({})", verdict_name(&verdict)), why);
         }
-        if (r.step, r.weight) != weights_seen {
-            evidence.weights_changed(&stats);
-            weights_seen = (r.step, r.weight);
-        }
+        evidence.follow(&stats, (r.step, r.weight));
         // Decisions are saved at once; mere progress once per second of step
         // time (each save is an fsync), so a crash loses under a second of hold.
         let checkpoint = action != Action::None || r.in_step_ms / CHECKPOINT_MS != progress_before / CHECKPOINT_MS;

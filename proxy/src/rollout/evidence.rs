@@ -34,17 +34,30 @@ pub struct Evidence {
     through: u64,
     /// Per pool slot: totals since the rollout's start and since the step's.
     totals: Vec<(usize, Figures, Figures)>,
+    /// The rollout's `(step, weight)` the step anchor belongs to.
+    weights: (usize, u32),
 }
 
 impl Evidence {
-    /// Anchors both at the next tick, for the pools in `slots`.
-    pub fn new(stats: &Stats, slots: &[usize]) -> Self {
+    /// Anchors both at the next tick, for the pools in `slots`, at the
+    /// rollout's current `(step, weight)`.
+    pub fn new(stats: &Stats, slots: &[usize], weights: (usize, u32)) -> Self {
         let now = stats.now_tick();
         Self {
             rollout_from: now + 1,
             step_from: now + 1,
             through: now,
             totals: slots.iter().map(|&s| (s, Figures::default(), Figures::default())).collect(),
+            weights,
+        }
+    }
+
+    /// Re-anchors the step when the rollout's `(step, weight)` moved (by its
+    /// own decision or a person's promote).
+    pub fn follow(&mut self, stats: &Stats, weights: (usize, u32)) {
+        if weights != self.weights {
+            self.weights = weights;
+            self.weights_changed(stats);
         }
     }
 
@@ -123,7 +136,7 @@ mod tests {
             traffic(&stats, slot, 100, 200); // healthy history
             tokio::time::advance(Duration::from_secs(1)).await;
         }
-        let mut ev = Evidence::new(&stats, &[slot]);
+        let mut ev = Evidence::new(&stats, &[slot], (0, 5));
         traffic(&stats, slot, 100, 200); // the start's own tick: mixed, left out
         let span = Duration::from_secs(30);
         assert_eq!(ev.window(&stats, slot, span, Since::Rollout).requests, 0);
