@@ -140,7 +140,10 @@ async fn a_weight_change_applies_to_the_next_request_and_stats_follow() {
     assert!(stats["pools"]["stable"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert_eq!(proxy.admin("GET", "/v1/services/web/stats?window=1h", None, None).await.0, 400);
     // The window forgets; lifetime does not.
-    tokio::time::sleep(Duration::from_millis(5300)).await;
+    let window_empty = until(Duration::from_secs(15), || async {
+        proxy.admin("GET", "/v1/services/web/stats", None, None).await.1["pools"]["stable"]["requests"] == 0
+    });
+    assert!(window_empty.await, "the 5 s window forgot the requests");
     let (_, stats) = proxy.admin("GET", "/v1/services/web/stats", None, None).await;
     assert_eq!(stats["pools"]["stable"]["requests"], 0, "{stats}");
     assert_eq!(stats["lifetime"]["stable"]["requests"], 20, "{stats}");
@@ -378,7 +381,8 @@ async fn ctl_commands_and_exit_codes() {
     let (ok, _, err) = ctl(admin, &["weights", "nope", "a=1"]);
     assert!(!ok && err.contains("404"), "{err}");
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed = |out: &str| out.lines().any(|l| l.starts_with("web (api)") && l.contains("90") && l.contains("1/1"));
+    assert!(until(Duration::from_secs(5), || async { listed(&ctl(admin, &["status"]).1) }).await);
     let (ok, out, err) = ctl(admin, &["status"]);
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();

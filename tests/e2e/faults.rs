@@ -129,9 +129,13 @@ async fn passive_ejection_and_recovery() {
     }
     assert_eq!(flaky.hits(), flaky_hits, "an ejected endpoint gets no traffic");
     broken.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let bodies: Vec<String> = bodies(&mut c, 10).await;
-    assert!(bodies.iter().any(|b| b == "flaky"), "traffic returns after the ejection: {bodies:?}");
+    // Poll (with a deadline) for the end of the 1 s ejection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = bodies(&mut c, 10).await;
+    while !seen.iter().any(|b| b == "flaky") && std::time::Instant::now() < deadline {
+        seen = bodies(&mut c, 10).await;
+    }
+    assert!(seen.iter().any(|b| b == "flaky"), "traffic returns after the ejection: {seen:?}");
     assert!(proxy.lines.lock().unwrap().iter().any(|l| l["message"] == "endpoint ejected"));
 }
 

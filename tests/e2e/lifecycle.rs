@@ -53,7 +53,7 @@ async fn drain_timeout_bounds_shutdown() {
             Err(_) => false,
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(eventually(Duration::from_secs(5), || hung.hits() > 0).await, "the request is in flight");
     let t = Instant::now();
     proxy.signal("TERM");
     let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait()).await.unwrap().unwrap();

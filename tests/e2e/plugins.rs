@@ -331,7 +331,7 @@ async fn bluegreen_guard_switches_back_against_the_pre_switch_figures() {
     let plan =
         "    rollout:\n      strategy: blue-green\n      auto_switch: true\n      post_switch_window: 1h\n      \
                 analysis:\n        interval: 200ms\n        window: 2s\n        \
-                policy: { plugin: bluegreen-guard, config: { min_requests: 20 } }\n";
+                policy: { plugin: bluegreen-guard, config: { min_requests: 100 } }\n";
     let split = "      rules: [{ match: { header: { x-preview: \"1\" } }, pool: green }]\n      weights: { blue: 100, green: 0 }\n";
     let svc = service("web", plan, &[("blue", &[blue.addr]), ("green", &[green.addr])], split);
     let proxy = start_with_admin(&format!("{svc}{}", plugins_section(&["bluegreen-guard"]))).await;

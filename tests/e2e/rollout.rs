@@ -155,7 +155,8 @@ async fn manual_gates_promote_pause_abort_and_conflicts() {
 async fn a_rollout_survives_kill_9_with_its_step_time() {
     let (_s, _c, proxy) = canary_proxy(Arc::new(AtomicBool::new(false)), "").await;
     proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let in_step = |r: serde_json::Value| r["time_in_step_seconds"].as_f64().unwrap_or(0.0);
+    assert!(until(Duration::from_secs(10), || async { in_step(rollout(&proxy).await) >= 1.0 }).await);
     let before = rollout(&proxy).await["time_in_step_seconds"].as_f64().unwrap();
     assert!(before >= 0.5, "{before}");
     let proxy = proxy.kill9_and_restart().await;
@@ -171,8 +172,10 @@ async fn a_rollout_survives_kill_9_with_its_step_time() {
         "time already spent counts: {before} then {r}"
     );
     let resumed = r["time_in_step_seconds"].as_f64().unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(rollout(&proxy).await["time_in_step_seconds"].as_f64().unwrap() > resumed, "and it keeps counting");
+    let counting = until(Duration::from_secs(10), || async {
+        rollout(&proxy).await["time_in_step_seconds"].as_f64().unwrap() > resumed
+    });
+    assert!(counting.await, "and it keeps counting");
     let bodies: Vec<String> = {
         let mut c = Client::connect(proxy.addr).await;
         let mut v = Vec::new();
