@@ -9,7 +9,8 @@
 //! Following the data path:
 //!
 //! - [`worker`]: thread-per-core workers, each with its own runtime;
-//! - [`listener`], [`tls`]: bind, accept, TLS, hyper connection settings;
+//! - [`listener`], [`tls`], [`h2_guard`]: bind, accept, TLS, hyper connection
+//!   settings, the cap on HTTP/2 control frames;
 //! - [`forward`]: the request phases — check, match, split, forward, respond;
 //! - [`headers`], [`path`]: request checks, header rewriting, path normalisation;
 //! - [`snapshot`]: the immutable compiled state the request path reads;
@@ -38,6 +39,7 @@ pub mod demo;
 pub mod error;
 pub mod flags;
 pub mod forward;
+pub mod h2_guard;
 pub mod headers;
 pub mod listener;
 pub mod logging;

@@ -6,12 +6,14 @@
 //! per listener across workers; beyond that new clients wait in the kernel
 //! backlog), gets a write-idle timeout, finishes its TLS handshake
 //! within the handshake timeout, and is served by hyper's auto builder
-//! (HTTP/1.1, HTTP/2 by ALPN or prior knowledge, upgrades). Every connection is
+//! (HTTP/1.1, HTTP/2 by ALPN or prior knowledge, upgrades) behind the cap on
+//! HTTP/2 control frames ([`crate::h2_guard`]). Every connection is
 //! watched by the graceful-shutdown signal: on shutdown, HTTP/1 connections
 //! close after their current response and HTTP/2 ones send GOAWAY.
 
 use crate::config::{ListenerConfig, ServerConfig};
 use crate::error::Error;
+use crate::h2_guard::ControlFrameGuard;
 use crate::headers::ClientConn;
 use crate::{forward, tls, Shared};
 use http::HeaderValue;
@@ -152,6 +154,7 @@ impl Acceptor {
         };
         let permits = self.permits;
         let tls_timeout = shared.server.tls_handshake_timeout;
+        let control_frames = shared.server.h2_max_control_frames_per_second;
         let write_timeout = shared.server.write_idle_timeout;
         loop {
             let permit = tokio::select! {
@@ -185,9 +188,15 @@ impl Acceptor {
                 io.set_write_timeout(Some(write_timeout));
                 let io = Box::pin(io);
                 match tls {
-                    None => serve_conn(io, shared, conn, &builder, watcher).await,
+                    None => {
+                        let io = ControlFrameGuard::new(io, control_frames);
+                        serve_conn(io, shared, conn, &builder, watcher).await
+                    }
                     Some(acceptor) => match tokio::time::timeout(tls_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(tls_stream)) => serve_conn(tls_stream, shared, conn, &builder, watcher).await,
+                        Ok(Ok(tls_stream)) => {
+                            let io = ControlFrameGuard::new(tls_stream, control_frames);
+                            serve_conn(io, shared, conn, &builder, watcher).await
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "tls handshake failed")
                         }

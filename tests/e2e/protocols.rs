@@ -230,3 +230,58 @@ async fn an_upgrade_the_upstream_declines_starts_no_tunnel() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert_eq!(up.hits(), 2);
 }
+
+/// One HTTP/2 frame, as bytes on the wire.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads frames until the connection closes; returns the GOAWAY's error code, if one came.
+async fn goaway_code(s: &mut TcpStream) -> Option<u32> {
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut bytes)).await;
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        if bytes[at + 3] == 0x7 && at + 9 + len <= bytes.len() {
+            let p = &bytes[at + 9..at + 9 + len];
+            return Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        at += 9 + len;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_ping_floods_get_goaway_enhance_your_calm() {
+    let up = Upstream::text("ok").await;
+    let proxy = Proxy::start(&config(&service("s", "", &[("p", &[up.addr])], ""))).await;
+    for (name, flood) in [("PING", h2_frame(0x6, 0, 0, &[7; 8])), ("SETTINGS", h2_frame(0x4, 0, 0, &[]))] {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(h2_frame(0x4, 0, 0, &[]));
+        bytes.extend(flood.repeat(1000));
+        // The proxy may close before all of it is written; that is the point.
+        let _ = s.write_all(&bytes).await;
+        assert_eq!(goaway_code(&mut s).await, Some(0xb), "{name} flood: GOAWAY with ENHANCE_YOUR_CALM");
+    }
+    // A client that pings now and then keeps its connection, and others are unaffected.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(0x4, 0, 0, &[]));
+    bytes.extend(h2_frame(0x6, 0, 0, &[1; 8]).repeat(20));
+    s.write_all(&bytes).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while got.windows(2).filter(|w| w == &[0x6, 0x1]).count() < 20 {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "a client within the cap was disconnected");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let (status, _, body) = get(proxy.addr, "/", &[]).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
+}

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub max_uri_bytes: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// SETTINGS and PING frames a client may send per second on one HTTP/2
+    /// connection; past it the connection gets GOAWAY (ENHANCE_YOUR_CALM).
+    pub h2_max_control_frames_per_second: u32,
     /// Data-path worker threads (default: one per core).
     pub workers: usize,
 }
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
             h2_max_concurrent_streams: 100,
+            h2_max_control_frames_per_second: 100,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -99,6 +103,13 @@ pub(super) fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {
         None => d.max_headers,
         Some(s) if s.value == 0 || s.value > 10_000 => {
             return Err(fail("server.max_headers", &s.referenced, "must be between 1 and 10000"))
+        }
+        Some(s) => s.value,
+    };
+    let h2_max_control_frames_per_second = match f.h2_max_control_frames_per_second {
+        None => d.h2_max_control_frames_per_second,
+        Some(s) if s.value == 0 || s.value > 1_000_000 => {
+            return Err(fail("server.h2_max_control_frames_per_second", &s.referenced, "must be between 1 and 1000000"))
         }
         Some(s) => s.value,
     };
@@ -121,6 +132,7 @@ pub(super) fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {
         max_headers,
         max_uri_bytes: size(f.max_uri_bytes, "max_uri_bytes", 16, d.max_uri_bytes)?,
         h2_max_concurrent_streams: f.h2_max_concurrent_streams.unwrap_or(d.h2_max_concurrent_streams).max(1),
+        h2_max_control_frames_per_second,
     })
 }
 
