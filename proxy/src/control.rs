@@ -48,6 +48,11 @@ pub struct Control {
     pub(crate) rollouts: tokio::sync::Mutex<std::collections::HashMap<String, crate::rollout::controller::Handle>>,
     /// Services whose rollout has not ended (read by writes that must not race it).
     running: Mutex<BTreeSet<String>>,
+    /// Bumped when the control path is handed to a successor process (or
+    /// taken back): rollout controllers of an older epoch stop.
+    epoch: std::sync::atomic::AtomicU64,
+    /// The control path is with a successor now.
+    handed_over: std::sync::atomic::AtomicBool,
 }
 
 // === impl Control ===
@@ -63,7 +68,54 @@ impl Control {
             writes: tokio::sync::Mutex::new(()),
             rollouts: Default::default(),
             running: Default::default(),
+            epoch: Default::default(),
+            handed_over: Default::default(),
         }
+    }
+
+    /// Gives the control path to a successor process (a binary upgrade):
+    /// every rollout controller stops after saving its progress to the
+    /// moment, no write is in progress, and the state store is closed so the
+    /// successor can open it and resume the rollouts where they are. The data
+    /// path goes on serving until the process drains.
+    pub async fn hand_over(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let handles: Vec<_> = self.rollouts.lock().await.values().cloned().collect();
+        for h in handles {
+            // Waits for a tick in progress; the next one sees `handed_over`.
+            let r = h.lock().await;
+            if !r.is_done() {
+                if let Err(e) = self.save_rollout(&r) {
+                    tracing::error!(service = %r.service, error = %e, "cannot save rollout progress for the successor");
+                }
+            }
+        }
+        let _w = self.writes.lock().await;
+        if let Some(store) = &self.store {
+            store.release();
+        }
+        self.handed_over.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the control path is with a successor process.
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes the control path back after a successor failed: the state
+    /// store reopened, the stored rollouts resumed.
+    pub async fn take_back(self: &Arc<Self>) -> Result<(), crate::Error> {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(store) = &self.store {
+            store.reopen()?;
+        }
+        self.handed_over.store(false, std::sync::atomic::Ordering::SeqCst);
+        crate::rollout::controller::resume_all(self).await
+    }
+
+    /// Which hand-over epoch this is (see [`Control::hand_over`]).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The config currently in force (as loaded; weights as in the file).

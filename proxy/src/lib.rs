@@ -52,6 +52,7 @@ pub mod split;
 pub mod state;
 pub mod stats;
 pub mod tls;
+pub mod upgrade;
 pub mod worker;
 
 pub use config::Config;
@@ -60,7 +61,6 @@ pub use error::Error;
 use arc_swap::ArcSwap;
 use config::ServerConfig;
 use control::Control;
-use hyper_util::server::graceful::GracefulShutdown;
 use listener::BoundListener;
 use snapshot::Snapshot;
 use stats::Stats;
@@ -70,6 +70,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
 
 /// State shared by every connection: the current snapshot and the limits.
 pub struct Shared {
@@ -124,6 +125,7 @@ pub struct Bound {
     listeners: Vec<BoundListener>,
     admin: Option<(tokio::net::TcpListener, Arc<admin::Admin>)>,
     control: Arc<Control>,
+    sockets: upgrade::Sockets,
 }
 
 /// Everything `switchyard check` verifies beyond [`Config::load`]: that the
@@ -208,14 +210,39 @@ impl Proxy {
     /// Binds every listener (one socket per worker) and the admin API, and
     /// loads TLS certificates.
     pub async fn bind(self) -> Result<Bound, Error> {
+        self.bind_from(None).await
+    }
+
+    /// Like [`Proxy::bind`], taking over the sockets a predecessor passed
+    /// (a binary upgrade) where a listener's name and address match.
+    pub async fn bind_from(self, mut inherited: Option<&mut upgrade::Inherited>) -> Result<Bound, Error> {
         let workers = self.control.shared.server.workers;
-        let listeners = self.config.listeners.iter().map(|l| listener::bind(l, workers)).collect::<Result<_, _>>()?;
+        let mut sockets = upgrade::Sockets::default();
+        let mut listeners = Vec::new();
+        for l in &self.config.listeners {
+            let passed = inherited.as_deref_mut().and_then(|i| i.take(&l.name, l.bind));
+            let bound = listener::bind(l, workers, passed)?;
+            sockets.add(&l.name, l.bind, bound.sockets())?;
+            listeners.push(bound);
+        }
         rollout::controller::resume_all(&self.control).await?;
         let admin = match &self.config.admin {
-            Some(a) => Some(admin::bind(self.control.clone(), a.bind, a.tokens.clone()).await?),
+            Some(a) => {
+                let passed = inherited.and_then(|i| i.take(upgrade::ADMIN, a.bind));
+                let socket = match passed.and_then(|mut s| s.pop()) {
+                    Some(s) => s,
+                    None => std::net::TcpListener::bind(a.bind).map_err(|error| Error::Bind {
+                        name: "admin".into(),
+                        addr: a.bind,
+                        error,
+                    })?,
+                };
+                sockets.add(upgrade::ADMIN, a.bind, std::slice::from_ref(&socket))?;
+                Some(admin::bind(self.control.clone(), socket, a.tokens.clone()).await?)
+            }
             None => None,
         };
-        Ok(Bound { listeners, admin, control: self.control })
+        Ok(Bound { listeners, admin, control: self.control, sockets })
     }
 }
 
@@ -230,6 +257,11 @@ impl Bound {
     /// Run-time control (weights, reload) of this proxy.
     pub fn control(&self) -> Arc<Control> {
         self.control.clone()
+    }
+
+    /// The listening sockets, for a successor process (see [`upgrade`]).
+    pub fn take_sockets(&mut self) -> upgrade::Sockets {
+        std::mem::take(&mut self.sockets)
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
@@ -247,7 +279,8 @@ impl Bound {
         });
         let flag_watch =
             self.control.flags_file().map(|file| tokio::spawn(control::watch_flags(self.control.clone(), file)));
-        let graceful = Arc::new(GracefulShutdown::new());
+        // Every client connection is a task of this tracker: the drain waits for them.
+        let connections = TaskTracker::new();
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(false);
         let (stopped_tx, mut stopped_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -255,17 +288,19 @@ impl Bound {
         let mut per_worker: Vec<Vec<listener::Acceptor>> = (0..workers).map(|_| Vec::new()).collect();
         for l in self.listeners {
             tracing::info!(listener = %l.name, addr = %l.local_addr, workers, "listening");
+            // Sockets inherited from a predecessor with more workers are
+            // shared out, so none of their accept queues is left unserved.
             for (i, a) in l.into_acceptors().enumerate() {
-                per_worker[i].push(a);
+                per_worker[i % workers].push(a);
             }
         }
         let mut threads = Vec::new();
         for (i, acceptors) in per_worker.into_iter().enumerate() {
-            let (shared, graceful, stop_rx, exit_rx, stopped_tx) =
-                (shared.clone(), graceful.clone(), stop_rx.clone(), exit_rx.clone(), stopped_tx.clone());
+            let (shared, connections, stop_rx, exit_rx, stopped_tx) =
+                (shared.clone(), connections.clone(), stop_rx.clone(), exit_rx.clone(), stopped_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
-                .spawn(move || worker_main(i, acceptors, shared, graceful, stop_rx, exit_rx, stopped_tx))
+                .spawn(move || worker_main(i, acceptors, shared, connections, stop_rx, exit_rx, stopped_tx))
                 .map_err(|e| Error::Runtime(format!("cannot start worker thread {i}: {e}")))?;
             threads.push(thread);
         }
@@ -273,6 +308,12 @@ impl Bound {
 
         shutdown.await;
         shared.draining.store(true, Ordering::Relaxed);
+        if self.control.handed_over() {
+            // The successor answers the admin API now (it accepts on the same socket).
+            if let Some(t) = &admin_task {
+                t.abort();
+            }
+        }
         let _ = stop_tx.send(true);
         // Every worker has stopped accepting: no new connection can join the drain.
         for _ in 0..workers {
@@ -281,15 +322,11 @@ impl Bound {
             }
         }
         let drain = shared.server.drain_timeout;
-        tracing::info!(open_connections = graceful.count(), drain_timeout = ?drain, "shutting down: draining");
-        match Arc::try_unwrap(graceful) {
-            Ok(graceful) => match tokio::time::timeout(drain, graceful.shutdown()).await {
-                Ok(()) => tracing::info!("drained"),
-                Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
-            },
-            Err(_) => {
-                tracing::warn!("a worker is still holding the drain signal; closing connections")
-            }
+        connections.close();
+        tracing::info!(open_connections = connections.len(), drain_timeout = ?drain, "shutting down: draining");
+        match tokio::time::timeout(drain, connections.wait()).await {
+            Ok(()) => tracing::info!("drained"),
+            Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
         let _ = exit_tx.send(true);
         for t in threads {
@@ -308,7 +345,7 @@ fn worker_main(
     index: usize,
     acceptors: Vec<listener::Acceptor>,
     shared: Arc<Shared>,
-    graceful: Arc<GracefulShutdown>,
+    connections: TaskTracker,
     stop: watch::Receiver<bool>,
     mut exit: watch::Receiver<bool>,
     stopped: tokio::sync::mpsc::UnboundedSender<()>,
@@ -329,15 +366,11 @@ fn worker_main(
         let builder = Arc::new(listener::builder(&shared.server));
         let loops: Vec<_> = acceptors
             .into_iter()
-            .map(|a| {
-                let g = graceful.clone();
-                tokio::spawn(a.serve(shared.clone(), builder.clone(), move || g.watcher(), stop.clone()))
-            })
+            .map(|a| tokio::spawn(a.serve(shared.clone(), builder.clone(), connections.clone(), stop.clone())))
             .collect();
         for l in loops {
             let _ = l.await;
         }
-        drop(graceful);
         let _ = stopped.send(());
         let _ = exit.wait_for(|e| *e).await;
     });

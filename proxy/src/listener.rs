@@ -7,9 +7,9 @@
 //! backlog), gets a write-idle timeout, finishes its TLS handshake
 //! within the handshake timeout, and is served by hyper's auto builder
 //! (HTTP/1.1, HTTP/2 by ALPN or prior knowledge, upgrades) behind the cap on
-//! HTTP/2 control frames ([`crate::h2_guard`]). Every connection is
-//! watched by the graceful-shutdown signal: on shutdown, HTTP/1 connections
-//! close after their current response and HTTP/2 ones send GOAWAY.
+//! HTTP/2 control frames ([`crate::h2_guard`]). Every connection watches the
+//! stop signal: on shutdown, HTTP/1 connections close after their current
+//! response and HTTP/2 ones send GOAWAY.
 
 use crate::config::{ListenerConfig, ServerConfig};
 use crate::error::Error;
@@ -20,7 +20,6 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
 /// A bound listener: one socket per worker, ready to serve.
 pub struct BoundListener {
@@ -55,24 +55,35 @@ pub struct Acceptor {
     set_forwarded: bool,
 }
 
-/// Binds a listener (one `SO_REUSEPORT` socket per worker) and loads its certificates.
-pub fn bind(cfg: &ListenerConfig, workers: usize) -> Result<BoundListener, Error> {
+/// Binds a listener (one `SO_REUSEPORT` socket per worker) and loads its
+/// certificates. `inherited`: the sockets a predecessor passed for it (a
+/// binary upgrade), used instead of new ones.
+pub fn bind(
+    cfg: &ListenerConfig,
+    workers: usize,
+    inherited: Option<Vec<std::net::TcpListener>>,
+) -> Result<BoundListener, Error> {
     let tls = match &cfg.tls {
         Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
         None => None,
     };
     let bind_err = |error| Error::Bind { name: cfg.name.clone(), addr: cfg.bind, error };
-    // SO_REUSEPORT would let this process silently share a port with another
-    // one (say, a second proxy started by mistake): a plain bind first makes
-    // a taken port an error, as operators expect.
-    if cfg.bind.port() != 0 {
-        drop(std::net::TcpListener::bind(cfg.bind).map_err(bind_err)?);
+    let mut sockets = inherited.unwrap_or_default();
+    for s in &sockets {
+        s.set_nonblocking(true).map_err(bind_err)?;
     }
-    let first = reuseport_socket(cfg.bind).map_err(bind_err)?;
+    if sockets.is_empty() {
+        // SO_REUSEPORT would let this process silently share a port with another
+        // one (say, a second proxy started by mistake): a plain bind first makes
+        // a taken port an error, as operators expect.
+        if cfg.bind.port() != 0 {
+            drop(std::net::TcpListener::bind(cfg.bind).map_err(bind_err)?);
+        }
+        sockets.push(reuseport_socket(cfg.bind).map_err(bind_err)?);
+    }
     // Port 0 picks a port once; the other workers join that same port.
-    let local_addr = first.local_addr().map_err(bind_err)?;
-    let mut sockets = vec![first];
-    for _ in 1..workers {
+    let local_addr = sockets[0].local_addr().map_err(bind_err)?;
+    while sockets.len() < workers {
         sockets.push(reuseport_socket(local_addr).map_err(bind_err)?);
     }
     Ok(BoundListener {
@@ -99,6 +110,11 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 // === impl BoundListener ===
 
 impl BoundListener {
+    /// Its sockets, for a successor process (see [`crate::upgrade`]).
+    pub fn sockets(&self) -> &[std::net::TcpListener] {
+        &self.sockets
+    }
+
     /// Splits the listener into one acceptor per worker.
     pub fn into_acceptors(self) -> impl Iterator<Item = Acceptor> {
         let Self { name, sockets, tls, permits, trust_forwarded, set_forwarded, .. } = self;
@@ -136,13 +152,14 @@ pub fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
 // === impl Acceptor ===
 
 impl Acceptor {
-    /// Accepts until `stop` turns true; each connection is watched by `watcher`.
+    /// Accepts until `stop` turns true; each connection is a task of
+    /// `connections` and shuts down gracefully once `stop` turns true.
     /// Runs on a worker's runtime.
     pub async fn serve(
         self,
         shared: Arc<Shared>,
         builder: Arc<auto::Builder<TokioExecutor>>,
-        watcher: impl Fn() -> Watcher + Send + 'static,
+        connections: TaskTracker,
         mut stop: watch::Receiver<bool>,
     ) {
         let listener = match TcpListener::from_std(self.socket) {
@@ -181,21 +198,28 @@ impl Acceptor {
                 trust_forwarded: self.trust_forwarded,
                 set_forwarded: self.set_forwarded,
             });
-            let (shared, builder, watcher, tls) = (shared.clone(), builder.clone(), watcher(), self.tls.clone());
-            tokio::spawn(async move {
+            let (shared, builder, stop, tls) = (shared.clone(), builder.clone(), stop.clone(), self.tls.clone());
+            let first_bytes = shared.server.header_read_timeout;
+            connections.spawn(async move {
                 let _permit = permit;
+                // Until a client sends its first bytes the connection is not
+                // handed to hyper: a drain starting meanwhile would close it
+                // unserved. No bytes within the header timeout: closed.
+                if tokio::time::timeout(first_bytes, stream.readable()).await.is_err() {
+                    return;
+                }
                 let mut io = TimeoutStream::new(stream);
                 io.set_write_timeout(Some(write_timeout));
                 let io = Box::pin(io);
                 match tls {
                     None => {
                         let io = ControlFrameGuard::new(io, control_frames);
-                        serve_conn(io, shared, conn, &builder, watcher).await
+                        serve_conn(io, shared, conn, &builder, stop).await
                     }
                     Some(acceptor) => match tokio::time::timeout(tls_timeout, acceptor.accept(io)).await {
                         Ok(Ok(tls_stream)) => {
                             let io = ControlFrameGuard::new(tls_stream, control_frames);
-                            serve_conn(io, shared, conn, &builder, watcher).await
+                            serve_conn(io, shared, conn, &builder, stop).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "tls handshake failed")
@@ -222,7 +246,7 @@ async fn serve_conn<I>(
     shared: Arc<Shared>,
     conn: Arc<ClientConn>,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -231,7 +255,19 @@ async fn serve_conn<I>(
         async move { Ok::<_, Infallible>(forward::handle(shared, conn, req).await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(connection).await {
+    tokio::pin!(connection);
+    // The connection is polled before the stop signal, so the request whose
+    // bytes are already here is read and served before a graceful shutdown:
+    // HTTP/1 closes after the response in progress, HTTP/2 sends GOAWAY.
+    let result = tokio::select! {
+        biased;
+        r = connection.as_mut() => r,
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
 }

@@ -110,7 +110,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo { config } => (config, true, true, true),
         Command::Check { .. } | Command::Ctl(_) => anyhow::bail!("not a serving command"),
     };
-    let config = Config::load(&config_path)?;
+    // Resolved now: after a package upgrade the path holds the new binary.
+    let binary = switchyard::upgrade::own_binary();
+    let mut inherited = switchyard::upgrade::Inherited::from_env().await?;
+    let config = match Config::load(&config_path).and_then(|c| {
+        if inherited.is_some() {
+            switchyard::check(&c).map(|()| c)
+        } else {
+            Ok(c)
+        }
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(i) = &mut inherited {
+                i.failed(&e.to_string()).await;
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(i) = &mut inherited {
+        i.loaded().await?;
+    }
     if demo {
         let started = switchyard::demo::start_upstreams(&config).await.context("starting demo upstreams")?;
         for (pool, addr) in &started {
@@ -118,7 +138,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     let options = Options { access_log, record_stats, config_path: Some(config_path) };
-    let bound = Proxy::new(config, options)?.bind().await?;
+    let mut bound = Proxy::new(config, options)?.bind_from(inherited.as_mut()).await?;
+    match inherited {
+        Some(i) => i.serving().await?,
+        None => switchyard::upgrade::sd_notify("READY=1"),
+    }
+    let upgraded = watch_upgrade_signal(bound.control(), bound.take_sockets(), binary);
     let control = bound.control();
     tokio::spawn(async move {
         #[cfg(unix)]
@@ -134,8 +159,51 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print_demo_hints(*addr);
         }
     }
-    bound.run(shutdown_signal()).await?;
+    bound
+        .run(async {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = upgraded => tracing::info!("upgrade: the successor serves; draining"),
+            }
+        })
+        .await?;
     Ok(())
+}
+
+/// On SIGUSR2, starts a successor from `binary` (see [`switchyard::upgrade`]);
+/// resolves once one serves. A failed upgrade is logged and changes nothing.
+fn watch_upgrade_signal(
+    control: std::sync::Arc<switchyard::control::Control>,
+    sockets: switchyard::upgrade::Sockets,
+    binary: Option<PathBuf>,
+) -> impl std::future::Future<Output = ()> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok(mut usr2) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()) else {
+            return;
+        };
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+        while usr2.recv().await.is_some() {
+            let Some(binary) = &binary else {
+                tracing::error!("upgrade: the binary this process was started from cannot be found");
+                continue;
+            };
+            tracing::info!(binary = %binary.display(), "upgrade: SIGUSR2, starting a successor");
+            match switchyard::upgrade::start_successor(&control, &sockets, binary, &args, &runtime_dir).await {
+                Ok(()) => {
+                    let _ = done_tx.send(());
+                    return;
+                }
+                Err(e) => tracing::error!("{e}; this process goes on serving"),
+            }
+        }
+    });
+    async move {
+        if done_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn print_demo_hints(addr: std::net::SocketAddr) {

@@ -83,12 +83,33 @@ pub struct Event {
 
 /// The embedded store.
 pub struct StateStore {
-    db: Database,
+    /// `None` once released to a successor process ([`StateStore::release`]).
+    db: std::sync::RwLock<Option<Database>>,
+    path: std::path::PathBuf,
     events: broadcast::Sender<Event>,
 }
 
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::State(format!("state store: {e}"))
+}
+
+/// Opens the database file; while another process (a predecessor handing
+/// over) still holds it, retries for up to 5 s.
+fn open_db(path: &Path) -> Result<Database, Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Database::create(path) {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => return Err(Error::State(format!("state store: cannot open {}: {e}", path.display()))),
+        }
+    }
+}
+
+fn released() -> Error {
+    Error::State("state store: handed over to the new process of a binary upgrade; retry".into())
 }
 
 fn json<T: Serialize + ?Sized>(v: &T) -> Result<String, Error> {
@@ -102,8 +123,8 @@ impl StateStore {
     pub fn open(dir: &Path) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::State(format!("state store: cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("switchyard.redb"))
-            .map_err(|e| Error::State(format!("state store: cannot open {}: {e}", dir.display())))?;
+        let path = dir.join("switchyard.redb");
+        let db = open_db(&path)?;
         // Create the tables so readers never see them missing.
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(WEIGHTS).map_err(db_err)?;
@@ -114,7 +135,35 @@ impl StateStore {
         tx.open_table(PLUGIN_CONFIGS).map_err(db_err)?;
         tx.open_table(SUSPENDED).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        Ok(Self { db, events: broadcast::channel(1024).0 })
+        Ok(Self { db: std::sync::RwLock::new(Some(db)), path, events: broadcast::channel(1024).0 })
+    }
+
+    /// Closes the database so a successor process (a binary upgrade) can open
+    /// it; every later call fails, and nothing is written after this.
+    pub fn release(&self) {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        db.take();
+    }
+
+    /// Opens the database again after [`StateStore::release`].
+    pub fn reopen(&self) -> Result<(), Error> {
+        let db = open_db(&self.path)?;
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
+        Ok(())
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, Error> {
+        match &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(db) => db.begin_read().map_err(db_err),
+            None => Err(released()),
+        }
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction, Error> {
+        match &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(db) => db.begin_write().map_err(db_err),
+            None => Err(released()),
+        }
     }
 
     /// Weights set at run time, by service.
@@ -134,7 +183,7 @@ impl StateStore {
 
     /// What the admin API set for plugins: uploaded components and configurations.
     pub fn plugins(&self) -> Result<crate::plugin::Overrides, Error> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.read()?;
         let table = tx.open_table(PLUGINS).map_err(db_err)?;
         let mut uploaded = BTreeMap::new();
         for row in table.iter().map_err(db_err)? {
@@ -149,7 +198,7 @@ impl StateStore {
         &self,
         def: TableDefinition<&str, &str>,
     ) -> Result<C, Error> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.read()?;
         let table = tx.open_table(def).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {
@@ -162,7 +211,7 @@ impl StateStore {
     /// In one durable transaction: applies `changes` and appends `event`
     /// (its `seq` and `time` are filled in). Returns the event as stored.
     pub fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.write()?;
         let event = {
             for change in changes {
                 let (def, key, value) = match *change {
@@ -201,7 +250,7 @@ impl StateStore {
 
     /// Events after `after`, oldest first, at most `limit`.
     pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, Error> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.read()?;
         let table = tx.open_table(EVENTS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.range(after.saturating_add(1)..).map_err(db_err)?.take(limit) {
@@ -213,7 +262,7 @@ impl StateStore {
 
     /// The newest events, oldest first, at most `limit`.
     pub fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.read()?;
         let table = tx.open_table(EVENTS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)?.rev().take(limit) {
@@ -227,14 +276,14 @@ impl StateStore {
     /// Stores a rollout's progress (the latest, active or finished, per service).
     pub fn save_rollout<T: Serialize>(&self, service: &str, rollout: &T) -> Result<(), Error> {
         let json = serde_json::to_string(rollout).map_err(db_err)?;
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.write()?;
         tx.open_table(ROLLOUTS).map_err(db_err)?.insert(service, json.as_str()).map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
     /// Every stored rollout.
     pub fn rollouts<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, Error> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.read()?;
         let table = tx.open_table(ROLLOUTS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {

@@ -5,6 +5,7 @@
 
 mod admin;
 mod attribution;
+mod contract;
 mod faults;
 mod flags;
 mod hardening;
@@ -17,5 +18,6 @@ mod split;
 mod streaming;
 mod support;
 mod suspension;
+mod upgrade;
 #[path = "../wasm_plugins.rs"]
 mod wasm_plugins;

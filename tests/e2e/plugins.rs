@@ -20,7 +20,7 @@ pub(crate) fn plugins_section(names: &[&str]) -> String {
 }
 
 /// Uploads `bytes` as plugin `name`; returns the status and the JSON answer.
-async fn upload(proxy: &Proxy, name: &str, bytes: Vec<u8>, content_type: &str) -> (u16, serde_json::Value) {
+pub(crate) async fn upload(proxy: &Proxy, name: &str, bytes: Vec<u8>, content_type: &str) -> (u16, serde_json::Value) {
     let mut c = Client::connect(proxy.admin.unwrap()).await;
     let req = Request::put(format!("/v1/plugins/{name}"))
         .header("host", "admin")
@@ -36,7 +36,7 @@ async fn upload(proxy: &Proxy, name: &str, bytes: Vec<u8>, content_type: &str) -
 
 /// The same component with a custom section appended: a new version (new
 /// SHA-256) that behaves the same.
-fn new_version(mut bytes: Vec<u8>, tag: &str) -> Vec<u8> {
+pub(crate) fn new_version(mut bytes: Vec<u8>, tag: &str) -> Vec<u8> {
     let payload: Vec<u8> = [&[tag.len() as u8][..], tag.as_bytes(), b"v2"].concat();
     bytes.push(0);
     bytes.push(payload.len() as u8);

@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,9 +168,14 @@ impl Proxy {
 
     /// Like [`Proxy::start`], with files already placed in `dir`.
     pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Self {
+        Self::start_binary(dir, yaml, Path::new(env!("CARGO_BIN_EXE_switchyard"))).await
+    }
+
+    /// Like [`Proxy::start_in`], running `binary`.
+    pub async fn start_binary(dir: tempfile::TempDir, yaml: &str, binary: &Path) -> Self {
         let path = dir.path().join("switchyard.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        let mut child = Command::new(binary)
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
@@ -319,10 +325,16 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        Self::try_connect(addr).await.unwrap()
+    }
+
+    /// Like [`Client::connect`], with the failure as an error.
+    pub async fn try_connect(addr: SocketAddr) -> Result<Self, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(conn);
-        Client { sender }
+        Ok(Client { sender })
     }
 
     pub async fn send(&mut self, req: Request<BoxBody>) -> Result<Response<Incoming>, hyper::Error> {

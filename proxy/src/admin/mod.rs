@@ -8,6 +8,8 @@ pub mod api;
 mod views;
 mod wire;
 
+pub use wire::parse_weights;
+
 use crate::config::AdminToken;
 use crate::control::Control;
 use crate::rollout::controller::{self, Command};
@@ -29,7 +31,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use views::{figures_view, plugin_view, rollout_view, service_view};
-use wire::{error, is_content_type, json, json_body, parse_weights, query_param, text};
+use wire::{error, is_content_type, json, json_body, query_param, text};
 
 /// The OpenAPI 3 description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -73,9 +75,12 @@ pub struct Admin {
 /// Binds the admin listener. Refuses a non-loopback address without a token.
 pub async fn bind(
     control: Arc<Control>,
-    addr: SocketAddr,
+    socket: std::net::TcpListener,
     mut tokens: Vec<AdminToken>,
 ) -> Result<(TcpListener, Arc<Admin>), crate::Error> {
+    let bind_err = |addr, error| crate::Error::Bind { name: "admin".into(), addr, error };
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let addr = socket.local_addr().map_err(|e| bind_err(unknown, e))?;
     if let Ok(t) = std::env::var("SWITCHYARD_ADMIN_TOKEN") {
         if !t.trim().is_empty() {
             tokens.push(AdminToken { name: "env".into(), token: t.trim().to_owned(), read_only: false });
@@ -103,8 +108,8 @@ pub async fn bind(
     .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     registry.register(Box::new(info)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
-    let listener =
-        TcpListener::bind(addr).await.map_err(|error| crate::Error::Bind { name: "admin".into(), addr, error })?;
+    socket.set_nonblocking(true).map_err(|e| bind_err(addr, e))?;
+    let listener = TcpListener::from_std(socket).map_err(|e| bind_err(addr, e))?;
     if tokens.is_empty() {
         tracing::warn!("admin API has no token: writes are open to local processes");
     }

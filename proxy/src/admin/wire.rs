@@ -56,7 +56,7 @@ pub(super) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 }
 
 /// Accepts `{"stable": 90, "canary": 10}` or `{"weights": {...}, "reason": "..."}`.
-pub(super) fn parse_weights(body: &[u8]) -> Result<(WeightMap, Option<String>), String> {
+pub fn parse_weights(body: &[u8]) -> Result<(WeightMap, Option<String>), String> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Wrapped {

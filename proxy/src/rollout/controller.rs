@@ -149,6 +149,7 @@ pub async fn resume_all(ctrl: &Arc<Control>) -> Result<(), crate::Error> {
 
 /// The controller loop of one rollout.
 async fn run(ctrl: Arc<Control>, handle: Handle) {
+    let epoch = ctrl.epoch();
     let interval = handle.lock().await.plan.analysis.interval;
     let sample_every = (10_000 / interval.as_millis().max(1)).max(1) as u64;
     let mut ticker = tokio::time::interval(interval);
@@ -170,7 +171,7 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
         last = Instant::now();
         ticks += 1;
         let mut r = handle.lock().await;
-        if r.is_done() {
+        if r.is_done() || ctrl.epoch() != epoch {
             return;
         }
         // A person's promote may have moved the weights since the last tick.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine with a Rust toolchain and Python 3:
+#   1. the reference plugins, built to WebAssembly (scripts/build-plugins.sh);
+#   2. the dependency audit against the RustSec advisory database (scripts/audit.sh);
+#   3. schemathesis, for the admin API's contract test (pinned, from PyPI);
+#   4. cargo test: unit tests, the plugins' native tests, the fuzz corpora
+#      replayed, and end-to-end tests against the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build-plugins.sh
+bash scripts/audit.sh
+schemathesis=4.32.5
+if ! st --version 2>/dev/null | grep -q "$schemathesis"; then
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$schemathesis"
+fi
+# pip may put `st` outside PATH (a --user install, say): tell the test where.
+scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+command -v st >/dev/null || export SWITCHYARD_SCHEMATHESIS="$scripts/st"
+cargo test --workspace
