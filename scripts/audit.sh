@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Checks the dependency tree with cargo-deny: RustSec advisories, licences,
 # bans and sources (deny.toml). Runs offline against a local copy of the
-# advisory database: $SWITCHYARD_ADVISORY_DB, or ../shared/advisory-db beside
-# the repository. Then proves the check bites: a fixture depending on a crate
-# with a known advisory must be refused, with the advisory named.
+# advisory database: $SWITCHYARD_ADVISORY_DB, else ../shared/advisory-db beside
+# the repository, else the snapshot kept in scripts/advisory-db.tar.xz. Then
+# proves the check bites: a fixture depending on a crate with a known
+# advisory must be refused, with the advisory named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 db=${SWITCHYARD_ADVISORY_DB:-../shared/advisory-db}
 if [ ! -d "$db/crates" ]; then
-  echo "audit: no RustSec advisory database at $db." >&2
-  echo "audit: set SWITCHYARD_ADVISORY_DB, or see README 'Dependency advisories' to fetch one." >&2
-  exit 1
+  if [ -n "${SWITCHYARD_ADVISORY_DB:-}" ]; then
+    echo "audit: no RustSec advisory database at $db (SWITCHYARD_ADVISORY_DB)." >&2
+    exit 1
+  fi
+  mkdir -p target/advisory-snapshot
+  tar -xJf scripts/advisory-db.tar.xz -C target/advisory-snapshot
+  db=target/advisory-snapshot/advisory-db
 fi
+echo "audit: advisory database from $db"
 command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --version 0.20.2
 
 # cargo-deny opens its database as a git checkout under db-path, named after
