@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
             "targeting": {"if": [{"and": [{"==": [{"var": "plan"}, "pro"]}, {"starts_with": [{"var": "email"}, "a"]}]},
                                  {"fractional": [["on", 0], ["off", 100]]}, "off"]}}}}"#,
         &Default::default(),
+        Default::default(),
     )
     .unwrap();
     let context = [

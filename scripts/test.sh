@@ -2,7 +2,9 @@
 # The whole test suite, on a fresh machine with a Rust toolchain and Python 3:
 #   1. the reference plugins, built to WebAssembly (scripts/build-plugins.sh);
 #   2. the dependency audit against the RustSec advisory database (scripts/audit.sh);
-#   3. schemathesis, for the admin API's contract test (pinned, from PyPI);
+#   3. schemathesis, for the admin API's contract test, and flagd's reference
+#      evaluator in both bucketing generations (openfeature-flagd-core 1.0.0
+#      and 2.0.0, into target/flagd-reference/), all pinned, from PyPI;
 #   4. cargo test: unit tests, the plugins' native tests, the fuzz corpora
 #      replayed, and end-to-end tests against the real binary.
 set -euo pipefail
@@ -13,6 +15,12 @@ schemathesis=4.32.5
 if ! st --version 2>/dev/null | grep -q "$schemathesis"; then
   python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$schemathesis"
 fi
+for flagd in 1.0.0 2.0.0; do
+  if [ ! -d "target/flagd-reference/$flagd/openfeature" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --target "target/flagd-reference/$flagd" \
+      "openfeature-flagd-core==$flagd"
+  fi
+done
 # pip may put `st` outside PATH (a --user install, say): tell the test where.
 scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 command -v st >/dev/null || export SWITCHYARD_SCHEMATHESIS="$scripts/st"

@@ -75,7 +75,7 @@ pub fn admin_bodies(data: &[u8]) {
     if let Ok(patch) = serde_json::from_slice::<serde_json::Value>(data) {
         let base = r#"{"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}}}"#;
         let overrides = BTreeMap::from([("f".to_owned(), patch)]);
-        if let Ok(set) = switchyard::flags::FlagSet::parse(base, &overrides) {
+        if let Ok(set) = switchyard::flags::FlagSet::parse(base, &overrides, Default::default()) {
             let _ = set.resolve("f", &switchyard::flags::context(Default::default(), "user-1"));
         }
     }
@@ -86,7 +86,7 @@ pub fn admin_bodies(data: &[u8]) {
 pub fn flags(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let (defs, attrs) = text.split_once('\u{0}').unwrap_or((text, "{}"));
-    let Ok(set) = switchyard::flags::FlagSet::parse(defs, &BTreeMap::new()) else { return };
+    let Ok(set) = switchyard::flags::FlagSet::parse(defs, &BTreeMap::new(), Default::default()) else { return };
     let attributes = serde_json::from_str(attrs).unwrap_or_default();
     let context = switchyard::flags::context(attributes, "user-1");
     let keys: Vec<String> = set.definitions().keys().map(|k| k.to_string()).collect();

@@ -309,7 +309,11 @@ impl Control {
             ("admin", new.admin != old.admin),
             ("state", new.state_dir != old.state_dir),
             ("stats", new.stats != old.stats),
-            ("flags", new.flags != old.flags),
+            // The bucketing generation alone is applied by a reload.
+            (
+                "flags",
+                new.flags.as_ref().map(|f| (&f.file, &f.context)) != old.flags.as_ref().map(|f| (&f.file, &f.context)),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -332,11 +336,27 @@ impl Control {
             Ok(n) => n,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
         };
+        let bucketing = |c: &Config| c.flags.as_ref().map(|f| f.bucketing);
+        let rebucketed = match new.flags.as_ref().filter(|_| bucketing(&new) != bucketing(&old)) {
+            Some(flags) => match load_flags(flags, &self.flag_overrides()?) {
+                Ok(set) => Some(set),
+                Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("flags: {e}")))),
+            },
+            None => None,
+        };
         let names = |c: &Config| c.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-        ev.old = serde_json::json!({ "services": names(&old) });
-        ev.new = serde_json::json!({ "services": names(&new) });
+        ev.old =
+            serde_json::json!({ "services": names(&old), "flags_bucketing": bucketing(&old).map(|b| b.to_string()) });
+        ev.new =
+            serde_json::json!({ "services": names(&new), "flags_bucketing": bucketing(&new).map(|b| b.to_string()) });
         ev.message = format!("config reloaded from {}: {} service(s)", path.display(), new.services.len());
+        if let (Some(before), Some(after)) = (bucketing(&old), bucketing(&new).filter(|_| rebucketed.is_some())) {
+            ev.message.push_str(&format!("; flag bucketing {before} → {after}"));
+        }
         let ev = self.commit(&[], ev)?;
+        if let Some(set) = rebucketed {
+            self.shared.flags.store(Arc::new(set));
+        }
         self.shared.plugins.replace(plugins);
         self.shared.snapshot.store(Arc::new(next));
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = new;
@@ -448,6 +468,10 @@ impl Control {
         self.config().flags.map(|f| f.file)
     }
 
+    fn flags_config(&self) -> Option<crate::config::FlagsConfig> {
+        self.config().flags
+    }
+
     /// Merges `patch` (any of `state`, `defaultVariant`, `variants`,
     /// `targeting`) into flag `key`'s run-time override; the flag is rebuilt
     /// and validated with every other flag before anything changes.
@@ -461,7 +485,7 @@ impl Control {
         let _w = self.writes.lock().await;
         let mut ev = event("flag", None, actor, reason);
         ev.new = serde_json::json!({ key: patch });
-        let Some(file) = self.flags_file() else {
+        let Some(flags) = self.flags_config() else {
             return Err(self.refuse(ev, ControlError::Conflict("no `flags` section in the config".into())));
         };
         if !patch.is_object() {
@@ -480,7 +504,7 @@ impl Control {
             m.extend(p.clone());
         }
         overrides.insert(key.to_owned(), merged.clone());
-        let set = match load_flags(&file, &overrides) {
+        let set = match load_flags(&flags, &overrides) {
             Ok(s) => s,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
         };
@@ -497,14 +521,14 @@ impl Control {
     pub async fn reset_flag(&self, key: &str, actor: &str, reason: Option<String>) -> Result<Event, ControlError> {
         let _w = self.writes.lock().await;
         let mut ev = event("flag-reset", None, actor, reason);
-        let Some(file) = self.flags_file() else {
+        let Some(flags) = self.flags_config() else {
             return Err(self.refuse(ev, ControlError::Conflict("no `flags` section in the config".into())));
         };
         let mut overrides = self.flag_overrides()?;
         if overrides.remove(key).is_none() {
             return Err(self.refuse(ev, ControlError::NotFound(format!("flag `{key}` has no run-time change"))));
         }
-        let set = match load_flags(&file, &overrides) {
+        let set = match load_flags(&flags, &overrides) {
             Ok(s) => s,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
         };
@@ -518,15 +542,15 @@ impl Control {
     pub async fn reload_flags(&self, actor: &str) -> Result<Event, ControlError> {
         let _w = self.writes.lock().await;
         let ev = event("flags-reload", None, actor, None);
-        let Some(file) = self.flags_file() else {
+        let Some(flags) = self.flags_config() else {
             return Err(ControlError::Conflict("no `flags` section in the config".into()));
         };
-        let set = match load_flags(&file, &self.flag_overrides()?) {
+        let set = match load_flags(&flags, &self.flag_overrides()?) {
             Ok(s) => s,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("{}: {e}", file.display())))),
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("{}: {e}", flags.file.display())))),
         };
         let mut ev = ev;
-        ev.message = format!("flags reloaded from {}", file.display());
+        ev.message = format!("flags reloaded from {}", flags.file.display());
         let ev = self.commit(&[], ev)?;
         self.shared.flags.store(Arc::new(set));
         tracing::info!("{}", ev.message);
@@ -588,11 +612,12 @@ impl Control {
 
 /// Reads and compiles a flag file with run-time overrides.
 pub fn load_flags(
-    file: &std::path::Path,
+    flags: &crate::config::FlagsConfig,
     overrides: &std::collections::BTreeMap<String, serde_json::Value>,
 ) -> Result<FlagSet, String> {
+    let file = &flags.file;
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    FlagSet::parse(&text, overrides)
+    FlagSet::parse(&text, overrides, flags.bucketing)
 }
 
 /// Re-reads the flag file whenever it changes (polled every second; editors

@@ -136,8 +136,7 @@ pub fn check(config: &Config) -> Result<(), Error> {
     plugin::load_all(&with_path, &Default::default(), &Default::default())
         .map_err(|e| Error::Config(format!("config: {e}")))?;
     if let Some(f) = &config.flags {
-        control::load_flags(&f.file, &Default::default())
-            .map_err(|e| Error::Config(format!("config: flags.file: {e}")))?;
+        control::load_flags(f, &Default::default()).map_err(|e| Error::Config(format!("config: flags.file: {e}")))?;
     }
     for l in &config.listeners {
         if let Some(t) = &l.tls {
@@ -183,7 +182,7 @@ impl Proxy {
         };
         let flag_set = match &config.flags {
             None => flags::FlagSet::default(),
-            Some(f) => control::load_flags(&f.file, &flag_overrides)
+            Some(f) => control::load_flags(f, &flag_overrides)
                 .map_err(|e| Error::Config(format!("config: flags.file: {e}")))?,
         };
         let shared = Arc::new(Shared {

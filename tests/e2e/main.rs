@@ -7,6 +7,7 @@ mod admin;
 mod attribution;
 mod contract;
 mod faults;
+mod flagd_reference;
 mod flags;
 mod hardening;
 mod lifecycle;

@@ -39,6 +39,8 @@ pub(crate) struct FileFlags {
     pub file: Spanned<String>,
     #[serde(default)]
     pub context: BTreeMap<String, Spanned<FileAttr>>,
+    #[serde(default)]
+    pub bucketing: crate::flags::Bucketing,
 }
 
 /// Where an evaluation-context attribute comes from: exactly one field.

@@ -80,6 +80,8 @@ pub struct FlagsConfig {
     pub file: PathBuf,
     /// Evaluation-context attributes by name.
     pub context: Vec<(String, AttrSource)>,
+    /// How `fractional` hashes (the applications' flagd providers decide).
+    pub bucketing: crate::flags::Bucketing,
 }
 
 /// Where an evaluation-context attribute comes from.
@@ -365,7 +367,7 @@ fn validate_flags(f: FileFlags, base: &Path) -> Result<FlagsConfig, Error> {
         }
         context.push((name, src));
     }
-    Ok(FlagsConfig { file, context })
+    Ok(FlagsConfig { file, context, bucketing: f.bucketing })
 }
 
 fn validate_admin(a: FileAdmin, base: &Path) -> Result<AdminConfig, Error> {

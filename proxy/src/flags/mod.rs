@@ -66,7 +66,8 @@ fn engine() -> Engine {
     Engine::builder()
         .add_operator(STARTS_WITH, Affix(true))
         .add_operator(ENDS_WITH, Affix(false))
-        .add_operator(fractional::CBOR_FRACTIONAL, fractional::CborFractional)
+        .add_operator(Bucketing::Cbor.operator(), fractional::Fractional(Bucketing::Cbor))
+        .add_operator(Bucketing::String.operator(), fractional::Fractional(Bucketing::String))
         .build()
 }
 
@@ -201,8 +202,8 @@ fn compile(
 }
 
 /// Replaces every `{"$ref": "name"}` with the named shared evaluator, and
-/// points `starts_with` / `ends_with` (and `fractional`, with the CBOR
-/// bucketing) at our operators.
+/// points `starts_with`, `ends_with` and `fractional` (with `bucketing`'s
+/// hashing) at our operators.
 fn resolve_refs(
     v: &Value,
     evaluators: &Map<String, Value>,
@@ -224,7 +225,7 @@ fn resolve_refs(
                     let k = match k.as_str() {
                         "starts_with" => STARTS_WITH.to_owned(),
                         "ends_with" => ENDS_WITH.to_owned(),
-                        "fractional" if bucketing == Bucketing::Cbor => fractional::CBOR_FRACTIONAL.to_owned(),
+                        "fractional" => bucketing.operator().to_owned(),
                         _ => k.clone(),
                     };
                     Ok((k, resolve_refs(v, evaluators, depth, bucketing)?))
@@ -266,7 +267,7 @@ mod tests {
 
     /// The flags behind flagd-testbed's targeting scenarios (v2 bucketing),
     /// written here as test data.
-    fn testbed() -> FlagSet {
+    fn testbed(bucketing: Bucketing) -> FlagSet {
         let suits =
             json!({ "clubs": "clubs", "diamonds": "diamonds", "hearts": "hearts", "spades": "spades", "wild": "wild" });
         let quarter = |seed: Value| json!({ "fractional": [seed, ["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]] });
@@ -310,7 +311,7 @@ mod tests {
                 "disabled-flag": { "state": "DISABLED", "variants": { "on": true, "off": false }, "defaultVariant": "on" }
             }
         });
-        FlagSet::parse(&doc.to_string(), &BTreeMap::new()).unwrap()
+        FlagSet::parse(&doc.to_string(), &BTreeMap::new(), bucketing).unwrap()
     }
 
     fn value(flags: &FlagSet, key: &str, ctx: Value) -> String {
@@ -319,9 +320,36 @@ mod tests {
         flags.resolve(key, &ctx).map_or("fallback".into(), |(_, v)| v.as_str().unwrap_or("?").to_owned())
     }
 
+    /// flagd-testbed's `@fractional-v3` vectors: the hardened (CBOR) hashing.
+    #[test]
+    fn flagd_testbed_fractional_v3() {
+        let f = testbed(Bucketing::Cbor);
+        for (name, want) in
+            [("jack", "diamonds"), ("queen", "diamonds"), ("ten", "clubs"), ("nine", "clubs"), ("3", "spades")]
+        {
+            assert_eq!(value(&f, "fractional-flag", json!({ "user": { "name": name } })), want, "{name}");
+        }
+        for (key, want) in [("jon@company.com", "tails"), ("jane@company.com", "tails")] {
+            assert_eq!(value(&f, "fractional-flag-shorthand", json!({ "targetingKey": key })), want, "{key}");
+        }
+        for (name, a, b) in [
+            ("seven", "hearts", "ace-of-hearts"),
+            ("eight", "hearts", "ace-of-hearts"),
+            ("nine", "diamonds", "ace-of-diamonds"),
+            ("two", "diamonds", "ace-of-diamonds"),
+        ] {
+            assert_eq!(value(&f, "fractional-flag-A-shared-seed", json!({ "user": { "name": name } })), a, "{name}");
+            assert_eq!(value(&f, "fractional-flag-B-shared-seed", json!({ "user": { "name": name } })), b, "{name}");
+        }
+        // A missing bucketing value or targeting key is an error: the default variant.
+        assert_eq!(value(&f, "fractional-flag-shorthand", json!({})), "draw");
+        assert_eq!(value(&f, "fractional-flag-shorthand", json!({ "targetingKey": "" })), "draw");
+    }
+
+    /// flagd-testbed's `@fractional-v2` vectors: the string hashing.
     #[test]
     fn flagd_testbed_fractional_v2() {
-        let f = testbed();
+        let f = testbed(Bucketing::String);
         for (name, want) in
             [("jack", "hearts"), ("queen", "spades"), ("ten", "clubs"), ("nine", "diamonds"), ("3", "clubs")]
         {
@@ -349,7 +377,7 @@ mod tests {
 
     #[test]
     fn flagd_testbed_string_and_semver_operators() {
-        let f = testbed();
+        let f = testbed(Bucketing::Cbor);
         for (id, want) in
             [("abcdef", "prefix"), ("uvwxyz", "postfix"), ("abcxyz", "prefix"), ("lmnopq", "none"), ("3", "none")]
         {
@@ -387,14 +415,14 @@ mod tests {
 
     #[test]
     fn evaluator_refs_null_targeting_disabled_flags_and_overrides() {
-        let f = testbed();
+        let f = testbed(Bucketing::Cbor);
         assert_eq!(value(&f, "some-email-targeted-flag", json!({ "email": "ballmer@macrosoft.com" })), "hi");
         assert_eq!(value(&f, "some-email-targeted-flag", json!({ "email": "x@y.z" })), "bye", "null → default variant");
         assert_eq!(value(&f, "disabled-flag", json!({})), "fallback", "disabled flags resolve to nothing");
         assert_eq!(value(&f, "missing", json!({})), "fallback");
         let odd = r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
             "targeting": {"if": [{"==": [{"var": "x"}, 1]}, "nope", {"sem_ver": [{"var": "v"}, "=", "1.0.0"]}]}}}}"#;
-        let odd = FlagSet::parse(odd, &BTreeMap::new()).unwrap();
+        let odd = FlagSet::parse(odd, &BTreeMap::new(), Bucketing::Cbor).unwrap();
         assert!(
             odd.resolve("f", &json!({ "x": 1 })).is_none(),
             "a variant that does not exist is an error: fall through"
@@ -406,14 +434,16 @@ mod tests {
         );
 
         let bad = r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "targeting": {"$ref": "nope"}}}}"#;
-        assert!(FlagSet::parse(bad, &BTreeMap::new()).unwrap_err().contains("no evaluator named `nope`"));
+        assert!(FlagSet::parse(bad, &BTreeMap::new(), Bucketing::Cbor)
+            .unwrap_err()
+            .contains("no evaluator named `nope`"));
         let bad = r#"{"flags": {"f": {"state": "ON", "variants": {"a": 1}, "defaultVariant": "a"}}}"#;
-        assert!(FlagSet::parse(bad, &BTreeMap::new()).unwrap_err().contains("state"));
-        assert!(FlagSet::parse("{", &BTreeMap::new()).is_err());
+        assert!(FlagSet::parse(bad, &BTreeMap::new(), Bucketing::Cbor).unwrap_err().contains("state"));
+        assert!(FlagSet::parse("{", &BTreeMap::new(), Bucketing::Cbor).is_err());
 
         let file = r#"{"flags": {"f": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}"#;
         let overrides: BTreeMap<String, Value> = [("f".to_string(), json!({ "state": "ENABLED" }))].into();
-        let f = FlagSet::parse(file, &overrides).unwrap();
+        let f = FlagSet::parse(file, &overrides, Bucketing::Cbor).unwrap();
         assert_eq!(f.resolve("f", &json!({})).map(|(v, _)| v), Some("on"), "the override enabled it");
         assert!(f.definitions()["f"].1);
     }
