@@ -20,9 +20,11 @@
 //!
 //! Per request, outcomes go to [`stats`] (thread-local recorders).
 //!
-//! The control path: [`control`] (weights, reload: new snapshot, event,
-//! persist, swap), [`rollout`] (canary and blue-green, analysis, one
-//! controller task per rollout), [`state`] (the durable store and history), [`admin`] (the
+//! The control path: [`control`], the one door for run-time changes
+//! (weights, reload, flags, plugins, rollouts and their controllers: new
+//! snapshot, event, persist, swap; the hand-over to a successor in
+//! [`upgrade`]), [`rollout`] (the pure parts of canary and blue-green: state
+//! machine, analysis, evidence), [`state`] (the durable store and history), [`admin`] (the
 //! JSON API and Prometheus), [`ctl`] (the CLI client).
 //!
 //! Around it: [`config`] (YAML → validated [`Config`]), [`error`],
@@ -224,7 +226,7 @@ impl Proxy {
             sockets.add(&l.name, l.bind, bound.sockets())?;
             listeners.push(bound);
         }
-        rollout::controller::resume_all(&self.control).await?;
+        self.control.resume_rollouts().await?;
         let admin = match &self.config.admin {
             Some(a) => {
                 let passed = inherited.and_then(|i| i.take(upgrade::ADMIN, a.bind));

@@ -132,7 +132,7 @@ async fn a_weight_change_applies_to_the_next_request_and_stats_follow() {
         if stats["pools"]["canary"]["requests"] == 10 && stats["pools"]["stable"]["requests"] == 20 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // poll
     }
     assert_eq!(stats["pools"]["stable"]["requests"], 20, "{stats}");
     assert_eq!(stats["pools"]["canary"]["status"]["2xx"], 10, "{stats}");
@@ -202,7 +202,7 @@ async fn api_weights_survive_kill_9_and_reload_and_can_be_reset() {
             reloaded = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // poll
     }
     assert!(reloaded);
     assert_eq!(c.get("/", &[]).await.2, "canary");

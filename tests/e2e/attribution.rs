@@ -102,7 +102,7 @@ async fn stats_until(proxy: &Proxy, f: &mut serde_json::Value, check: impl Fn(&s
         if check(f) {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll
     }
     false
 }
@@ -131,12 +131,12 @@ async fn bad_uploads_to_a_healthy_canary_do_not_roll_it_back() {
             let mut c = Client::connect(addr).await;
             while !stop.load(Ordering::Relaxed) {
                 c.get("/", &[]).await;
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await; // pace
             }
         })
     };
     flood(proxy.addr, 25).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // delay: healthy load goes on beside the flood
     stop.store(true, Ordering::SeqCst);
     healthy.await.unwrap();
     let (_, r) = proxy.admin("GET", "/v1/services/web/rollout", None, None).await;
@@ -154,7 +154,7 @@ async fn slow_upload(addr: std::net::SocketAddr, chunks: usize, pause: Duration)
     let head = format!("POST /up HTTP/1.1\r\nHost: test.local\r\nContent-Length: {}\r\n\r\n", chunks * 10);
     s.write_all(head.as_bytes()).await.unwrap();
     for _ in 0..chunks {
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause).await; // trickle
         if s.write_all(b"0123456789").await.is_err() {
             break;
         }
@@ -203,7 +203,7 @@ async fn a_slow_upload_within_the_body_idle_timeout_succeeds_with_default_timeou
 async fn stalls_are_blamed_on_whoever_stalled() {
     let slow_to_answer = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
         let _ = drain_len(req.into_body()).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await; // slow upstream
         Response::new(full("late"))
     })
     .await;
@@ -252,7 +252,7 @@ async fn stalls_are_blamed_on_whoever_stalled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_before_its_response_is_not_the_pools_fault() {
     let slow = Upstream::start(|_| async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await; // slow upstream
         Response::new(full("late"))
     })
     .await;
@@ -260,7 +260,7 @@ async fn a_client_that_goes_away_before_its_response_is_not_the_pools_fault() {
     for _ in 0..6 {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // delay: the request reaches the upstream before the client leaves
         drop(s); // gone before the answer
     }
     let mut f = serde_json::Value::Null;

@@ -60,7 +60,7 @@ async fn refused_is_502_and_get_retries_on_another_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_504_after_the_service_timeout() {
     let slow = Upstream::start(|_| async {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await; // slow upstream
         Response::new(full("late"))
     })
     .await;
@@ -102,7 +102,7 @@ async fn failing_active_checks_make_503() {
             assert_eq!(err_header(&headers), "no-healthy-endpoint");
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll
     }
     assert_eq!(last, 503);
 }

@@ -98,7 +98,7 @@ async fn file_reload_bad_file_and_runtime_changes_survive_restart() {
             off = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // poll
     }
     assert!(off, "the file change was not picked up");
 
@@ -111,7 +111,7 @@ async fn file_reload_bad_file_and_runtime_changes_survive_restart() {
             refused = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // poll
     }
     assert!(refused);
     let (_, flags) = proxy.admin("GET", "/v1/flags", None, None).await;

@@ -98,7 +98,8 @@ async fn broken_chunked_bodies_never_arrive_complete() {
     s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n").await.unwrap();
     s.shutdown().await.unwrap();
     drop(s);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Whatever the upstream gets, it gets soon; then it must not be a complete body.
+    eventually(Duration::from_secs(2), || !bodies.lock().unwrap().is_empty()).await;
     let seen = bodies.lock().unwrap().clone();
     assert!(seen.iter().all(|b| b.is_err()), "an upstream saw a complete body: {seen:?}");
 }
@@ -189,7 +190,7 @@ async fn slow_readers_and_stalled_uploads_are_cut_off() {
     s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut first = [0u8; 1024];
     s.read_exact(&mut first).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // delay: a slow reader
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the connection should have been closed");
@@ -218,7 +219,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     // A second client is accepted by the kernel but not served while the first holds the only slot.
     let addr = proxy.addr;
     let second = tokio::spawn(async move { get(addr, "/", &[]).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // delay: the second connection must wait for a slot
     assert!(!second.is_finished(), "served beyond max_connections");
     assert_eq!(up.hits(), 1);
     drop(first);

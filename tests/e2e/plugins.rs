@@ -181,7 +181,7 @@ async fn hot_reload_under_load_and_refused_uploads_keep_the_old_version() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(proxy.addr, 4, "/", &[("x-cohort", "beta")], "canary", stop.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // pace: load before the upload
 
     // Refused: not a component; a router whose init rejects the rule's config;
     // the wrong content type; too large.
@@ -203,7 +203,7 @@ async fn hot_reload_under_load_and_refused_uploads_keep_the_old_version() {
     let (status, ev) = upload(&proxy, "cohort", v2, "application/octet-stream").await;
     assert_eq!(status, 200, "{ev}");
     assert_eq!(ev["kind"], "plugin-load");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // pace: load after the upload
     stop.store(true, Ordering::Relaxed);
     let (n, bad, other) = totals(tasks).await;
     assert!(n > 100, "{n} requests");
@@ -347,7 +347,7 @@ async fn bluegreen_guard_switches_back_against_the_pre_switch_figures() {
             if r["weight"] == 100 {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await; // poll
         }
         false
     };

@@ -167,7 +167,7 @@ async fn websocket_upgrade_tunnels_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_limits_and_rapid_reset() {
     let slow = Upstream::start(|_| async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // slow upstream
         Response::new(full("ok"))
     })
     .await;

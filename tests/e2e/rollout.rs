@@ -55,7 +55,7 @@ async fn a_canary_failing_mid_step_is_rolled_back() {
     assert_eq!(r["weight"], 50);
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(proxy.addr, 4, stop.clone());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // delay: the step must hold while the canary is healthy
     assert_eq!(rollout(&proxy).await["status"], "running", "a healthy canary holds its step");
     assert!(canary.hits() > 20);
 
@@ -67,14 +67,14 @@ async fn a_canary_failing_mid_step_is_rolled_back() {
         if r["status"] == "rolled-back" {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll
     }
     let took = onset.elapsed();
     assert_eq!(r["status"], "rolled-back", "{r}");
     assert!(r["reason"].as_str().unwrap().contains("error rate"), "{r}");
     eprintln!("rolled back {took:?} after the fault began (interval 250ms)");
     let after = canary.hits();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // delay: load goes on after the rollback, none of it may reach the canary
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();
@@ -116,7 +116,7 @@ async fn manual_gates_promote_pause_abort_and_conflicts() {
     // promote passes the held step; the next step is a gate.
     let (_, r) = proxy.admin("POST", "/v1/services/web/rollout/promote", Some(TOKEN), None).await;
     assert_eq!((r["step"].clone(), r["current_step"].clone()), (json!(1), json!({ "pause": true })), "{r}");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // delay: the gate must not pass by itself
     assert_eq!(rollout(&proxy).await["step"], 1, "the gate waits for a person");
     let (_, r) = proxy.admin("POST", "/v1/services/web/rollout/pause", Some(TOKEN), None).await;
     assert_eq!(r["status"], "paused");

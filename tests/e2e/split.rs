@@ -151,7 +151,7 @@ async fn pool_header_when_enabled_and_access_log_lines() {
         if lines.len() >= 3 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await; // poll
     }
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0]["service"], "shown");

@@ -314,7 +314,7 @@ pub async fn rollout_end(proxy: &Proxy) -> serde_json::Value {
         if r["status"] != "running" || start.elapsed() > Duration::from_secs(30) {
             return r;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // poll
     }
 }
 
@@ -437,7 +437,7 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
         if start.elapsed() > limit {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll
     }
 }
 
@@ -456,6 +456,6 @@ where
         if start.elapsed() > limit {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll
     }
 }

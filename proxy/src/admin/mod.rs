@@ -11,8 +11,8 @@ mod wire;
 pub use wire::parse_weights;
 
 use crate::config::AdminToken;
+use crate::control::Command;
 use crate::control::Control;
-use crate::rollout::controller::{self, Command};
 use api::*;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -354,7 +354,7 @@ impl Admin {
                 Ok(ev) => json(StatusCode::OK, &ev),
                 Err(e) => e.into(),
             },
-            (Method::GET, ["v1", "services", name, "rollout"]) => match controller::status(c, name).await {
+            (Method::GET, ["v1", "services", name, "rollout"]) => match c.rollout(name).await {
                 Some(r) => json(StatusCode::OK, &rollout_view(&r)),
                 None => error(StatusCode::NOT_FOUND, format!("`{name}` has had no rollout")),
             },
@@ -375,7 +375,7 @@ impl Admin {
                         Err(e) => return (error(StatusCode::BAD_REQUEST, e.to_string()), false),
                     }
                 };
-                match controller::start(c, name, plan, &actor).await {
+                match c.start_rollout(name, plan, &actor).await {
                     Ok(r) => json(StatusCode::OK, &rollout_view(&r)),
                     Err(e) => return (e.into(), false),
                 }
@@ -394,7 +394,7 @@ impl Admin {
                     "abort" => Command::Abort,
                     _ => Command::Rollback,
                 };
-                match controller::command(c, name, cmd, &actor).await {
+                match c.rollout_command(name, cmd, &actor).await {
                     Ok(r) => json(StatusCode::OK, &rollout_view(&r)),
                     Err(e) => return (e.into(), false),
                 }

@@ -7,7 +7,7 @@
 //! `$evaluators` referenced as `{"$ref": "name"}`. Targeting is JsonLogic
 //! with flagd's operations (`fractional`, `starts_with`, `ends_with`,
 //! `sem_ver`), compiled once by `datalogic-rs`; `fractional` hashes as the
-//! configured [`Bucketing`] generation says ([`fractional`]). The request
+//! configured [`Bucketing`] generation says (`fractional.rs`). The request
 //! path reads an immutable [`FlagSet`]; changes (the file, the admin API)
 //! build a new one.
 

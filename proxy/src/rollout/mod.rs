@@ -6,17 +6,15 @@
 //! - [`analysis`]: the built-in judgement (thresholds, relative to baseline);
 //! - [`evidence`]: what analysis may judge — windows and totals that start
 //!   no earlier than the rollout and its current weights;
-//! - `policy`: asking a policy plugin (its input, checking its answer);
-//! - [`controller`]: one task per active rollout on the control path: it
-//!   reads the windows, ticks the machine, applies its actions through
-//!   [`crate::control::Control`], persists progress and notifies webhooks.
+//!
+//! These are pure: the controller that runs them — one task per active
+//! rollout, reading the windows, ticking the machine, applying its actions,
+//! persisting progress, asking policy plugins and notifying webhooks — is
+//! part of the control path ([`crate::control`]).
 
 pub mod analysis;
-pub mod controller;
 pub mod evidence;
 pub mod machine;
-mod notify;
-mod policy;
 
 pub use analysis::{judge, Verdict};
 pub use machine::{Action, Rollout, Status};

@@ -1,19 +1,23 @@
-//! One task per active rollout, on the control path. Every analysis interval
+//! Rollouts through the control path: starting one, manual commands, its
+//! status, resuming stored ones, and the controller — one task per active
+//! rollout. Every analysis interval
 //! it reads the baseline's and the candidate's window figures, judges them,
 //! ticks the [`Rollout`] machine, applies the resulting action through
 //! [`Control::set_weights`] (a new snapshot, an event, durable, then swapped
 //! in), persists the progress, and notifies webhooks. Manual commands take
 //! the same lock, so a person and the controller never race.
 
-use super::analysis::{judge, Observed, Pair, Verdict};
-use super::evidence::{Evidence, Since};
-use super::machine::{Action, Rollout};
-use super::notify;
-use super::policy::{check_policy, consult};
+mod notify;
+mod policy;
+
 use crate::config::rollout::{RolloutPlan, Strategy};
 use crate::control::{Control, ControlError};
 use crate::plugin::policy::window;
+use crate::rollout::analysis::{judge, Observed, Pair, Verdict};
+use crate::rollout::evidence::{Evidence, Since};
+use crate::rollout::machine::{Action, Rollout};
 use crate::state::{event, WeightMap};
+use policy::{check_policy, consult};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -40,8 +44,42 @@ pub enum Command {
     Rollback,
 }
 
-/// Starts a rollout of `service` with `plan` (or the service's own plan).
-pub async fn start(
+impl Control {
+    /// Starts a rollout of `service` with `plan` (or the service's own plan).
+    pub async fn start_rollout(
+        self: &Arc<Self>,
+        service: &str,
+        plan: Option<RolloutPlan>,
+        actor: &str,
+    ) -> Result<Rollout, ControlError> {
+        start(self, service, plan, actor).await
+    }
+
+    /// Applies a manual command to the running rollout of `service`.
+    pub async fn rollout_command(
+        self: &Arc<Self>,
+        service: &str,
+        cmd: Command,
+        actor: &str,
+    ) -> Result<Rollout, ControlError> {
+        command(self, service, cmd, actor).await
+    }
+
+    /// Resumes every stored rollout that had not ended (after a restart or
+    /// a hand-over), with the time already spent in its step counted.
+    pub async fn resume_rollouts(self: &Arc<Self>) -> Result<(), crate::Error> {
+        resume_all(self).await
+    }
+
+    /// The running or last rollout of `service`.
+    pub async fn rollout(&self, service: &str) -> Option<Rollout> {
+        let h = self.rollouts.lock().await.get(service).cloned()?;
+        let r = h.lock().await.clone();
+        Some(r)
+    }
+}
+
+async fn start(
     ctrl: &Arc<Control>,
     service: &str,
     plan: Option<RolloutPlan>,
@@ -81,8 +119,7 @@ pub async fn start(
     Ok(r)
 }
 
-/// Applies a manual command to the running rollout of `service`.
-pub async fn command(ctrl: &Arc<Control>, service: &str, cmd: Command, actor: &str) -> Result<Rollout, ControlError> {
+async fn command(ctrl: &Arc<Control>, service: &str, cmd: Command, actor: &str) -> Result<Rollout, ControlError> {
     let handle = ctrl
         .rollouts
         .lock()
@@ -119,16 +156,7 @@ pub async fn command(ctrl: &Arc<Control>, service: &str, cmd: Command, actor: &s
     Ok(r.clone())
 }
 
-/// The running or last rollout of `service`.
-pub async fn status(ctrl: &Control, service: &str) -> Option<Rollout> {
-    let h = ctrl.rollouts.lock().await.get(service).cloned()?;
-    let r = h.lock().await.clone();
-    Some(r)
-}
-
-/// Resumes every stored rollout that had not ended (after a restart), with
-/// the time already spent in its step counted.
-pub async fn resume_all(ctrl: &Arc<Control>) -> Result<(), crate::Error> {
+async fn resume_all(ctrl: &Arc<Control>) -> Result<(), crate::Error> {
     let Some(store) = &ctrl.store else { return Ok(()) };
     let stored: Vec<Rollout> = store.rollouts()?;
     let mut active = ctrl.rollouts.lock().await;
@@ -371,7 +399,7 @@ services:
             for _ in 0..4 {
                 tokio::task::yield_now().await;
             }
-            let r = status(&ctrl, "checkout").await.unwrap();
+            let r = ctrl.rollout("checkout").await.unwrap();
             if r.step == 2 && !gate_seen {
                 gate_seen = true;
                 assert!(second >= 30 * 60, "reached the gate after 30 minutes of holds, at {second} s");
@@ -390,7 +418,7 @@ services:
                 return;
             }
         }
-        panic!("not promoted: {:?}", status(&ctrl, "checkout").await.unwrap().status);
+        panic!("not promoted: {:?}", ctrl.rollout("checkout").await.unwrap().status);
     }
 
     /// Healthy history must not dilute the judgement: a canary that served
@@ -456,15 +484,15 @@ services:
             second(0);
             tick().await;
         }
-        assert_eq!(status(&ctrl, "web").await.unwrap().status, Status::Running, "healthy so far");
+        assert_eq!(ctrl.rollout("web").await.unwrap().status, Status::Running, "healthy so far");
         for elapsed in 1..=10 {
             second(3);
             tick().await;
-            if status(&ctrl, "web").await.unwrap().status == Status::RolledBack {
+            if ctrl.rollout("web").await.unwrap().status == Status::RolledBack {
                 assert!(elapsed <= 2, "rolled back {elapsed} intervals after the failures began");
                 return;
             }
         }
-        panic!("not rolled back: {:?}", status(&ctrl, "web").await.unwrap());
+        panic!("not rolled back: {:?}", ctrl.rollout("web").await.unwrap());
     }
 }

@@ -9,6 +9,14 @@
 //! for their service, across restarts and reloads, until they are reset
 //! (`DELETE /v1/services/{svc}/weights`) or no longer fit the service's pools.
 
+mod flags;
+mod handover;
+mod plugins;
+mod rollouts;
+
+pub use flags::{load_flags, watch_flags};
+pub use rollouts::{Command, Handle};
+
 use crate::config::{weights_for, Config};
 use crate::flags::FlagSet;
 use crate::snapshot::Snapshot;
@@ -45,7 +53,7 @@ pub struct Control {
     config: Mutex<Config>,
     writes: tokio::sync::Mutex<()>,
     /// Rollouts by service: running ones and the last finished one.
-    pub(crate) rollouts: tokio::sync::Mutex<std::collections::HashMap<String, crate::rollout::controller::Handle>>,
+    pub(crate) rollouts: tokio::sync::Mutex<std::collections::HashMap<String, Handle>>,
     /// Services whose rollout has not ended (read by writes that must not race it).
     running: Mutex<BTreeSet<String>>,
     /// Bumped when the control path is handed to a successor process (or
@@ -71,51 +79,6 @@ impl Control {
             epoch: Default::default(),
             handed_over: Default::default(),
         }
-    }
-
-    /// Gives the control path to a successor process (a binary upgrade):
-    /// every rollout controller stops after saving its progress to the
-    /// moment, no write is in progress, and the state store is closed so the
-    /// successor can open it and resume the rollouts where they are. The data
-    /// path goes on serving until the process drains.
-    pub async fn hand_over(&self) {
-        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let handles: Vec<_> = self.rollouts.lock().await.values().cloned().collect();
-        for h in handles {
-            // Waits for a tick in progress; the next one sees `handed_over`.
-            let r = h.lock().await;
-            if !r.is_done() {
-                if let Err(e) = self.save_rollout(&r) {
-                    tracing::error!(service = %r.service, error = %e, "cannot save rollout progress for the successor");
-                }
-            }
-        }
-        let _w = self.writes.lock().await;
-        if let Some(store) = &self.store {
-            store.release();
-        }
-        self.handed_over.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether the control path is with a successor process.
-    pub fn handed_over(&self) -> bool {
-        self.handed_over.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Takes the control path back after a successor failed: the state
-    /// store reopened, the stored rollouts resumed.
-    pub async fn take_back(self: &Arc<Self>) -> Result<(), crate::Error> {
-        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Some(store) = &self.store {
-            store.reopen()?;
-        }
-        self.handed_over.store(false, std::sync::atomic::Ordering::SeqCst);
-        crate::rollout::controller::resume_all(self).await
-    }
-
-    /// Which hand-over epoch this is (see [`Control::hand_over`]).
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The config currently in force (as loaded; weights as in the file).
@@ -364,206 +327,6 @@ impl Control {
         Ok(ev)
     }
 
-    /// Loads (or replaces) plugin `name` from component bytes. The new
-    /// version is compiled and tried, every rule using it is bound again
-    /// (instantiated, `init`, a trial `route`) into a new snapshot, and only
-    /// then is it stored, recorded and swapped in. Refused: the version in
-    /// force keeps serving.
-    pub async fn load_plugin(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        actor: &str,
-        reason: Option<String>,
-    ) -> Result<Event, ControlError> {
-        let _w = self.writes.lock().await;
-        let mut ev = event("plugin-load", None, actor, reason);
-        let sha = crate::plugin::sha256(bytes);
-        ev.new = serde_json::json!({ "name": name, "sha256": sha, "bytes": bytes.len() });
-        if !crate::plugin::valid_name(name) {
-            let msg = format!("`{name}`: a plugin name is 1 to 64 letters, digits, `-` or `_`");
-            return Err(self.refuse(ev, ControlError::BadRequest(msg)));
-        }
-        // A new version keeps the configuration in force (the file's, or the API's).
-        let old = self.shared.plugins.get(name);
-        let default_config = match &old {
-            Some(o) => o.config.clone(),
-            None => self.config().plugins.iter().find(|p| p.name == name).map(|p| p.config.clone()).unwrap_or_default(),
-        };
-        let plugin = match crate::plugin::Plugin::load(name, bytes, "admin API", default_config) {
-            Ok(p) => p,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
-        };
-        ev.old = old.as_ref().map_or(serde_json::Value::Null, |o| serde_json::json!({ "sha256": o.sha256 }));
-        ev.new["kind"] = plugin.kind.as_str().into();
-        ev.message = match &old {
-            Some(o) => {
-                format!("plugin {name} replaced: {} → {} ({})", short(&o.sha256), short(&sha), plugin.kind.as_str())
-            }
-            None => format!("plugin {name} loaded: {} ({})", short(&sha), plugin.kind.as_str()),
-        };
-        self.put_plugin(ev, plugin, Change::Plugin(name, bytes), actor)
-    }
-
-    /// Sets plugin `name`'s default configuration (what `init` gets where a
-    /// rule or policy gives none). It is tried, every rule using the default
-    /// is bound again into a new snapshot, and only then is it stored,
-    /// recorded and swapped in. Durable; overrides the file's `config`.
-    pub async fn set_plugin_config(
-        &self,
-        name: &str,
-        value: serde_json::Value,
-        actor: &str,
-        reason: Option<String>,
-    ) -> Result<Event, ControlError> {
-        let _w = self.writes.lock().await;
-        let mut ev = event("plugin-config", None, actor, reason);
-        ev.new = serde_json::json!({ "name": name, "config": value });
-        let Some(old) = self.shared.plugins.get(name) else {
-            return Err(self.refuse(ev, ControlError::NotFound(format!("no plugin named `{name}` is loaded"))));
-        };
-        let plugin = match old.with_config(value.clone()) {
-            Ok(p) => p,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
-        };
-        ev.old = serde_json::json!({ "name": name, "config": old.config });
-        ev.message = format!("plugin {name}: configuration set to {value}");
-        self.put_plugin(ev, plugin, Change::PluginConfig(name, &value), actor)
-    }
-
-    /// The common end of a plugin change: binds every rule to `plugin` in a
-    /// new snapshot (refused, and recorded, when one cannot bind), then
-    /// commits `ev` with `change`, puts `plugin` in force and swaps the snapshot.
-    fn put_plugin(
-        &self,
-        ev: Event,
-        plugin: Arc<crate::plugin::Plugin>,
-        change: Change<'_>,
-        actor: &str,
-    ) -> Result<Event, ControlError> {
-        let mut map = self.shared.plugins.map();
-        map.insert(plugin.name.clone(), plugin.clone());
-        let current = self.shared.snapshot.load_full();
-        let next = match Snapshot::build(&self.config(), &self.shared.stats, Some(&current), &current.run_time(), &map)
-        {
-            Ok(n) => n,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
-        };
-        let ev = self.commit(&[change], ev)?;
-        self.shared.plugins.insert(plugin);
-        self.shared.snapshot.store(Arc::new(next));
-        tracing::info!(actor, "{}", ev.message);
-        Ok(ev)
-    }
-
-    fn plugin_overrides(&self) -> Result<crate::plugin::Overrides, ControlError> {
-        match &self.store {
-            Some(s) => s.plugins().map_err(|e| ControlError::Internal(e.to_string())),
-            None => Ok(Default::default()),
-        }
-    }
-
-    /// The flag definition file, when flags are configured.
-    pub fn flags_file(&self) -> Option<PathBuf> {
-        self.config().flags.map(|f| f.file)
-    }
-
-    fn flags_config(&self) -> Option<crate::config::FlagsConfig> {
-        self.config().flags
-    }
-
-    /// Merges `patch` (any of `state`, `defaultVariant`, `variants`,
-    /// `targeting`) into flag `key`'s run-time override; the flag is rebuilt
-    /// and validated with every other flag before anything changes.
-    pub async fn set_flag(
-        &self,
-        key: &str,
-        patch: serde_json::Value,
-        actor: &str,
-        reason: Option<String>,
-    ) -> Result<Event, ControlError> {
-        let _w = self.writes.lock().await;
-        let mut ev = event("flag", None, actor, reason);
-        ev.new = serde_json::json!({ key: patch });
-        let Some(flags) = self.flags_config() else {
-            return Err(self.refuse(ev, ControlError::Conflict("no `flags` section in the config".into())));
-        };
-        if !patch.is_object() {
-            return Err(self.refuse(ev, ControlError::BadRequest("the body is an object of flag fields".into())));
-        }
-        let allowed = ["state", "defaultVariant", "variants", "targeting"];
-        if let Some(k) = patch.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !allowed.contains(&k.as_str())) {
-            return Err(self.refuse(
-                ev,
-                ControlError::BadRequest(format!("unknown field `{k}` (fields: {})", allowed.join(", "))),
-            ));
-        }
-        let mut overrides = self.flag_overrides()?;
-        let mut merged = overrides.get(key).cloned().unwrap_or_else(|| serde_json::json!({}));
-        if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
-            m.extend(p.clone());
-        }
-        overrides.insert(key.to_owned(), merged.clone());
-        let set = match load_flags(&flags, &overrides) {
-            Ok(s) => s,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
-        };
-        ev.old = self.shared.flags.load().definitions().get(key).map_or(serde_json::Value::Null, |(d, _)| (*d).clone());
-        ev.new = set.definitions().get(key).map_or(serde_json::Value::Null, |(d, _)| (*d).clone());
-        ev.message = format!("flag {key} changed");
-        let ev = self.commit(&[Change::Flag(key, Some(&merged))], ev)?;
-        self.shared.flags.store(Arc::new(set));
-        tracing::info!(flag = key, actor, "{}", ev.message);
-        Ok(ev)
-    }
-
-    /// Drops flag `key`'s run-time override: the file's definition applies again.
-    pub async fn reset_flag(&self, key: &str, actor: &str, reason: Option<String>) -> Result<Event, ControlError> {
-        let _w = self.writes.lock().await;
-        let mut ev = event("flag-reset", None, actor, reason);
-        let Some(flags) = self.flags_config() else {
-            return Err(self.refuse(ev, ControlError::Conflict("no `flags` section in the config".into())));
-        };
-        let mut overrides = self.flag_overrides()?;
-        if overrides.remove(key).is_none() {
-            return Err(self.refuse(ev, ControlError::NotFound(format!("flag `{key}` has no run-time change"))));
-        }
-        let set = match load_flags(&flags, &overrides) {
-            Ok(s) => s,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
-        };
-        ev.message = format!("flag {key} back to the file's definition");
-        let ev = self.commit(&[Change::Flag(key, None)], ev)?;
-        self.shared.flags.store(Arc::new(set));
-        Ok(ev)
-    }
-
-    /// Re-reads the flag file; a bad file is refused and the flags in force stay.
-    pub async fn reload_flags(&self, actor: &str) -> Result<Event, ControlError> {
-        let _w = self.writes.lock().await;
-        let ev = event("flags-reload", None, actor, None);
-        let Some(flags) = self.flags_config() else {
-            return Err(ControlError::Conflict("no `flags` section in the config".into()));
-        };
-        let set = match load_flags(&flags, &self.flag_overrides()?) {
-            Ok(s) => s,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("{}: {e}", flags.file.display())))),
-        };
-        let mut ev = ev;
-        ev.message = format!("flags reloaded from {}", flags.file.display());
-        let ev = self.commit(&[], ev)?;
-        self.shared.flags.store(Arc::new(set));
-        tracing::info!("{}", ev.message);
-        Ok(ev)
-    }
-
-    fn flag_overrides(&self) -> Result<std::collections::BTreeMap<String, serde_json::Value>, ControlError> {
-        match &self.store {
-            Some(s) => s.flag_overrides().map_err(|e| ControlError::Internal(e.to_string())),
-            None => Ok(Default::default()),
-        }
-    }
-
     /// Persists a rollout's progress.
     pub(crate) fn save_rollout(&self, r: &crate::rollout::Rollout) -> Result<(), ControlError> {
         match &self.store {
@@ -607,33 +370,6 @@ impl Control {
         }
         tracing::warn!("refused: {err}");
         err
-    }
-}
-
-/// Reads and compiles a flag file with run-time overrides.
-pub fn load_flags(
-    flags: &crate::config::FlagsConfig,
-    overrides: &std::collections::BTreeMap<String, serde_json::Value>,
-) -> Result<FlagSet, String> {
-    let file = &flags.file;
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    FlagSet::parse(&text, overrides, flags.bucketing)
-}
-
-/// Re-reads the flag file whenever it changes (polled every second; editors
-/// that replace the file are seen too).
-pub async fn watch_flags(control: Arc<Control>, file: PathBuf) {
-    let stamp = |f: &std::path::Path| std::fs::metadata(f).ok().map(|m| (m.modified().ok(), m.len()));
-    let mut last = stamp(&file);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let now = stamp(&file);
-        if now != last {
-            last = now;
-            // Errors are logged and recorded by the control path.
-            let _ = control.reload_flags("flags-file").await;
-        }
     }
 }
 

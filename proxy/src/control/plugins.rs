@@ -1,0 +1,105 @@
+//! Plugins through the control path: uploads and their default configuration,
+//! each tried and bound into a new snapshot before it applies.
+
+use super::*;
+
+impl Control {
+    /// Loads (or replaces) plugin `name` from component bytes. The new
+    /// version is compiled and tried, every rule using it is bound again
+    /// (instantiated, `init`, a trial `route`) into a new snapshot, and only
+    /// then is it stored, recorded and swapped in. Refused: the version in
+    /// force keeps serving.
+    pub async fn load_plugin(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Event, ControlError> {
+        let _w = self.writes.lock().await;
+        let mut ev = event("plugin-load", None, actor, reason);
+        let sha = crate::plugin::sha256(bytes);
+        ev.new = serde_json::json!({ "name": name, "sha256": sha, "bytes": bytes.len() });
+        if !crate::plugin::valid_name(name) {
+            let msg = format!("`{name}`: a plugin name is 1 to 64 letters, digits, `-` or `_`");
+            return Err(self.refuse(ev, ControlError::BadRequest(msg)));
+        }
+        // A new version keeps the configuration in force (the file's, or the API's).
+        let old = self.shared.plugins.get(name);
+        let default_config = match &old {
+            Some(o) => o.config.clone(),
+            None => self.config().plugins.iter().find(|p| p.name == name).map(|p| p.config.clone()).unwrap_or_default(),
+        };
+        let plugin = match crate::plugin::Plugin::load(name, bytes, "admin API", default_config) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
+        };
+        ev.old = old.as_ref().map_or(serde_json::Value::Null, |o| serde_json::json!({ "sha256": o.sha256 }));
+        ev.new["kind"] = plugin.kind.as_str().into();
+        ev.message = match &old {
+            Some(o) => {
+                format!("plugin {name} replaced: {} → {} ({})", short(&o.sha256), short(&sha), plugin.kind.as_str())
+            }
+            None => format!("plugin {name} loaded: {} ({})", short(&sha), plugin.kind.as_str()),
+        };
+        self.put_plugin(ev, plugin, Change::Plugin(name, bytes), actor)
+    }
+
+    /// Sets plugin `name`'s default configuration (what `init` gets where a
+    /// rule or policy gives none). It is tried, every rule using the default
+    /// is bound again into a new snapshot, and only then is it stored,
+    /// recorded and swapped in. Durable; overrides the file's `config`.
+    pub async fn set_plugin_config(
+        &self,
+        name: &str,
+        value: serde_json::Value,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Event, ControlError> {
+        let _w = self.writes.lock().await;
+        let mut ev = event("plugin-config", None, actor, reason);
+        ev.new = serde_json::json!({ "name": name, "config": value });
+        let Some(old) = self.shared.plugins.get(name) else {
+            return Err(self.refuse(ev, ControlError::NotFound(format!("no plugin named `{name}` is loaded"))));
+        };
+        let plugin = match old.with_config(value.clone()) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
+        };
+        ev.old = serde_json::json!({ "name": name, "config": old.config });
+        ev.message = format!("plugin {name}: configuration set to {value}");
+        self.put_plugin(ev, plugin, Change::PluginConfig(name, &value), actor)
+    }
+
+    /// The common end of a plugin change: binds every rule to `plugin` in a
+    /// new snapshot (refused, and recorded, when one cannot bind), then
+    /// commits `ev` with `change`, puts `plugin` in force and swaps the snapshot.
+    fn put_plugin(
+        &self,
+        ev: Event,
+        plugin: Arc<crate::plugin::Plugin>,
+        change: Change<'_>,
+        actor: &str,
+    ) -> Result<Event, ControlError> {
+        let mut map = self.shared.plugins.map();
+        map.insert(plugin.name.clone(), plugin.clone());
+        let current = self.shared.snapshot.load_full();
+        let next = match Snapshot::build(&self.config(), &self.shared.stats, Some(&current), &current.run_time(), &map)
+        {
+            Ok(n) => n,
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+        };
+        let ev = self.commit(&[change], ev)?;
+        self.shared.plugins.insert(plugin);
+        self.shared.snapshot.store(Arc::new(next));
+        tracing::info!(actor, "{}", ev.message);
+        Ok(ev)
+    }
+
+    pub(super) fn plugin_overrides(&self) -> Result<crate::plugin::Overrides, ControlError> {
+        match &self.store {
+            Some(s) => s.plugins().map_err(|e| ControlError::Internal(e.to_string())),
+            None => Ok(Default::default()),
+        }
+    }
+}
