@@ -157,7 +157,10 @@ impl Proxy {
     pub fn new(config: Config, options: Options) -> Result<Self, Error> {
         let stats = Arc::new(Stats::new(config.stats.window, config.stats.resolution));
         let stats_tx = stats.spawn_aggregator();
-        let store = config.state_dir.as_deref().map(state::StateStore::open).transpose()?;
+        let store: Option<Box<dyn state::Store>> = match config.state_dir.as_deref() {
+            Some(dir) => Some(Box::new(state::StateStore::open(dir)?)),
+            None => None,
+        };
         let overrides = match &store {
             Some(s) => s.run_time()?,
             None => Default::default(),

@@ -8,7 +8,7 @@
 //! rules are suspended), `rollouts` (progress), `plugins` (uploaded components),
 //! `plugin_configs` and `events` (sequence number → event, as JSON). New events are also
 //! broadcast for `GET /v1/events?follow=1`. Everything here runs on the
-//! control path.
+//! control path, behind the [`Store`] trait (which a shared store for a fleet can implement).
 
 use crate::error::Error;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -81,7 +81,38 @@ pub struct Event {
     pub message: String,
 }
 
-/// The embedded store.
+/// What the control path keeps durably: run-time changes with their events,
+/// rollout progress and the deployment history. [`StateStore`] (redb, one
+/// machine) is one; a store shared by a fleet would be another. Every call runs
+/// on the control path.
+pub trait Store: Send + Sync {
+    /// Weights and suspensions set at run time.
+    fn run_time(&self) -> Result<RunTime, Error>;
+    /// Flag overrides set at run time, by flag key.
+    fn flag_overrides(&self) -> Result<BTreeMap<String, serde_json::Value>, Error>;
+    /// What the admin API set for plugins: uploaded components and configurations.
+    fn plugins(&self) -> Result<crate::plugin::Overrides, Error>;
+    /// In one durable transaction: applies `changes` and appends `event`
+    /// (its `seq` and `time` are filled in). Returns the event as stored.
+    fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error>;
+    /// Events after `after`, oldest first, at most `limit`.
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, Error>;
+    /// The newest events, oldest first, at most `limit`.
+    fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error>;
+    /// Stores a rollout's progress (the latest, active or finished, per service).
+    fn save_rollout(&self, service: &str, rollout: &serde_json::Value) -> Result<(), Error>;
+    /// Every stored rollout.
+    fn rollouts(&self) -> Result<Vec<serde_json::Value>, Error>;
+    /// New events as they are committed.
+    fn subscribe(&self) -> broadcast::Receiver<Event>;
+    /// Lets go of the store for a successor process (a binary upgrade);
+    /// every later call fails until [`Store::reopen`].
+    fn release(&self);
+    /// Takes the store back after [`Store::release`].
+    fn reopen(&self) -> Result<(), Error>;
+}
+
+/// The embedded store: redb in `state.dir`.
 pub struct StateStore {
     /// `None` once released to a successor process ([`StateStore::release`]).
     db: std::sync::RwLock<Option<Database>>,
@@ -138,20 +169,6 @@ impl StateStore {
         Ok(Self { db: std::sync::RwLock::new(Some(db)), path, events: broadcast::channel(1024).0 })
     }
 
-    /// Closes the database so a successor process (a binary upgrade) can open
-    /// it; every later call fails, and nothing is written after this.
-    pub fn release(&self) {
-        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
-        db.take();
-    }
-
-    /// Opens the database again after [`StateStore::release`].
-    pub fn reopen(&self) -> Result<(), Error> {
-        let db = open_db(&self.path)?;
-        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
-        Ok(())
-    }
-
     fn read(&self) -> Result<redb::ReadTransaction, Error> {
         match &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
             Some(db) => db.begin_read().map_err(db_err),
@@ -167,31 +184,8 @@ impl StateStore {
     }
 
     /// Weights set at run time, by service.
-    pub fn weights(&self) -> Result<HashMap<String, WeightMap>, Error> {
+    fn weights(&self) -> Result<HashMap<String, WeightMap>, Error> {
         self.json_table(WEIGHTS)
-    }
-
-    /// Weights and suspensions set at run time.
-    pub fn run_time(&self) -> Result<RunTime, Error> {
-        Ok(RunTime { weights: self.weights()?, suspended: self.json_table(SUSPENDED)? })
-    }
-
-    /// Flag overrides set at run time, by flag key.
-    pub fn flag_overrides(&self) -> Result<BTreeMap<String, serde_json::Value>, Error> {
-        self.json_table(FLAGS)
-    }
-
-    /// What the admin API set for plugins: uploaded components and configurations.
-    pub fn plugins(&self) -> Result<crate::plugin::Overrides, Error> {
-        let tx = self.read()?;
-        let table = tx.open_table(PLUGINS).map_err(db_err)?;
-        let mut uploaded = BTreeMap::new();
-        for row in table.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            uploaded.insert(k.value().to_owned(), v.value().to_vec());
-        }
-        drop(tx);
-        Ok(crate::plugin::Overrides { uploaded, configs: self.json_table(PLUGIN_CONFIGS)? })
     }
 
     fn json_table<C: FromIterator<(String, T)>, T: serde::de::DeserializeOwned>(
@@ -207,10 +201,41 @@ impl StateStore {
         }
         Ok(out.into_iter().collect())
     }
+}
 
-    /// In one durable transaction: applies `changes` and appends `event`
-    /// (its `seq` and `time` are filled in). Returns the event as stored.
-    pub fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
+impl Store for StateStore {
+    fn release(&self) {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        db.take();
+    }
+
+    fn reopen(&self) -> Result<(), Error> {
+        let db = open_db(&self.path)?;
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
+        Ok(())
+    }
+
+    fn run_time(&self) -> Result<RunTime, Error> {
+        Ok(RunTime { weights: self.weights()?, suspended: self.json_table(SUSPENDED)? })
+    }
+
+    fn flag_overrides(&self) -> Result<BTreeMap<String, serde_json::Value>, Error> {
+        self.json_table(FLAGS)
+    }
+
+    fn plugins(&self) -> Result<crate::plugin::Overrides, Error> {
+        let tx = self.read()?;
+        let table = tx.open_table(PLUGINS).map_err(db_err)?;
+        let mut uploaded = BTreeMap::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            uploaded.insert(k.value().to_owned(), v.value().to_vec());
+        }
+        drop(tx);
+        Ok(crate::plugin::Overrides { uploaded, configs: self.json_table(PLUGIN_CONFIGS)? })
+    }
+
+    fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
         let tx = self.write()?;
         let event = {
             for change in changes {
@@ -248,8 +273,7 @@ impl StateStore {
         Ok(event)
     }
 
-    /// Events after `after`, oldest first, at most `limit`.
-    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, Error> {
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, Error> {
         let tx = self.read()?;
         let table = tx.open_table(EVENTS).map_err(db_err)?;
         let mut out = Vec::new();
@@ -260,8 +284,7 @@ impl StateStore {
         Ok(out)
     }
 
-    /// The newest events, oldest first, at most `limit`.
-    pub fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error> {
+    fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error> {
         let tx = self.read()?;
         let table = tx.open_table(EVENTS).map_err(db_err)?;
         let mut out = Vec::new();
@@ -273,16 +296,14 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Stores a rollout's progress (the latest, active or finished, per service).
-    pub fn save_rollout<T: Serialize>(&self, service: &str, rollout: &T) -> Result<(), Error> {
+    fn save_rollout(&self, service: &str, rollout: &serde_json::Value) -> Result<(), Error> {
         let json = serde_json::to_string(rollout).map_err(db_err)?;
         let tx = self.write()?;
         tx.open_table(ROLLOUTS).map_err(db_err)?.insert(service, json.as_str()).map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
-    /// Every stored rollout.
-    pub fn rollouts<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, Error> {
+    fn rollouts(&self) -> Result<Vec<serde_json::Value>, Error> {
         let tx = self.read()?;
         let table = tx.open_table(ROLLOUTS).map_err(db_err)?;
         let mut out = Vec::new();
@@ -293,8 +314,7 @@ impl StateStore {
         Ok(out)
     }
 
-    /// New events as they are committed.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 }

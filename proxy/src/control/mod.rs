@@ -20,7 +20,7 @@ pub use rollouts::{Command, Handle};
 use crate::config::{weights_for, Config};
 use crate::flags::FlagSet;
 use crate::snapshot::Snapshot;
-use crate::state::{event, Change, Event, StateStore, WeightMap};
+use crate::state::{event, Change, Event, Store, WeightMap};
 use crate::Shared;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -48,7 +48,7 @@ pub struct Control {
     /// The state the data path reads.
     pub shared: Arc<Shared>,
     /// Where changes and history are kept.
-    pub store: Option<StateStore>,
+    pub store: Option<Box<dyn Store>>,
     config_path: Option<PathBuf>,
     config: Mutex<Config>,
     writes: tokio::sync::Mutex<()>,
@@ -67,7 +67,12 @@ pub struct Control {
 
 impl Control {
     /// Control over `shared`, whose snapshot was built from `config`.
-    pub fn new(shared: Arc<Shared>, store: Option<StateStore>, config: Config, config_path: Option<PathBuf>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        store: Option<Box<dyn Store>>,
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Self {
         Self {
             shared,
             store,
@@ -330,7 +335,10 @@ impl Control {
     /// Persists a rollout's progress.
     pub(crate) fn save_rollout(&self, r: &crate::rollout::Rollout) -> Result<(), ControlError> {
         match &self.store {
-            Some(s) => s.save_rollout(&r.service, r).map_err(|e| ControlError::Internal(e.to_string())),
+            Some(s) => serde_json::to_value(r)
+                .map_err(|e| crate::Error::State(format!("state store: {e}")))
+                .and_then(|v| s.save_rollout(&r.service, &v))
+                .map_err(|e| ControlError::Internal(e.to_string())),
             None => Ok(()),
         }
     }

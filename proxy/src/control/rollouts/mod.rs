@@ -158,7 +158,12 @@ async fn command(ctrl: &Arc<Control>, service: &str, cmd: Command, actor: &str) 
 
 async fn resume_all(ctrl: &Arc<Control>) -> Result<(), crate::Error> {
     let Some(store) = &ctrl.store else { return Ok(()) };
-    let stored: Vec<Rollout> = store.rollouts()?;
+    let stored = store
+        .rollouts()?
+        .into_iter()
+        .map(serde_json::from_value::<Rollout>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| crate::Error::State(format!("state store: a stored rollout: {e}")))?;
     let mut active = ctrl.rollouts.lock().await;
     for r in stored {
         let done = r.is_done();
