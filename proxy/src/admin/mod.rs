@@ -62,6 +62,21 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/plugins/{name}/config"),
 ];
 
+/// The rollout commands `POST /v1/services/{svc}/rollout/{action}` takes.
+const ROLLOUT_ACTIONS: &[&str] = &["promote", "pause", "resume", "abort", "rollback"];
+
+/// Whether a path (as segments) fits a route's template: `{name}` is any one
+/// segment (`{action}` one of [`ROLLOUT_ACTIONS`]), anything else itself.
+fn matches_template(template: &str, segs: &[&str]) -> bool {
+    let parts: Vec<&str> = template.split('/').skip(1).collect();
+    parts.len() == segs.len()
+        && parts.iter().zip(segs).all(|(t, s)| match *t {
+            "{action}" => ROLLOUT_ACTIONS.contains(s),
+            t if t.starts_with('{') => !s.is_empty(),
+            t => t == *s,
+        })
+}
+
 const MAX_BODY: usize = 1 << 20;
 
 /// Admin state: the control path plus who may write.
@@ -200,24 +215,15 @@ impl Admin {
         let is_write = matches!(method, Method::PUT | Method::POST | Method::DELETE | Method::PATCH);
         let health = segs.first() == Some(&"health");
 
-        // Which routes exist, for 404 vs 405.
-        let allowed: &[Method] = match segs.as_slice() {
-            ["health", "live"] | ["health", "ready"] | ["metrics"] | ["v1", "openapi.yaml"] | ["v1", "services"] => {
-                &[Method::GET]
-            }
-            ["v1", "services", _] | ["v1", "services", _, "stats"] | ["v1", "events"] => &[Method::GET],
-            ["v1", "services", _, "weights"] => &[Method::PUT, Method::DELETE],
-            ["v1", "services", _, "suspension"] => &[Method::DELETE],
-            ["v1", "services", _, "rollout"] => &[Method::GET, Method::POST],
-            ["v1", "services", _, "rollout", "promote" | "pause" | "resume" | "abort" | "rollback"] => &[Method::POST],
-            ["v1", "config", "reload"] => &[Method::POST],
-            ["v1", "flags"] => &[Method::GET],
-            ["v1", "flags", _] => &[Method::PUT, Method::DELETE],
-            ["v1", "plugins"] => &[Method::GET],
-            ["v1", "plugins", _] => &[Method::GET, Method::PUT],
-            ["v1", "plugins", _, "config"] => &[Method::PUT],
-            _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
-        };
+        // Which routes exist, for 404 vs 405: the one list, [`ROUTES`].
+        let allowed: Vec<Method> = ROUTES
+            .iter()
+            .filter(|(_, template)| matches_template(template, &segs))
+            .filter_map(|(m, _)| Method::from_bytes(m.as_bytes()).ok())
+            .collect();
+        if allowed.is_empty() {
+            return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false);
+        }
         if !allowed.contains(&method) {
             let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"));
             let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
@@ -392,7 +398,8 @@ impl Admin {
                     "pause" => Command::Pause,
                     "resume" => Command::Resume,
                     "abort" => Command::Abort,
-                    _ => Command::Rollback,
+                    "rollback" => Command::Rollback,
+                    _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
                 };
                 match c.rollout_command(name, cmd, &actor).await {
                     Ok(r) => json(StatusCode::OK, &rollout_view(&r)),
@@ -560,6 +567,16 @@ mod tests {
         assert!(parse_weights(br#"{}"#).is_err());
         assert!(parse_weights(b"stable=1").is_err());
         assert!(parse_weights(br#"{"weights": {"a": 1}, "extra": 1}"#).is_err());
+    }
+
+    #[test]
+    fn templates_match_whole_segments() {
+        let segs = |p: &'static str| p.split('/').skip(1).collect::<Vec<_>>();
+        assert!(matches_template("/v1/services/{svc}/weights", &segs("/v1/services/web/weights")));
+        assert!(!matches_template("/v1/services/{svc}/weights", &segs("/v1/services//weights")));
+        assert!(!matches_template("/v1/services/{svc}", &segs("/v1/services/web/weights")));
+        assert!(matches_template("/v1/services/{svc}/rollout/{action}", &segs("/v1/services/web/rollout/abort")));
+        assert!(!matches_template("/v1/services/{svc}/rollout/{action}", &segs("/v1/services/web/rollout/launch")));
     }
 
     /// Every route is described in the OpenAPI document and nothing else is.
