@@ -79,6 +79,17 @@ fn matches_template(template: &str, segs: &[&str]) -> bool {
 
 const MAX_BODY: usize = 1 << 20;
 
+/// One admin call, past routing, authentication and the body read.
+struct Call<'a> {
+    method: Method,
+    segs: &'a [&'a str],
+    path: &'a str,
+    body: Bytes,
+    query: String,
+    actor: String,
+    reason: Option<String>,
+}
+
 /// Admin state: the control path plus who may write.
 pub struct Admin {
     control: Arc<Control>,
@@ -279,8 +290,16 @@ impl Admin {
             Err(e) => return (error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")), false),
         };
 
+        let call = Call { method, segs: &segs, path: &path, body, query, actor, reason };
+        self.dispatch(call).await
+    }
+
+    /// Runs an accepted call; `false` when it was refused before reaching
+    /// the control path (which records everything else).
+    async fn dispatch(&self, call: Call<'_>) -> (Resp, bool) {
+        let Call { method, segs, path, body, query, actor, reason } = call;
         let c = &self.control;
-        let resp = match (method, segs.as_slice()) {
+        let resp = match (method, segs) {
             (Method::GET, ["health", "live"]) => json(StatusCode::OK, &serde_json::json!({ "status": "live" })),
             (Method::GET, ["health", "ready"]) => {
                 if c.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
@@ -365,46 +384,10 @@ impl Admin {
                 None => error(StatusCode::NOT_FOUND, format!("`{name}` has had no rollout")),
             },
             (Method::POST, ["v1", "services", name, "rollout"]) => {
-                // An empty body, or `{}`, means the service's own plan.
-                let empty = body.iter().all(u8::is_ascii_whitespace)
-                    || serde_json::from_slice::<serde_json::Value>(&body)
-                        .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()));
-                let plan = if empty {
-                    None
-                } else {
-                    let pools = match c.shared.snapshot.load().service(name) {
-                        Some(svc) => svc.pool_names(),
-                        None => return (error(StatusCode::NOT_FOUND, format!("no service named `{name}`")), false),
-                    };
-                    match crate::config::parse_plan(&String::from_utf8_lossy(&body), &pools) {
-                        Ok(p) => Some(p),
-                        Err(e) => return (error(StatusCode::BAD_REQUEST, e.to_string()), false),
-                    }
-                };
-                match c.start_rollout(name, plan, &actor).await {
-                    Ok(r) => json(StatusCode::OK, &rollout_view(&r)),
-                    Err(e) => return (e.into(), false),
-                }
+                return self.start_rollout(name, &body, &actor).await
             }
             (Method::POST, ["v1", "services", name, "rollout", action]) => {
-                let cmd = match *action {
-                    "promote" => {
-                        let full = serde_json::from_slice::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| v.get("full").and_then(serde_json::Value::as_bool))
-                            .unwrap_or(false);
-                        Command::Promote { full }
-                    }
-                    "pause" => Command::Pause,
-                    "resume" => Command::Resume,
-                    "abort" => Command::Abort,
-                    "rollback" => Command::Rollback,
-                    _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
-                };
-                match c.rollout_command(name, cmd, &actor).await {
-                    Ok(r) => json(StatusCode::OK, &rollout_view(&r)),
-                    Err(e) => return (e.into(), false),
-                }
+                return self.rollout_command(name, action, &body, &actor, path).await
             }
             (Method::GET, ["v1", "plugins"]) => {
                 json(StatusCode::OK, &c.shared.plugins.all().iter().map(|p| plugin_view(p)).collect::<Vec<_>>())
@@ -431,6 +414,55 @@ impl Admin {
         };
         // Writes that got this far were recorded by the control path.
         (resp, true)
+    }
+
+    /// `POST /v1/services/{svc}/rollout`: an empty body, or `{}`, means the
+    /// service's own plan; otherwise the body is the plan (JSON or YAML).
+    async fn start_rollout(&self, name: &str, body: &[u8], actor: &str) -> (Resp, bool) {
+        let c = &self.control;
+        // An empty body, or `{}`, means the service's own plan.
+        let empty = body.iter().all(u8::is_ascii_whitespace)
+            || serde_json::from_slice::<serde_json::Value>(body)
+                .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()));
+        let plan = if empty {
+            None
+        } else {
+            let pools = match c.shared.snapshot.load().service(name) {
+                Some(svc) => svc.pool_names(),
+                None => return (error(StatusCode::NOT_FOUND, format!("no service named `{name}`")), false),
+            };
+            match crate::config::parse_plan(&String::from_utf8_lossy(body), &pools) {
+                Ok(p) => Some(p),
+                Err(e) => return (error(StatusCode::BAD_REQUEST, e.to_string()), false),
+            }
+        };
+        match c.start_rollout(name, plan, actor).await {
+            Ok(r) => (json(StatusCode::OK, &rollout_view(&r)), true),
+            Err(e) => (e.into(), false),
+        }
+    }
+
+    /// `POST /v1/services/{svc}/rollout/{action}`: a manual command.
+    async fn rollout_command(&self, name: &str, action: &str, body: &[u8], actor: &str, path: &str) -> (Resp, bool) {
+        let c = &self.control;
+        let cmd = match action {
+            "promote" => {
+                let full = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("full").and_then(serde_json::Value::as_bool))
+                    .unwrap_or(false);
+                Command::Promote { full }
+            }
+            "pause" => Command::Pause,
+            "resume" => Command::Resume,
+            "abort" => Command::Abort,
+            "rollback" => Command::Rollback,
+            _ => return (error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")), false),
+        };
+        match c.rollout_command(name, cmd, actor).await {
+            Ok(r) => (json(StatusCode::OK, &rollout_view(&r)), true),
+            Err(e) => (e.into(), false),
+        }
     }
 
     /// The valid token the request carries, if any.
