@@ -186,7 +186,7 @@ pub async fn start_successor(
     let mut child = cmd.spawn().map_err(|e| fail(format!("cannot start {}: {e}", binary.display())))?;
     tracing::info!(pid = child.id(), binary = %binary.display(), "upgrade: successor started");
 
-    let result = handshake(control, &listener).await;
+    let result = handshake(control, &listener, child.id()).await;
     if result.is_err() {
         // Reap it if it exited; a successor that hangs is stopped.
         if !matches!(child.try_wait(), Ok(Some(_))) {
@@ -197,11 +197,23 @@ pub async fn start_successor(
     result
 }
 
-async fn handshake(control: &Arc<Control>, listener: &UnixListener) -> Result<(), Error> {
-    let (stream, _) = tokio::time::timeout(STEP_TIMEOUT, listener.accept())
+async fn handshake(control: &Arc<Control>, listener: &UnixListener, successor: u32) -> Result<(), Error> {
+    // Only the successor may take over: another local process connecting to
+    // the socket is turned away (its peer credentials name another PID).
+    let accept = async {
+        loop {
+            let (stream, _) = listener.accept().await.map_err(|e| Error::Runtime(format!("upgrade: {e}")))?;
+            match stream.peer_cred().map(|c| c.pid()) {
+                Ok(Some(pid)) if pid as u32 == successor => return Ok::<_, Error>(stream),
+                other => {
+                    tracing::warn!(peer = ?other, "upgrade: a process other than the successor connected; ignored")
+                }
+            }
+        }
+    };
+    let stream = tokio::time::timeout(STEP_TIMEOUT, accept)
         .await
-        .map_err(|_| Error::Runtime("upgrade: the successor did not connect within 60 s".into()))?
-        .map_err(|e| Error::Runtime(format!("upgrade: {e}")))?;
+        .map_err(|_| Error::Runtime("upgrade: the successor did not connect within 60 s".into()))??;
     let mut channel = BufReader::new(stream);
     expect(&mut channel, "loaded").await?;
     control.hand_over().await;
