@@ -128,14 +128,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    if let Some(i) = &mut inherited {
-        i.loaded().await?;
-    }
     if demo {
-        let started = switchyard::demo::start_upstreams(&config).await.context("starting demo upstreams")?;
+        let started = match switchyard::demo::start_upstreams(&config).await.context("starting demo upstreams") {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(i) = &mut inherited {
+                    i.failed(&format!("{e:#}")).await;
+                }
+                return Err(e);
+            }
+        };
         for (pool, addr) in &started {
             tracing::info!(pool = %pool, addr = %addr, "demo upstream");
         }
+    }
+    // Past here the running proxy hands over: everything that can fail
+    // without the state store has been tried.
+    if let Some(i) = &mut inherited {
+        i.loaded().await?;
     }
     let options = Options { access_log, record_stats, config_path: Some(config_path) };
     let mut bound = Proxy::new(config, options)?.bind_from(inherited.as_mut()).await?;

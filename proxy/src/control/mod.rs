@@ -318,7 +318,7 @@ impl Control {
         ev.new =
             serde_json::json!({ "services": names(&new), "flags_bucketing": bucketing(&new).map(|b| b.to_string()) });
         ev.message = format!("config reloaded from {}: {} service(s)", path.display(), new.services.len());
-        if let (Some(before), Some(after)) = (bucketing(&old), bucketing(&new).filter(|_| rebucketed.is_some())) {
+        if let (Some(before), Some(after), true) = (bucketing(&old), bucketing(&new), rebucketed.is_some()) {
             ev.message.push_str(&format!("; flag bucketing {before} → {after}"));
         }
         let ev = self.commit(&[], ev)?;

@@ -26,7 +26,7 @@
 use ciborium::value::{CanonicalValue, Integer, Value as Cbor};
 use datalogic_rs::datavalue::NumberValue;
 use datalogic_rs::{bumpalo::Bump, operator::EvalContext, ArenaExt, CustomOperator, DataValue};
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 
 /// Which hash `fractional` buckets users with (`flags.bucketing`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -74,34 +74,34 @@ impl CustomOperator for Fractional {
     ) -> datalogic_rs::Result<&'a DataValue<'a>> {
         let Some(first) = args.first() else { return Ok(arena.null()) };
         let root = ctx.root_input();
-        let (hashed, fractions) = match self.0 {
+        // The hash of what this generation hashes, with the buckets after it;
+        // the common shapes borrow from the context rather than copy it.
+        let (hash, fractions) = match self.0 {
             Bucketing::Cbor if first.as_array().is_none() => {
-                (to_cbor(first).filter(|v| !v.is_null()).and_then(|v| cbor_bytes(&v)), &args[1..])
+                (to_cbor(first).filter(|v| !v.is_null()).and_then(|v| cbor_hash(&v)), &args[1..])
             }
-            Bucketing::Cbor => {
-                let key = targeting_key(root).map(|(flag, key)| Cbor::Array(vec![Cbor::Text(flag), Cbor::Text(key)]));
-                (key.and_then(|v| cbor_bytes(&v)), args)
-            }
+            Bucketing::Cbor => (targeting_key(root).and_then(|key| cbor_hash(&key)), args),
             Bucketing::String => match first.as_str() {
-                Some(s) => (Some(s.as_bytes().to_vec()), &args[1..]),
-                None => (targeting_key(root).map(|(flag, key)| format!("{flag}{key}").into_bytes()), args),
+                Some(s) => (Some(s).filter(|s| !s.is_empty()).and_then(|s| murmur(s.as_bytes())), &args[1..]),
+                None => {
+                    (targeting_key(root).and_then(|(flag, key)| murmur(Cursor::new(flag).chain(key.as_bytes()))), args)
+                }
             },
         };
-        let Some(bytes) = hashed.filter(|b| !b.is_empty()) else { return Ok(arena.null()) };
-        let Some(hash) = murmur3::murmur3_32(&mut Cursor::new(bytes), 0).ok() else { return Ok(arena.null()) };
+        let Some(hash) = hash else { return Ok(arena.null()) };
         Ok(pick(hash, fractions).unwrap_or_else(|| arena.null()))
     }
 }
 
 /// `(flagKey, targetingKey)` from the context; `None` without a non-empty
 /// string targeting key (flagd's error for the shorthand).
-fn targeting_key(root: &DataValue<'_>) -> Option<(String, String)> {
-    let field = |v: &DataValue<'_>, name: &str| -> Option<String> {
-        v.as_object()?.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.as_str()).map(str::to_owned)
-    };
+fn targeting_key<'a>(root: &'a DataValue<'a>) -> Option<(&'a str, &'a str)> {
+    fn field<'a>(v: &'a DataValue<'a>, name: &str) -> Option<&'a str> {
+        v.as_object()?.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.as_str())
+    }
     let key = field(root, "targetingKey").filter(|k| !k.is_empty())?;
     let flagd = root.as_object().and_then(|o| o.iter().find(|(k, _)| *k == "$flagd")).map(|(_, v)| v);
-    Some((flagd.and_then(|f| field(f, "flagKey")).unwrap_or_default(), key))
+    Some((flagd.and_then(|f| field(f, "flagKey")).unwrap_or(""), key))
 }
 
 /// The variant a `hash` falls into among `fractions`; `None` when the
@@ -133,11 +133,17 @@ fn pick<'a>(hash: u32, fractions: &[&'a DataValue<'a>]) -> Option<&'a DataValue<
     None
 }
 
-/// The value's deterministic CBOR encoding.
-fn cbor_bytes(value: &Cbor) -> Option<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(32);
+/// MurmurHash3 (x86, 32 bits, seed 0) of a value's deterministic CBOR
+/// encoding (`(flagKey, targetingKey)` encodes as the two-element array).
+fn cbor_hash(value: &impl serde::Serialize) -> Option<u32> {
+    let mut bytes = Vec::with_capacity(64);
     ciborium::ser::into_writer(value, &mut bytes).ok()?;
-    Some(bytes)
+    murmur(bytes.as_slice())
+}
+
+/// MurmurHash3 (x86, 32 bits, seed 0) of the bytes `input` reads.
+fn murmur(mut input: impl std::io::Read) -> Option<u32> {
+    murmur3::murmur3_32(&mut input, 0).ok()
 }
 
 /// The CBOR form of a JSON value, normalised as flagd does: a float with no

@@ -52,7 +52,42 @@ impl Control {
         plan: Option<RolloutPlan>,
         actor: &str,
     ) -> Result<Rollout, ControlError> {
-        start(self, service, plan, actor).await
+        let ctrl = self;
+        let snap = ctrl.shared.snapshot.load_full();
+        let svc =
+            snap.service(service).ok_or_else(|| ControlError::NotFound(format!("no service named `{service}`")))?;
+        let plan = plan.or_else(|| svc.config.rollout.clone()).ok_or_else(|| {
+            ControlError::BadRequest(format!("service `{service}` has no `rollout` section: send a plan in the body"))
+        })?;
+        check_policy(ctrl, service, &plan).await?;
+        let mut active = ctrl.rollouts.lock().await;
+        if let Some(h) = active.get(service) {
+            if !h.lock().await.is_done() {
+                return Err(ControlError::Conflict(format!(
+                    "a rollout of `{service}` is already running; abort it first"
+                )));
+            }
+        }
+        // A new rollout gives the candidate's rules another chance.
+        if !svc.suspended.is_empty() {
+            ctrl.lift_suspension(service, actor, Some("a new rollout started".into())).await?;
+        }
+        let (mut r, action) = Rollout::start(service, plan);
+        let steps = r.plan.steps.len();
+        let strategy = match r.plan.strategy {
+            crate::config::rollout::Strategy::Canary => format!("canary, {steps} step(s)"),
+            crate::config::rollout::Strategy::BlueGreen => "blue-green".to_owned(),
+        };
+        lifecycle(ctrl, &r, "rollout-start", actor, format!("rollout of {service} started ({strategy})"))?;
+        ctrl.set_rollout_running(service, true);
+        if let Err(e) = apply(ctrl, &mut r, &action, actor).await.and_then(|()| ctrl.save_rollout(&r)) {
+            ctrl.set_rollout_running(service, false);
+            return Err(e);
+        }
+        let handle: Handle = Arc::new(Mutex::new(r.clone()));
+        active.insert(service.to_owned(), handle.clone());
+        tokio::spawn(run(ctrl.clone(), handle));
+        Ok(r)
     }
 
     /// Applies a manual command to the running rollout of `service`.
@@ -62,13 +97,68 @@ impl Control {
         cmd: Command,
         actor: &str,
     ) -> Result<Rollout, ControlError> {
-        command(self, service, cmd, actor).await
+        let ctrl = self;
+        let handle = ctrl
+            .rollouts
+            .lock()
+            .await
+            .get(service)
+            .cloned()
+            .ok_or_else(|| ControlError::NotFound(format!("no rollout of `{service}` is running")))?;
+        let mut r = handle.lock().await;
+        if r.is_done() {
+            return Err(ControlError::Conflict(format!("the rollout of `{service}` has ended ({:?})", r.status)));
+        }
+        let before = r.clone();
+        let action = match cmd {
+            Command::Promote { full } => r.promote(full),
+            Command::Pause => r.pause(&format!("paused by {actor}")),
+            Command::Resume => {
+                r.resume();
+                Action::None
+            }
+            Command::Abort => r.stop(true, &format!("aborted by {actor}")),
+            Command::Rollback => r.stop(false, &format!("rolled back by {actor}")),
+        };
+        let what = format!("{cmd:?}").to_lowercase();
+        r.record(what.clone(), format!("by {actor}"));
+        if let Err(e) = apply(ctrl, &mut r, &action, actor).await {
+            *r = before;
+            return Err(e);
+        }
+        if matches!(cmd, Command::Resume) {
+            lifecycle(ctrl, &r, "rollout-resume", actor, format!("rollout of {service} resumed"))?;
+        }
+        ctrl.set_rollout_running(service, !r.is_done());
+        ctrl.save_rollout(&r)?;
+        Ok(r.clone())
     }
 
     /// Resumes every stored rollout that had not ended (after a restart or
     /// a hand-over), with the time already spent in its step counted.
     pub async fn resume_rollouts(self: &Arc<Self>) -> Result<(), crate::Error> {
-        resume_all(self).await
+        let ctrl = self;
+        let Some(store) = &ctrl.store else { return Ok(()) };
+        let stored = store
+            .rollouts()?
+            .into_iter()
+            .map(serde_json::from_value::<Rollout>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| crate::Error::State(format!("state store: a stored rollout: {e}")))?;
+        let mut active = ctrl.rollouts.lock().await;
+        for r in stored {
+            let done = r.is_done();
+            if !done {
+                tracing::info!(service = %r.service, step = r.step, in_step_ms = r.in_step_ms, "resuming rollout");
+            }
+            let handle: Handle = Arc::new(Mutex::new(r.clone()));
+            active.insert(r.service.clone(), handle.clone());
+            ctrl.set_rollout_running(&r.service, !done);
+            if !done {
+                tokio::spawn(run(ctrl.clone(), handle));
+            }
+        }
+        Ok(())
     }
 
     /// The running or last rollout of `service`.
@@ -77,107 +167,6 @@ impl Control {
         let r = h.lock().await.clone();
         Some(r)
     }
-}
-
-async fn start(
-    ctrl: &Arc<Control>,
-    service: &str,
-    plan: Option<RolloutPlan>,
-    actor: &str,
-) -> Result<Rollout, ControlError> {
-    let snap = ctrl.shared.snapshot.load_full();
-    let svc = snap.service(service).ok_or_else(|| ControlError::NotFound(format!("no service named `{service}`")))?;
-    let plan = plan.or_else(|| svc.config.rollout.clone()).ok_or_else(|| {
-        ControlError::BadRequest(format!("service `{service}` has no `rollout` section: send a plan in the body"))
-    })?;
-    check_policy(ctrl, service, &plan).await?;
-    let mut active = ctrl.rollouts.lock().await;
-    if let Some(h) = active.get(service) {
-        if !h.lock().await.is_done() {
-            return Err(ControlError::Conflict(format!("a rollout of `{service}` is already running; abort it first")));
-        }
-    }
-    // A new rollout gives the candidate's rules another chance.
-    if !svc.suspended.is_empty() {
-        ctrl.lift_suspension(service, actor, Some("a new rollout started".into())).await?;
-    }
-    let (mut r, action) = Rollout::start(service, plan);
-    let steps = r.plan.steps.len();
-    let strategy = match r.plan.strategy {
-        crate::config::rollout::Strategy::Canary => format!("canary, {steps} step(s)"),
-        crate::config::rollout::Strategy::BlueGreen => "blue-green".to_owned(),
-    };
-    lifecycle(ctrl, &r, "rollout-start", actor, format!("rollout of {service} started ({strategy})"))?;
-    ctrl.set_rollout_running(service, true);
-    if let Err(e) = apply(ctrl, &mut r, &action, actor).await.and_then(|()| ctrl.save_rollout(&r)) {
-        ctrl.set_rollout_running(service, false);
-        return Err(e);
-    }
-    let handle: Handle = Arc::new(Mutex::new(r.clone()));
-    active.insert(service.to_owned(), handle.clone());
-    tokio::spawn(run(ctrl.clone(), handle));
-    Ok(r)
-}
-
-async fn command(ctrl: &Arc<Control>, service: &str, cmd: Command, actor: &str) -> Result<Rollout, ControlError> {
-    let handle = ctrl
-        .rollouts
-        .lock()
-        .await
-        .get(service)
-        .cloned()
-        .ok_or_else(|| ControlError::NotFound(format!("no rollout of `{service}` is running")))?;
-    let mut r = handle.lock().await;
-    if r.is_done() {
-        return Err(ControlError::Conflict(format!("the rollout of `{service}` has ended ({:?})", r.status)));
-    }
-    let before = r.clone();
-    let action = match cmd {
-        Command::Promote { full } => r.promote(full),
-        Command::Pause => r.pause(&format!("paused by {actor}")),
-        Command::Resume => {
-            r.resume();
-            Action::None
-        }
-        Command::Abort => r.stop(true, &format!("aborted by {actor}")),
-        Command::Rollback => r.stop(false, &format!("rolled back by {actor}")),
-    };
-    let what = format!("{cmd:?}").to_lowercase();
-    r.record(what.clone(), format!("by {actor}"));
-    if let Err(e) = apply(ctrl, &mut r, &action, actor).await {
-        *r = before;
-        return Err(e);
-    }
-    if matches!(cmd, Command::Resume) {
-        lifecycle(ctrl, &r, "rollout-resume", actor, format!("rollout of {service} resumed"))?;
-    }
-    ctrl.set_rollout_running(service, !r.is_done());
-    ctrl.save_rollout(&r)?;
-    Ok(r.clone())
-}
-
-async fn resume_all(ctrl: &Arc<Control>) -> Result<(), crate::Error> {
-    let Some(store) = &ctrl.store else { return Ok(()) };
-    let stored = store
-        .rollouts()?
-        .into_iter()
-        .map(serde_json::from_value::<Rollout>)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| crate::Error::State(format!("state store: a stored rollout: {e}")))?;
-    let mut active = ctrl.rollouts.lock().await;
-    for r in stored {
-        let done = r.is_done();
-        if !done {
-            tracing::info!(service = %r.service, step = r.step, in_step_ms = r.in_step_ms, "resuming rollout");
-        }
-        let handle: Handle = Arc::new(Mutex::new(r.clone()));
-        active.insert(r.service.clone(), handle.clone());
-        ctrl.set_rollout_running(&r.service, !done);
-        if !done {
-            tokio::spawn(run(ctrl.clone(), handle));
-        }
-    }
-    Ok(())
 }
 
 /// The controller loop of one rollout.
@@ -387,7 +376,7 @@ services:
         let config = Config::from_yaml(yaml, dir.path()).unwrap();
         let proxy = Proxy::new(config, Options::default()).unwrap();
         let ctrl = proxy.control();
-        let r = start(&ctrl, "checkout", None, "test").await.unwrap();
+        let r = ctrl.start_rollout("checkout", None, "test").await.unwrap();
         assert_eq!(r.weight, 5);
         let slots: Vec<usize> =
             ctrl.shared.snapshot.load().service("checkout").unwrap().pools.iter().map(|p| p.stats_slot).collect();
@@ -409,7 +398,7 @@ services:
                 gate_seen = true;
                 assert!(second >= 30 * 60, "reached the gate after 30 minutes of holds, at {second} s");
                 assert_eq!(r.weight, 25);
-                command(&ctrl, "checkout", Command::Promote { full: false }, "ops").await.unwrap();
+                ctrl.rollout_command("checkout", Command::Promote { full: false }, "ops").await.unwrap();
             }
             if r.status == Status::Promoted {
                 assert!(gate_seen);
@@ -484,7 +473,7 @@ services:
             second(0);
             tick().await;
         }
-        start(&ctrl, "web", None, "test").await.unwrap();
+        ctrl.start_rollout("web", None, "test").await.unwrap();
         for _ in 0..5 {
             second(0);
             tick().await;
