@@ -7,7 +7,7 @@
 //! 1 s tick, on a 10 s window:
 //! - `canary-judge` natively (its `Policy` impl, as the SDK harness runs it),
 //!   `method: sequential` and `method: fixed` (Fisher + Mann-Whitney);
-//! - the built-in analysis (`switchyard::rollout::judge`) with relative
+//! - the built-in analysis (`switchyard::control::rollout::judge`) with relative
 //!   criteria (`error_rate_vs_baseline_above: 1.5`, `p99_vs_baseline_above: 1.2`),
 //!   `method: window` and `method: sequential`.
 //!
@@ -22,7 +22,7 @@
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
-use switchyard::rollout::analysis::{judge, Observed, Pair, Verdict as BuiltIn};
+use switchyard::control::rollout::analysis::{judge, Observed, Pair, Verdict as BuiltIn};
 use switchyard::stats::Figures;
 use switchyard_sdk::policy::latency_bucket;
 use switchyard_sdk::{Config, Context, Decision, Phase, Policy, PoolWindow, Strategy};

@@ -14,8 +14,8 @@ use http::{HeaderName, Method};
 use std::hint::black_box;
 use std::path::Path;
 use switchyard::config::AttrSource;
+use switchyard::data::split::{RequestView, Split};
 use switchyard::flags::FlagSet;
-use switchyard::split::{RequestView, Split};
 use switchyard::Config;
 
 fn split(sticky: &str) -> Split {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with a Rust toolchain and Python 3:
-#   1. the reference plugins, built to WebAssembly (scripts/build-plugins.sh);
+#   1. the reference plugins, built to WebAssembly (scripts/build-plugins.sh),
+#      and the library's layering checked (scripts/layers.py: no import
+#      circles, every arrow down the layers);
 #   2. the dependency audit against the RustSec advisory database (scripts/audit.sh);
 #   3. schemathesis, for the admin API's contract test, and flagd's reference
 #      evaluator in both bucketing generations (openfeature-flagd-core 1.0.0
@@ -10,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh
+python3 scripts/layers.py
 bash scripts/audit.sh
 schemathesis=4.32.5
 if ! st --version 2>/dev/null | grep -q "$schemathesis"; then

@@ -7,7 +7,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use std::collections::BTreeMap;
 use std::path::Path;
-use switchyard::headers::{self, ClientConn};
+use switchyard::data::headers::{self, ClientConn};
 use switchyard_sdk::RequestBuilder;
 
 /// A request head as it arrives (parsed the way any HTTP/1.1 parser would),
@@ -30,13 +30,13 @@ pub fn request_head(data: &[u8]) {
     let flags = checked.flags;
 
     let path = parts.uri.path().to_owned();
-    if let Ok(normal) = switchyard::path::normalize(&path) {
+    if let Ok(normal) = switchyard::parse::path::normalize(&path) {
         assert!(normal.starts_with('/'), "{normal:?}");
         assert!(!normal.contains("//") && !normal.split('/').any(|s| s == "." || s == ".."), "{path:?} → {normal:?}");
-        let again = switchyard::path::normalize(&normal).expect("a normalised path normalises");
+        let again = switchyard::parse::path::normalize(&normal).expect("a normalised path normalises");
         assert_eq!(again, normal, "normalisation is idempotent");
     }
-    let _ = switchyard::path::is_suspicious(&path);
+    let _ = switchyard::parse::path::is_suspicious(&path);
 
     let conn = ClientConn {
         peer: [192, 0, 2, 1].into(),
@@ -138,7 +138,7 @@ pub fn plugin_request(data: &[u8]) {
     let cookies: Vec<(String, String)> = r.cookies().map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
     assert_eq!(cookies, expected_cookies);
     for (n, _) in &cookies {
-        let _ = switchyard::split::cookie_value(&headers, n);
+        let _ = switchyard::parse::cookie::cookie_value(&headers, n);
     }
 }
 

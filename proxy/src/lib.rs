@@ -6,98 +6,59 @@
 //!
 //! # Layout
 //!
-//! Following the data path:
+//! Two paths over a shared model; an arrow only ever points down this list.
 //!
-//! - [`worker`]: thread-per-core workers, each with its own runtime;
-//! - [`listener`], [`tls`], [`h2_guard`]: bind, accept, TLS, hyper connection
-//!   settings, the cap on HTTP/2 control frames;
-//! - [`forward`]: the request phases — check, match, split, forward, respond;
-//! - [`headers`], [`path`]: request checks, header rewriting, path normalisation;
-//! - [`snapshot`]: the immutable compiled state the request path reads;
-//! - [`split`]: rules, sticky keys and weights;
-//! - [`pool`]: endpoints, load balancing, health, upstream connections;
-//! - [`body`]: the streamed body type of both directions.
+//! - [`admin`]: the JSON admin API and Prometheus `/metrics`, over the
+//!   control path;
+//! - [`control`]: the control path. [`Control`] is the one door for every
+//!   run-time change (weights, reloads, flags, plugins, rollouts: validate,
+//!   build a new snapshot, write the event, persist, swap). Under it: the
+//!   rollouts ([`control::rollout`]: the pure state machine, analysis and
+//!   evidence, and the controller that runs them), the durable store behind
+//!   the [`control::state::Store`] trait, and the hand-over to a successor
+//!   binary ([`control::upgrade`]);
+//! - [`data`]: the request path, in the order a request meets it (worker,
+//!   listener, forward's phases, split, pool, body) and the [`data::snapshot`]
+//!   it reads. It never imports the control path;
+//! - the shared pieces both paths use: [`config`] (YAML → validated
+//!   [`Config`]), [`flags`] (flag evaluation), [`plugin`] (the WebAssembly
+//!   host), [`stats`] (per-pool recording and windows), [`parse`] (paths and
+//!   cookies), [`error`], [`logging`].
 //!
-//! Per request, outcomes go to [`stats`] (thread-local recorders).
-//!
-//! The control path: [`control`], the one door for run-time changes
-//! (weights, reload, flags, plugins, rollouts and their controllers: new
-//! snapshot, event, persist, swap; the hand-over to a successor in
-//! [`upgrade`]), [`rollout`] (the pure parts of canary and blue-green: state
-//! machine, analysis, evidence), [`state`] (the durable store and history), [`admin`] (the
-//! JSON API and Prometheus), [`ctl`] (the CLI client).
-//!
-//! Around it: [`config`] (YAML → validated [`Config`]), [`error`],
-//! [`logging`], [`demo`] (upstreams for the bundled example).
+//! The binary's commands (`serve`, `check`, `demo`, `ctl`) live apart, in
+//! `src/bin/switchyard/`.
 //!
 //! Use: [`Proxy::new`] → [`Proxy::bind`] → [`Bound::run`].
 
 pub mod admin;
-pub mod body;
 pub mod config;
 pub mod control;
-pub mod ctl;
-pub mod demo;
+pub mod data;
 pub mod error;
 pub mod flags;
-pub mod forward;
-pub mod h2_guard;
-pub mod headers;
-pub mod listener;
 pub mod logging;
-pub mod path;
+pub mod parse;
 pub mod plugin;
-pub mod pool;
-pub mod rollout;
-pub mod snapshot;
-pub mod split;
-pub mod state;
 pub mod stats;
-pub mod tls;
-pub mod upgrade;
-pub mod worker;
 
 pub use config::Config;
+pub use control::check;
 pub use error::Error;
 
 use arc_swap::ArcSwap;
-use config::ServerConfig;
-use control::Control;
-use listener::BoundListener;
-use snapshot::Snapshot;
+use control::upgrade;
+use control::{state, Control};
+use data::listener::{self, BoundListener};
+use data::snapshot::Snapshot;
+use data::worker::Workers;
+use data::Shared;
 use stats::Stats;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
-
-/// State shared by every connection: the current snapshot and the limits.
-pub struct Shared {
-    /// The snapshot the request path reads; replaced whole, never mutated.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Process-wide limits and timeouts.
-    pub server: ServerConfig,
-    /// Write one access-log line per request.
-    pub access_log: bool,
-    /// Record per-pool statistics.
-    pub record_stats: bool,
-    /// The control path's aggregates.
-    pub stats: Arc<Stats>,
-    /// Where workers send their recordings.
-    stats_tx: mpsc::UnboundedSender<stats::Flush>,
-    /// Shutting down: readiness turns false.
-    pub draining: AtomicBool,
-    /// The feature flags in force (file, then admin API overrides).
-    pub flags: ArcSwap<flags::FlagSet>,
-    /// Evaluation-context attributes taken from each request.
-    pub flag_context: Vec<(String, config::AttrSource)>,
-    /// The WebAssembly plugins in force (control path; routers are reached
-    /// through the snapshot).
-    pub plugins: plugin::Registry,
-}
 
 /// How a proxy runs, beyond its config file.
 #[derive(Clone, Debug)]
@@ -128,24 +89,6 @@ pub struct Bound {
     admin: Option<(tokio::net::TcpListener, Arc<admin::Admin>)>,
     control: Arc<Control>,
     sockets: upgrade::Sockets,
-}
-
-/// Everything `switchyard check` verifies beyond [`Config::load`]: that the
-/// flag file loads, every listener's certificates and keys load and match,
-/// and every plugin file compiles and passes its trial call.
-pub fn check(config: &Config) -> Result<(), Error> {
-    let with_path: Vec<_> = config.plugins.iter().filter(|p| p.path.is_some()).cloned().collect();
-    plugin::load_all(&with_path, &Default::default(), &Default::default())
-        .map_err(|e| Error::Config(format!("config: {e}")))?;
-    if let Some(f) = &config.flags {
-        control::load_flags(f, &Default::default()).map_err(|e| Error::Config(format!("config: flags.file: {e}")))?;
-    }
-    for l in &config.listeners {
-        if let Some(t) = &l.tls {
-            tls::server_config(t).map_err(|e| Error::Tls(format!("listener `{}`: {e}", l.name)))?;
-        }
-    }
-    Ok(())
 }
 
 // === impl Proxy ===
@@ -274,7 +217,7 @@ impl Bound {
     /// Starts the worker threads; the caller's runtime stays the control path.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let shared = self.control.shared.clone();
-        let workers = shared.server.workers;
+        let count = shared.server.workers;
         let admin_task = self.admin.map(|(listener, admin)| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(addr = %addr, "admin listening");
@@ -285,30 +228,16 @@ impl Bound {
             self.control.flags_file().map(|file| tokio::spawn(control::watch_flags(self.control.clone(), file)));
         // Every client connection is a task of this tracker: the drain waits for them.
         let connections = TaskTracker::new();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (exit_tx, exit_rx) = watch::channel(false);
-        let (stopped_tx, mut stopped_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-
-        let mut per_worker: Vec<Vec<listener::Acceptor>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<listener::Acceptor>> = (0..count).map(|_| Vec::new()).collect();
         for l in self.listeners {
-            tracing::info!(listener = %l.name, addr = %l.local_addr, workers, "listening");
+            tracing::info!(listener = %l.name, addr = %l.local_addr, workers = count, "listening");
             // Sockets inherited from a predecessor with more workers are
             // shared out, so none of their accept queues is left unserved.
             for (i, a) in l.into_acceptors().enumerate() {
-                per_worker[i % workers].push(a);
+                per_worker[i % count].push(a);
             }
         }
-        let mut threads = Vec::new();
-        for (i, acceptors) in per_worker.into_iter().enumerate() {
-            let (shared, connections, stop_rx, exit_rx, stopped_tx) =
-                (shared.clone(), connections.clone(), stop_rx.clone(), exit_rx.clone(), stopped_tx.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("switchyard-worker-{i}"))
-                .spawn(move || worker_main(i, acceptors, shared, connections, stop_rx, exit_rx, stopped_tx))
-                .map_err(|e| Error::Runtime(format!("cannot start worker thread {i}: {e}")))?;
-            threads.push(thread);
-        }
-        drop(stopped_tx);
+        let mut workers = Workers::start(per_worker, &shared, &connections)?;
 
         shutdown.await;
         shared.draining.store(true, Ordering::Relaxed);
@@ -318,13 +247,7 @@ impl Bound {
                 t.abort();
             }
         }
-        let _ = stop_tx.send(true);
-        // Every worker has stopped accepting: no new connection can join the drain.
-        for _ in 0..workers {
-            if stopped_rx.recv().await.is_none() {
-                break;
-            }
-        }
+        workers.stop_accepting().await;
         let drain = shared.server.drain_timeout;
         connections.close();
         tracing::info!(open_connections = connections.len(), drain_timeout = ?drain, "shutting down: draining");
@@ -332,50 +255,10 @@ impl Bound {
             Ok(()) => tracing::info!("drained"),
             Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
-        let _ = exit_tx.send(true);
-        for t in threads {
-            let _ = t.join();
-        }
+        workers.exit();
         for t in admin_task.into_iter().chain(flag_watch) {
             t.abort();
         }
         Ok(())
     }
-}
-
-/// One worker thread: its own current-thread runtime serving its acceptors
-/// until told to exit; dropping the runtime closes what is still open.
-fn worker_main(
-    index: usize,
-    acceptors: Vec<listener::Acceptor>,
-    shared: Arc<Shared>,
-    connections: TaskTracker,
-    stop: watch::Receiver<bool>,
-    mut exit: watch::Receiver<bool>,
-    stopped: tokio::sync::mpsc::UnboundedSender<()>,
-) {
-    worker::set_index(index);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(worker = index, error = %e, "cannot start the worker runtime");
-            let _ = stopped.send(());
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        if shared.record_stats {
-            tokio::spawn(stats::flush_loop(shared.stats_tx.clone(), shared.stats.tick()));
-        }
-        let builder = Arc::new(listener::builder(&shared.server));
-        let loops: Vec<_> = acceptors
-            .into_iter()
-            .map(|a| tokio::spawn(a.serve(shared.clone(), builder.clone(), connections.clone(), stop.clone())))
-            .collect();
-        for l in loops {
-            let _ = l.await;
-        }
-        let _ = stopped.send(());
-        let _ = exit.wait_for(|e| *e).await;
-    });
 }

@@ -113,26 +113,10 @@ pub fn route_answer(answer: Result<Option<crate::Pool>, String>) -> i32 {
         Ok(Some(p)) => i32::try_from(p.index()).unwrap_or(i32::MAX),
         Ok(None) => -1,
         Err(e) => {
-            crate::log(crate::Level::Error, &e);
+            router::host_log::write(router::host_log::Level::Error, &e);
             -2
         }
     }
-}
-
-/// Sends a log line to the host.
-#[cfg(all(target_arch = "wasm32", any(feature = "router", feature = "policy")))]
-pub fn write_log(level: crate::Level, message: &str) {
-    #[cfg(all(feature = "policy", not(feature = "router")))]
-    use policy::host_log as l;
-    #[cfg(feature = "router")]
-    use router::host_log as l;
-    let level = match level {
-        crate::Level::Debug => l::Level::Debug,
-        crate::Level::Info => l::Level::Info,
-        crate::Level::Warn => l::Level::Warn,
-        crate::Level::Error => l::Level::Error,
-    };
-    l::write(level, message);
 }
 
 /// Exports a [`Router`](crate::Router) implementation as the plugin's

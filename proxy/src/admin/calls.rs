@@ -93,7 +93,7 @@ impl Admin {
 
     pub(super) fn events(&self, query: &str) -> Resp {
         let Some(store) = &self.control.store else {
-            return json(StatusCode::OK, &Vec::<crate::state::Event>::new());
+            return json(StatusCode::OK, &Vec::<crate::control::state::Event>::new());
         };
         let limit = match query_param(query, "limit").map(str::parse::<usize>) {
             None => 100,
@@ -126,7 +126,7 @@ impl Admin {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let mut last = backlog.last().map_or(after.unwrap_or(0), |e| e.seq);
         tokio::spawn(async move {
-            let sse = |e: &crate::state::Event| {
+            let sse = |e: &crate::control::state::Event| {
                 Bytes::from(format!(
                     "id: {}\nevent: {}\ndata: {}\n\n",
                     e.seq,

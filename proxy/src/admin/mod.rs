@@ -6,6 +6,7 @@
 
 pub mod api;
 mod calls;
+pub mod metrics;
 mod views;
 mod wire;
 
@@ -31,8 +32,8 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use views::{figures_view, plugin_view, rollout_view, service_view};
-use wire::{error, is_content_type, json, json_body, query_param, text};
+use views::{figures_view, flags_view, plugin_view, rollout_view, service_view};
+use wire::{answer, error, is_content_type, json, json_body, query_param, text};
 
 /// The OpenAPI 3 description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -120,7 +121,7 @@ pub async fn bind(
         )));
     }
     let registry = prometheus::Registry::new();
-    let collector = crate::stats::metrics::SwitchyardCollector::new(control.shared.clone())
+    let collector = crate::admin::metrics::SwitchyardCollector::new(control.shared.clone())
         .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     registry.register(Box::new(collector)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
@@ -129,7 +130,7 @@ pub async fn bind(
         .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     let info = prometheus::IntGaugeVec::new(
-        prometheus::Opts::new(crate::stats::metrics::BUILD_INFO, "Always 1; the version label says which build runs."),
+        prometheus::Opts::new(crate::admin::metrics::BUILD_INFO, "Always 1; the version label says which build runs."),
         &["version"],
     )
     .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
@@ -298,123 +299,93 @@ impl Admin {
     /// Runs an accepted call; `false` when it was refused before reaching
     /// the control path (which records everything else).
     async fn dispatch(&self, call: Call<'_>) -> (Resp, bool) {
-        let Call { method, segs, path, body, query, actor, reason } = call;
+        if call.method == Method::GET {
+            return (self.read(call.segs, call.path, &call.query).await, true);
+        }
+        let Call { method, segs, path, body, actor, reason, .. } = call;
         let c = &self.control;
+        let bad = |msg: String| (error(StatusCode::BAD_REQUEST, msg), false);
         let resp = match (method, segs) {
-            (Method::GET, ["health", "live"]) => json(StatusCode::OK, &serde_json::json!({ "status": "live" })),
-            (Method::GET, ["health", "ready"]) => {
-                if c.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
-                    json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "draining" }))
-                } else {
-                    json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
-                }
-            }
-            (Method::GET, ["metrics"]) => {
-                let mut out = String::new();
-                match prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
-                    Ok(()) => text("text/plain; version=0.0.4; charset=utf-8", out),
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                }
-            }
-            (Method::GET, ["v1", "openapi.yaml"]) => text("application/yaml", OPENAPI),
-            (Method::GET, ["v1", "services"]) => {
-                let snap = c.shared.snapshot.load();
-                json(StatusCode::OK, &snap.services().iter().map(|s| service_view(s)).collect::<Vec<_>>())
-            }
-            (Method::GET, ["v1", "services", name]) => match c.shared.snapshot.load().service(name) {
-                Some(s) => json(StatusCode::OK, &service_view(s)),
-                None => error(StatusCode::NOT_FOUND, format!("no service named `{name}`")),
-            },
-            (Method::GET, ["v1", "services", name, "stats"]) => self.stats(name, &query),
             (Method::PUT, ["v1", "services", name, "weights"]) => {
                 let (weights, body_reason) = match parse_weights(&body) {
                     Ok(w) => w,
-                    Err(msg) => return (error(StatusCode::BAD_REQUEST, msg), false),
+                    Err(msg) => return bad(msg),
                 };
-                match c.set_weights(name, weights, &actor, body_reason.or(reason)).await {
-                    Ok(ev) => json(StatusCode::OK, &ev),
-                    Err(e) => e.into(),
-                }
+                answer(c.set_weights(name, weights, &actor, body_reason.or(reason)).await)
             }
             (Method::DELETE, ["v1", "services", name, "weights"]) => {
-                match c.reset_weights(name, &actor, reason).await {
-                    Ok(ev) => json(StatusCode::OK, &ev),
-                    Err(e) => e.into(),
-                }
+                answer(c.reset_weights(name, &actor, reason).await)
             }
             (Method::DELETE, ["v1", "services", name, "suspension"]) => {
-                match c.lift_suspension(name, &actor, reason).await {
-                    Ok(ev) => json(StatusCode::OK, &ev),
-                    Err(e) => e.into(),
-                }
+                answer(c.lift_suspension(name, &actor, reason).await)
             }
-            (Method::POST, ["v1", "config", "reload"]) => match c.reload(&actor, reason).await {
-                Ok(ev) => json(StatusCode::OK, &ev),
-                Err(e) => e.into(),
+            (Method::POST, ["v1", "config", "reload"]) => answer(c.reload(&actor, reason).await),
+            (Method::PUT, ["v1", "flags", key]) => match json_body(&body) {
+                Ok(patch) => answer(c.set_flag(key, patch, &actor, reason).await),
+                Err(msg) => return bad(msg),
             },
-            (Method::GET, ["v1", "events"]) => self.events(&query),
-            (Method::GET, ["v1", "flags"]) => {
-                let flags = c.shared.flags.load();
-                let view: serde_json::Map<String, serde_json::Value> = flags
-                    .definitions()
-                    .into_iter()
-                    .map(|(k, (def, overridden))| {
-                        let mut d = def.clone();
-                        d["source"] = if overridden { "api" } else { "file" }.into();
-                        (k.to_owned(), d)
-                    })
-                    .collect();
-                json(StatusCode::OK, &view)
-            }
-            (Method::PUT, ["v1", "flags", key]) => {
-                let patch = match json_body(&body) {
-                    Ok(v) => v,
-                    Err(msg) => return (error(StatusCode::BAD_REQUEST, msg), false),
-                };
-                match c.set_flag(key, patch, &actor, reason).await {
-                    Ok(ev) => json(StatusCode::OK, &ev),
-                    Err(e) => e.into(),
-                }
-            }
-            (Method::DELETE, ["v1", "flags", key]) => match c.reset_flag(key, &actor, reason).await {
-                Ok(ev) => json(StatusCode::OK, &ev),
-                Err(e) => e.into(),
-            },
-            (Method::GET, ["v1", "services", name, "rollout"]) => match c.rollout(name).await {
-                Some(r) => json(StatusCode::OK, &rollout_view(&r)),
-                None => error(StatusCode::NOT_FOUND, format!("`{name}` has had no rollout")),
-            },
+            (Method::DELETE, ["v1", "flags", key]) => answer(c.reset_flag(key, &actor, reason).await),
             (Method::POST, ["v1", "services", name, "rollout"]) => {
                 return self.start_rollout(name, &body, &actor).await
             }
             (Method::POST, ["v1", "services", name, "rollout", action]) => {
                 return self.rollout_command(name, action, &body, &actor, path).await
             }
-            (Method::GET, ["v1", "plugins"]) => {
-                json(StatusCode::OK, &c.shared.plugins.all().iter().map(|p| plugin_view(p)).collect::<Vec<_>>())
-            }
-            (Method::GET, ["v1", "plugins", name]) => match c.shared.plugins.get(name) {
-                Some(p) => json(StatusCode::OK, &plugin_view(&p)),
-                None => error(StatusCode::NOT_FOUND, format!("no plugin named `{name}`")),
+            (Method::PUT, ["v1", "plugins", name, "config"]) => match json_body(&body) {
+                Ok(config) => answer(c.set_plugin_config(name, config, &actor, reason).await),
+                Err(msg) => return bad(msg),
             },
-            (Method::PUT, ["v1", "plugins", name, "config"]) => {
-                let config = match json_body(&body) {
-                    Ok(v) => v,
-                    Err(msg) => return (error(StatusCode::BAD_REQUEST, msg), false),
-                };
-                match c.set_plugin_config(name, config, &actor, reason).await {
-                    Ok(ev) => json(StatusCode::OK, &ev),
-                    Err(e) => e.into(),
-                }
-            }
-            (Method::PUT, ["v1", "plugins", name]) => match c.load_plugin(name, &body, &actor, reason).await {
-                Ok(ev) => json(StatusCode::OK, &ev),
-                Err(e) => e.into(),
-            },
+            (Method::PUT, ["v1", "plugins", name]) => answer(c.load_plugin(name, &body, &actor, reason).await),
             _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         };
         // Writes that got this far were recorded by the control path.
         (resp, true)
+    }
+
+    /// Answers a `GET`.
+    async fn read(&self, segs: &[&str], path: &str, query: &str) -> Resp {
+        let c = &self.control;
+        match segs {
+            ["health", "live"] => json(StatusCode::OK, &serde_json::json!({ "status": "live" })),
+            ["health", "ready"] => {
+                if c.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "draining" }))
+                } else {
+                    json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+                }
+            }
+            ["metrics"] => {
+                let mut out = String::new();
+                match prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+                    Ok(()) => text("text/plain; version=0.0.4; charset=utf-8", out),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+            ["v1", "openapi.yaml"] => text("application/yaml", OPENAPI),
+            ["v1", "services"] => {
+                let snap = c.shared.snapshot.load();
+                json(StatusCode::OK, &snap.services().iter().map(|s| service_view(s)).collect::<Vec<_>>())
+            }
+            ["v1", "services", name] => match c.shared.snapshot.load().service(name) {
+                Some(s) => json(StatusCode::OK, &service_view(s)),
+                None => error(StatusCode::NOT_FOUND, format!("no service named `{name}`")),
+            },
+            ["v1", "services", name, "stats"] => self.stats(name, query),
+            ["v1", "services", name, "rollout"] => match c.rollout(name).await {
+                Some(r) => json(StatusCode::OK, &rollout_view(&r)),
+                None => error(StatusCode::NOT_FOUND, format!("`{name}` has had no rollout")),
+            },
+            ["v1", "events"] => self.events(query),
+            ["v1", "flags"] => json(StatusCode::OK, &flags_view(&c.shared.flags.load())),
+            ["v1", "plugins"] => {
+                json(StatusCode::OK, &c.shared.plugins.all().iter().map(|p| plugin_view(p)).collect::<Vec<_>>())
+            }
+            ["v1", "plugins", name] => match c.shared.plugins.get(name) {
+                Some(p) => json(StatusCode::OK, &plugin_view(&p)),
+                None => error(StatusCode::NOT_FOUND, format!("no plugin named `{name}`")),
+            },
+            _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        }
     }
 
     /// The valid token the request carries, if any.

@@ -2,7 +2,7 @@
 //! pools' figures and plugins, built from the snapshot and the control path.
 
 use super::api::*;
-use crate::rollout::Rollout;
+use crate::control::rollout::Rollout;
 use crate::stats::{Figures, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
 
 pub(super) fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
@@ -22,10 +22,10 @@ pub(super) fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
     }
 }
 
-pub(super) fn service_view(s: &crate::snapshot::Service) -> ServiceView {
+pub(super) fn service_view(s: &crate::data::snapshot::Service) -> ServiceView {
     use crate::config::{HostMatch, StickyKey};
     let total: u64 = s.split.weights().iter().map(|w| u64::from(*w)).sum();
-    let now = crate::pool::clock_ms();
+    let now = crate::data::pool::clock_ms();
     let names = s.pool_names();
     let rules: Vec<String> = s
         .config
@@ -130,4 +130,17 @@ pub(super) fn figures_view(f: &Figures) -> PoolStatsView {
             max: ms(f.max_us),
         },
     }
+}
+
+/// The flags in force, each with where it comes from (`file` or `api`).
+pub(super) fn flags_view(flags: &crate::flags::FlagSet) -> serde_json::Map<String, serde_json::Value> {
+    flags
+        .definitions()
+        .into_iter()
+        .map(|(k, (def, overridden))| {
+            let mut d = def.clone();
+            d["source"] = if overridden { "api" } else { "file" }.into();
+            (k.to_owned(), d)
+        })
+        .collect()
 }

@@ -3,8 +3,8 @@
 
 use super::api::ErrorBody;
 use super::{AdminBody, Resp};
+use crate::config::WeightMap;
 use crate::control::ControlError;
-use crate::state::WeightMap;
 use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 use http_body_util::Full;
@@ -25,6 +25,15 @@ pub(super) fn text(content_type: &'static str, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(AdminBody::Full(Full::new(body.into())));
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     r
+}
+
+/// The control path's answer to a call: the event it recorded (200), or its
+/// error with the status that error means.
+pub(super) fn answer<T: serde::Serialize>(r: Result<T, ControlError>) -> Resp {
+    match r {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => e.into(),
+    }
 }
 
 impl From<ControlError> for Resp {

@@ -8,6 +8,7 @@
 
 mod file;
 pub mod rollout;
+mod run_time;
 mod server;
 mod service;
 mod units;
@@ -16,11 +17,12 @@ pub use server::*;
 pub use service::*;
 
 pub use file::LbKind;
+pub use run_time::{weights_for, RunTime, WeightMap};
 
 use crate::error::Error;
 use file::*;
 use http::HeaderName;
-use serde_saphyr::Location;
+use serde_saphyr::{Location, Spanned};
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -217,12 +219,41 @@ pub(crate) fn fail(path: impl Display, at: &Location, msg: impl Display) -> Erro
 
 fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
     let server = validate_server(file.server)?;
-    if file.listeners.value.is_empty() {
-        return Err(fail("listeners", &file.listeners.referenced, "at least one listener is required"));
+    let listeners = validate_listeners(file.listeners, base)?;
+    let plugins = validate_plugins(file.plugins, base)?;
+    let plugin_names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+    let services = validate_services(file.services, &plugin_names)?;
+    let admin = match file.admin {
+        None => None,
+        Some(a) => Some(validate_admin(a, base)?),
+    };
+    let state_dir = match file.state {
+        Some(st) => Some(base.join(st.dir)),
+        None => admin.as_ref().map(|_| base.join("switchyard-state")),
+    };
+    let stats = validate_stats(file.stats, &services)?;
+    let flags = match file.flags {
+        None => None,
+        Some(f) => Some(validate_flags(f, base)?),
+    };
+    if flags.is_none() {
+        if let Some(s) = services.iter().find(|s| s.split.rules.iter().any(|r| r.flag.is_some())) {
+            return Err(Error::Config(format!(
+                "config: service `{}` has a flag rule but there is no `flags` section naming the flag file",
+                s.name
+            )));
+        }
+    }
+    Ok(Config { listeners, server, services, admin, state_dir, stats, flags, plugins })
+}
+
+fn validate_listeners(list: Spanned<Vec<FileListener>>, base: &Path) -> Result<Vec<ListenerConfig>, Error> {
+    if list.value.is_empty() {
+        return Err(fail("listeners", &list.referenced, "at least one listener is required"));
     }
     let mut listeners = Vec::new();
     let mut names = HashSet::new();
-    for (i, l) in file.listeners.value.into_iter().enumerate() {
+    for (i, l) in list.value.into_iter().enumerate() {
         let p = format!("listeners[{i}]");
         if !names.insert(l.name.value.clone()) {
             return Err(fail(
@@ -246,12 +277,14 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         });
     }
 
-    let plugins = validate_plugins(file.plugins, base)?;
-    let plugin_names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+    Ok(listeners)
+}
+
+fn validate_services(list: Spanned<Vec<FileService>>, plugin_names: &[&str]) -> Result<Vec<ServiceConfig>, Error> {
     let mut services = Vec::new();
     let mut names = HashSet::new();
     let mut routes = HashSet::new();
-    for (i, s) in file.services.value.into_iter().enumerate() {
+    for (i, s) in list.value.into_iter().enumerate() {
         let p = format!("services[{i}]");
         if !names.insert(s.name.value.clone()) {
             return Err(fail(
@@ -260,7 +293,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
                 format!("duplicate service name `{}`", s.name.value),
             ));
         }
-        let svc = validate_service(s, &p, &plugin_names)?;
+        let svc = validate_service(s, &p, plugin_names)?;
         if !routes.insert((svc.host.clone(), svc.path_prefix.clone())) {
             return Err(Error::Config(format!(
                 "config: {p}.match: service `{}` has the same host and path_prefix as an earlier service",
@@ -269,16 +302,14 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         }
         services.push(svc);
     }
-    let admin = match file.admin {
-        None => None,
-        Some(a) => Some(validate_admin(a, base)?),
-    };
-    let state_dir = match file.state {
-        Some(st) => Some(base.join(st.dir)),
-        None => admin.as_ref().map(|_| base.join("switchyard-state")),
-    };
+    Ok(services)
+}
+
+/// The `stats` section, widened so every rollout plan's analysis window and
+/// interval fit in it.
+fn validate_stats(file: Option<FileStats>, services: &[ServiceConfig]) -> Result<StatsConfig, Error> {
     let d = StatsConfig::default();
-    let stats = match file.stats {
+    let stats = match file {
         None => d,
         Some(st) => {
             let resolution = st.resolution.map_or(Ok(d.resolution), |r| {
@@ -298,19 +329,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         stats.window = stats.window.max(plan.analysis.window);
         stats.resolution = stats.resolution.min(plan.analysis.interval).max(Duration::from_millis(10));
     }
-    let flags = match file.flags {
-        None => None,
-        Some(f) => Some(validate_flags(f, base)?),
-    };
-    if flags.is_none() {
-        if let Some(s) = services.iter().find(|s| s.split.rules.iter().any(|r| r.flag.is_some())) {
-            return Err(Error::Config(format!(
-                "config: service `{}` has a flag rule but there is no `flags` section naming the flag file",
-                s.name
-            )));
-        }
-    }
-    Ok(Config { listeners, server, services, admin, state_dir, stats, flags, plugins })
+    Ok(stats)
 }
 
 fn validate_plugins(list: Vec<FilePlugin>, base: &Path) -> Result<Vec<PluginConfig>, Error> {
@@ -318,7 +337,7 @@ fn validate_plugins(list: Vec<FilePlugin>, base: &Path) -> Result<Vec<PluginConf
     for (i, f) in list.into_iter().enumerate() {
         let p = format!("plugins[{i}]");
         let name = f.name.value;
-        if !crate::plugin::valid_name(&name) {
+        if !valid_plugin_name(&name) {
             return Err(fail(
                 format!("{p}.name"),
                 &f.name.referenced,
@@ -405,6 +424,11 @@ fn parse_token_line(line: &str) -> Result<AdminToken, String> {
         return Err(format!("the token of `{name}` is shorter than 16 characters"));
     }
     Ok(AdminToken { name: name.to_owned(), token: token.to_owned(), read_only })
+}
+
+/// Whether `name` is a usable plugin name.
+pub fn valid_plugin_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! errors that name the field and line.
 
 use super::file::*;
-use super::{fail, rollout, PluginRule};
+use super::{fail, rollout, weights_for, PluginRule};
 use crate::error::Error;
 use http::{HeaderName, HeaderValue};
-use std::collections::BTreeMap;
+use serde_saphyr::Spanned;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub struct ServiceConfig {
     /// Add `x-switchyard-pool` to responses.
     pub expose_pool: bool,
     /// Refuse paths some upstreams decode differently (`..;`, overlong
-    /// UTF-8, double-encoded dots), see [`crate::path::is_suspicious`].
+    /// UTF-8, double-encoded dots), see [`crate::parse::path::is_suspicious`].
     pub strict_paths: bool,
     /// The service's default rollout plan.
     pub rollout: Option<rollout::RolloutPlan>,
@@ -142,37 +142,15 @@ pub struct FlagCondition {
 }
 
 pub(super) fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Result<ServiceConfig, Error> {
-    let unknown_plugin = |name: &str| {
-        let known = if plugins.is_empty() { "none".to_owned() } else { plugins.join(", ") };
-        format!("no plugin named `{name}` in the `plugins` section (plugins: {known})")
-    };
     if let Some(r) = &s.rollout {
         if let Some(pol) = r.value.analysis.as_ref().and_then(|a| a.policy.as_ref()) {
             if !plugins.contains(&pol.plugin.value.as_str()) {
                 let field = format!("{p}.rollout.analysis.policy.plugin");
-                return Err(fail(field, &pol.plugin.referenced, unknown_plugin(&pol.plugin.value)));
+                return Err(fail(field, &pol.plugin.referenced, unknown_plugin(&pol.plugin.value, plugins)));
             }
         }
     }
-    let host = match s.matcher.host {
-        None => None,
-        Some(h) => Some(parse_host(&h.value).map_err(|m| fail(format!("{p}.match.host"), &h.referenced, m))?),
-    };
-    let path_prefix = match s.matcher.path_prefix {
-        None => "/".to_owned(),
-        Some(pp) if !pp.value.starts_with('/') => {
-            return Err(fail(format!("{p}.match.path_prefix"), &pp.referenced, "must start with `/`"))
-        }
-        Some(pp) if crate::path::normalize(&pp.value).ok().as_deref() != Some(pp.value.as_str()) => {
-            return Err(fail(
-                format!("{p}.match.path_prefix"),
-                &pp.referenced,
-                "must be a normalised path (no `.`/`..` segments, `//`, `\\` or percent-encoding)",
-            ))
-        }
-        Some(pp) => pp.value,
-    };
-
+    let (host, path_prefix) = validate_match(s.matcher, p)?;
     if s.pools.value.is_empty() {
         return Err(fail(format!("{p}.pools"), &s.pools.referenced, "at least one pool is required"));
     }
@@ -182,10 +160,77 @@ pub(super) fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Res
         let pp = format!("{p}.pools.{name}");
         pools.push(validate_pool(name, fp, &pp)?);
     }
-    let index = |name: &str| pool_names.iter().position(|n| n == name);
+    let split = validate_split(s.split.unwrap_or_default(), &pool_names, plugins, p)?;
+    Ok(ServiceConfig {
+        name: s.name.value,
+        host,
+        path_prefix,
+        pools,
+        split,
+        timeout: s.timeout.map_or(Duration::from_secs(15), |d| d.0),
+        connect_timeout: s.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        max_request_body: s.max_request_body.map(|b| b.0),
+        expose_pool: s.expose_pool,
+        strict_paths: s.strict_paths.unwrap_or(true),
+        rollout: match s.rollout {
+            None => None,
+            Some(r) => Some(rollout::validate(r.value, &pool_names, &format!("{p}.rollout"), &r.referenced)?),
+        },
+    })
+}
 
-    let split = s.split.unwrap_or_default();
-    let sticky = match split.sticky {
+fn unknown_plugin(name: &str, plugins: &[&str]) -> String {
+    let known = if plugins.is_empty() { "none".to_owned() } else { plugins.join(", ") };
+    format!("no plugin named `{name}` in the `plugins` section (plugins: {known})")
+}
+
+/// The service's `match`: its host and normalised path prefix.
+fn validate_match(m: FileMatch, p: &str) -> Result<(Option<HostMatch>, String), Error> {
+    let host = match m.host {
+        None => None,
+        Some(h) => Some(parse_host(&h.value).map_err(|m| fail(format!("{p}.match.host"), &h.referenced, m))?),
+    };
+    let path_prefix = match m.path_prefix {
+        None => "/".to_owned(),
+        Some(pp) if !pp.value.starts_with('/') => {
+            return Err(fail(format!("{p}.match.path_prefix"), &pp.referenced, "must start with `/`"))
+        }
+        Some(pp) if crate::parse::path::normalize(&pp.value).ok().as_deref() != Some(pp.value.as_str()) => {
+            return Err(fail(
+                format!("{p}.match.path_prefix"),
+                &pp.referenced,
+                "must be a normalised path (no `.`/`..` segments, `//`, `\\` or percent-encoding)",
+            ))
+        }
+        Some(pp) => pp.value,
+    };
+    Ok((host, path_prefix))
+}
+
+/// The `split` section: sticky key, rules and weights, with pools by index.
+fn validate_split(split: FileSplit, pool_names: &[String], plugins: &[&str], p: &str) -> Result<SplitConfig, Error> {
+    let sticky = validate_sticky(split.sticky, p)?;
+    let mut rules = Vec::new();
+    for (i, r) in split.rules.into_iter().enumerate() {
+        rules.push(validate_rule(r, &format!("{p}.split.rules[{i}]"), pool_names, plugins)?);
+    }
+    let weights = match split.weights {
+        None if pool_names.len() == 1 => vec![1],
+        None => {
+            return Err(Error::Config(format!(
+                "config: {p}.split.weights: required when a service has more than one pool (pools: {})",
+                pool_names.join(", ")
+            )))
+        }
+        Some(w) => {
+            weights_for(&w.value, pool_names).map_err(|m| fail(format!("{p}.split.weights"), &w.referenced, m))?
+        }
+    };
+    Ok(SplitConfig { sticky, rules, weights })
+}
+
+fn validate_sticky(sticky: Option<Spanned<FileSticky>>, p: &str) -> Result<Option<StickyKey>, Error> {
+    Ok(match sticky {
         None => None,
         Some(st) => Some(match (st.value.cookie, st.value.header) {
             (Some(c), None) if !c.is_empty() => StickyKey::Cookie(c),
@@ -200,126 +245,73 @@ pub(super) fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Res
                 ))
             }
         }),
-    };
-
-    let mut rules = Vec::new();
-    for (i, r) in split.rules.into_iter().enumerate() {
-        let rp = format!("{p}.split.rules[{i}]");
-        let (matcher, pool) = match (r.matcher, r.pool, r.plugin) {
-            (Some(m), Some(pool), None) if r.config.is_none() && r.headers.is_empty() && r.cookies.is_empty() => (m, pool),
-            (None, None, Some(plugin)) => {
-                if !plugins.contains(&plugin.value.as_str()) {
-                    return Err(fail(format!("{rp}.plugin"), &plugin.referenced, unknown_plugin(&plugin.value)));
-                }
-                let mut headers = Vec::new();
-                for h in &r.headers {
-                    headers.push(HeaderName::try_from(h.as_str()).map_err(|_| {
-                        fail(format!("{rp}.headers"), &plugin.referenced, format!("`{h}` is not a valid header name"))
-                    })?);
-                }
-                let plugin =
-                    PluginRule { name: plugin.value, config: r.config, headers, cookies: r.cookies };
-                rules.push(RuleConfig {
-                    headers: vec![],
-                    cookies: vec![],
-                    flag: None,
-                    pool: 0,
-                    plugin: Some(plugin),
-                    keep_on_rollback: r.keep_on_rollback,
-                });
-                continue;
-            }
-            _ => {
-                return Err(Error::Config(format!(
-                    "config: {rp}: a rule is `{{ match: {{...}}, pool: NAME }}` or `{{ plugin: NAME, config: {{...}}, headers: [...], cookies: [...] }}`"
-                )))
-            }
-        };
-        let pool = index(&pool.value).ok_or_else(|| {
-            fail(
-                format!("{rp}.pool"),
-                &pool.referenced,
-                format!("unknown pool `{}` (pools: {})", pool.value, pool_names.join(", ")),
-            )
-        })?;
-        let at = &matcher.referenced;
-        let m = matcher.value;
-        if m.header.is_empty() && m.cookie.is_empty() && m.flag.is_none() {
-            return Err(fail(format!("{rp}.match"), at, "give at least one `header`, `cookie` or `flag` condition"));
-        }
-        if m.variant.is_some() && m.flag.is_none() {
-            return Err(fail(format!("{rp}.match.variant"), at, "`variant` goes with `flag`"));
-        }
-        let flag = m.flag.map(|key| FlagCondition { key, variant: m.variant });
-        let mut headers = Vec::new();
-        for (k, v) in m.header {
-            let name = HeaderName::try_from(k.as_str())
-                .map_err(|_| fail(format!("{rp}.match.header"), at, format!("`{k}` is not a valid header name")))?;
-            let value = HeaderValue::try_from(v.as_str())
-                .map_err(|_| fail(format!("{rp}.match.header.{k}"), at, "not a valid header value"))?;
-            headers.push((name, value));
-        }
-        rules.push(RuleConfig {
-            headers,
-            cookies: m.cookie.into_iter().collect(),
-            flag,
-            pool,
-            plugin: None,
-            keep_on_rollback: r.keep_on_rollback,
-        });
-    }
-
-    let weights = match split.weights {
-        None if pools.len() == 1 => vec![1],
-        None => {
-            return Err(Error::Config(format!(
-                "config: {p}.split.weights: required when a service has more than one pool (pools: {})",
-                pool_names.join(", ")
-            )))
-        }
-        Some(w) => {
-            weights_for(&w.value, &pool_names).map_err(|m| fail(format!("{p}.split.weights"), &w.referenced, m))?
-        }
-    };
-
-    Ok(ServiceConfig {
-        name: s.name.value,
-        host,
-        path_prefix,
-        pools,
-        split: SplitConfig { sticky, rules, weights },
-        timeout: s.timeout.map_or(Duration::from_secs(15), |d| d.0),
-        connect_timeout: s.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
-        max_request_body: s.max_request_body.map(|b| b.0),
-        expose_pool: s.expose_pool,
-        strict_paths: s.strict_paths.unwrap_or(true),
-        rollout: match s.rollout {
-            None => None,
-            Some(r) => Some(rollout::validate(r.value, &pool_names, &format!("{p}.rollout"), &r.referenced)?),
-        },
     })
 }
 
-/// Turns a `pool → weight` map into weights indexed like `pools`; pools not
-/// named get 0. Shared with run-time weight changes.
-pub fn weights_for(map: &BTreeMap<String, u32>, pools: &[String]) -> Result<Vec<u32>, String> {
-    let mut out = vec![0u32; pools.len()];
-    let mut total = 0u64;
-    for (name, w) in map {
-        let i = pools
-            .iter()
-            .position(|p| p == name)
-            .ok_or_else(|| format!("unknown pool `{name}` (pools: {})", pools.join(", ")))?;
-        out[i] = *w;
-        total += u64::from(*w);
+/// One split rule: a match on headers, cookies or a flag sending to a pool,
+/// or a router plugin.
+fn validate_rule(r: FileRule, rp: &str, pool_names: &[String], plugins: &[&str]) -> Result<RuleConfig, Error> {
+    let (matcher, pool) = match (r.matcher, r.pool, r.plugin) {
+        (Some(m), Some(pool), None) if r.config.is_none() && r.headers.is_empty() && r.cookies.is_empty() => (m, pool),
+        (None, None, Some(plugin)) => {
+            if !plugins.contains(&plugin.value.as_str()) {
+                return Err(fail(format!("{rp}.plugin"), &plugin.referenced, unknown_plugin(&plugin.value, plugins)));
+            }
+            let mut headers = Vec::new();
+            for h in &r.headers {
+                headers.push(HeaderName::try_from(h.as_str()).map_err(|_| {
+                    fail(format!("{rp}.headers"), &plugin.referenced, format!("`{h}` is not a valid header name"))
+                })?);
+            }
+            let plugin =
+                PluginRule { name: plugin.value, config: r.config, headers, cookies: r.cookies };
+            return Ok(RuleConfig {
+                headers: vec![],
+                cookies: vec![],
+                flag: None,
+                pool: 0,
+                plugin: Some(plugin),
+                keep_on_rollback: r.keep_on_rollback,
+            });
+        }
+        _ => {
+            return Err(Error::Config(format!(
+                "config: {rp}: a rule is `{{ match: {{...}}, pool: NAME }}` or `{{ plugin: NAME, config: {{...}}, headers: [...], cookies: [...] }}`"
+            )))
+        }
+    };
+    let pool = pool_names.iter().position(|n| *n == pool.value).ok_or_else(|| {
+        fail(
+            format!("{rp}.pool"),
+            &pool.referenced,
+            format!("unknown pool `{}` (pools: {})", pool.value, pool_names.join(", ")),
+        )
+    })?;
+    let at = &matcher.referenced;
+    let m = matcher.value;
+    if m.header.is_empty() && m.cookie.is_empty() && m.flag.is_none() {
+        return Err(fail(format!("{rp}.match"), at, "give at least one `header`, `cookie` or `flag` condition"));
     }
-    if total == 0 {
-        return Err("weights must not all be zero".into());
+    if m.variant.is_some() && m.flag.is_none() {
+        return Err(fail(format!("{rp}.match.variant"), at, "`variant` goes with `flag`"));
     }
-    if total > u64::from(u32::MAX) {
-        return Err(format!("weights add up to {total}; keep the sum below {}", u32::MAX));
+    let flag = m.flag.map(|key| FlagCondition { key, variant: m.variant });
+    let mut headers = Vec::new();
+    for (k, v) in m.header {
+        let name = HeaderName::try_from(k.as_str())
+            .map_err(|_| fail(format!("{rp}.match.header"), at, format!("`{k}` is not a valid header name")))?;
+        let value = HeaderValue::try_from(v.as_str())
+            .map_err(|_| fail(format!("{rp}.match.header.{k}"), at, "not a valid header value"))?;
+        headers.push((name, value));
     }
-    Ok(out)
+    Ok(RuleConfig {
+        headers,
+        cookies: m.cookie.into_iter().collect(),
+        flag,
+        pool,
+        plugin: None,
+        keep_on_rollback: r.keep_on_rollback,
+    })
 }
 
 pub(super) fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolConfig, Error> {

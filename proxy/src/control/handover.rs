@@ -1,5 +1,5 @@
 //! Handing the control path to a successor process (a binary upgrade, see
-//! [`crate::upgrade`]) and taking it back when the successor fails.
+//! [`crate::control::upgrade`]) and taking it back when the successor fails.
 
 use super::*;
 

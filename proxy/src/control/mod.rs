@@ -12,16 +12,19 @@
 mod flags;
 mod handover;
 mod plugins;
-mod rollouts;
+pub mod rollout;
+pub mod state;
+pub mod upgrade;
 
 pub use flags::{load_flags, watch_flags};
-pub use rollouts::{Command, Handle};
+pub use rollout::{Command, Handle};
 
+use crate::config::WeightMap;
 use crate::config::{weights_for, Config};
+use crate::control::state::{event, Change, Event, Store};
+use crate::data::snapshot::Snapshot;
+use crate::data::Shared;
 use crate::flags::FlagSet;
-use crate::snapshot::Snapshot;
-use crate::state::{event, Change, Event, Store, WeightMap};
-use crate::Shared;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -266,7 +269,7 @@ impl Control {
         let Some(path) = &self.config_path else {
             return Err(self.refuse(ev, ControlError::Conflict("this proxy was not started from a config file".into())));
         };
-        let new = match Config::load(path).and_then(|c| crate::check(&c).map(|()| c)) {
+        let new = match Config::load(path).and_then(|c| check(&c).map(|()| c)) {
             Ok(c) => c,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e.to_string()))),
         };
@@ -333,7 +336,7 @@ impl Control {
     }
 
     /// Persists a rollout's progress.
-    pub(crate) fn save_rollout(&self, r: &crate::rollout::Rollout) -> Result<(), ControlError> {
+    pub(crate) fn save_rollout(&self, r: &crate::control::rollout::Rollout) -> Result<(), ControlError> {
         match &self.store {
             Some(s) => serde_json::to_value(r)
                 .map_err(|e| crate::Error::State(format!("state store: {e}")))
@@ -400,4 +403,22 @@ fn rule_list(rules: &[usize]) -> String {
 
 fn describe(names: &[String], weights: &[u32]) -> String {
     names.iter().zip(weights).map(|(n, w)| format!("{n}={w}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Everything `switchyard check` verifies beyond [`Config::load`](crate::Config::load): that the
+/// flag file loads, every listener's certificates and keys load and match,
+/// and every plugin file compiles and passes its trial call.
+pub fn check(config: &Config) -> Result<(), crate::Error> {
+    let with_path: Vec<_> = config.plugins.iter().filter(|p| p.path.is_some()).cloned().collect();
+    crate::plugin::load_all(&with_path, &Default::default(), &Default::default())
+        .map_err(|e| crate::Error::Config(format!("config: {e}")))?;
+    if let Some(f) = &config.flags {
+        load_flags(f, &Default::default()).map_err(|e| crate::Error::Config(format!("config: flags.file: {e}")))?;
+    }
+    for l in &config.listeners {
+        if let Some(t) = &l.tls {
+            crate::data::tls::server_config(t).map_err(|e| crate::Error::Tls(format!("listener `{}`: {e}", l.name)))?;
+        }
+    }
+    Ok(())
 }

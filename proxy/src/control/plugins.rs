@@ -20,7 +20,7 @@ impl Control {
         let mut ev = event("plugin-load", None, actor, reason);
         let sha = crate::plugin::sha256(bytes);
         ev.new = serde_json::json!({ "name": name, "sha256": sha, "bytes": bytes.len() });
-        if !crate::plugin::valid_name(name) {
+        if !crate::config::valid_plugin_name(name) {
             let msg = format!("`{name}`: a plugin name is 1 to 64 letters, digits, `-` or `_`");
             return Err(self.refuse(ev, ControlError::BadRequest(msg)));
         }

@@ -152,11 +152,6 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// Whether `name` is a usable plugin name.
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl Plugin {
     /// Compiles and validates `bytes` as plugin `name`: a component exporting
     /// the router or the policy world and importing nothing but `log`, whose

@@ -223,7 +223,9 @@ impl Warm {
             }
         }
         for name in &b.cookies {
-            if let Some(v) = crate::split::cookie_value(input.headers, name).and_then(|v| std::str::from_utf8(v).ok()) {
+            if let Some(v) =
+                crate::parse::cookie::cookie_value(input.headers, name).and_then(|v| std::str::from_utf8(v).ok())
+            {
                 req.push_cookie(name, v);
             }
         }

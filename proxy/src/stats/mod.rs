@@ -10,11 +10,10 @@
 //! per-pool rings ([`window`]). Prometheus reads the same aggregates at
 //! scrape time ([`metrics`]), so a scrape costs the request path nothing.
 
-pub mod metrics;
 mod recorder;
 mod window;
 
-pub use window::Figures;
+pub use window::{Figures, Lifetime};
 
 use crate::error::ErrorClass;
 use std::collections::HashMap;
@@ -270,10 +269,10 @@ impl Stats {
     }
 
     /// Runs `f` over every pool's `(service, pool)` names and lifetime aggregates.
-    fn each_lifetime(&self, mut f: impl FnMut(&str, &str, &window::PoolStats)) {
+    pub fn each_lifetime(&self, mut f: impl FnMut(&str, &str, &Lifetime)) {
         let inner = self.lock();
         for (i, (svc, pool)) in inner.names.iter().enumerate() {
-            f(svc, pool, &inner.pools[i]);
+            f(svc, pool, inner.pools[i].since_start());
         }
     }
 

@@ -119,13 +119,24 @@ pub(super) struct PoolStats {
     ring: VecDeque<Second>,
     /// Ticks kept in the ring.
     capacity: u64,
-    pub(super) lifetime: Histogram<u64>,
-    pub(super) lifetime_status: [u64; STATUS_CLASSES],
-    pub(super) lifetime_errors: [u64; ERROR_KINDS],
-    pub(super) lifetime_client: [u64; CLIENT_KINDS],
-    pub(super) lifetime_requests: u64,
+    since_start: Lifetime,
+}
+
+/// A pool's aggregates since start: what `/metrics` exposes as counters and
+/// a latency histogram.
+pub struct Lifetime {
+    /// Latencies in microseconds.
+    pub latency: Histogram<u64>,
+    /// Responses by status class (1xx–5xx).
+    pub status: [u64; STATUS_CLASSES],
+    /// Upstream failures by kind.
+    pub errors: [u64; ERROR_KINDS],
+    /// Client faults by kind.
+    pub client: [u64; CLIENT_KINDS],
+    /// Requests recorded.
+    pub requests: u64,
     /// Sum of recorded latencies in microseconds (for the Prometheus `_sum`).
-    pub(super) lifetime_sum_us: u128,
+    pub sum_us: u128,
 }
 
 impl PoolStats {
@@ -133,25 +144,27 @@ impl PoolStats {
         Self {
             ring: VecDeque::new(),
             capacity: capacity.max(1),
-            lifetime: histogram::<u64>(),
-            lifetime_status: [0; STATUS_CLASSES],
-            lifetime_errors: [0; ERROR_KINDS],
-            lifetime_client: [0; CLIENT_KINDS],
-            lifetime_requests: 0,
-            lifetime_sum_us: 0,
+            since_start: Lifetime {
+                latency: histogram::<u64>(),
+                status: [0; STATUS_CLASSES],
+                errors: [0; ERROR_KINDS],
+                client: [0; CLIENT_KINDS],
+                requests: 0,
+                sum_us: 0,
+            },
         }
     }
 
     /// Adds a flushed tick's data, stamped with tick `at`.
     pub(super) fn add(&mut self, mut s: Second, at: u64) {
         for &(v, n) in &s.latencies {
-            self.lifetime.saturating_record_n(v, n);
-            self.lifetime_sum_us += u128::from(v) * u128::from(n);
+            self.since_start.latency.saturating_record_n(v, n);
+            self.since_start.sum_us += u128::from(v) * u128::from(n);
         }
-        add_into(&mut self.lifetime_status, &s.status);
-        add_into(&mut self.lifetime_errors, &s.errors);
-        add_into(&mut self.lifetime_client, &s.client);
-        self.lifetime_requests += s.requests;
+        add_into(&mut self.since_start.status, &s.status);
+        add_into(&mut self.since_start.errors, &s.errors);
+        add_into(&mut self.since_start.client, &s.client);
+        self.since_start.requests += s.requests;
         s.at = at;
         match self.ring.back_mut() {
             Some(last) if last.at == at => last.merge(s),
@@ -187,13 +200,18 @@ impl PoolStats {
     }
 
     /// Figures since start.
+    /// The aggregates since start.
+    pub(super) fn since_start(&self) -> &Lifetime {
+        &self.since_start
+    }
+
     pub(super) fn lifetime(&self) -> Figures {
         Figures::from_hist(
-            &self.lifetime,
-            self.lifetime_status,
-            self.lifetime_errors,
-            self.lifetime_client,
-            self.lifetime_requests,
+            &self.since_start.latency,
+            self.since_start.status,
+            self.since_start.errors,
+            self.since_start.client,
+            self.since_start.requests,
         )
     }
 }

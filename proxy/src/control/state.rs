@@ -10,6 +10,7 @@
 //! broadcast for `GET /v1/events?follow=1`. Everything here runs on the
 //! control path, behind the [`Store`] trait (which a shared store for a fleet can implement).
 
+use crate::config::{RunTime, WeightMap};
 use crate::error::Error;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -38,18 +39,6 @@ pub enum Change<'a> {
     PluginConfig(&'a str, &'a serde_json::Value),
     /// A service's suspended pools (rules to them are skipped); empty lifts.
     Suspended(&'a str, &'a BTreeSet<String>),
-}
-
-/// Weights by pool name.
-pub type WeightMap = BTreeMap<String, u32>;
-
-/// What was set at run time and a snapshot rebuilt from the config keeps.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RunTime {
-    /// Weights by service.
-    pub weights: HashMap<String, WeightMap>,
-    /// Suspended (rolled-back) pools by service.
-    pub suspended: HashMap<String, BTreeSet<String>>,
 }
 
 /// One entry of the deployment history.

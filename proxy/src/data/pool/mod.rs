@@ -11,7 +11,9 @@
 mod conn;
 pub mod health;
 
-pub use conn::{ConnectError, Sender};
+pub use conn::{enter_worker, ConnectError, Sender};
+
+use crate::data::body::Release;
 
 use crate::config::{LbKind, OutlierConfig, PoolConfig};
 use std::net::SocketAddr;
@@ -187,6 +189,29 @@ impl Endpoint {
     /// Returns a connection whose exchange ended cleanly to the idle set.
     pub fn checkin(&self, sender: Sender) {
         self.idle.checkin(sender);
+    }
+}
+
+/// An upstream connection lent to one exchange: back to its endpoint's
+/// idle set when the response body ends cleanly, closed with the body
+/// otherwise. While it lives it can count the request in flight on the
+/// endpoint (for the least-requests balancer).
+pub struct Lease {
+    sender: Sender,
+    endpoint: Arc<Endpoint>,
+    _in_flight: Option<InFlight>,
+}
+
+impl Lease {
+    /// Lends `sender` of `endpoint`; `count` counts the request in flight.
+    pub fn new(sender: Sender, endpoint: &Arc<Endpoint>, count: bool) -> Self {
+        Self { sender, endpoint: endpoint.clone(), _in_flight: count.then(|| endpoint.in_flight_guard()) }
+    }
+}
+
+impl Release for Lease {
+    fn release(self) {
+        self.endpoint.checkin(self.sender);
     }
 }
 

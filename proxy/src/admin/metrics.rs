@@ -2,8 +2,8 @@
 //! aggregates and the current snapshot at scrape time. Metric names are the
 //! constants below; every one is documented in the README.
 
-use super::{Stats, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
-use crate::Shared;
+use crate::data::Shared;
+use crate::stats::{Stats, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use std::sync::Arc;
@@ -140,26 +140,25 @@ impl Collector for SwitchyardCollector {
         let stats: &Stats = &self.shared.stats;
         let (mut requests, mut durations, mut errors, mut client) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         stats.each_lifetime(|svc, pool, p| {
-            for (class, n) in STATUS_LABELS.iter().zip(p.lifetime_status) {
+            for (class, n) in STATUS_LABELS.iter().zip(p.status) {
                 requests.push(counter(labels(&[("service", svc), ("pool", pool), ("class", class)]), n));
             }
-            for (class, n) in ERROR_LABELS.iter().zip(p.lifetime_errors) {
+            for (class, n) in ERROR_LABELS.iter().zip(p.errors) {
                 errors.push(counter(labels(&[("service", svc), ("pool", pool), ("class", class)]), n));
             }
-            for (kind, n) in CLIENT_LABELS.iter().zip(p.lifetime_client) {
+            for (kind, n) in CLIENT_LABELS.iter().zip(p.client) {
                 client.push(counter(labels(&[("service", svc), ("pool", pool), ("kind", kind)]), n));
             }
             let mut h = Histogram::default();
-            h.set_sample_count(p.lifetime.len());
-            h.set_sample_sum(p.lifetime_sum_us as f64 / 1e6);
+            h.set_sample_count(p.latency.len());
+            h.set_sample_sum(p.sum_us as f64 / 1e6);
             h.set_bucket(
                 BUCKETS
                     .iter()
                     .map(|&b| {
                         let mut bucket = Bucket::default();
                         bucket.set_upper_bound(b);
-                        let count =
-                            if p.lifetime.is_empty() { 0 } else { p.lifetime.count_between(0, (b * 1e6) as u64) };
+                        let count = if p.latency.is_empty() { 0 } else { p.latency.count_between(0, (b * 1e6) as u64) };
                         bucket.set_cumulative_count(count);
                         bucket
                     })
@@ -173,7 +172,7 @@ impl Collector for SwitchyardCollector {
 
         let (mut weights, mut health) = (Vec::new(), Vec::new());
         let snapshot = self.shared.snapshot.load();
-        let now = crate::pool::clock_ms();
+        let now = crate::data::pool::clock_ms();
         for svc in snapshot.services() {
             for (pool, w) in svc.pools.iter().zip(svc.split.weights()) {
                 weights.push(gauge(labels(&[("service", &svc.name), ("pool", &pool.name)]), f64::from(*w)));

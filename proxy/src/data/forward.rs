@@ -1,9 +1,9 @@
 //! The request path, in the order it runs:
 //!
 //! 1. **check** — refuse malformed or ambiguous requests ([`headers::check_request`]),
-//!    normalise the path ([`crate::path`]);
+//!    normalise the path ([`crate::parse::path`]);
 //! 2. **match** — find the service in the request's snapshot;
-//! 3. **split** — choose the pool ([`crate::split`]);
+//! 3. **split** — choose the pool ([`crate::data::split`]);
 //! 4. **forward** — pick an endpoint, send, with one retry on another endpoint
 //!    when connecting failed and the request is idempotent without a body;
 //! 5. **respond** — clean the response headers, stream the body back, log.
@@ -18,13 +18,15 @@
 //! timeout runs from the request's last byte, and latency is measured from
 //! it too, so a slow upload is never the upstream's slowness.
 
-use crate::body::{BodyError, ProxyBody, Upload};
+use super::ProxyBody;
+use super::Shared;
+use crate::data::body::{BodyError, Upload};
+use crate::data::headers::{self, ClientConn, X_SWITCHYARD_ERROR, X_SWITCHYARD_POOL};
+use crate::data::pool::{Lease, Pool};
+use crate::data::snapshot::Service;
+use crate::data::split::RequestView;
 use crate::error::ErrorClass;
-use crate::headers::{self, ClientConn, X_SWITCHYARD_ERROR, X_SWITCHYARD_POOL};
-use crate::pool::Pool;
-use crate::snapshot::Service;
-use crate::split::RequestView;
-use crate::{stats, Shared};
+use crate::stats;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -128,7 +130,7 @@ async fn proxy(
 
     // 1. check
     let checked = headers::check_request(&parts, shared.server.max_uri_bytes)?;
-    let path = crate::path::normalize(parts.uri.path()).map_err(|_| ErrorClass::BadRequest)?;
+    let path = crate::parse::path::normalize(parts.uri.path()).map_err(|_| ErrorClass::BadRequest)?;
     if shared.access_log {
         log.host = Some(checked.host.to_string());
         log.path = Some(path.to_string());
@@ -137,7 +139,7 @@ async fn proxy(
     // 2. match
     let snapshot = shared.snapshot.load_full();
     let service = snapshot.find(&checked.host, &path).ok_or(ErrorClass::NoService)?;
-    if service.strict_paths && crate::path::is_suspicious(parts.uri.path()) {
+    if service.strict_paths && crate::parse::path::is_suspicious(parts.uri.path()) {
         return Err(ErrorClass::BadRequest);
     }
     if shared.access_log {
@@ -207,7 +209,7 @@ async fn forward(
     retry_connect: bool,
     upload: Option<&Upload>,
     log: &mut Log,
-) -> Result<(usize, Response<Incoming>, crate::pool::Sender), ErrorClass> {
+) -> Result<(usize, Response<Incoming>, crate::data::pool::Sender), ErrorClass> {
     let mut exclude = None;
     let mut retry_connect_left = retry_connect;
     let mut stale_left = 3;
@@ -299,7 +301,7 @@ fn respond(
     shared: &Shared,
     r: Reply<'_>,
     mut resp: Response<Incoming>,
-    sender: crate::pool::Sender,
+    sender: crate::data::pool::Sender,
 ) -> Result<Response<ProxyBody>, ErrorClass> {
     let pool = &r.service.pools[r.pool_index];
     let endpoint = pool.endpoints[r.endpoint_index].clone();
@@ -324,18 +326,10 @@ fn respond(
         tunnel(r.client_upgrade, upstream_upgrade, endpoint.addr);
         ProxyBody::empty()
     } else {
-        let body = ProxyBody::upstream(body, shared.server.body_idle_timeout, sender, endpoint.clone());
-        in_flight(body, pool, &endpoint)
+        let lease = Lease::new(sender, &endpoint, pool.tracks_in_flight());
+        ProxyBody::upstream(body, shared.server.body_idle_timeout, lease)
     };
     Ok(Response::from_parts(parts, body))
-}
-
-fn in_flight(body: ProxyBody, pool: &Pool, endpoint: &Arc<crate::pool::Endpoint>) -> ProxyBody {
-    if pool.tracks_in_flight() {
-        body.with_guard(endpoint.in_flight_guard())
-    } else {
-        body
-    }
 }
 
 /// Joins the client's and the upstream's upgraded connections once both are ready.

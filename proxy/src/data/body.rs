@@ -2,17 +2,16 @@
 //!
 //! A streamed body is passed through frame by frame, never buffered whole. It
 //! enforces an idle timeout (longest pause between frames) and, for request
-//! bodies, the service's size cap. A response body carries the upstream
-//! connection it arrived on and hands it back to the endpoint's pool when the
-//! body ends cleanly; a body dropped early or failed takes its connection with
-//! it, so a half-read connection is never reused.
+//! bodies, the service's size cap. A response body carries a [`Release`]
+//! (the upstream connection it arrived on: `pool::Lease`) and releases it
+//! when the body ends cleanly; a body dropped early or failed takes its
+//! connection with it, so a half-read connection is never reused.
 //!
 //! A request body reports its progress to an [`Upload`], so the upstream's
 //! timeout runs from the request's last byte and never while the proxy waits
 //! on the client; and its failures are the client's ([`BodyError::BadBody`],
 //! [`BodyError::ClientClosed`]), never the upstream's.
 
-use crate::pool::{Endpoint, InFlight, Sender};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -58,18 +57,26 @@ pub struct Upload {
     waiting: AtomicBool,
 }
 
-/// The body of every request and response the proxy sends.
-pub struct ProxyBody {
-    kind: Kind,
+/// What a response body holds for the exchange it came from, released
+/// when the body ends cleanly and dropped with it otherwise.
+pub trait Release: Send + 'static {
+    /// The exchange ended cleanly.
+    fn release(self);
 }
 
-enum Kind {
+/// The body of every request and response the proxy sends; `L` is what a
+/// response body releases at its clean end.
+pub struct ProxyBody<L> {
+    kind: Kind<L>,
+}
+
+enum Kind<L> {
     Empty,
     Full(Option<Bytes>),
-    Stream(Box<Stream>),
+    Stream(Box<Stream<L>>),
 }
 
-struct Stream {
+struct Stream<L> {
     inner: Incoming,
     idle: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -77,17 +84,15 @@ struct Stream {
     armed: bool,
     /// Bytes still allowed, when capped.
     remaining: Option<u64>,
-    /// The upstream connection to return to its pool at a clean end.
-    checkin: Option<(Sender, Arc<Endpoint>)>,
-    /// Counts the request in flight on its endpoint until the body is done.
-    _guard: Option<InFlight>,
+    /// Released at a clean end (a response's upstream connection).
+    lease: Option<L>,
     /// A request body: its progress (and its errors are the client's).
     upload: Option<Arc<Upload>>,
 }
 
 // === impl ProxyBody ===
 
-impl ProxyBody {
+impl<L: Release> ProxyBody<L> {
     /// An empty body.
     pub fn empty() -> Self {
         Self { kind: Kind::Empty }
@@ -112,18 +117,17 @@ impl ProxyBody {
                 sleep: None,
                 armed: false,
                 remaining: cap,
-                checkin: None,
-                _guard: None,
+                lease: None,
                 upload: Some(upload.clone()),
             })),
         };
         (body, Some(upload))
     }
 
-    /// A response body that returns `sender` to `endpoint`'s pool when it ends cleanly.
-    pub fn upstream(inner: Incoming, idle: Duration, sender: Sender, endpoint: Arc<Endpoint>) -> Self {
+    /// A response body that releases `lease` when it ends cleanly.
+    pub fn upstream(inner: Incoming, idle: Duration, lease: L) -> Self {
         if inner.is_end_stream() {
-            endpoint.checkin(sender);
+            lease.release();
             return Self::empty();
         }
         Self {
@@ -133,25 +137,14 @@ impl ProxyBody {
                 sleep: None,
                 armed: false,
                 remaining: None,
-                checkin: Some((sender, endpoint)),
-                _guard: None,
+                lease: Some(lease),
                 upload: None,
             })),
         }
     }
 }
 
-impl ProxyBody {
-    /// Keeps `guard` alive until the body is done (or drops it now for a finished body).
-    pub fn with_guard(mut self, guard: InFlight) -> Self {
-        if let Kind::Stream(s) = &mut self.kind {
-            s._guard = Some(guard);
-        }
-        self
-    }
-}
-
-impl Body for ProxyBody {
+impl<L: Release> Body for ProxyBody<L> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -182,7 +175,7 @@ impl Body for ProxyBody {
 
 // === impl Stream ===
 
-impl Stream {
+impl<L: Release> Stream<L> {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let Poll::Ready(frame) = polled else {
@@ -198,7 +191,7 @@ impl Stream {
                 }
             }
             ready!(sleep.as_mut().poll(cx));
-            self.checkin = None;
+            self.lease = None;
             return Poll::Ready(Some(Err(BodyError::IdleTimeout.into())));
         };
         self.armed = false;
@@ -222,7 +215,7 @@ impl Stream {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                self.checkin = None;
+                self.lease = None;
                 match self.upload {
                     Some(_) => Poll::Ready(Some(Err(client_fault(&e).into()))),
                     None => Poll::Ready(Some(Err(e.into()))),
@@ -237,8 +230,8 @@ impl Stream {
 
     /// The exchange ended cleanly: the connection may carry the next request.
     fn finish(&mut self) {
-        if let Some((sender, endpoint)) = self.checkin.take() {
-            endpoint.checkin(sender);
+        if let Some(lease) = self.lease.take() {
+            lease.release();
         }
     }
 }

@@ -6,13 +6,11 @@
 //! when the request carries one ([`sticky`]), else in proportion along a
 //! low-discrepancy sequence ([`Weights::spread`]).
 
-mod cookie;
 mod sticky;
-
-pub use cookie::cookie_value;
 
 use crate::config::{AttrSource, FlagCondition, RuleConfig, SplitConfig, StickyKey};
 use crate::flags::FlagSet;
+use crate::parse::cookie::cookie_value;
 use crate::plugin::router::{RouteInput, RouterBinding};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{Map, Value};

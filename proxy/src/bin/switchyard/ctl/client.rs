@@ -2,14 +2,14 @@
 //! call, the token and actor headers, and server errors as readable text.
 
 use super::render::event_line;
-use crate::admin::api::ErrorBody;
-use crate::state::Event;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::io::Write;
+use switchyard::admin::api::ErrorBody;
+use switchyard::control::state::Event;
 use tokio::net::TcpStream;
 
 /// Where and as whom `ctl` calls the admin API.

@@ -1,21 +1,21 @@
 //! Listeners: bind, accept, and serve client connections.
 //!
 //! The data path starts here. A listener is one `SO_REUSEPORT` socket per
-//! worker (see [`crate::worker`]); the kernel spreads new connections across
+//! worker (see [`crate::data::worker`]); the kernel spreads new connections across
 //! them. Each accepted connection takes a permit (at most `max_connections`
 //! per listener across workers; beyond that new clients wait in the kernel
 //! backlog), gets a write-idle timeout, finishes its TLS handshake
 //! within the handshake timeout, and is served by hyper's auto builder
 //! (HTTP/1.1, HTTP/2 by ALPN or prior knowledge, upgrades) behind the cap on
-//! HTTP/2 control frames ([`crate::h2_guard`]). Every connection watches the
+//! HTTP/2 control frames ([`crate::data::h2_guard`]). Every connection watches the
 //! stop signal: on shutdown, HTTP/1 connections close after their current
 //! response and HTTP/2 ones send GOAWAY.
 
+use super::{forward, tls, Shared};
 use crate::config::{ListenerConfig, ServerConfig};
+use crate::data::h2_guard::ControlFrameGuard;
+use crate::data::headers::ClientConn;
 use crate::error::Error;
-use crate::h2_guard::ControlFrameGuard;
-use crate::headers::ClientConn;
-use crate::{forward, tls, Shared};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -110,7 +110,7 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 // === impl BoundListener ===
 
 impl BoundListener {
-    /// Its sockets, for a successor process (see [`crate::upgrade`]).
+    /// Its sockets, for a successor process (see [`crate::control::upgrade`]).
     pub fn sockets(&self) -> &[std::net::TcpListener] {
         &self.sockets
     }

@@ -2,13 +2,13 @@
 //! by default, `--json` for scripts; any failure exits non-zero with the
 //! server's message on stderr.
 
-use crate::admin::api::{PluginView, ServiceView, StatsView};
-use crate::state::Event;
 use anyhow::{anyhow, bail, Context};
 use http::Method;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use switchyard::admin::api::{PluginView, ServiceView, StatsView};
+use switchyard::control::state::Event;
 
 mod client;
 mod render;
@@ -214,11 +214,7 @@ pub enum RolloutCommand {
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => {
-            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
-            Some(line.split_once(':').map_or(line, |(_, t)| t.trim()).to_owned())
-        }
+        (None, Some(f)) => Some(token_from_file(f)?),
         (None, None) => None,
     };
     let c = Client { addr: args.addr.clone(), token, actor: args.actor.clone() };
@@ -230,15 +226,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let body = if reset {
                 c.call(Method::DELETE, &path, None, reason.as_deref()).await?
             } else {
-                if weights.is_empty() {
-                    bail!("give pool=weight pairs, e.g. `stable=90 canary=10`, or --reset");
-                }
-                let mut map = BTreeMap::new();
-                for w in &weights {
-                    let (pool, n) = w.split_once('=').ok_or_else(|| anyhow!("`{w}` is not pool=weight"))?;
-                    let n: u32 = n.parse().map_err(|_| anyhow!("`{n}` in `{w}` is not a non-negative integer"))?;
-                    map.insert(pool.to_owned(), n);
-                }
+                let map = parse_weights(&weights)?;
                 c.call(Method::PUT, &path, Some(serde_json::to_vec(&map)?), reason.as_deref()).await?
             };
             print_event(&body, json)
@@ -269,31 +257,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Rollout { command } => rollout(&c, command, json).await,
         CtlCommand::Flags { command } => flags(&c, command, json).await,
-        CtlCommand::Plugins { command: None } => {
-            let body = c.call(Method::GET, "/v1/plugins", None, None).await?;
-            if json {
-                return print_raw(&body);
-            }
-            let mut rows =
-                vec![["PLUGIN", "KIND", "SHA256", "LOADED", "CALLS", "FAULTS", "MEAN µs", "P99 µs", "SOURCE"]
-                    .map(String::from)
-                    .to_vec()];
-            for p in serde_json::from_slice::<Vec<PluginView>>(&body)? {
-                rows.push(vec![
-                    p.name,
-                    p.kind,
-                    p.sha256.chars().take(12).collect(),
-                    p.loaded_at,
-                    p.calls.to_string(),
-                    p.faults.to_string(),
-                    format!("{:.2}", p.mean_us),
-                    format!("{:.1}", p.p99_us),
-                    p.source,
-                ]);
-            }
-            print_table(&rows);
-            Ok(())
-        }
+        CtlCommand::Plugins { command: None } => plugins(&c, json).await,
         CtlCommand::Plugins { command: Some(PluginsCommand::Config { name, config, reason }) } => {
             let value: serde_json::Value = serde_json::from_str(&config).context("the configuration is not JSON")?;
             let path = format!("/v1/plugins/{name}/config");
@@ -315,6 +279,54 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             print_event(&body, json)
         }
     }
+}
+
+/// The first token in a tokens file (`name: token` lines, as the server's
+/// `admin.tokens_file`; `#` comments).
+fn token_from_file(f: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
+    Ok(line.split_once(':').map_or(line, |(_, t)| t.trim()).to_owned())
+}
+
+/// `pool=weight` pairs as a weight map.
+fn parse_weights(weights: &[String]) -> anyhow::Result<BTreeMap<String, u32>> {
+    if weights.is_empty() {
+        bail!("give pool=weight pairs, e.g. `stable=90 canary=10`, or --reset");
+    }
+    let mut map = BTreeMap::new();
+    for w in weights {
+        let (pool, n) = w.split_once('=').ok_or_else(|| anyhow!("`{w}` is not pool=weight"))?;
+        let n: u32 = n.parse().map_err(|_| anyhow!("`{n}` in `{w}` is not a non-negative integer"))?;
+        map.insert(pool.to_owned(), n);
+    }
+    Ok(map)
+}
+
+/// `ctl plugins`: the loaded plugins as a table.
+async fn plugins(c: &Client, json: bool) -> anyhow::Result<()> {
+    let body = c.call(Method::GET, "/v1/plugins", None, None).await?;
+    if json {
+        return print_raw(&body);
+    }
+    let mut rows = vec![["PLUGIN", "KIND", "SHA256", "LOADED", "CALLS", "FAULTS", "MEAN µs", "P99 µs", "SOURCE"]
+        .map(String::from)
+        .to_vec()];
+    for p in serde_json::from_slice::<Vec<PluginView>>(&body)? {
+        rows.push(vec![
+            p.name,
+            p.kind,
+            p.sha256.chars().take(12).collect(),
+            p.loaded_at,
+            p.calls.to_string(),
+            p.faults.to_string(),
+            format!("{:.2}", p.mean_us),
+            format!("{:.1}", p.p99_us),
+            p.source,
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
 }
 
 async fn flags(c: &Client, cmd: Option<FlagsCommand>, json: bool) -> anyhow::Result<()> {

@@ -5,8 +5,8 @@
 //! on the control path; the request path only reads the resulting flag.
 
 use super::{conn, Endpoint};
-use crate::body::ProxyBody;
 use crate::config::HealthCheckConfig;
+use crate::data::body::ProxyBody;
 use http::{header, Request};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -46,7 +46,7 @@ async fn probe(endpoint: &Endpoint, path: &str) -> bool {
         .header(header::HOST, endpoint.addr.to_string())
         .header(header::USER_AGENT, "switchyard-health-check")
         .header(header::CONNECTION, "close")
-        .body(ProxyBody::empty())
+        .body(ProxyBody::<super::Lease>::empty())
     else {
         return false;
     };

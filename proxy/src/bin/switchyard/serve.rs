@@ -1,118 +1,24 @@
-//! The `switchyard` binary: `serve`, `check`, `demo` and `ctl`.
+//! `switchyard serve` and `switchyard demo`: the proxy's process — signals
+//! (SIGHUP reloads, SIGUSR2 hands over to a successor, SIGINT/SIGTERM drain
+//! and stop), readiness for systemd, and the demo's upstreams.
 
+use crate::Command;
 use anyhow::Context;
-use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use std::process::ExitCode;
-use switchyard::logging::{self, LogFormat};
+use switchyard::control::upgrade;
 use switchyard::{Config, Options, Proxy};
 
-#[derive(Parser)]
-#[command(name = "switchyard", version, about = "A reverse proxy for progressive delivery")]
-struct Cli {
-    /// Log line format.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "SWITCHYARD_LOG_FORMAT")]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the proxy.
-    Serve {
-        /// The config file.
-        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
-        config: PathBuf,
-        /// Do not write one log line per request.
-        #[arg(long)]
-        no_access_log: bool,
-        /// Do not record per-pool statistics (only to measure what they cost).
-        #[arg(long)]
-        no_stats: bool,
-    },
-    /// Validate a config file and exit (non-zero on any error).
-    Check {
-        /// The config file.
-        #[arg(short, long)]
-        config: PathBuf,
-    },
-    /// Run the proxy with small demo upstreams on every loopback endpoint of the config.
-    Demo {
-        /// The config file.
-        #[arg(short, long, default_value = "examples/demo.yaml")]
-        config: PathBuf,
-    },
-    /// Talk to a running proxy's admin API.
-    Ctl(switchyard::ctl::CtlArgs),
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Check { config } = &cli.command {
-        return match Config::load(config).and_then(|c| switchyard::check(&c).map(|()| c)) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} listener(s), {} service(s), {} plugin(s))",
-                    config.display(),
-                    c.listeners.len(),
-                    c.services.len(),
-                    c.plugins.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", config.display());
-                ExitCode::from(2)
-            }
-        };
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("switchyard: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let cli = match cli.command {
-        Command::Ctl(args) => {
-            return match runtime.block_on(switchyard::ctl::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("switchyard ctl: {e:#}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        _ => cli,
-    };
-    drop(runtime);
-    let _guard = logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("switchyard: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(command: Command) -> anyhow::Result<()> {
+/// `serve` and `demo`: runs the proxy until SIGINT/SIGTERM, reloading on
+/// SIGHUP and handing over to a successor binary on SIGUSR2.
+pub async fn run(command: Command) -> anyhow::Result<()> {
     let (config_path, access_log, record_stats, demo) = match command {
         Command::Serve { config, no_access_log, no_stats } => (config, !no_access_log, !no_stats, false),
         Command::Demo { config } => (config, true, true, true),
         Command::Check { .. } | Command::Ctl(_) => anyhow::bail!("not a serving command"),
     };
     // Resolved now: after a package upgrade the path holds the new binary.
-    let binary = switchyard::upgrade::own_binary();
-    let mut inherited = switchyard::upgrade::Inherited::from_env().await?;
+    let binary = upgrade::own_binary();
+    let mut inherited = upgrade::Inherited::from_env().await?;
     let config = match Config::load(&config_path).and_then(|c| {
         if inherited.is_some() {
             switchyard::check(&c).map(|()| c)
@@ -129,7 +35,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     };
     if demo {
-        let started = match switchyard::demo::start_upstreams(&config).await.context("starting demo upstreams") {
+        let started = match crate::demo::start_upstreams(&config).await.context("starting demo upstreams") {
             Ok(s) => s,
             Err(e) => {
                 if let Some(i) = &mut inherited {
@@ -151,7 +57,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let mut bound = Proxy::new(config, options)?.bind_from(inherited.as_mut()).await?;
     match inherited {
         Some(i) => i.serving().await?,
-        None => switchyard::upgrade::sd_notify("READY=1"),
+        None => upgrade::sd_notify("READY=1"),
     }
     let upgraded = watch_upgrade_signal(bound.control(), bound.take_sockets(), binary);
     let control = bound.control();
@@ -180,11 +86,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// On SIGUSR2, starts a successor from `binary` (see [`switchyard::upgrade`]);
+/// On SIGUSR2, starts a successor from `binary` (see [`upgrade`]);
 /// resolves once one serves. A failed upgrade is logged and changes nothing.
 fn watch_upgrade_signal(
     control: std::sync::Arc<switchyard::control::Control>,
-    sockets: switchyard::upgrade::Sockets,
+    sockets: upgrade::Sockets,
     binary: Option<PathBuf>,
 ) -> impl std::future::Future<Output = ()> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -200,7 +106,7 @@ fn watch_upgrade_signal(
                 continue;
             };
             tracing::info!(binary = %binary.display(), "upgrade: SIGUSR2, starting a successor");
-            match switchyard::upgrade::start_successor(&control, &sockets, binary, &args, &runtime_dir).await {
+            match upgrade::start_successor(&control, &sockets, binary, &args, &runtime_dir).await {
                 Ok(()) => {
                     let _ = done_tx.send(());
                     return;

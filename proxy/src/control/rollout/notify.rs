@@ -3,7 +3,7 @@
 //! its own task: a slow or failing receiver never blocks or changes a
 //! rollout. Each delivery is tried up to 4 times with 0.5 s, 1 s, 2 s backoff.
 
-use crate::state::Event;
+use crate::control::state::Event;
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::Full;

@@ -10,11 +10,11 @@
 //! prefix, matched on whole path segments.
 
 use crate::config::{Config, HostMatch, ServiceConfig};
+use crate::config::{RunTime, WeightMap};
+use crate::data::pool::Pool;
+use crate::data::split::Split;
 use crate::plugin::router::RouterBinding;
 use crate::plugin::Plugin;
-use crate::pool::Pool;
-use crate::split::Split;
-use crate::state::{RunTime, WeightMap};
 use crate::stats::Stats;
 use http::HeaderValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

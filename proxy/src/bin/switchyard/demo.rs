@@ -6,7 +6,6 @@
 //! and header rules at work with `curl`. `POST /break` makes it answer 500 to
 //! everything, `POST /fix` heals it: enough to watch a rollout roll back.
 
-use crate::config::Config;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -17,6 +16,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use switchyard::config::Config;
 use tokio::net::TcpListener;
 
 /// Starts one demo upstream per loopback endpoint of `config`; returns the

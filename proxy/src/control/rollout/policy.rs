@@ -3,13 +3,13 @@
 //! answer is checked (nonsense is a fault), and the trial tick that refuses a
 //! rollout whose policy cannot run. Fail-closed throughout.
 
+use super::analysis::Verdict;
+use super::evidence::{Evidence, Since};
+use super::machine::Rollout;
 use crate::config::rollout::{PolicyConfig, RolloutPlan, Strategy};
 use crate::control::{Control, ControlError};
 use crate::plugin::policy::window;
 use crate::plugin::{Fault, Kind};
-use crate::rollout::analysis::Verdict;
-use crate::rollout::evidence::{Evidence, Since};
-use crate::rollout::machine::Rollout;
 use crate::stats::Figures;
 use switchyard_sdk::{Context, Decision, Phase};
 

@@ -4,26 +4,41 @@
 //! connection is only ever used on the thread that drives it. A request takes
 //! one (skipping any the upstream closed or that idled too long) or dials a
 //! new one; the response body puts it back when the exchange ended cleanly
-//! (see `ProxyBody::upstream`). A full queue drops the extra connection. Off
+//! (see [`Lease`](super::Lease)). A full queue drops the extra connection. Off
 //! the worker threads nothing is pooled.
 
-use crate::body::ProxyBody;
+use crate::data::body::ProxyBody;
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// The sending half of one upstream connection.
-pub type Sender = http1::SendRequest<ProxyBody>;
+pub type Sender = http1::SendRequest<ProxyBody<super::Lease>>;
 
 /// Most idle connections kept per endpoint.
 const MAX_IDLE: usize = 512;
 /// Idle connections older than this are closed rather than reused; upstreams
 /// commonly close idle keep-alive connections after 60 s or more.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+thread_local! {
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the worker running on this thread; `None` off the data path.
+fn worker_index() -> Option<usize> {
+    INDEX.with(Cell::get)
+}
+
+/// Marks this thread as worker `i`: its idle connections are its own.
+pub fn enter_worker(i: usize) {
+    INDEX.with(|c| c.set(Some(i)));
+}
 
 /// Connecting to the upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +66,7 @@ impl Idle {
     }
 
     fn queue(&self) -> Option<&ArrayQueue<(Sender, Instant)>> {
-        crate::worker::index().and_then(|i| self.per_worker.get(i))
+        worker_index().and_then(|i| self.per_worker.get(i))
     }
 
     /// A ready connection, and whether it was newly dialled.

@@ -1,8 +1,8 @@
 //! How `switchyard ctl` prints: tables, rollout progress, events.
 
-use crate::admin::api::StatsView;
-use crate::state::Event;
 use std::io::Write;
+use switchyard::admin::api::StatsView;
+use switchyard::control::state::Event;
 
 /// A human view of a rollout: status, step progress, weights, figures, decisions.
 pub(super) fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {

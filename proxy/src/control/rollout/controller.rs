@@ -7,42 +7,20 @@
 //! in), persists the progress, and notifies webhooks. Manual commands take
 //! the same lock, so a person and the controller never race.
 
-mod notify;
-mod policy;
-
+use super::analysis::{judge, Observed, Pair, Verdict};
+use super::evidence::{Evidence, Since};
+use super::machine::{Action, Command, Rollout};
+use super::policy::{check_policy, consult};
+use super::{notify, Handle};
 use crate::config::rollout::{RolloutPlan, Strategy};
+use crate::config::WeightMap;
+use crate::control::state::event;
 use crate::control::{Control, ControlError};
 use crate::plugin::policy::window;
-use crate::rollout::analysis::{judge, Observed, Pair, Verdict};
-use crate::rollout::evidence::{Evidence, Since};
-use crate::rollout::machine::{Action, Rollout};
-use crate::state::{event, WeightMap};
-use policy::{check_policy, consult};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-
-/// A running rollout: its state, shared by its task and manual commands.
-pub type Handle = Arc<Mutex<Rollout>>;
-
-/// A manual command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// Pass the current step or gate (`full`: straight to 100 %).
-    Promote {
-        /// Skip to 100 %.
-        full: bool,
-    },
-    /// Freeze progress.
-    Pause,
-    /// Continue after a pause.
-    Resume,
-    /// Stop; all traffic back on the baseline (`aborted`).
-    Abort,
-    /// Stop; all traffic back on the baseline (`rolled-back`).
-    Rollback,
-}
 
 impl Control {
     /// Starts a rollout of `service` with `plan` (or the service's own plan).
@@ -342,7 +320,7 @@ fn verdict_name(v: &Verdict) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::Status;
+    use crate::control::rollout::Status;
     use crate::{stats, Config, Options, Proxy};
     use std::time::Duration;
 

@@ -69,6 +69,24 @@ pub struct Decision {
     pub why: String,
 }
 
+/// A manual command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Pass the current step or gate (`full`: straight to 100 %).
+    Promote {
+        /// Skip to 100 %.
+        full: bool,
+    },
+    /// Freeze progress.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+    /// Stop; all traffic back on the baseline (`aborted`).
+    Abort,
+    /// Stop; all traffic back on the baseline (`rolled-back`).
+    Rollback,
+}
+
 /// A rollout's progress.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
@@ -334,7 +352,7 @@ fn now() -> String {
 mod tests {
     use super::*;
     use crate::config::{parse_plan, Config};
-    use crate::rollout::analysis::{judge, Observed, Pair};
+    use crate::control::rollout::analysis::{judge, Observed, Pair};
     use crate::stats::Figures;
 
     const DESIGN_ROLLOUT: &str = r#"

@@ -1,0 +1,94 @@
+//! The `switchyard` binary: `serve` and `demo` ([`serve`]), `check`
+//! ([`check`]) and `ctl` ([`ctl`]), over the `switchyard` library.
+
+mod check;
+mod ctl;
+mod demo;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchyard::logging::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "A reverse proxy for progressive delivery")]
+struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "human", env = "SWITCHYARD_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the proxy.
+    Serve {
+        /// The config file.
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// Do not write one log line per request.
+        #[arg(long)]
+        no_access_log: bool,
+        /// Do not record per-pool statistics (only to measure what they cost).
+        #[arg(long)]
+        no_stats: bool,
+    },
+    /// Validate a config file and exit (non-zero on any error).
+    Check {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the proxy with small demo upstreams on every loopback endpoint of the config.
+    Demo {
+        /// The config file.
+        #[arg(short, long, default_value = "examples/demo.yaml")]
+        config: PathBuf,
+    },
+    /// Talk to a running proxy's admin API.
+    Ctl(ctl::CtlArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Check { config } = &cli.command {
+        return check::run(config);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = match cli.command {
+        Command::Ctl(args) => {
+            return match runtime.block_on(ctl::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard ctl: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => cli,
+    };
+    drop(runtime);
+    let _guard = logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve::run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

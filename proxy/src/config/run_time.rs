@@ -1,0 +1,39 @@
+//! What operators set at run time over the file — weights and suspended
+//! rules — which the state store keeps and every snapshot built from the
+//! config applies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Weights by pool name.
+pub type WeightMap = BTreeMap<String, u32>;
+
+/// What was set at run time and a snapshot rebuilt from the config keeps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunTime {
+    /// Weights by service.
+    pub weights: HashMap<String, WeightMap>,
+    /// Suspended (rolled-back) pools by service.
+    pub suspended: HashMap<String, BTreeSet<String>>,
+}
+
+/// Turns a `pool → weight` map into weights indexed like `pools`; pools not
+/// named get 0. Shared with run-time weight changes.
+pub fn weights_for(map: &WeightMap, pools: &[String]) -> Result<Vec<u32>, String> {
+    let mut out = vec![0u32; pools.len()];
+    let mut total = 0u64;
+    for (name, w) in map {
+        let i = pools
+            .iter()
+            .position(|p| p == name)
+            .ok_or_else(|| format!("unknown pool `{name}` (pools: {})", pools.join(", ")))?;
+        out[i] = *w;
+        total += u64::from(*w);
+    }
+    if total == 0 {
+        return Err("weights must not all be zero".into());
+    }
+    if total > u64::from(u32::MAX) {
+        return Err(format!("weights add up to {total}; keep the sum below {}", u32::MAX));
+    }
+    Ok(out)
+}
