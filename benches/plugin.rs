@@ -10,8 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/wasm_plugins.rs"]
-mod wasm_plugins;
+use switchyard_test_support::plugins as wasm_plugins;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};

@@ -10,16 +10,13 @@
 //!
 //! Run: `cargo bench -p switchyard --bench rollback` (RUNS=N to change the count).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
-
-#[path = "../tests/e2e/support.rs"]
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use http::Response;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
+use switchyard_test_support::*;
 
 const PLAN: &str = "    rollout:\n      steps: [{ weight: 50, hold: 1h }]\n      analysis:\n        interval: 250ms\n        \
                     window: 2s\n        min_requests: 20\n        rollback_when: { error_rate_above: 0.05, min_requests: 10 }\n";

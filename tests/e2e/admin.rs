@@ -1,8 +1,8 @@
 //! The admin API, statistics, Prometheus, durable state, reload and the CLI.
 
-use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
+use switchyard_test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_health_openapi_and_services() {
@@ -283,7 +283,7 @@ async fn admin_off_loopback_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let out = tokio::process::Command::new(binary())
         .args(["serve", "--config"])
         .arg(&path)
         .env_remove("SWITCHYARD_ADMIN_TOKEN")

@@ -4,11 +4,11 @@
 //! healthy endpoint or roll back a healthy canary. The upstream's timeout
 //! runs from the request's last byte.
 
-use crate::support::*;
 use http::{Request, Response};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard_test_support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

@@ -5,7 +5,7 @@
 //! schema, or invalid data accepted.
 
 use crate::plugins::plugins_section;
-use crate::support::*;
+use switchyard_test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_matches_its_openapi_document() {

@@ -1,13 +1,13 @@
 //! Upstream faults: 502, retry, 503, 504, passive ejection and recovery,
 //! broken upstream responses.
 
-use crate::support::*;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -1,9 +1,9 @@
 //! Feature-flag rules end to end: flagd definitions in a file, evaluated per
 //! request, reloaded on change, changed at run time through the admin API.
 
-use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
+use switchyard_test_support::*;
 
 const FLAGS: &str = r#"{
   "$evaluators": { "beta-user": { "ends_with": [{ "var": "email" }, "@beta.example"] } },

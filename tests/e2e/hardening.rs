@@ -1,10 +1,10 @@
 //! Bad input from clients, sent as raw bytes, with a recording upstream
 //! behind the proxy asserting what actually arrived (HARDENING.md).
 
-use crate::support::*;
 use http::Response;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchyard_test_support::*;
 
 /// An upstream that reads each request body fully and answers with its length;
 /// it records each body read as `Ok(len)` or `Err(())`.

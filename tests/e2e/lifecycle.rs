@@ -1,9 +1,9 @@
 //! Graceful drain on SIGTERM, the drain timeout, and `switchyard check`.
 
-use crate::support::*;
 use http::Response;
 use http_body_util::BodyExt;
 use std::time::{Duration, Instant};
+use switchyard_test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_in_flight() {
@@ -69,11 +69,7 @@ fn check(yaml: &str) -> (bool, String) {
     // The example's flag file, which `check` loads too.
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/flags.json"), dir.path().join("flags.json"))
         .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(binary()).args(["check", "--config"]).arg(&path).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
 }
 
@@ -82,7 +78,7 @@ fn check_names_the_field_and_line() {
     let good =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/checkout.yaml")).unwrap().replace(
             "../target/plugins/wasm32-unknown-unknown/plugin/canary_judge.wasm",
-            crate::wasm_plugins::wasm("canary-judge").to_str().unwrap(),
+            switchyard_test_support::plugins::wasm("canary-judge").to_str().unwrap(),
         );
     let (ok, out) = check(&good);
     assert!(ok, "{out}");
@@ -119,9 +115,9 @@ fn check_names_the_field_and_line() {
     std::fs::write(dir.path().join("bad.wasm"), "not wasm").unwrap();
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/flags.json"), dir.path().join("flags.json"))
         .unwrap();
-    let yaml = good.replace(crate::wasm_plugins::wasm("canary-judge").to_str().unwrap(), "bad.wasm");
+    let yaml = good.replace(switchyard_test_support::plugins::wasm("canary-judge").to_str().unwrap(), "bad.wasm");
     std::fs::write(dir.path().join("bad.yaml"), yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let out = std::process::Command::new(binary())
         .args(["check", "--config"])
         .arg(dir.path().join("bad.yaml"))
         .output()
@@ -137,7 +133,7 @@ fn check_names_the_field_and_line() {
     std::fs::write(dir.path().join("tls.yaml"), yaml).unwrap();
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/flags.json"), dir.path().join("flags.json"))
         .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let out = std::process::Command::new(binary())
         .args(["check", "--config"])
         .arg(dir.path().join("tls.yaml"))
         .output()
@@ -149,7 +145,7 @@ fn check_names_the_field_and_line() {
     let (ok, out) = check("listeners: [\n");
     assert!(!ok);
     assert!(out.contains("config:"), "{out}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let out = std::process::Command::new(binary())
         .args(["check", "--config", "/nonexistent/switchyard.yaml"])
         .output()
         .unwrap();

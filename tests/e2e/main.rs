@@ -17,8 +17,5 @@ mod rollout;
 mod routing;
 mod split;
 mod streaming;
-mod support;
 mod suspension;
 mod upgrade;
-#[path = "../wasm_plugins.rs"]
-mod wasm_plugins;

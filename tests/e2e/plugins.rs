@@ -2,13 +2,13 @@
 //! plugins contained, hot reload under load, refused uploads, durable
 //! uploads, and canaries judged by a policy plugin.
 
-use crate::support::*;
-use crate::wasm_plugins::wasm;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_test_support::plugins::wasm;
+use switchyard_test_support::*;
 
 /// The `plugins:` section naming each built plugin by its crate name.
 pub(crate) fn plugins_section(names: &[&str]) -> String {

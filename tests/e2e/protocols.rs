@@ -1,12 +1,12 @@
 //! HTTP/2 (prior knowledge and ALPN), TLS with SNI, WebSocket upgrades.
 
-use crate::support::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

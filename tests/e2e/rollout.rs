@@ -1,11 +1,11 @@
 //! Rollouts end to end: real upstreams, real faults, the real binary.
 
-use crate::support::*;
 use http::Response;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard_test_support::*;
 
 /// Load: `conns` clients in a loop until `stop`; counts responses by body.
 fn load(addr: std::net::SocketAddr, conns: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<usize>> {

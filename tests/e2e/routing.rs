@@ -1,6 +1,6 @@
 //! Service matching by host and path prefix; 404; path normalisation.
 
-use crate::support::*;
+use switchyard_test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_wildcard_and_longest_prefix() {

@@ -1,8 +1,8 @@
 //! Split accuracy, stickiness, rules.
 
-use crate::support::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use switchyard_test_support::*;
 
 /// Sends `n` GETs over `conns` keep-alive connections; `headers(i)` gives request i's
 /// extra headers. Returns the body of each response, by request index.

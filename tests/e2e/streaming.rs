@@ -1,8 +1,8 @@
 //! Bodies larger than 64 MiB stream through with bounded proxy memory.
 
-use crate::support::*;
 use http::{Request, Response};
 use http_body_util::BodyExt;
+use switchyard_test_support::*;
 
 const SIZE: u64 = 96 * 1024 * 1024;
 /// Peak RSS allowed for the (debug-build) proxy while 2 × 96 MiB pass through.

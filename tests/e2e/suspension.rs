@@ -3,10 +3,10 @@
 //! the next rollout or an operator lifts them; a testers' rule stays.
 
 use crate::plugins::plugins_section;
-use crate::support::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_test_support::*;
 
 const FLAGS: &str = r#"{ "flags": { "beta": { "state": "ENABLED", "variants": { "on": true, "off": false },
   "defaultVariant": "off", "targeting": { "if": [{ "ends_with": [{ "var": "email" }, "@beta.example"] }, "on", "off"] } } } }"#;

@@ -3,13 +3,13 @@
 //! keep the split on the weights in force.
 
 use crate::plugins::{new_version, plugins_section, upload};
-use crate::support::*;
-use crate::wasm_plugins::wasm;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard_test_support::plugins::wasm;
+use switchyard_test_support::*;
 
 /// One request's outcome: when it started, and the body or the error.
 struct Outcome {
@@ -124,7 +124,7 @@ async fn a_binary_replacement_under_load_fails_no_request() {
     std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\n")).unwrap();
     // Run from a copy, so the test can put a new file at that path.
     let binary = dir.path().join("switchyard");
-    std::fs::copy(env!("CARGO_BIN_EXE_switchyard"), &binary).unwrap();
+    std::fs::copy(switchyard_test_support::binary(), &binary).unwrap();
     let svc = service(
         "web",
         "    rollout:\n      steps: [{ weight: 20, hold: 1h }]\n",
@@ -143,7 +143,7 @@ async fn a_binary_replacement_under_load_fails_no_request() {
 
     // A new binary at the same path (a package upgrade writes a new file).
     let next = binary.with_extension("new");
-    std::fs::copy(env!("CARGO_BIN_EXE_switchyard"), &next).unwrap();
+    std::fs::copy(switchyard_test_support::binary(), &next).unwrap();
     std::fs::rename(&next, &binary).unwrap();
     let signalled = Instant::now();
     proxy.signal("USR2");

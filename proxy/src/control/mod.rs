@@ -422,3 +422,6 @@ pub fn check(config: &Config) -> Result<(), crate::Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

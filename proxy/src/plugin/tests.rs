@@ -1,7 +1,6 @@
 //! The host against the real reference plugins and misbehaving fixtures.
 
-#[path = "../../../tests/wasm_plugins.rs"]
-mod wasm_plugins;
+use switchyard_test_support::plugins as wasm_plugins;
 
 use super::policy::{decide, window};
 use super::router::{RouteInput, RouterBinding};

@@ -104,6 +104,17 @@ pub enum AssignedBy {
     Weight,
 }
 
+impl std::fmt::Display for AssignedBy {
+    /// As the access log writes it: `rule[N]`, `sticky` or `weight`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rule(n) => write!(f, "rule[{n}]"),
+            Self::Sticky => f.write_str("sticky"),
+            Self::Weight => f.write_str("weight"),
+        }
+    }
+}
+
 // === impl Split ===
 
 impl Split {

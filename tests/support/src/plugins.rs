@@ -21,7 +21,6 @@ pub fn wasm(name: &str) -> PathBuf {
 
 /// `cohort-router` built for `wasm32-wasip2` the ordinary way: a component
 /// that imports WASI, which the host must refuse.
-#[allow(dead_code)] // not every test binary that includes this file uses it
 pub fn wasi_component() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match BUILT.get_or_init(|| cargo("wasm32-wasip2", "plugins-wasi", &["cohort-router"])) {
@@ -36,7 +35,7 @@ fn build() -> Result<PathBuf, String> {
 
 /// Builds `crates` for `target` (profile `plugin`) into `target/<dir>`.
 fn cargo(target: &str, dir: &str, crates: &[&str]) -> Result<PathBuf, String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target_dir = root.join("target").join(dir);
     let mut cmd = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"));
     cmd.current_dir(&root)
