@@ -22,7 +22,7 @@
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
-use switchyard::control::rollout::analysis::{judge, Observed, Pair, Verdict as BuiltIn};
+use switchyard::control::rollout::analysis::{judge, Judgement as BuiltIn, Observed, Pair};
 use switchyard::stats::Figures;
 use switchyard_sdk::policy::latency_bucket;
 use switchyard_sdk::{Config, Context, Decision, Phase, Policy, PoolWindow, Strategy};

@@ -41,6 +41,13 @@ pub enum Error {
     /// The state store failed.
     #[error("{0}")]
     State(String),
+    /// A plugin did not load: not a component, wrong imports or exports, a
+    /// failed trial call, a bad configuration.
+    #[error("{0}")]
+    Plugin(String),
+    /// A flag file (or an override) is not valid flagd.
+    #[error("{0}")]
+    Flags(String),
 }
 
 /// The class of a request-path failure.
@@ -93,8 +100,8 @@ impl ErrorClass {
         }
     }
 
-    /// The stable label used in the `x-switchyard-error` header, logs and metrics.
-    pub fn label(self) -> &'static str {
+    /// The stable label used in the `x-switchyard-error` header and logs.
+    pub const fn label(self) -> &'static str {
         match self {
             Self::NoService => "no-service",
             Self::NoHealthyEndpoint => "no-healthy-endpoint",
@@ -108,6 +115,27 @@ impl ErrorClass {
             Self::RequestTimeout => "request-timeout",
             Self::BadBody => "bad-body",
             Self::ClientClosed => "client-closed",
+        }
+    }
+
+    /// The same failure's label in Prometheus and `/stats`: snake case, and
+    /// without `upstream-` under the families that already say upstream
+    /// (`switchyard_upstream_errors_total{class="connect"}`). Kept apart from
+    /// [`ErrorClass::label`] only in spelling; both are defined here.
+    pub const fn metric_label(self) -> &'static str {
+        match self {
+            Self::NoService => "no_service",
+            Self::NoHealthyEndpoint => "no_healthy_endpoint",
+            Self::UpstreamConnect => "connect",
+            Self::UpstreamTimeout => "timeout",
+            Self::UpstreamReset => "reset",
+            Self::BadRequest => "bad_request",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UriTooLong => "uri_too_long",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::BadBody => "bad_body",
+            Self::ClientClosed => "client_closed",
         }
     }
 

@@ -5,9 +5,6 @@
 //! (set-weights naming a pool the service lacks), `zero-weights`
 //! (set-weights all zero), `promote` (always promotes), `hold`.
 
-#[path = "../../misbehaving-router/src/misbehave.rs"]
-mod misbehave;
-
 use serde::Deserialize;
 use switchyard_sdk::{Config, Context, Policy, Verdict};
 

@@ -7,8 +7,6 @@
 //! (logs without end), `canary`
 //! (behaves: routes to the pool `canary`).
 
-mod misbehave;
-
 use serde::Deserialize;
 use switchyard_sdk::{Config, Needs, Pool, Pools, Request, Router};
 

@@ -142,3 +142,76 @@ pub struct PluginView {
     #[serde(default)]
     pub config: serde_json::Value,
 }
+
+/// A rollout, as `GET /v1/services/{svc}/rollout` and the start and command
+/// answers show it: the stored progress and where it stands in its plan.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// The service.
+    pub service: String,
+    /// The plan as started: strategy, baseline, candidate, steps, analysis.
+    pub plan: serde_json::Value,
+    /// `running`, `paused`, `promoted`, `rolled-back` or `aborted`.
+    pub status: String,
+    /// Canary: the step index. Blue-green: 0 before the switch, 1 after.
+    pub step: usize,
+    /// Steps in the plan (0 for blue-green).
+    pub steps_total: usize,
+    /// Time in the current step while running, milliseconds.
+    pub in_step_ms: u64,
+    /// The same, in seconds.
+    pub time_in_step_seconds: f64,
+    /// Time the end-of-step judgement has been inconclusive, milliseconds.
+    pub inconclusive_ms: u64,
+    /// The current step (`null` past the last).
+    pub current_step: Option<StepView>,
+    /// The next step, if any.
+    pub next_step: Option<StepView>,
+    /// Percent on the candidate now.
+    pub weight: u32,
+    /// Why it ended or paused.
+    pub reason: Option<String>,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// The latest decisions, oldest first.
+    pub decisions: Vec<DecisionView>,
+    /// Consecutive ticks the policy plugin faulted.
+    pub policy_faults: u32,
+    /// Blue-green: the baseline's window figures just before the switch.
+    pub pre_switch: Option<serde_json::Value>,
+    /// After a rollback: the rules (by index) it suspended.
+    pub suspended_rules: Option<Vec<usize>>,
+}
+
+/// One step of a plan, or a blue-green phase.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    /// Canary: percent on the candidate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Canary: the step's hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_seconds: Option<f64>,
+    /// A manual gate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<bool>,
+    /// Blue-green: `preview` or `switched`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Blue-green: how long the switched pool is watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_seconds: Option<f64>,
+}
+
+/// One decision of a rollout's history.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DecisionView {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The step then.
+    pub step: usize,
+    /// What was decided: `hold`, `set-weights N`, `promote`, `rollback`, `pause`, ...
+    pub decision: String,
+    /// Why, with the figures it was based on.
+    pub why: String,
+}

@@ -86,32 +86,58 @@ pub(super) fn service_view(s: &crate::data::snapshot::Service) -> ServiceView {
 }
 
 /// A rollout as JSON, with what a person wants first: where it stands and what comes next.
-pub(super) fn rollout_view(r: &Rollout) -> serde_json::Value {
+pub(super) fn rollout_view(r: &Rollout) -> RolloutView {
     use crate::config::rollout::{Step, Strategy};
     let describe = |s: &Step| match s {
-        Step::Weight { weight, hold } => serde_json::json!({ "weight": weight, "hold_seconds": hold.as_secs_f64() }),
-        Step::Pause => serde_json::json!({ "pause": true }),
+        Step::Weight { weight, hold } => {
+            StepView { weight: Some(*weight), hold_seconds: Some(hold.as_secs_f64()), ..StepView::default() }
+        }
+        Step::Pause => StepView { pause: Some(true), ..StepView::default() },
     };
-    let (current, next) = match r.plan.strategy {
+    let phase = |p: &str| StepView { phase: Some(p.into()), ..StepView::default() };
+    let (current_step, next_step) = match r.plan.strategy {
         Strategy::Canary => (r.plan.steps.get(r.step).map(describe), r.plan.steps.get(r.step + 1).map(describe)),
         Strategy::BlueGreen if r.step == 0 => (
-            Some(serde_json::json!({ "phase": "preview" })),
-            Some(serde_json::json!({ "phase": "switched", "watch_seconds": r.plan.post_switch_window.as_secs_f64() })),
+            Some(phase("preview")),
+            Some(StepView { watch_seconds: Some(r.plan.post_switch_window.as_secs_f64()), ..phase("switched") }),
         ),
-        Strategy::BlueGreen => (Some(serde_json::json!({ "phase": "switched" })), None),
+        Strategy::BlueGreen => (Some(phase("switched")), None),
     };
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("time_in_step_seconds".into(), (r.in_step_ms as f64 / 1000.0).into());
-        o.insert("current_step".into(), current.unwrap_or_default());
-        o.insert("next_step".into(), next.unwrap_or_default());
-        o.insert("steps_total".into(), r.plan.steps.len().into());
+    RolloutView {
+        service: r.service.clone(),
+        plan: serde_json::to_value(&r.plan).unwrap_or_default(),
+        status: serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        step: r.step,
+        steps_total: r.plan.steps.len(),
+        in_step_ms: r.in_step_ms,
+        time_in_step_seconds: r.in_step_ms as f64 / 1000.0,
+        inconclusive_ms: r.inconclusive_ms,
+        current_step,
+        next_step,
+        weight: r.weight,
+        reason: r.reason.clone(),
+        started: r.started.clone(),
+        decisions: r
+            .decisions
+            .iter()
+            .map(|d| DecisionView {
+                time: d.time.clone(),
+                step: d.step,
+                decision: d.decision.clone(),
+                why: d.why.clone(),
+            })
+            .collect(),
+        policy_faults: r.policy_faults,
         // The pre-switch figures are for a policy; their histogram is not for people.
-        if let Some(pre) = o.get_mut("pre_switch").and_then(serde_json::Value::as_object_mut) {
-            pre.remove("latency");
-        }
+        pre_switch: r.pre_switch.as_ref().map(|f| {
+            let mut v = serde_json::to_value(f).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("latency");
+            }
+            v
+        }),
+        suspended_rules: r.suspended_rules.clone(),
     }
-    v
 }
 
 pub(super) fn figures_view(f: &Figures) -> PoolStatsView {

@@ -65,6 +65,46 @@ pub struct RollbackWhen {
     pub min_requests: u64,
 }
 
+/// One set of thresholds, absolute and relative to the baseline. The file
+/// and the API spell it twice: `success` (a step ends well within them) and
+/// `rollback_when` (crossing one rolls back at once); analysis judges both
+/// through this one type.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Thresholds {
+    /// Candidate error rate (5xx / requests).
+    pub error_rate: Option<f64>,
+    /// Candidate p99.
+    pub p99: Option<Duration>,
+    /// Candidate error rate as a multiple of the baseline's.
+    pub error_rate_vs_baseline: Option<f64>,
+    /// Candidate p99 as a multiple of the baseline's.
+    pub p99_vs_baseline: Option<f64>,
+}
+
+impl Success {
+    /// The criteria as thresholds.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            error_rate: self.max_error_rate,
+            p99: self.max_p99,
+            error_rate_vs_baseline: self.max_error_rate_vs_baseline,
+            p99_vs_baseline: self.max_p99_vs_baseline,
+        }
+    }
+}
+
+impl RollbackWhen {
+    /// The breach conditions as thresholds.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            error_rate: self.error_rate_above,
+            p99: self.p99_above,
+            error_rate_vs_baseline: self.error_rate_vs_baseline_above,
+            p99_vs_baseline: self.p99_vs_baseline_above,
+        }
+    }
+}
+
 /// How the relative criteria (`*_vs_baseline`) are judged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -47,7 +47,7 @@ impl Control {
         overrides.insert(key.to_owned(), merged.clone());
         let set = match load_flags(&flags, &overrides) {
             Ok(s) => s,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e.to_string()))),
         };
         ev.old = self.shared.flags.load().definitions().get(key).map_or(serde_json::Value::Null, |(d, _)| (*d).clone());
         ev.new = set.definitions().get(key).map_or(serde_json::Value::Null, |(d, _)| (*d).clone());
@@ -71,7 +71,7 @@ impl Control {
         }
         let set = match load_flags(&flags, &overrides) {
             Ok(s) => s,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e.to_string()))),
         };
         ev.message = format!("flag {key} back to the file's definition");
         let ev = self.commit(&[Change::Flag(key, None)], ev)?;
@@ -110,9 +110,10 @@ impl Control {
 pub fn load_flags(
     flags: &crate::config::FlagsConfig,
     overrides: &std::collections::BTreeMap<String, serde_json::Value>,
-) -> Result<FlagSet, String> {
+) -> Result<FlagSet, crate::Error> {
     let file = &flags.file;
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| crate::Error::Flags(format!("cannot read {}: {e}", file.display())))?;
     FlagSet::parse(&text, overrides, flags.bucketing)
 }
 

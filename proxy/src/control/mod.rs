@@ -300,12 +300,12 @@ impl Control {
         let overrides_p = self.plugin_overrides()?;
         let plugins = match crate::plugin::load_all(&new.plugins, &overrides_p, &self.shared.plugins.map()) {
             Ok(p) => p,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e.to_string()))),
         };
         let current = self.shared.snapshot.load_full();
         let next = match Snapshot::build(&new, &self.shared.stats, Some(&current), &overrides, &plugins) {
             Ok(n) => n,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e.to_string()))),
         };
         let bucketing = |c: &Config| c.flags.as_ref().map(|f| f.bucketing);
         let rebucketed = match new.flags.as_ref().filter(|_| bucketing(&new) != bucketing(&old)) {

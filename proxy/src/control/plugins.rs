@@ -87,7 +87,7 @@ impl Control {
         let next = match Snapshot::build(&self.config(), &self.shared.stats, Some(&current), &current.run_time(), &map)
         {
             Ok(n) => n,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e))),
+            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e.to_string()))),
         };
         let ev = self.commit(&[change], ev)?;
         self.shared.plugins.insert(plugin);

@@ -13,6 +13,7 @@ use crate::config::{Config, HostMatch, ServiceConfig};
 use crate::config::{RunTime, WeightMap};
 use crate::data::pool::Pool;
 use crate::data::split::Split;
+use crate::error::Error;
 use crate::plugin::router::RouterBinding;
 use crate::plugin::Plugin;
 use crate::stats::Stats;
@@ -82,7 +83,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         overrides: &RunTime,
         plugins: &BTreeMap<String, Arc<Plugin>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let services = cfg
             .services
             .iter()
@@ -124,7 +125,7 @@ impl Snapshot {
                 let split = Split::new(&config.split, &names, routers, &suspended);
                 Ok(Arc::new(Service::new(config, pools, split, from_api, suspended)))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, Error>>()?;
         Ok(Self::index(services))
     }
 
@@ -236,21 +237,22 @@ fn bind_routers(
     pools: &[String],
     old: Option<&Split>,
     plugins: &BTreeMap<String, Arc<Plugin>>,
-) -> Result<Vec<Arc<RouterBinding>>, String> {
+) -> Result<Vec<Arc<RouterBinding>>, Error> {
     let mut out = Vec::new();
     for (i, rule) in s.split.rules.iter().enumerate() {
         let Some(pr) = &rule.plugin else { continue };
         let at = format!("service `{}`, split.rules[{i}]", s.name);
-        let plugin = plugins.get(&pr.name).ok_or_else(|| format!("{at}: plugin `{}` is not loaded", pr.name))?;
+        let plugin =
+            plugins.get(&pr.name).ok_or_else(|| Error::Config(format!("{at}: plugin `{}` is not loaded", pr.name)))?;
         if plugin.kind != crate::plugin::Kind::Router {
-            return Err(format!("{at}: plugin `{}` is a policy, not a router", pr.name));
+            return Err(Error::Config(format!("{at}: plugin `{}` is a policy, not a router", pr.name)));
         }
         let config = pr.config.as_ref().unwrap_or(&plugin.config);
         let kept = old.and_then(|o| o.routers().find(|b| b.same(plugin, config, pools)));
         out.push(match kept {
             Some(b) => b.clone(),
             None => RouterBinding::new(plugin.clone(), config, pools.to_vec(), &pr.headers, &pr.cookies)
-                .map_err(|e| format!("{at}: {e}"))?,
+                .map_err(|e| Error::Plugin(format!("{at}: {e}")))?,
         });
     }
     Ok(out)

@@ -15,6 +15,7 @@ mod fractional;
 
 pub use fractional::Bucketing;
 
+use crate::error::Error;
 use datalogic_rs::{bumpalo::Bump, operator::EvalContext, ArenaExt, CustomOperator, DataValue, Engine, Logic};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -94,9 +95,10 @@ impl FlagSet {
     /// Parses a flagd definition file's text, then applies run-time
     /// overrides (each a partial definition merged over the file's);
     /// `fractional` buckets with `bucketing`.
-    pub fn parse(text: &str, overrides: &BTreeMap<String, Value>, bucketing: Bucketing) -> Result<Self, String> {
-        let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        let flags = doc.get("flags").and_then(Value::as_object).ok_or("no `flags` object")?;
+    pub fn parse(text: &str, overrides: &BTreeMap<String, Value>, bucketing: Bucketing) -> Result<Self, Error> {
+        let doc: Value = serde_json::from_str(text).map_err(|e| Error::Flags(format!("not JSON: {e}")))?;
+        let flags =
+            doc.get("flags").and_then(Value::as_object).ok_or_else(|| Error::Flags("no `flags` object".into()))?;
         let evaluators = doc.get("$evaluators").and_then(Value::as_object).cloned().unwrap_or_default();
         let mut defs: BTreeMap<String, (Value, bool)> =
             flags.iter().map(|(k, v)| (k.clone(), (v.clone(), false))).collect();
@@ -108,8 +110,8 @@ impl FlagSet {
         let engine = Arc::new(engine());
         let mut out = HashMap::new();
         for (key, (def, overridden)) in defs {
-            let flag =
-                compile(&engine, &def, &evaluators, overridden, bucketing).map_err(|e| format!("flag `{key}`: {e}"))?;
+            let flag = compile(&engine, &def, &evaluators, overridden, bucketing)
+                .map_err(|e| Error::Flags(format!("flag `{key}`: {e}")))?;
             out.insert(key, flag);
         }
         Ok(Self { flags: out, engine, bucketing })
@@ -436,9 +438,10 @@ mod tests {
         let bad = r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "targeting": {"$ref": "nope"}}}}"#;
         assert!(FlagSet::parse(bad, &BTreeMap::new(), Bucketing::Cbor)
             .unwrap_err()
+            .to_string()
             .contains("no evaluator named `nope`"));
         let bad = r#"{"flags": {"f": {"state": "ON", "variants": {"a": 1}, "defaultVariant": "a"}}}"#;
-        assert!(FlagSet::parse(bad, &BTreeMap::new(), Bucketing::Cbor).unwrap_err().contains("state"));
+        assert!(FlagSet::parse(bad, &BTreeMap::new(), Bucketing::Cbor).unwrap_err().to_string().contains("state"));
         assert!(FlagSet::parse("{", &BTreeMap::new(), Bucketing::Cbor).is_err());
 
         let file = r#"{"flags": {"f": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}"#;

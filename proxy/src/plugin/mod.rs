@@ -34,6 +34,7 @@ pub mod router;
 
 pub use calls::CallStats;
 
+use crate::error::Error;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,36 +158,43 @@ impl Plugin {
     /// the router or the policy world and importing nothing but `log`, whose
     /// trial call on a sample input succeeds (a router with `config` and two
     /// sample pools; a policy on an empty canary). The error says what is wrong.
-    pub fn load(name: &str, bytes: &[u8], source: &str, config: serde_json::Value) -> Result<Arc<Self>, String> {
+    pub fn load(name: &str, bytes: &[u8], source: &str, config: serde_json::Value) -> Result<Arc<Self>, Error> {
         if bytes.len() > MAX_SIZE {
-            return Err(format!("{} bytes is over the {} MiB limit", bytes.len(), MAX_SIZE >> 20));
+            return Err(Error::Plugin(format!("{} bytes is over the {} MiB limit", bytes.len(), MAX_SIZE >> 20)));
         }
         let engine = engine()?;
-        let component = Component::new(engine, bytes).map_err(|e| format!("not a valid component: {e:#}"))?;
+        let component =
+            Component::new(engine, bytes).map_err(|e| Error::Plugin(format!("not a valid component: {e:#}")))?;
         let exports: Vec<String> = component.component_type().exports(engine).map(|(n, _)| n.to_owned()).collect();
         let kind = if exports.iter().any(|e| e == "route") {
             Kind::Router
         } else if exports.iter().any(|e| e == "decide") {
             Kind::Policy
         } else {
-            return Err(format!(
+            return Err(Error::Plugin(format!(
                 "exports neither `route` (router world) nor `decide` (policy world); it exports: {}",
                 exports.join(", ")
-            ));
+            )));
         };
         let mut linker = Linker::<Host>::new(engine);
         let pre = match kind {
             Kind::Router => {
                 router::bindings::Router::add_to_linker::<_, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
-                    .map_err(|e| e.to_string())?;
-                let ip = linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
-                Pre::Router(router::bindings::RouterPre::new(ip).map_err(|e| format!("not a router: {e:#}"))?)
+                    .map_err(|e| Error::Plugin(e.to_string()))?;
+                let ip =
+                    linker.instantiate_pre(&component).map_err(|e| Error::Plugin(format!("cannot link: {e:#}")))?;
+                Pre::Router(
+                    router::bindings::RouterPre::new(ip).map_err(|e| Error::Plugin(format!("not a router: {e:#}")))?,
+                )
             }
             Kind::Policy => {
                 policy::bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
-                    .map_err(|e| e.to_string())?;
-                let ip = linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
-                Pre::Policy(policy::bindings::PolicyPre::new(ip).map_err(|e| format!("not a policy: {e:#}"))?)
+                    .map_err(|e| Error::Plugin(e.to_string()))?;
+                let ip =
+                    linker.instantiate_pre(&component).map_err(|e| Error::Plugin(format!("cannot link: {e:#}")))?;
+                Pre::Policy(
+                    policy::bindings::PolicyPre::new(ip).map_err(|e| Error::Plugin(format!("not a policy: {e:#}")))?,
+                )
             }
         };
         let plugin = Arc::new(Plugin {
@@ -205,7 +213,7 @@ impl Plugin {
     }
 
     /// This version with another default configuration (tried first).
-    pub fn with_config(&self, config: serde_json::Value) -> Result<Arc<Self>, String> {
+    pub fn with_config(&self, config: serde_json::Value) -> Result<Arc<Self>, Error> {
         let plugin = Arc::new(Plugin {
             name: self.name.clone(),
             kind: self.kind,
@@ -221,7 +229,7 @@ impl Plugin {
         Ok(plugin)
     }
 
-    fn trial(self: &Arc<Self>) -> Result<(), String> {
+    fn trial(self: &Arc<Self>) -> Result<(), Error> {
         match self.kind {
             Kind::Router => router::trial(self),
             Kind::Policy => policy::trial(self),
@@ -296,7 +304,7 @@ fn classify(err: &wasmtime::Error, host: &Host, budget: u64) -> Fault {
 }
 
 /// The engine every plugin shares.
-fn engine() -> Result<&'static Engine, String> {
+fn engine() -> Result<&'static Engine, Error> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
@@ -308,7 +316,7 @@ fn engine() -> Result<&'static Engine, String> {
             Engine::new(&c).map_err(|e| format!("cannot start the WebAssembly engine: {e:#}"))
         })
         .as_ref()
-        .map_err(Clone::clone)
+        .map_err(|e| Error::Plugin(e.clone()))
 }
 
 /// The plugins in force, by name. Control path only (loads, lookups per
@@ -415,11 +423,11 @@ pub fn load_all(
     configured: &[crate::config::PluginConfig],
     overrides: &Overrides,
     previous: &BTreeMap<String, Arc<Plugin>>,
-) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
+) -> Result<BTreeMap<String, Arc<Plugin>>, Error> {
     let (uploaded, configs) = (&overrides.uploaded, &overrides.configs);
     let mut out = BTreeMap::new();
     let null = serde_json::Value::Null;
-    let mut load = |name: &str, bytes: &[u8], source: String, config: &serde_json::Value| -> Result<(), String> {
+    let mut load = |name: &str, bytes: &[u8], source: String, config: &serde_json::Value| -> Result<(), Error> {
         let config = configs.get(name).unwrap_or(config);
         let sha = sha256(bytes);
         let plugin = match previous.get(name) {
@@ -433,17 +441,21 @@ pub fn load_all(
     for (i, pc) in configured.iter().enumerate() {
         let at = format!("plugins[{i}] (`{}`)", pc.name);
         if let Some(bytes) = uploaded.get(&pc.name) {
-            load(&pc.name, bytes, "admin API".into(), &pc.config).map_err(|e| format!("{at}, as uploaded: {e}"))?;
+            load(&pc.name, bytes, "admin API".into(), &pc.config)
+                .map_err(|e| Error::Plugin(format!("{at}, as uploaded: {e}")))?;
             continue;
         }
         let Some(path) = &pc.path else {
-            return Err(format!("{at}: no `path`, and nothing was uploaded through the admin API"));
+            return Err(Error::Plugin(format!("{at}: no `path`, and nothing was uploaded through the admin API")));
         };
-        let bytes = std::fs::read(path).map_err(|e| format!("{at}: cannot read {}: {e}", path.display()))?;
-        load(&pc.name, &bytes, path.display().to_string(), &pc.config).map_err(|e| format!("{at}: {e}"))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::Plugin(format!("{at}: cannot read {}: {e}", path.display())))?;
+        load(&pc.name, &bytes, path.display().to_string(), &pc.config)
+            .map_err(|e| Error::Plugin(format!("{at}: {e}")))?;
     }
     for (name, bytes) in uploaded.iter().filter(|(n, _)| !configured.iter().any(|c| &c.name == *n)) {
-        load(name, bytes, "admin API".into(), &null).map_err(|e| format!("plugin `{name}`, as uploaded: {e}"))?;
+        load(name, bytes, "admin API".into(), &null)
+            .map_err(|e| Error::Plugin(format!("plugin `{name}`, as uploaded: {e}")))?;
     }
     Ok(out)
 }

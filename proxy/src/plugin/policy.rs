@@ -3,6 +3,7 @@
 //! runtime, with [`POLICY_FUEL`] of CPU and the memory cap.
 
 use super::{classify, Fault, Plugin, POLICY_FUEL};
+use crate::error::Error;
 use crate::stats::Figures;
 use bindings::switchyard::plugin::analysis as wit;
 use std::sync::Arc;
@@ -95,7 +96,7 @@ pub async fn decide_blocking(plugin: Arc<Plugin>, config: String, input: Context
 /// The load-time check of a policy: one tick of an empty canary with its
 /// default config. A trap, deadline or memory breach refuses it; an `init`
 /// error does not (the real config comes with the rollout).
-pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
+pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), Error> {
     let input = Context {
         service: "trial".into(),
         strategy: Strategy::Canary,
@@ -116,7 +117,7 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
     };
     match decide(plugin, &plugin.config.to_string(), &input) {
         Ok(_) | Err(Fault::Error(_)) => Ok(()),
-        Err(f) => Err(format!("trial decide {f}")),
+        Err(f) => Err(Error::Plugin(format!("trial decide {f}"))),
     }
 }
 

@@ -13,6 +13,7 @@
 //! costs at most one CPU budget per backoff instead of one per request.
 
 use super::{classify, Fault, Host, Plugin, POLICY_FUEL, ROUTER_FUEL};
+use crate::error::Error;
 use http::{HeaderMap, HeaderName};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,13 +79,15 @@ impl RouterBinding {
         pools: Vec<String>,
         extra_headers: &[HeaderName],
         extra_cookies: &[String],
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, Error> {
         static IDS: AtomicU64 = AtomicU64::new(1);
-        let mut warm = Warm::new(&plugin, config, &pools).map_err(|f| format!("plugin `{}`: init {f}", plugin.name))?;
+        let mut warm = Warm::new(&plugin, config, &pools)
+            .map_err(|f| Error::Plugin(format!("plugin `{}`: init {f}", plugin.name)))?;
         let mut headers = Vec::new();
         for h in warm.needs.headers.iter() {
-            let name = HeaderName::try_from(h.as_str())
-                .map_err(|_| format!("plugin `{}` needs `{h}`, which is not a header name", plugin.name))?;
+            let name = HeaderName::try_from(h.as_str()).map_err(|_| {
+                Error::Plugin(format!("plugin `{}` needs `{h}`, which is not a header name", plugin.name))
+            })?;
             headers.push(name);
         }
         for h in extra_headers {
@@ -102,7 +105,8 @@ impl RouterBinding {
         let binding = RouterBinding { plugin, config: config.clone(), pools, headers, cookies, id };
         let sample = HeaderMap::new();
         let input = RouteInput { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers: &sample };
-        warm.call(&binding, &input).map_err(|f| format!("plugin `{}`: trial route {f}", binding.plugin.name))?;
+        warm.call(&binding, &input)
+            .map_err(|f| Error::Plugin(format!("plugin `{}`: trial route {f}", binding.plugin.name)))?;
         Ok(Arc::new(binding))
     }
 
@@ -251,12 +255,12 @@ impl Warm {
 /// config and two sample pools, one `route`. Only a trap, a deadline or the
 /// memory cap refuses it here: `init` may rightly reject sample pools; the
 /// real check comes when a rule binds it.
-pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
+pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), Error> {
     let pools = vec!["stable".to_owned(), "canary".to_owned()];
     let mut warm = match Warm::new(plugin, &plugin.config, &pools) {
         Ok(w) => w,
         Err(Fault::Error(_)) => return Ok(()),
-        Err(f) => return Err(format!("trial init {f}")),
+        Err(f) => return Err(Error::Plugin(format!("trial init {f}"))),
     };
     let binding = RouterBinding {
         plugin: plugin.clone(),
@@ -270,6 +274,6 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), String> {
     let input = RouteInput { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers: &sample };
     match warm.call(&binding, &input) {
         Ok(_) | Err(Fault::Error(_)) => Ok(()),
-        Err(f) => Err(format!("trial route {f}")),
+        Err(f) => Err(Error::Plugin(format!("trial route {f}"))),
     }
 }

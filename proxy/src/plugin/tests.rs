@@ -39,7 +39,7 @@ fn loads_and_classifies_the_reference_plugins() {
 
 #[test]
 fn refuses_what_is_not_a_plugin() {
-    let err = |bytes: &[u8]| Plugin::load("x", bytes, "test", serde_json::Value::Null).unwrap_err();
+    let err = |bytes: &[u8]| Plugin::load("x", bytes, "test", serde_json::Value::Null).unwrap_err().to_string();
     assert!(err(b"not wasm at all").contains("not a valid component"), "{}", err(b"nope"));
     // A core module (not a component).
     let core = b"\0asm\x01\0\0\0";
@@ -50,7 +50,7 @@ fn refuses_what_is_not_a_plugin() {
 #[test]
 fn refuses_a_component_that_imports_wasi() {
     let bytes = std::fs::read(wasm_plugins::wasi_component()).unwrap();
-    let err = Plugin::load("wasi", &bytes, "test", serde_json::Value::Null).unwrap_err();
+    let err = Plugin::load("wasi", &bytes, "test", serde_json::Value::Null).unwrap_err().to_string();
     assert!(err.contains("cannot link") && err.contains("wasi:"), "{err}");
 }
 
@@ -74,7 +74,7 @@ fn router_rule_routes_and_passes_what_the_plugin_needs() {
 #[test]
 fn a_rule_with_a_bad_config_is_refused_with_the_plugins_reason() {
     let p = load("cohort-router", serde_json::Value::Null);
-    let e = RouterBinding::new(p, &serde_json::json!({ "pool": "green" }), pools(), &[], &[]).unwrap_err();
+    let e = RouterBinding::new(p, &serde_json::json!({ "pool": "green" }), pools(), &[], &[]).unwrap_err().to_string();
     assert!(e.contains("no pool named `green`"), "{e}");
 }
 

@@ -60,8 +60,13 @@ pub enum ErrorKind {
     NoHealthyEndpoint = 3,
 }
 
-/// Labels of the error kinds, by index.
-pub const ERROR_LABELS: [&str; ERROR_KINDS] = ["connect", "timeout", "reset", "no_healthy_endpoint"];
+/// Labels of the error kinds, by index (see [`ErrorClass::metric_label`]).
+pub const ERROR_LABELS: [&str; ERROR_KINDS] = [
+    ErrorClass::UpstreamConnect.metric_label(),
+    ErrorClass::UpstreamTimeout.metric_label(),
+    ErrorClass::UpstreamReset.metric_label(),
+    ErrorClass::NoHealthyEndpoint.metric_label(),
+];
 
 /// A failure the client caused after its request reached a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +81,13 @@ pub enum ClientKind {
     Closed = 3,
 }
 
-/// Labels of the client fault kinds, by index.
-pub const CLIENT_LABELS: [&str; CLIENT_KINDS] = ["payload_too_large", "request_timeout", "bad_body", "client_closed"];
+/// Labels of the client fault kinds, by index (see [`ErrorClass::metric_label`]).
+pub const CLIENT_LABELS: [&str; CLIENT_KINDS] = [
+    ErrorClass::PayloadTooLarge.metric_label(),
+    ErrorClass::RequestTimeout.metric_label(),
+    ErrorClass::BadBody.metric_label(),
+    ErrorClass::ClientClosed.metric_label(),
+];
 
 impl ClientKind {
     /// The kind of a request-path error, when the client caused it.

@@ -1,5 +1,5 @@
 //! Built-in analysis: judges the candidate's figures, absolutely and
-//! against the baseline's. Pure: figures in, verdict out.
+//! against the baseline's. Pure: figures in, judgement out.
 //!
 //! `rollback_when` reads the window since the rollout started; `success`
 //! the window since the current weights took effect (see [`super::evidence`]).
@@ -13,7 +13,7 @@
 //! criterion gets an equal part of `alpha`; `rollback_when`'s read the whole
 //! rollout, `success`'s the step.
 
-use crate::config::rollout::{Analysis, Method};
+use crate::config::rollout::{Analysis, Method, Thresholds};
 use crate::plugin::policy::window;
 use crate::stats::Figures;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use switchyard_sdk::sequential::{self, Segment};
 /// What analysis concluded this tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", content = "why", rename_all = "kebab-case")]
-pub enum Verdict {
+pub enum Judgement {
     /// A `rollback_when` threshold is crossed: roll back now.
     Breach(String),
     /// Every success criterion holds with enough requests.
@@ -36,15 +36,15 @@ pub enum Verdict {
     Rollback(String),
 }
 
-impl Verdict {
+impl Judgement {
     /// The explanation.
     pub fn why(&self) -> &str {
         match self {
-            Verdict::Breach(w)
-            | Verdict::Pass(w)
-            | Verdict::Fail(w)
-            | Verdict::Inconclusive(w)
-            | Verdict::Rollback(w) => w,
+            Judgement::Breach(w)
+            | Judgement::Pass(w)
+            | Judgement::Fail(w)
+            | Judgement::Inconclusive(w)
+            | Judgement::Rollback(w) => w,
         }
     }
 }
@@ -75,7 +75,7 @@ pub struct Observed {
 /// first `rollback_when` on the figures since the rollout started, then
 /// `success` on those since the current weights. Relative criteria apply
 /// only when the baseline has enough requests too.
-pub fn judge(a: &Analysis, o: &Observed) -> Verdict {
+pub fn judge(a: &Analysis, o: &Observed) -> Judgement {
     if let Some(breach) = breached(a, &o.since_rollout) {
         return breach;
     }
@@ -83,17 +83,17 @@ pub fn judge(a: &Analysis, o: &Observed) -> Verdict {
         let r = &a.rollback_when;
         let found = sequential_tests(a, o, r.error_rate_vs_baseline_above, r.p99_vs_baseline_above, false);
         if !found.is_empty() {
-            return Verdict::Breach(found.join("; "));
+            return Judgement::Breach(found.join("; "));
         }
     }
     match judge_success(a, &o.since_step) {
-        Verdict::Pass(why) if a.method == Method::Sequential => {
+        Judgement::Pass(why) if a.method == Method::Sequential => {
             let s = &a.success;
             let found = sequential_tests(a, o, s.max_error_rate_vs_baseline, s.max_p99_vs_baseline, true);
             if found.is_empty() {
-                Verdict::Pass(why)
+                Judgement::Pass(why)
             } else {
-                Verdict::Fail(format!("{} ({why})", found.join("; ")))
+                Judgement::Fail(format!("{} ({why})", found.join("; ")))
             }
         }
         v => v,
@@ -170,44 +170,32 @@ fn rates(f: &Figures) -> (f64, f64) {
 }
 
 /// A `rollback_when` breach, if there is one.
-fn breached(a: &Analysis, p: &Pair) -> Option<Verdict> {
+fn breached(a: &Analysis, p: &Pair) -> Option<Judgement> {
     let r = &a.rollback_when;
     if p.candidate.requests < r.min_requests {
         return None;
     }
-    let limits = Limits {
-        error_rate: r.error_rate_above,
-        p99: r.p99_above,
-        error_rate_vs_baseline: r.error_rate_vs_baseline_above,
-        p99_vs_baseline: r.p99_vs_baseline_above,
-    };
-    let breaches = exceeded(&limits, rates(&p.candidate), rates(&p.baseline), relative_on_window(a, &p.baseline));
+    let breaches =
+        exceeded(&r.thresholds(), rates(&p.candidate), rates(&p.baseline), relative_on_window(a, &p.baseline));
     (!breaches.is_empty())
-        .then(|| Verdict::Breach(format!("{} ({})", breaches.join("; "), describe(&p.candidate, &p.baseline))))
+        .then(|| Judgement::Breach(format!("{} ({})", breaches.join("; "), describe(&p.candidate, &p.baseline))))
 }
 
 /// Pass, fail or inconclusive on the `success` criteria.
-fn judge_success(a: &Analysis, p: &Pair) -> Verdict {
+fn judge_success(a: &Analysis, p: &Pair) -> Judgement {
     let (candidate, baseline) = (&p.candidate, &p.baseline);
     let figures = describe(candidate, baseline);
     if candidate.requests < a.min_requests {
-        return Verdict::Inconclusive(format!(
+        return Judgement::Inconclusive(format!(
             "{} of the {} requests needed ({figures})",
             candidate.requests, a.min_requests
         ));
     }
-    let s = &a.success;
-    let limits = Limits {
-        error_rate: s.max_error_rate,
-        p99: s.max_p99,
-        error_rate_vs_baseline: s.max_error_rate_vs_baseline,
-        p99_vs_baseline: s.max_p99_vs_baseline,
-    };
-    let fails = exceeded(&limits, rates(candidate), rates(baseline), relative_on_window(a, baseline));
+    let fails = exceeded(&a.success.thresholds(), rates(candidate), rates(baseline), relative_on_window(a, baseline));
     if fails.is_empty() {
-        Verdict::Pass(figures)
+        Judgement::Pass(figures)
     } else {
-        Verdict::Fail(format!("{} ({figures})", fails.join("; ")))
+        Judgement::Fail(format!("{} ({figures})", fails.join("; ")))
     }
 }
 
@@ -217,18 +205,10 @@ fn relative_on_window(a: &Analysis, baseline: &Figures) -> bool {
     a.method == Method::Window && baseline.requests >= a.min_requests
 }
 
-/// One set of thresholds: absolute, and relative to the baseline.
-struct Limits {
-    error_rate: Option<f64>,
-    p99: Option<std::time::Duration>,
-    error_rate_vs_baseline: Option<f64>,
-    p99_vs_baseline: Option<f64>,
-}
-
 /// Which of `limits` the candidate's `(error rate, p99 ms)` exceeds; the
 /// relative ones only when the baseline has enough requests to compare.
 fn exceeded(
-    limits: &Limits,
+    limits: &Thresholds,
     (c_rate, c_p99): (f64, f64),
     (b_rate, b_p99): (f64, f64),
     baseline_ok: bool,
@@ -298,20 +278,23 @@ mod tests {
         let a = analysis();
         let base = || figures(5000, 0, 100);
         let judged = |a: &Analysis, c: Figures, b: Figures| judge(a, &same(c, b));
-        assert!(matches!(judged(&a, figures(300, 0, 100), base()), Verdict::Pass(_)));
-        assert!(matches!(judged(&a, figures(50, 0, 100), base()), Verdict::Inconclusive(_)), "too few requests");
-        assert!(matches!(judged(&a, figures(20, 5, 100), base()), Verdict::Breach(_)), "a breach needs fewer requests");
-        assert!(matches!(judged(&a, figures(5, 5, 100), base()), Verdict::Inconclusive(_)), "but some");
+        assert!(matches!(judged(&a, figures(300, 0, 100), base()), Judgement::Pass(_)));
+        assert!(matches!(judged(&a, figures(50, 0, 100), base()), Judgement::Inconclusive(_)), "too few requests");
         assert!(
-            matches!(judged(&a, figures(1000, 5, 100), base()), Verdict::Fail(_)),
+            matches!(judged(&a, figures(20, 5, 100), base()), Judgement::Breach(_)),
+            "a breach needs fewer requests"
+        );
+        assert!(matches!(judged(&a, figures(5, 5, 100), base()), Judgement::Inconclusive(_)), "but some");
+        assert!(
+            matches!(judged(&a, figures(1000, 5, 100), base()), Judgement::Fail(_)),
             "0.5%: fails success, no breach"
         );
-        assert!(matches!(judged(&a, figures(300, 0, 6000), base()), Verdict::Breach(_)), "p99 above 5 s");
+        assert!(matches!(judged(&a, figures(300, 0, 6000), base()), Judgement::Breach(_)), "p99 above 5 s");
         let mut rel = a.clone();
         rel.rollback_when.p99_vs_baseline_above = Some(3.0);
-        assert!(matches!(judged(&rel, figures(300, 0, 400), base()), Verdict::Breach(_)), "4× the baseline p99");
+        assert!(matches!(judged(&rel, figures(300, 0, 400), base()), Judgement::Breach(_)), "4× the baseline p99");
         assert!(
-            matches!(judged(&rel, figures(300, 0, 400), figures(10, 0, 100)), Verdict::Pass(_)),
+            matches!(judged(&rel, figures(300, 0, 400), figures(10, 0, 100)), Judgement::Pass(_)),
             "baseline too small to compare"
         );
     }
@@ -324,9 +307,9 @@ mod tests {
             since_step: Pair { candidate: figures(300, 3, 100), baseline: figures(5000, 0, 100) },
             ..Default::default()
         };
-        assert!(matches!(judge(&a, &o), Verdict::Fail(_)), "1% in the step fails its success check");
+        assert!(matches!(judge(&a, &o), Judgement::Fail(_)), "1% in the step fails its success check");
         let o = Observed { since_rollout: Pair { candidate: figures(30, 30, 100), ..o.since_rollout }, ..o };
-        assert!(matches!(judge(&a, &o), Verdict::Breach(_)));
+        assert!(matches!(judge(&a, &o), Judgement::Breach(_)));
     }
 
     #[test]
@@ -340,10 +323,13 @@ mod tests {
             rollout_totals: Pair { candidate: figures(2_000, c_failed, 100), baseline: figures(8_000, 40, 100) },
             ..Default::default()
         };
-        assert!(matches!(judge(&a, &o(10)), Verdict::Inconclusive(_)), "the baseline's rate: nothing found");
+        assert!(matches!(judge(&a, &o(10)), Judgement::Inconclusive(_)), "the baseline's rate: nothing found");
         let v = judge(&a, &o(40));
-        assert!(matches!(v, Verdict::Breach(ref why) if why.contains("sequential") && why.contains("log-LR")), "{v:?}");
+        assert!(
+            matches!(v, Judgement::Breach(ref why) if why.contains("sequential") && why.contains("log-LR")),
+            "{v:?}"
+        );
         a.method = Method::Window;
-        assert!(matches!(judge(&a, &o(40)), Verdict::Inconclusive(_)), "the window method reads the windows");
+        assert!(matches!(judge(&a, &o(40)), Judgement::Inconclusive(_)), "the window method reads the windows");
     }
 }

@@ -2,14 +2,14 @@
 //! status, resuming stored ones, and the controller — one task per active
 //! rollout. Every analysis interval
 //! it reads the baseline's and the candidate's window figures, judges them,
-//! ticks the [`Rollout`] machine, applies the resulting action through
+//! ticks the [`Rollout`] machine, applies the resulting decision through
 //! [`Control::set_weights`] (a new snapshot, an event, durable, then swapped
 //! in), persists the progress, and notifies webhooks. Manual commands take
 //! the same lock, so a person and the controller never race.
 
-use super::analysis::{judge, Observed, Pair, Verdict};
+use super::analysis::{judge, Judgement, Observed, Pair};
 use super::evidence::{Evidence, Since};
-use super::machine::{Action, Command, Rollout};
+use super::machine::{Command, Decision, Rollout};
 use super::policy::{check_policy, consult};
 use super::{notify, Handle};
 use crate::config::rollout::{RolloutPlan, Strategy};
@@ -50,7 +50,7 @@ impl Control {
         if !svc.suspended.is_empty() {
             ctrl.lift_suspension(service, actor, Some("a new rollout started".into())).await?;
         }
-        let (mut r, action) = Rollout::start(service, plan);
+        let (mut r, decision) = Rollout::start(service, plan);
         let steps = r.plan.steps.len();
         let strategy = match r.plan.strategy {
             crate::config::rollout::Strategy::Canary => format!("canary, {steps} step(s)"),
@@ -58,7 +58,7 @@ impl Control {
         };
         lifecycle(ctrl, &r, "rollout-start", actor, format!("rollout of {service} started ({strategy})"))?;
         ctrl.set_rollout_running(service, true);
-        if let Err(e) = apply(ctrl, &mut r, &action, actor).await.and_then(|()| ctrl.save_rollout(&r)) {
+        if let Err(e) = apply(ctrl, &mut r, &decision, actor).await.and_then(|()| ctrl.save_rollout(&r)) {
             ctrl.set_rollout_running(service, false);
             return Err(e);
         }
@@ -88,19 +88,19 @@ impl Control {
             return Err(ControlError::Conflict(format!("the rollout of `{service}` has ended ({:?})", r.status)));
         }
         let before = r.clone();
-        let action = match cmd {
+        let decision = match cmd {
             Command::Promote { full } => r.promote(full),
             Command::Pause => r.pause(&format!("paused by {actor}")),
             Command::Resume => {
                 r.resume();
-                Action::None
+                Decision::Hold
             }
             Command::Abort => r.stop(true, &format!("aborted by {actor}")),
             Command::Rollback => r.stop(false, &format!("rolled back by {actor}")),
         };
         let what = format!("{cmd:?}").to_lowercase();
         r.record(what.clone(), format!("by {actor}"));
-        if let Err(e) = apply(ctrl, &mut r, &action, actor).await {
+        if let Err(e) = apply(ctrl, &mut r, &decision, actor).await {
             *r = before;
             return Err(e);
         }
@@ -177,32 +177,32 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
         // A person's promote may have moved the weights since the last tick.
         evidence.follow(&stats, (r.step, r.weight));
         evidence.update(&stats);
-        let (verdict, weight) = match r.plan.analysis.policy.clone() {
+        let (judgement, weight) = match r.plan.analysis.policy.clone() {
             None => (analyse(&ctrl, &r, &evidence), None),
             Some(policy) => consult(&ctrl, &mut r, &policy, elapsed, Some(&evidence)).await,
         };
         let before = r.clone();
         let progress_before = before.in_step_ms;
-        let mut action = r.tick(elapsed, &verdict);
-        if let (Action::None, Some(w)) = (&action, weight) {
-            action = r.set_weight(w);
+        let mut decision = r.tick(elapsed, &judgement);
+        if let (Decision::Hold, Some(w)) = (&decision, weight) {
+            decision = r.set_weight(w);
         }
-        let why = verdict.why().to_owned();
-        if action != Action::None {
-            r.record(describe(&action), why);
-            if let Err(e) = apply(&ctrl, &mut r, &action, "rollout").await {
+        let why = judgement.why().to_owned();
+        if decision != Decision::Hold {
+            r.record(describe(&decision), why);
+            if let Err(e) = apply(&ctrl, &mut r, &decision, "rollout").await {
                 tracing::error!(service = %r.service, error = %e, "rollout cannot apply its decision; pausing");
                 *r = before;
                 let pause = r.pause(&format!("cannot apply a decision: {e}"));
                 r.record(describe(&pause), e.to_string());
             }
         } else if ticks.is_multiple_of(sample_every) {
-            r.record(format!("hold ({})", verdict_name(&verdict)), why);
+            r.record(format!("hold ({})", verdict_name(&judgement)), why);
         }
         evidence.follow(&stats, (r.step, r.weight));
         // Decisions are saved at once; mere progress once per second of step
         // time (each save is an fsync), so a crash loses under a second of hold.
-        let checkpoint = action != Action::None || r.in_step_ms / CHECKPOINT_MS != progress_before / CHECKPOINT_MS;
+        let checkpoint = decision != Decision::Hold || r.in_step_ms / CHECKPOINT_MS != progress_before / CHECKPOINT_MS;
         if checkpoint {
             if let Err(e) = ctrl.save_rollout(&r) {
                 tracing::error!(service = %r.service, error = %e, "cannot persist rollout progress");
@@ -219,14 +219,14 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
 const CHECKPOINT_MS: u64 = 1_000;
 
 /// Judges the rollout's pools on what the current weights produced.
-fn analyse(ctrl: &Control, r: &Rollout, evidence: &Evidence) -> Verdict {
+fn analyse(ctrl: &Control, r: &Rollout, evidence: &Evidence) -> Judgement {
     let snap = ctrl.shared.snapshot.load();
     let Some(svc) = snap.service(&r.service) else {
-        return Verdict::Inconclusive("the service is gone".into());
+        return Judgement::Inconclusive("the service is gone".into());
     };
     let slot = |name: &str| svc.pools.iter().find(|p| p.name == name).map(|p| p.stats_slot);
     let (Some(b), Some(c)) = (slot(&r.plan.baseline), slot(&r.plan.candidate)) else {
-        return Verdict::Inconclusive("a pool of the plan is gone".into());
+        return Judgement::Inconclusive("a pool of the plan is gone".into());
     };
     let (stats, span) = (&ctrl.shared.stats, r.plan.analysis.window);
     let pair = |since| Pair {
@@ -247,17 +247,17 @@ fn analyse(ctrl: &Control, r: &Rollout, evidence: &Evidence) -> Verdict {
     judge(&r.plan.analysis, &observed)
 }
 
-/// Carries out an action: weights through the control path, plus a history
+/// Carries out an decision: weights through the control path, plus a history
 /// event and webhooks for lifecycle changes.
-async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, action: &Action, actor: &str) -> Result<(), ControlError> {
+async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, decision: &Decision, actor: &str) -> Result<(), ControlError> {
     let (base, cand) = (r.plan.baseline.clone(), r.plan.candidate.clone());
     let service = r.service.clone();
-    let (weight, message) = match action {
-        Action::None => return Ok(()),
-        Action::SetWeight(w) => (Some(*w), format!("rollout of {service}: {cand} at {w}% (step {})", r.step + 1)),
-        Action::Promote => (Some(100), format!("rollout of {service} promoted: {cand} has all traffic")),
-        Action::Rollback(why) => (Some(0), format!("rollout of {service} ended, all traffic on {base}: {why}")),
-        Action::Pause(why) => (None, format!("rollout of {service} paused: {why}")),
+    let (weight, message) = match decision {
+        Decision::Hold => return Ok(()),
+        Decision::SetWeight(w) => (Some(*w), format!("rollout of {service}: {cand} at {w}% (step {})", r.step + 1)),
+        Decision::Promote => (Some(100), format!("rollout of {service} promoted: {cand} has all traffic")),
+        Decision::Rollback(why) => (Some(0), format!("rollout of {service} ended, all traffic on {base}: {why}")),
+        Decision::Pause(why) => (None, format!("rollout of {service} paused: {why}")),
     };
     if let Some(w) = weight {
         if r.plan.strategy == Strategy::BlueGreen && w == 100 && r.step == 1 && r.plan.analysis.policy.is_some() {
@@ -273,7 +273,8 @@ async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, action: &Action, actor: &st
         }
         // A rollback takes every route off the candidate: its rules are
         // suspended in the same snapshot swap as the weights.
-        let suspend: Option<BTreeSet<String>> = matches!(action, Action::Rollback(_)).then(|| [cand.clone()].into());
+        let suspend: Option<BTreeSet<String>> =
+            matches!(decision, Decision::Rollback(_)).then(|| [cand.clone()].into());
         let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
         let ev = ctrl.rollout_traffic(&service, weights, suspend.as_ref(), actor, Some(message.clone())).await?;
         if suspend.is_some() {
@@ -297,23 +298,23 @@ fn lifecycle(ctrl: &Control, r: &Rollout, kind: &str, actor: &str, message: Stri
     Ok(())
 }
 
-fn describe(a: &Action) -> String {
+fn describe(a: &Decision) -> String {
     match a {
-        Action::None => "hold".into(),
-        Action::SetWeight(w) => format!("set-weights {w}%"),
-        Action::Promote => "promote".into(),
-        Action::Rollback(_) => "rollback".into(),
-        Action::Pause(_) => "pause".into(),
+        Decision::Hold => "hold".into(),
+        Decision::SetWeight(w) => format!("set-weights {w}%"),
+        Decision::Promote => "promote".into(),
+        Decision::Rollback(_) => "rollback".into(),
+        Decision::Pause(_) => "pause".into(),
     }
 }
 
-fn verdict_name(v: &Verdict) -> &'static str {
+fn verdict_name(v: &Judgement) -> &'static str {
     match v {
-        Verdict::Breach(_) => "breach",
-        Verdict::Pass(_) => "pass",
-        Verdict::Fail(_) => "fail",
-        Verdict::Inconclusive(_) => "inconclusive",
-        Verdict::Rollback(_) => "rollback",
+        Judgement::Breach(_) => "breach",
+        Judgement::Pass(_) => "pass",
+        Judgement::Fail(_) => "fail",
+        Judgement::Inconclusive(_) => "inconclusive",
+        Judgement::Rollback(_) => "rollback",
     }
 }
 

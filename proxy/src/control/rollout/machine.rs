@@ -17,10 +17,10 @@
 //!
 //! Any time: `pause` freezes progress (breaches still roll back), `resume`
 //! continues, `abort` / `rollback` return all traffic to the baseline. The
-//! machine returns an [`Action`]; the controller applies it and persists the
+//! machine returns an [`Decision`]; the controller applies it and persists the
 //! state, so progress (the time spent in the step included) survives a restart.
 
-use super::analysis::Verdict;
+use super::analysis::Judgement;
 use crate::config::rollout::{RolloutPlan, Step, Strategy};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -41,11 +41,13 @@ pub enum Status {
     Aborted,
 }
 
-/// What the controller must do after a transition.
+/// A decision (DESIGN's word): what the controller does after a tick or a
+/// command. Analysis gives a [`Judgement`]; the machine turns it, with the
+/// plan and the clock, into a decision.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Action {
+pub enum Decision {
     /// Nothing changes.
-    None,
+    Hold,
     /// Put `percent` % on the candidate, the rest on the baseline.
     SetWeight(u32),
     /// Everything on the candidate.
@@ -56,9 +58,9 @@ pub enum Action {
     Pause(String),
 }
 
-/// One recorded decision.
+/// One decision as the rollout's history records it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct DecisionRecord {
     /// When (RFC 3339).
     pub time: String,
     /// The step then.
@@ -100,7 +102,7 @@ pub struct Rollout {
     pub step: usize,
     /// Time spent in the current step while running, milliseconds.
     pub in_step_ms: u64,
-    /// Time the end-of-step verdict has been inconclusive, milliseconds.
+    /// Time the end-of-step judgement has been inconclusive, milliseconds.
     pub inconclusive_ms: u64,
     /// Percent on the candidate now.
     pub weight: u32,
@@ -109,7 +111,7 @@ pub struct Rollout {
     /// When it started (RFC 3339).
     pub started: String,
     /// The latest decisions, oldest first.
-    pub decisions: VecDeque<Decision>,
+    pub decisions: VecDeque<DecisionRecord>,
     /// Consecutive ticks the policy plugin faulted.
     #[serde(default)]
     pub policy_faults: u32,
@@ -128,8 +130,8 @@ const KEEP: usize = 50;
 // === impl Rollout ===
 
 impl Rollout {
-    /// A new rollout and the action that starts it.
-    pub fn start(service: &str, plan: RolloutPlan) -> (Self, Action) {
+    /// A new rollout and the decision that starts it.
+    pub fn start(service: &str, plan: RolloutPlan) -> (Self, Decision) {
         let mut r = Rollout {
             service: service.into(),
             plan,
@@ -145,12 +147,12 @@ impl Rollout {
             pre_switch: None,
             suspended_rules: None,
         };
-        let action = match r.plan.strategy {
-            Strategy::BlueGreen => Action::SetWeight(0),
+        let decision = match r.plan.strategy {
+            Strategy::BlueGreen => Decision::SetWeight(0),
             Strategy::Canary => r.enter_step(),
         };
-        r.apply(&action);
-        (r, action)
+        r.apply(&decision);
+        (r, decision)
     }
 
     /// Whether it has ended.
@@ -158,110 +160,110 @@ impl Rollout {
         matches!(self.status, Status::Promoted | Status::RolledBack | Status::Aborted)
     }
 
-    /// One analysis tick: `elapsed_ms` since the last tick, and the verdict.
-    pub fn tick(&mut self, elapsed_ms: u64, verdict: &Verdict) -> Action {
+    /// One analysis tick: `elapsed_ms` since the last tick, and the judgement.
+    pub fn tick(&mut self, elapsed_ms: u64, judgement: &Judgement) -> Decision {
         if self.is_done() {
-            return Action::None;
+            return Decision::Hold;
         }
-        let now = match verdict {
-            Verdict::Breach(why) => Some(format!("rollback_when breached: {why}")),
-            Verdict::Rollback(why) => Some(why.clone()),
+        let now = match judgement {
+            Judgement::Breach(why) => Some(format!("rollback_when breached: {why}")),
+            Judgement::Rollback(why) => Some(why.clone()),
             _ => None,
         };
         if let Some(why) = now {
-            let action = Action::Rollback(why);
-            self.apply(&action);
-            return action;
+            let decision = Decision::Rollback(why);
+            self.apply(&decision);
+            return decision;
         }
         if self.status == Status::Paused {
-            return Action::None;
+            return Decision::Hold;
         }
-        let action = match self.plan.strategy {
-            Strategy::Canary => self.tick_canary(elapsed_ms, verdict),
-            Strategy::BlueGreen => self.tick_blue_green(elapsed_ms, verdict),
+        let decision = match self.plan.strategy {
+            Strategy::Canary => self.tick_canary(elapsed_ms, judgement),
+            Strategy::BlueGreen => self.tick_blue_green(elapsed_ms, judgement),
         };
-        self.apply(&action);
-        action
+        self.apply(&decision);
+        decision
     }
 
-    fn tick_canary(&mut self, elapsed_ms: u64, verdict: &Verdict) -> Action {
+    fn tick_canary(&mut self, elapsed_ms: u64, judgement: &Judgement) -> Decision {
         let Some(Step::Weight { hold, .. }) = self.plan.steps.get(self.step).cloned() else {
-            return Action::None; // a `pause` step waits for promote
+            return Decision::Hold; // a `pause` step waits for promote
         };
         self.in_step_ms += elapsed_ms;
         if self.in_step_ms < hold.as_millis() as u64 {
-            return Action::None;
+            return Decision::Hold;
         }
-        match verdict {
-            Verdict::Pass(_) => self.advance(),
-            Verdict::Fail(why) => Action::Rollback(format!("step {} failed analysis: {why}", self.step + 1)),
-            Verdict::Inconclusive(_) | Verdict::Breach(_) | Verdict::Rollback(_) => self.inconclusive(elapsed_ms),
+        match judgement {
+            Judgement::Pass(_) => self.advance(),
+            Judgement::Fail(why) => Decision::Rollback(format!("step {} failed analysis: {why}", self.step + 1)),
+            Judgement::Inconclusive(_) | Judgement::Breach(_) | Judgement::Rollback(_) => self.inconclusive(elapsed_ms),
         }
     }
 
-    fn tick_blue_green(&mut self, elapsed_ms: u64, verdict: &Verdict) -> Action {
+    fn tick_blue_green(&mut self, elapsed_ms: u64, judgement: &Judgement) -> Decision {
         self.in_step_ms += elapsed_ms;
         if self.step == 0 {
-            return match verdict {
-                Verdict::Pass(_) if self.plan.auto_switch => self.switch(),
-                Verdict::Inconclusive(_) if self.plan.auto_switch => self.inconclusive(elapsed_ms),
-                _ => Action::None,
+            return match judgement {
+                Judgement::Pass(_) if self.plan.auto_switch => self.switch(),
+                Judgement::Inconclusive(_) if self.plan.auto_switch => self.inconclusive(elapsed_ms),
+                _ => Decision::Hold,
             };
         }
-        match verdict {
-            Verdict::Fail(why) => Action::Rollback(format!("switched back: {why}")),
-            _ if self.in_step_ms >= self.plan.post_switch_window.as_millis() as u64 => Action::Promote,
-            _ => Action::None,
+        match judgement {
+            Judgement::Fail(why) => Decision::Rollback(format!("switched back: {why}")),
+            _ if self.in_step_ms >= self.plan.post_switch_window.as_millis() as u64 => Decision::Promote,
+            _ => Decision::Hold,
         }
     }
 
-    fn inconclusive(&mut self, elapsed_ms: u64) -> Action {
+    fn inconclusive(&mut self, elapsed_ms: u64) -> Decision {
         self.inconclusive_ms += elapsed_ms;
         match self.plan.progress_deadline {
             Some(d) if self.inconclusive_ms >= d.as_millis() as u64 => {
-                Action::Pause(format!("inconclusive for {} s (progress deadline)", self.inconclusive_ms / 1000))
+                Decision::Pause(format!("inconclusive for {} s (progress deadline)", self.inconclusive_ms / 1000))
             }
-            _ => Action::None,
+            _ => Decision::Hold,
         }
     }
 
     /// Canary: a policy's `set-weights` — the candidate at `percent` within
     /// the current step (the next step's weight replaces it).
-    pub fn set_weight(&mut self, percent: u32) -> Action {
+    pub fn set_weight(&mut self, percent: u32) -> Decision {
         let canary = self.plan.strategy == Strategy::Canary;
         if self.status != Status::Running || !canary || percent.min(100) == self.weight {
-            return Action::None;
+            return Decision::Hold;
         }
-        let action = Action::SetWeight(percent.min(100));
-        self.apply(&action);
-        action
+        let decision = Decision::SetWeight(percent.min(100));
+        self.apply(&decision);
+        decision
     }
 
     /// Passes the current step or gate (`full`: straight to 100 %).
-    pub fn promote(&mut self, full: bool) -> Action {
+    pub fn promote(&mut self, full: bool) -> Decision {
         if self.is_done() {
-            return Action::None;
+            return Decision::Hold;
         }
         self.status = Status::Running;
         self.reason = None;
-        let action = match self.plan.strategy {
-            Strategy::Canary if full => Action::Promote,
+        let decision = match self.plan.strategy {
+            Strategy::Canary if full => Decision::Promote,
             Strategy::Canary => self.advance(),
             Strategy::BlueGreen if self.step == 0 && !full => self.switch(),
-            Strategy::BlueGreen => Action::Promote,
+            Strategy::BlueGreen => Decision::Promote,
         };
-        self.apply(&action);
-        action
+        self.apply(&decision);
+        decision
     }
 
     /// Freezes progress; breaches still roll back.
-    pub fn pause(&mut self, why: &str) -> Action {
+    pub fn pause(&mut self, why: &str) -> Decision {
         if self.is_done() {
-            return Action::None;
+            return Decision::Hold;
         }
-        let action = Action::Pause(why.into());
-        self.apply(&action);
-        action
+        let decision = Decision::Pause(why.into());
+        self.apply(&decision);
+        decision
     }
 
     /// Continues after a pause.
@@ -275,60 +277,60 @@ impl Rollout {
 
     /// Ends it, all traffic back on the baseline: `aborted` by a person, or
     /// `rolled back` with a reason.
-    pub fn stop(&mut self, abort: bool, why: &str) -> Action {
+    pub fn stop(&mut self, abort: bool, why: &str) -> Decision {
         if self.is_done() {
-            return Action::None;
+            return Decision::Hold;
         }
-        let action = Action::Rollback(why.into());
-        self.apply(&action);
+        let decision = Decision::Rollback(why.into());
+        self.apply(&decision);
         if abort {
             self.status = Status::Aborted;
         }
-        action
+        decision
     }
 
     /// The next step: its weight, or completion.
-    fn advance(&mut self) -> Action {
+    fn advance(&mut self) -> Decision {
         self.step += 1;
         self.in_step_ms = 0;
         self.inconclusive_ms = 0;
         if self.step >= self.plan.steps.len() {
-            Action::Promote
+            Decision::Promote
         } else {
             self.enter_step()
         }
     }
 
-    fn enter_step(&self) -> Action {
+    fn enter_step(&self) -> Decision {
         match self.plan.steps.get(self.step) {
-            Some(Step::Weight { weight, .. }) => Action::SetWeight(*weight),
-            _ => Action::None,
+            Some(Step::Weight { weight, .. }) => Decision::SetWeight(*weight),
+            _ => Decision::Hold,
         }
     }
 
-    fn switch(&mut self) -> Action {
+    fn switch(&mut self) -> Decision {
         self.step = 1;
         self.in_step_ms = 0;
         self.inconclusive_ms = 0;
-        Action::SetWeight(100)
+        Decision::SetWeight(100)
     }
 
-    /// Updates status and weight for an action.
-    fn apply(&mut self, action: &Action) {
-        match action {
-            Action::None => {}
-            Action::SetWeight(w) => self.weight = *w,
-            Action::Promote => {
+    /// Updates status and weight for an decision.
+    fn apply(&mut self, decision: &Decision) {
+        match decision {
+            Decision::Hold => {}
+            Decision::SetWeight(w) => self.weight = *w,
+            Decision::Promote => {
                 self.weight = 100;
                 self.status = Status::Promoted;
                 self.step = self.plan.steps.len().max(self.step);
             }
-            Action::Rollback(why) => {
+            Decision::Rollback(why) => {
                 self.weight = 0;
                 self.status = Status::RolledBack;
                 self.reason = Some(why.clone());
             }
-            Action::Pause(why) => {
+            Decision::Pause(why) => {
                 self.status = Status::Paused;
                 self.reason = Some(why.clone());
             }
@@ -337,7 +339,7 @@ impl Rollout {
 
     /// Records a decision, keeping the latest [`KEEP`].
     pub fn record(&mut self, decision: String, why: String) {
-        self.decisions.push_back(Decision { time: now(), step: self.step, decision, why });
+        self.decisions.push_back(DecisionRecord { time: now(), step: self.step, decision, why });
         while self.decisions.len() > KEEP {
             self.decisions.pop_front();
         }
@@ -383,11 +385,11 @@ mod tests {
         f
     }
 
-    /// Runs `secs` one-second ticks with these candidate figures; returns the actions that did something.
-    fn run(r: &mut Rollout, secs: u64, candidate: &Figures) -> Vec<Action> {
+    /// Runs `secs` one-second ticks with these candidate figures; returns the decisions that did something.
+    fn run(r: &mut Rollout, secs: u64, candidate: &Figures) -> Vec<Decision> {
         let pair = Pair { candidate: candidate.clone(), baseline: fig(10_000, 0) };
         let seen = Observed { since_rollout: pair.clone(), since_step: pair, ..Default::default() };
-        (0..secs).map(|_| r.tick(1000, &judge(&r.plan.analysis, &seen))).filter(|a| *a != Action::None).collect()
+        (0..secs).map(|_| r.tick(1000, &judge(&r.plan.analysis, &seen))).filter(|a| *a != Decision::Hold).collect()
     }
 
     #[test]
@@ -408,16 +410,16 @@ mod tests {
     #[test]
     fn four_step_canary_with_an_hour_of_holds() {
         let (mut r, a) = Rollout::start("checkout", plan(""));
-        assert_eq!(a, Action::SetWeight(5));
+        assert_eq!(a, Decision::SetWeight(5));
         let healthy = fig(1000, 0);
         assert!(run(&mut r, 15 * 60 - 1, &healthy).is_empty(), "holds step 1 for 15 minutes");
-        assert_eq!(run(&mut r, 1, &healthy), [Action::SetWeight(25)]);
-        assert_eq!(run(&mut r, 30 * 60, &healthy), [], "the gate after step 2 takes no action by itself");
+        assert_eq!(run(&mut r, 1, &healthy), [Decision::SetWeight(25)]);
+        assert_eq!(run(&mut r, 30 * 60, &healthy), [], "the gate after step 2 takes no decision by itself");
         assert_eq!((r.step, r.status), (2, Status::Running), "waiting at the pause step");
         assert!(run(&mut r, 3600, &healthy).is_empty(), "a gate waits for a person");
-        assert_eq!(r.promote(false), Action::SetWeight(50));
+        assert_eq!(r.promote(false), Decision::SetWeight(50));
         assert!(run(&mut r, 60 * 60 - 1, &healthy).is_empty());
-        assert_eq!(run(&mut r, 1, &healthy), [Action::Promote]);
+        assert_eq!(run(&mut r, 1, &healthy), [Decision::Promote]);
         assert_eq!((r.status, r.weight), (Status::Promoted, 100));
         assert!(run(&mut r, 10, &fig(1000, 500)).is_empty(), "a finished rollout does nothing");
     }
@@ -426,10 +428,10 @@ mod tests {
     fn a_breach_rolls_back_mid_step() {
         let (mut r, _) = Rollout::start("checkout", plan(""));
         run(&mut r, 60, &fig(1000, 0));
-        let actions = run(&mut r, 1, &fig(100, 5));
+        let decisions = run(&mut r, 1, &fig(100, 5));
         assert!(
-            matches!(&actions[..], [Action::Rollback(why)] if why.contains("error rate 5.00% above 1.00%")),
-            "{actions:?}"
+            matches!(&decisions[..], [Decision::Rollback(why)] if why.contains("error rate 5.00% above 1.00%")),
+            "{decisions:?}"
         );
         assert_eq!((r.status, r.weight), (Status::RolledBack, 0));
     }
@@ -439,7 +441,7 @@ mod tests {
         let (mut r, _) = Rollout::start("checkout", plan(""));
         let meh = fig(1000, 5); // 0.5 %: above success, below rollback_when
         assert!(run(&mut r, 15 * 60 - 1, &meh).is_empty());
-        assert!(matches!(&run(&mut r, 1, &meh)[..], [Action::Rollback(why)] if why.contains("failed analysis")));
+        assert!(matches!(&run(&mut r, 1, &meh)[..], [Decision::Rollback(why)] if why.contains("failed analysis")));
     }
 
     #[test]
@@ -451,24 +453,24 @@ mod tests {
             run(&mut r, 15 * 60 + 10 * 60 - 2, &trickle).is_empty(),
             "holds while inconclusive, never fails for lack of data"
         );
-        assert!(matches!(&run(&mut r, 1, &trickle)[..], [Action::Pause(why)] if why.contains("progress deadline")));
+        assert!(matches!(&run(&mut r, 1, &trickle)[..], [Decision::Pause(why)] if why.contains("progress deadline")));
         assert_eq!(r.status, Status::Paused);
         assert!(run(&mut r, 3600, &fig(1000, 0)).is_empty(), "paused: no progress");
-        assert!(matches!(&run(&mut r, 1, &fig(100, 50))[..], [Action::Rollback(_)]), "but a breach still rolls back");
+        assert!(matches!(&run(&mut r, 1, &fig(100, 50))[..], [Decision::Rollback(_)]), "but a breach still rolls back");
     }
 
     #[test]
     fn pause_resume_promote_full_and_abort() {
         let (mut r, _) = Rollout::start("checkout", plan(""));
-        assert!(matches!(r.pause("by ops"), Action::Pause(_)));
+        assert!(matches!(r.pause("by ops"), Decision::Pause(_)));
         assert!(run(&mut r, 3600, &fig(1000, 0)).is_empty());
         r.resume();
         assert_eq!(r.in_step_ms, 0, "paused time does not count");
-        assert_eq!(r.promote(true), Action::Promote);
+        assert_eq!(r.promote(true), Decision::Promote);
         assert_eq!(r.status, Status::Promoted);
 
         let (mut r, _) = Rollout::start("checkout", plan(""));
-        assert!(matches!(r.stop(true, "aborted by ops"), Action::Rollback(_)));
+        assert!(matches!(r.stop(true, "aborted by ops"), Decision::Rollback(_)));
         assert_eq!((r.status, r.weight), (Status::Aborted, 0));
     }
 
@@ -482,19 +484,19 @@ mod tests {
             .unwrap()
         };
         let (mut r, a) = Rollout::start("web", bg("auto_switch: true\npost_switch_window: 60s\n"));
-        assert_eq!(a, Action::SetWeight(0), "the preview gets no weighted traffic");
+        assert_eq!(a, Decision::SetWeight(0), "the preview gets no weighted traffic");
         assert!(run(&mut r, 5, &fig(10, 0)).is_empty(), "preview traffic too thin to switch");
-        assert_eq!(run(&mut r, 1, &fig(100, 0)), [Action::SetWeight(100)], "switch: all at once");
+        assert_eq!(run(&mut r, 1, &fig(100, 0)), [Decision::SetWeight(100)], "switch: all at once");
         assert!(
-            matches!(&run(&mut r, 1, &fig(200, 20))[..], [Action::Rollback(w)] if w.contains("error rate")),
+            matches!(&run(&mut r, 1, &fig(200, 20))[..], [Decision::Rollback(w)] if w.contains("error rate")),
             "switch back"
         );
         assert_eq!(r.weight, 0);
 
         let (mut r, _) = Rollout::start("web", bg("post_switch_window: 60s\n"));
         assert!(run(&mut r, 60, &fig(1000, 0)).is_empty(), "without auto_switch it waits for promote");
-        assert_eq!(r.promote(false), Action::SetWeight(100));
+        assert_eq!(r.promote(false), Decision::SetWeight(100));
         assert!(run(&mut r, 59, &fig(1000, 0)).is_empty());
-        assert_eq!(run(&mut r, 1, &fig(1000, 0)), [Action::Promote], "watched for the window, then done");
+        assert_eq!(run(&mut r, 1, &fig(1000, 0)), [Decision::Promote], "watched for the window, then done");
     }
 }

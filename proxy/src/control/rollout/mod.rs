@@ -22,8 +22,8 @@ pub mod machine;
 mod notify;
 mod policy;
 
-pub use analysis::{judge, Verdict};
-pub use machine::{Action, Command, Rollout, Status};
+pub use analysis::{judge, Judgement};
+pub use machine::{Command, Decision, Rollout, Status};
 
 /// A running rollout: its state, shared by its task and manual commands.
 pub type Handle = std::sync::Arc<tokio::sync::Mutex<Rollout>>;

@@ -3,7 +3,7 @@
 //! answer is checked (nonsense is a fault), and the trial tick that refuses a
 //! rollout whose policy cannot run. Fail-closed throughout.
 
-use super::analysis::Verdict;
+use super::analysis::Judgement;
 use super::evidence::{Evidence, Since};
 use super::machine::Rollout;
 use crate::config::rollout::{PolicyConfig, RolloutPlan, Strategy};
@@ -13,7 +13,7 @@ use crate::plugin::{Fault, Kind};
 use crate::stats::Figures;
 use switchyard_sdk::{Context, Decision, Phase};
 
-/// Asks the rollout's policy plugin for this tick's verdict (and, for a
+/// Asks the rollout's policy plugin for this tick's judgement (and, for a
 /// `set-weights`, the candidate's new percentage). Fail-closed: a fault holds
 /// the tick, and `max_faults` faulted ticks in a row roll back; nothing but a
 /// well-formed `promote` ever passes.
@@ -23,10 +23,10 @@ pub(super) async fn consult(
     policy: &PolicyConfig,
     elapsed_ms: u64,
     evidence: Option<&Evidence>,
-) -> (Verdict, Option<u32>) {
+) -> (Judgement, Option<u32>) {
     let name = &policy.plugin;
     let answer = match policy_input(ctrl, r, elapsed_ms, evidence) {
-        Err(why) => return (Verdict::Inconclusive(why), None),
+        Err(why) => return (Judgement::Inconclusive(why), None),
         Ok(input) => match ctrl.shared.plugins.get(name).filter(|p| p.kind == Kind::Policy) {
             None => Err(Fault::Nonsense(format!("no policy plugin named `{name}` is loaded"))),
             Some(plugin) => {
@@ -37,19 +37,19 @@ pub(super) async fn consult(
         },
     };
     match answer {
-        Ok((verdict, weight)) => {
+        Ok((judgement, weight)) => {
             r.policy_faults = 0;
-            (verdict, weight)
+            (judgement, weight)
         }
         Err(fault) => {
             r.policy_faults += 1;
             let n = r.policy_faults;
             if n >= policy.max_faults {
                 let why = format!("policy plugin {name} faulted {n} ticks in a row (last: {fault}); failing closed");
-                (Verdict::Rollback(why), None)
+                (Judgement::Rollback(why), None)
             } else {
                 (
-                    Verdict::Inconclusive(format!(
+                    Judgement::Inconclusive(format!(
                         "policy plugin {name} faulted ({n} of {}): {fault}",
                         policy.max_faults
                     )),
@@ -60,13 +60,13 @@ pub(super) async fn consult(
     }
 }
 
-/// Turns a policy's answer into a verdict, refusing nonsense.
-fn check_answer(a: switchyard_sdk::Verdict, r: &Rollout) -> Result<(Verdict, Option<u32>), Fault> {
+/// Turns a policy's answer into a judgement, refusing nonsense.
+fn check_answer(a: switchyard_sdk::Verdict, r: &Rollout) -> Result<(Judgement, Option<u32>), Fault> {
     let why = |default: &str| a.explanation.clone().unwrap_or_else(|| default.to_owned());
     Ok(match a.decision {
-        Decision::Hold => (Verdict::Inconclusive(why("policy: hold")), None),
-        Decision::Promote => (Verdict::Pass(why("policy: promote")), None),
-        Decision::Rollback(reason) => (Verdict::Rollback(format!("policy: {reason}")), None),
+        Decision::Hold => (Judgement::Inconclusive(why("policy: hold")), None),
+        Decision::Promote => (Judgement::Pass(why("policy: promote")), None),
+        Decision::Rollback(reason) => (Judgement::Rollback(format!("policy: {reason}")), None),
         Decision::SetWeights(w) => {
             if r.plan.strategy != crate::config::rollout::Strategy::Canary {
                 return Err(Fault::Nonsense("set-weights in a blue-green rollout".into()));
@@ -85,7 +85,7 @@ fn check_answer(a: switchyard_sdk::Verdict, r: &Rollout) -> Result<(Verdict, Opt
                 return Err(Fault::Nonsense("set-weights with every weight zero".into()));
             }
             let percent = ((cand * 100 + (base + cand) / 2) / (base + cand)) as u32;
-            (Verdict::Inconclusive(why(&format!("policy: candidate to {percent}%"))), Some(percent))
+            (Judgement::Inconclusive(why(&format!("policy: candidate to {percent}%"))), Some(percent))
         }
     })
 }

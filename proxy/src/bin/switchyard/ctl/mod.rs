@@ -7,7 +7,7 @@ use http::Method;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use switchyard::admin::api::{PluginView, ServiceView, StatsView};
+use switchyard::admin::api::{PluginView, RolloutView, ServiceView, StatsView};
 use switchyard::control::state::Event;
 
 mod client;
@@ -407,7 +407,7 @@ async fn rollout(c: &Client, cmd: RolloutCommand, json: bool) -> anyhow::Result<
     if json {
         return print_raw(&body);
     }
-    let r: serde_json::Value = serde_json::from_slice(&body)?;
+    let r: RolloutView = serde_json::from_slice(&body)?;
     print!("{}", rollout_text(&r, None));
     Ok(())
 }
@@ -416,12 +416,12 @@ async fn rollout(c: &Client, cmd: RolloutCommand, json: bool) -> anyhow::Result<
 async fn watch(c: &Client, service: &str) -> anyhow::Result<()> {
     loop {
         let body = c.call(Method::GET, &format!("/v1/services/{service}/rollout"), None, None).await?;
-        let r: serde_json::Value = serde_json::from_slice(&body)?;
+        let r: RolloutView = serde_json::from_slice(&body)?;
         let stats = c.call(Method::GET, &format!("/v1/services/{service}/stats"), None, None).await.ok();
         let stats = stats.and_then(|b| serde_json::from_slice::<StatsView>(&b).ok());
         print!("\x1b[2J\x1b[H{}", rollout_text(&r, stats.as_ref()));
         std::io::stdout().flush()?;
-        if r["status"] != "running" && r["status"] != "paused" {
+        if r.status != "running" && r.status != "paused" {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

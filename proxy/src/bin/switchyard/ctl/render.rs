@@ -1,54 +1,48 @@
 //! How `switchyard ctl` prints: tables, rollout progress, events.
 
 use std::io::Write;
-use switchyard::admin::api::StatsView;
+use switchyard::admin::api::{RolloutView, StatsView, StepView};
 use switchyard::control::state::Event;
 
 /// A human view of a rollout: status, step progress, weights, figures, decisions.
-pub(super) fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> String {
+pub(super) fn rollout_text(r: &RolloutView, stats: Option<&StatsView>) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let plan = &r["plan"];
+    let plan = &r.plan;
     let (cand, base) = (plan["candidate"].as_str().unwrap_or("?"), plan["baseline"].as_str().unwrap_or("?"));
-    let weight = r["weight"].as_u64().unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "rollout of {} ({}): {}",
-        r["service"].as_str().unwrap_or("?"),
-        plan["strategy"].as_str().unwrap_or("?"),
-        r["status"].as_str().unwrap_or("?")
-    );
-    if let Some(reason) = r["reason"].as_str() {
+    let weight = u64::from(r.weight);
+    let _ = writeln!(out, "rollout of {} ({}): {}", r.service, plan["strategy"].as_str().unwrap_or("?"), r.status);
+    if let Some(reason) = &r.reason {
         let _ = writeln!(out, "  reason: {reason}");
     }
-    if let Some(rules) = r["suspended_rules"].as_array().filter(|a| !a.is_empty()) {
-        let n: Vec<String> = rules.iter().filter_map(|v| v.as_u64()).map(|i| format!("#{}", i + 1)).collect();
+    if let Some(rules) = r.suspended_rules.as_ref().filter(|a| !a.is_empty()) {
+        let n: Vec<String> = rules.iter().map(|i| format!("#{}", i + 1)).collect();
         let _ = writeln!(out, "  suspended rules to {cand}: {} (until the next rollout or `ctl lift`)", n.join(", "));
     }
-    let live = r["status"] == "running" || r["status"] == "paused";
-    let total = r["steps_total"].as_u64().unwrap_or(0);
-    let step = r["step"].as_u64().unwrap_or(0);
-    let in_step = r["time_in_step_seconds"].as_f64().unwrap_or(0.0);
-    let hold = r["current_step"]["hold_seconds"].as_f64();
+    let live = r.status == "running" || r.status == "paused";
+    let (total, step, in_step) = (r.steps_total, r.step, r.time_in_step_seconds);
+    let current = r.current_step.as_ref();
+    let hold = current.and_then(|s| s.hold_seconds);
     let bar = |frac: f64| {
         let n = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
         format!("[{}{}]", "#".repeat(n), ".".repeat(30 - n))
     };
-    let step_text = |s: &serde_json::Value| match (s["weight"].as_u64(), s["hold_seconds"].as_f64()) {
-        (Some(w), Some(h)) => format!("{cand} at {w}% for {h:.0}s"),
-        _ if s["pause"] == true => "pause (waits for `ctl rollout promote`)".to_owned(),
-        _ => s["phase"].as_str().unwrap_or("-").to_owned(),
+    let step_text = |s: Option<&StepView>| match s {
+        Some(StepView { weight: Some(w), hold_seconds: Some(h), .. }) => format!("{cand} at {w}% for {h:.0}s"),
+        Some(StepView { pause: Some(true), .. }) => "pause (waits for `ctl rollout promote`)".to_owned(),
+        s => s.and_then(|s| s.phase.clone()).unwrap_or_else(|| "-".to_owned()),
     };
     if total > 0 {
-        let _ = writeln!(out, "  step {}/{total}: {}", (step + 1).min(total), step_text(&r["current_step"]));
+        let _ = writeln!(out, "  step {}/{total}: {}", (step + 1).min(total), step_text(current));
         if let Some(h) = hold.filter(|h| *h > 0.0 && live) {
             let _ = writeln!(out, "  hold {} {:.0}s / {:.0}s", bar(in_step / h), in_step, h);
         }
     } else {
-        let _ = writeln!(out, "  phase: {} ({:.0}s)", r["current_step"]["phase"].as_str().unwrap_or("?"), in_step);
+        let phase = current.and_then(|s| s.phase.as_deref()).unwrap_or("?");
+        let _ = writeln!(out, "  phase: {phase} ({in_step:.0}s)");
     }
-    if live && !r["next_step"].is_null() {
-        let _ = writeln!(out, "  next: {}", step_text(&r["next_step"]));
+    if live && r.next_step.is_some() {
+        let _ = writeln!(out, "  next: {}", step_text(r.next_step.as_ref()));
     }
     let _ =
         writeln!(out, "  weights: {base} {}%  {cand} {weight}%  {}", 100 - weight.min(100), bar(weight as f64 / 100.0));
@@ -63,17 +57,10 @@ pub(super) fn rollout_text(r: &serde_json::Value, stats: Option<&StatsView>) -> 
             );
         }
     }
-    if let Some(ds) = r["decisions"].as_array() {
+    if !r.decisions.is_empty() {
         let _ = writeln!(out, "  latest decisions:");
-        for d in ds.iter().rev().take(5) {
-            let _ = writeln!(
-                out,
-                "    {} step {}: {} — {}",
-                d["time"].as_str().unwrap_or(""),
-                d["step"].as_u64().unwrap_or(0) + 1,
-                d["decision"].as_str().unwrap_or(""),
-                d["why"].as_str().unwrap_or("")
-            );
+        for d in r.decisions.iter().rev().take(5) {
+            let _ = writeln!(out, "    {} step {}: {} — {}", d.time, d.step + 1, d.decision, d.why);
         }
     }
     out

@@ -1,5 +1,5 @@
-//! The misbehaviours both fixtures share (the policy fixture includes this
-//! file by path).
+//! The misbehaviours the misbehaving-router and misbehaving-policy test
+//! fixtures share: spin, hog memory, recurse without end.
 
 /// Spins without end.
 pub fn spin() -> ! {
