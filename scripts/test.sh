@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with a Rust toolchain and Python 3:
+#   0. protoc and etcd from Debian's packages when missing (scripts/deps.sh);
 #   1. the reference plugins, built to WebAssembly (scripts/build-plugins.sh),
 #      and the library's layering checked (scripts/layers.py: no import
 #      circles, every arrow down the layers);
@@ -11,6 +12,7 @@
 #      replayed, and end-to-end tests against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/deps.sh --tests
 bash scripts/build-plugins.sh
 python3 scripts/layers.py
 bash scripts/audit.sh

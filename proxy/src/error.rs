@@ -48,6 +48,9 @@ pub enum Error {
     /// A flag file (or an override) is not valid flagd.
     #[error("{0}")]
     Flags(String),
+    /// The fleet's store (etcd) cannot be reached or did not answer in time.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The class of a request-path failure.

@@ -100,9 +100,15 @@ impl Proxy {
     pub fn new(config: Config, options: Options) -> Result<Self, Error> {
         let stats = Arc::new(Stats::new(config.stats.window, config.stats.resolution));
         let stats_tx = stats.spawn_aggregator();
-        let store: Option<Box<dyn state::Store>> = match config.state_dir.as_deref() {
-            Some(dir) => Some(Box::new(state::StateStore::open(dir)?)),
-            None => None,
+        let store: Option<Box<dyn state::Store>> = match (config.state_dir.as_deref(), &config.fleet) {
+            (Some(dir), Some(fleet)) => {
+                // What replicas must agree on; their listeners, admin and state may differ.
+                let shared = format!("{:?}", (&config.services, &config.plugins, &config.flags, &config.stats));
+                let hash = plugin::sha256(shared.as_bytes());
+                Some(Box::new(control::fleet::FleetStore::open(dir, fleet, &hash[..12])?))
+            }
+            (Some(dir), None) => Some(Box::new(state::StateStore::open(dir)?)),
+            (None, _) => None,
         };
         let overrides = match &store {
             Some(s) => s.run_time()?,
@@ -226,6 +232,7 @@ impl Bound {
         });
         let flag_watch =
             self.control.flags_file().map(|file| tokio::spawn(control::watch_flags(self.control.clone(), file)));
+        let fleet = tokio::spawn(control::fleet::follow(self.control.clone()));
         // Every client connection is a task of this tracker: the drain waits for them.
         let connections = TaskTracker::new();
         let mut per_worker: Vec<Vec<listener::Acceptor>> = (0..count).map(|_| Vec::new()).collect();
@@ -256,7 +263,7 @@ impl Bound {
             Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
         workers.exit();
-        for t in admin_task.into_iter().chain(flag_watch) {
+        for t in admin_task.into_iter().chain(flag_watch).chain([fleet]) {
             t.abort();
         }
         Ok(())

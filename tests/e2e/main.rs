@@ -9,6 +9,7 @@ mod contract;
 mod faults;
 mod flagd_reference;
 mod flags;
+mod fleet;
 mod hardening;
 mod lifecycle;
 mod plugins;

@@ -2,6 +2,8 @@
 //! The OpenAPI description (`proxy/openapi.yaml`) documents the same shapes.
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::control::state::{FleetView, ReplicaView};
 use std::collections::BTreeMap;
 
 /// An error answer: `{"error": "..."}`.

@@ -206,3 +206,62 @@ impl Collector for SwitchyardCollector {
             .collect()
     }
 }
+
+/// 1 while this replica is in step with its fleet's etcd, 0 while degraded.
+pub const FLEET_IN_STEP: &str = "switchyard_fleet_in_step";
+/// The etcd revision of the fleet's state this replica has applied.
+pub const FLEET_APPLIED_REVISION: &str = "switchyard_fleet_applied_revision";
+/// Revisions each present replica is behind the newest, by replica.
+pub const FLEET_REPLICA_LAG: &str = "switchyard_fleet_replica_lag";
+
+/// The fleet's gauges, read from the control path's store at scrape time
+/// (registered only in fleet mode).
+pub struct FleetCollector {
+    control: Arc<crate::control::Control>,
+    descs: Vec<Desc>,
+}
+
+impl FleetCollector {
+    /// A collector over `control`'s fleet view.
+    pub fn new(control: Arc<crate::control::Control>) -> Result<Self, prometheus::Error> {
+        let descs = [
+            (FLEET_IN_STEP, "1 while in step with the fleet's etcd, 0 while degraded.", vec![]),
+            (FLEET_APPLIED_REVISION, "The etcd revision of the fleet's state this replica applied.", vec![]),
+            (FLEET_REPLICA_LAG, "Revisions each present replica is behind the newest.", vec!["replica".to_owned()]),
+        ]
+        .into_iter()
+        .map(|(name, help, labels)| Desc::new(name.into(), help.into(), labels, Default::default()))
+        .collect::<Result<_, _>>()?;
+        Ok(Self { control, descs })
+    }
+}
+
+impl Collector for FleetCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(f) = self.control.store.as_ref().and_then(|s| s.fleet()) else {
+            return Vec::new();
+        };
+        let one = |name: &str, help: &str, metrics: Vec<Metric>| {
+            let mut fam = MetricFamily::default();
+            fam.set_name(name.into());
+            fam.set_help(help.into());
+            fam.set_field_type(MetricType::GAUGE);
+            fam.set_metric(metrics);
+            fam
+        };
+        let lag = f.replicas.iter().map(|r| gauge(labels(&[("replica", &r.replica)]), r.lag as f64)).collect();
+        vec![
+            one(
+                FLEET_IN_STEP,
+                self.descs[0].help.as_str(),
+                vec![gauge(vec![], f64::from(u8::from(f.state == "in-step")))],
+            ),
+            one(FLEET_APPLIED_REVISION, self.descs[1].help.as_str(), vec![gauge(vec![], f.applied_revision as f64)]),
+            one(FLEET_REPLICA_LAG, self.descs[2].help.as_str(), lag),
+        ]
+    }
+}

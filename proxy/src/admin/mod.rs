@@ -57,6 +57,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/flags/{key}"),
     ("DELETE", "/v1/flags/{key}"),
     ("GET", "/v1/events"),
+    ("GET", "/v1/fleet"),
     ("POST", "/v1/config/reload"),
     ("GET", "/v1/plugins"),
     ("GET", "/v1/plugins/{name}"),
@@ -124,6 +125,11 @@ pub async fn bind(
     let collector = crate::admin::metrics::SwitchyardCollector::new(control.shared.clone())
         .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     registry.register(Box::new(collector)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    if control.config().fleet.is_some() {
+        let fleet = crate::admin::metrics::FleetCollector::new(control.clone())
+            .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+        registry.register(Box::new(fleet)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    }
     // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
     #[cfg(target_os = "linux")]
     registry
@@ -348,12 +354,19 @@ impl Admin {
         match segs {
             ["health", "live"] => json(StatusCode::OK, &serde_json::json!({ "status": "live" })),
             ["health", "ready"] => {
-                if c.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
-                    json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "draining" }))
-                } else {
-                    json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+                // A degraded fleet still serves traffic: ready, with the fleet's state beside it.
+                let draining = c.shared.draining.load(std::sync::atomic::Ordering::Relaxed);
+                let mut body = serde_json::json!({ "status": if draining { "draining" } else { "ready" } });
+                if let Some(f) = c.store.as_ref().and_then(|s| s.fleet()) {
+                    body["fleet"] = f.state.into();
                 }
+                let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+                json(status, &body)
             }
+            ["v1", "fleet"] => match c.store.as_ref().and_then(|s| s.fleet()) {
+                Some(f) => json(StatusCode::OK, &f),
+                None => error(StatusCode::NOT_FOUND, "this proxy is not in a fleet (no `state.etcd` in its config)"),
+            },
             ["metrics"] => {
                 let mut out = String::new();
                 match prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {

@@ -43,6 +43,7 @@ impl From<ControlError> for Resp {
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         error(status, e.to_string())
     }

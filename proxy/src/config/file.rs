@@ -63,7 +63,22 @@ pub(crate) struct FileAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileState {
-    pub dir: String,
+    pub dir: Option<String>,
+    pub etcd: Option<Spanned<FileEtcd>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileEtcd {
+    pub endpoints: Vec<String>,
+    pub prefix: Option<String>,
+    pub replica: Option<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub user: Option<String>,
+    pub password_file: Option<String>,
+    pub lease_ttl: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

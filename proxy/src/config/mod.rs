@@ -7,6 +7,7 @@
 //! services with their pools and splits (`service`), rollout plans ([`rollout`]).
 
 mod file;
+mod fleet;
 pub mod rollout;
 mod run_time;
 mod server;
@@ -17,6 +18,7 @@ pub use server::*;
 pub use service::*;
 
 pub use file::LbKind;
+pub use fleet::{EtcdTls, FleetConfig};
 pub use run_time::{weights_for, RunTime, WeightMap};
 
 use crate::error::Error;
@@ -43,6 +45,8 @@ pub struct Config {
     /// Where run-time state is kept (defaults to `switchyard-state` beside
     /// the config file when the admin API is enabled).
     pub state_dir: Option<PathBuf>,
+    /// In a fleet: how to reach its etcd (`state.etcd`).
+    pub fleet: Option<FleetConfig>,
     /// Statistics windows.
     pub stats: StatsConfig,
     /// Feature flags, when configured.
@@ -227,10 +231,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         None => None,
         Some(a) => Some(validate_admin(a, base)?),
     };
-    let state_dir = match file.state {
-        Some(st) => Some(base.join(st.dir)),
-        None => admin.as_ref().map(|_| base.join("switchyard-state")),
-    };
+    let (state_dir, fleet) = fleet::validate_state(file.state, admin.is_some(), base)?;
     let stats = validate_stats(file.stats, &services)?;
     let flags = match file.flags {
         None => None,
@@ -244,7 +245,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
             )));
         }
     }
-    Ok(Config { listeners, server, services, admin, state_dir, stats, flags, plugins })
+    Ok(Config { listeners, server, services, admin, state_dir, fleet, stats, flags, plugins })
 }
 
 fn validate_listeners(list: Spanned<Vec<FileListener>>, base: &Path) -> Result<Vec<ListenerConfig>, Error> {

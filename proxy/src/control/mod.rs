@@ -10,6 +10,7 @@
 //! (`DELETE /v1/services/{svc}/weights`) or no longer fit the service's pools.
 
 mod flags;
+pub mod fleet;
 mod handover;
 mod plugins;
 pub mod rollout;
@@ -44,6 +45,9 @@ pub enum ControlError {
     /// The change could not be recorded (500); nothing changed.
     #[error("{0}")]
     Internal(String),
+    /// The fleet's store is unreachable (503); nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Run-time control of a proxy.
@@ -278,7 +282,7 @@ impl Control {
             ("listeners", new.listeners != old.listeners),
             ("server", new.server != old.server),
             ("admin", new.admin != old.admin),
-            ("state", new.state_dir != old.state_dir),
+            ("state", new.state_dir != old.state_dir || new.fleet != old.fleet),
             ("stats", new.stats != old.stats),
             // The bucketing generation alone is applied by a reload.
             (
@@ -335,6 +339,33 @@ impl Control {
         Ok(ev)
     }
 
+    /// Rebuilds what the data path reads from the config in force and the
+    /// store's run-time state (weights, suspensions, plugins, flag
+    /// overrides), and swaps it in. In a fleet, after each change the watch
+    /// applied, wherever it was made.
+    pub async fn apply_stored(&self) -> Result<(), ControlError> {
+        let _w = self.writes.lock().await;
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let internal = |e: crate::Error| ControlError::Internal(e.to_string());
+        let config = self.config();
+        let overrides = store.run_time().map_err(internal)?;
+        let plugins =
+            crate::plugin::load_all(&config.plugins, &store.plugins().map_err(internal)?, &self.shared.plugins.map())
+                .map_err(internal)?;
+        let current = self.shared.snapshot.load_full();
+        let next =
+            Snapshot::build(&config, &self.shared.stats, Some(&current), &overrides, &plugins).map_err(internal)?;
+        if let Some(f) = &config.flags {
+            let set = load_flags(f, &store.flag_overrides().map_err(internal)?).map_err(internal)?;
+            self.shared.flags.store(Arc::new(set));
+        }
+        self.shared.plugins.replace(plugins);
+        self.shared.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+
     /// Persists a rollout's progress.
     pub(crate) fn save_rollout(&self, r: &crate::control::rollout::Rollout) -> Result<(), ControlError> {
         match &self.store {
@@ -351,7 +382,10 @@ impl Control {
         match &self.store {
             Some(store) => store.commit(changes, ev).map_err(|e| {
                 tracing::error!(error = %e, "cannot record a change; refusing it");
-                ControlError::Internal(format!("the change could not be recorded, so it was not made: {e}"))
+                match e {
+                    crate::Error::Unavailable(m) => ControlError::Unavailable(m),
+                    e => ControlError::Internal(format!("the change could not be recorded, so it was not made: {e}")),
+                }
             }),
             None => Ok(ev),
         }

@@ -25,6 +25,7 @@ const FLAGS: TableDefinition<&str, &str> = TableDefinition::new("flags");
 const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
 const PLUGIN_CONFIGS: TableDefinition<&str, &str> = TableDefinition::new("plugin_configs");
 const SUSPENDED: TableDefinition<&str, &str> = TableDefinition::new("suspended");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// A run-time change stored with its event.
 #[derive(Clone, Copy, Debug)]
@@ -99,6 +100,49 @@ pub trait Store: Send + Sync {
     fn release(&self);
     /// Takes the store back after [`Store::release`].
     fn reopen(&self) -> Result<(), Error>;
+    /// In a fleet: the revision of the shared state this replica has applied,
+    /// bumped after every change another replica (or this one) committed.
+    fn applied(&self) -> Option<tokio::sync::watch::Receiver<i64>> {
+        None
+    }
+    /// In a fleet: the fleet as this replica sees it.
+    fn fleet(&self) -> Option<FleetView> {
+        None
+    }
+}
+
+/// The fleet as one replica sees it (`GET /v1/fleet`, `ctl status`, `/health/ready`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetView {
+    /// This replica.
+    pub replica: String,
+    /// `in-step` (connected to etcd, applying its changes) or `degraded`
+    /// (etcd unreachable: serving the last applied state, refusing writes).
+    pub state: String,
+    /// The etcd revision of the last change to the shared state this replica applied.
+    pub applied_revision: i64,
+    /// A hash of this replica's services, plugins, flags and stats settings
+    /// (what every replica should agree on; listeners, admin and state may differ).
+    pub config_hash: String,
+    /// Every replica present (this one included), by name.
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica, as its presence key says.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    /// Its name.
+    pub replica: String,
+    /// The revision of the last state change it had applied when it last wrote its presence.
+    pub applied_revision: i64,
+    /// Revisions behind the newest any replica reports.
+    #[serde(default)]
+    pub lag: i64,
+    /// Its config's hash (see [`FleetView::config_hash`]).
+    pub config_hash: String,
+    /// Its config differs from this replica's.
+    #[serde(default)]
+    pub config_differs: bool,
 }
 
 /// The embedded store: redb in `state.dir`.
@@ -154,6 +198,7 @@ impl StateStore {
         tx.open_table(PLUGINS).map_err(db_err)?;
         tx.open_table(PLUGIN_CONFIGS).map_err(db_err)?;
         tx.open_table(SUSPENDED).map_err(db_err)?;
+        tx.open_table(META).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db: std::sync::RwLock::new(Some(db)), path, events: broadcast::channel(1024).0 })
     }
@@ -227,32 +272,10 @@ impl Store for StateStore {
     fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
         let tx = self.write()?;
         let event = {
-            for change in changes {
-                let (def, key, value) = match *change {
-                    Change::Weights(k, w) => (WEIGHTS, k, w.map(json).transpose()?),
-                    Change::Flag(k, f) => (FLAGS, k, f.map(json).transpose()?),
-                    Change::Plugin(k, bytes) => {
-                        tx.open_table(PLUGINS).map_err(db_err)?.insert(k, bytes).map_err(db_err)?;
-                        continue;
-                    }
-                    Change::PluginConfig(k, c) => (PLUGIN_CONFIGS, k, Some(json(c)?)),
-                    Change::Suspended(k, pools) => {
-                        (SUSPENDED, k, (!pools.is_empty()).then(|| json(pools)).transpose()?)
-                    }
-                };
-                let mut table = tx.open_table(def).map_err(db_err)?;
-                match value {
-                    Some(value) => table.insert(key, value.as_str()).map(drop).map_err(db_err)?,
-                    None => table.remove(key).map(drop).map_err(db_err)?,
-                }
-            }
+            write_rows(&tx, &rows(changes)?)?;
             let mut table = tx.open_table(EVENTS).map_err(db_err)?;
             let seq = table.last().map_err(db_err)?.map_or(0, |(k, _)| k.value()) + 1;
-            let event = Event {
-                seq,
-                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                ..event
-            };
+            let event = stamp(event, seq);
             let json = serde_json::to_string(&event).map_err(db_err)?;
             table.insert(seq, json.as_str()).map_err(db_err)?;
             event
@@ -305,6 +328,145 @@ impl Store for StateStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+}
+
+/// One stored key: its table, its key and its new value (`None`: removed).
+/// Events are rows of the `events` table keyed by their zero-padded sequence
+/// number, so a fleet's store can hold every table under one key prefix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// `weights`, `flags`, `plugins`, `plugin_configs`, `suspended`, `rollouts` or `events`.
+    pub table: &'static str,
+    /// The service, flag, plugin or (for events) the sequence number.
+    pub key: String,
+    /// JSON (component bytes for `plugins`), or `None` to remove.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Every table a [`Row`] may name.
+pub const TABLES: [&str; 7] = ["weights", "flags", "plugins", "plugin_configs", "suspended", "rollouts", "events"];
+
+/// The rows that carry `changes`.
+pub fn rows(changes: &[Change<'_>]) -> Result<Vec<Row>, Error> {
+    let bytes = |v: Option<String>| v.map(String::into_bytes);
+    changes
+        .iter()
+        .map(|change| {
+            Ok(match *change {
+                Change::Weights(k, w) => {
+                    Row { table: "weights", key: k.into(), value: bytes(w.map(json).transpose()?) }
+                }
+                Change::Flag(k, f) => Row { table: "flags", key: k.into(), value: bytes(f.map(json).transpose()?) },
+                Change::Plugin(k, b) => Row { table: "plugins", key: k.into(), value: Some(b.to_vec()) },
+                Change::PluginConfig(k, c) => {
+                    Row { table: "plugin_configs", key: k.into(), value: Some(json(c)?.into_bytes()) }
+                }
+                Change::Suspended(k, pools) => Row {
+                    table: "suspended",
+                    key: k.into(),
+                    value: bytes((!pools.is_empty()).then(|| json(pools)).transpose()?),
+                },
+            })
+        })
+        .collect()
+}
+
+/// `event` with its sequence number and the time now.
+pub fn stamp(event: Event, seq: u64) -> Event {
+    Event { seq, time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(), ..event }
+}
+
+/// An event's row.
+pub fn event_row(event: &Event) -> Result<Row, Error> {
+    Ok(Row { table: "events", key: format!("{:020}", event.seq), value: Some(json(event)?.into_bytes()) })
+}
+
+fn write_rows(tx: &redb::WriteTransaction, rows: &[Row]) -> Result<(), Error> {
+    for row in rows {
+        let text = |v: &[u8]| std::str::from_utf8(v).map(str::to_owned).map_err(db_err);
+        match (row.table, &row.value) {
+            ("plugins", Some(v)) => {
+                tx.open_table(PLUGINS).map_err(db_err)?.insert(row.key.as_str(), v.as_slice()).map(drop)
+            }
+            ("plugins", None) => tx.open_table(PLUGINS).map_err(db_err)?.remove(row.key.as_str()).map(drop),
+            ("events", value) => {
+                let seq: u64 = row.key.parse().map_err(db_err)?;
+                let mut t = tx.open_table(EVENTS).map_err(db_err)?;
+                match value {
+                    Some(v) => t.insert(seq, text(v)?.as_str()).map(drop),
+                    None => t.remove(seq).map(drop),
+                }
+            }
+            (name, value) => {
+                let def = json_table_named(name)?;
+                let mut t = tx.open_table(def).map_err(db_err)?;
+                match value {
+                    Some(v) => t.insert(row.key.as_str(), text(v)?.as_str()).map(drop),
+                    None => t.remove(row.key.as_str()).map(drop),
+                }
+            }
+        }
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn json_table_named(name: &str) -> Result<TableDefinition<'static, &'static str, &'static str>, Error> {
+    Ok(match name {
+        "weights" => WEIGHTS,
+        "flags" => FLAGS,
+        "plugin_configs" => PLUGIN_CONFIGS,
+        "suspended" => SUSPENDED,
+        "rollouts" => ROLLOUTS,
+        other => return Err(Error::State(format!("state store: no table `{other}`"))),
+    })
+}
+
+// === the local copy of a fleet's state ===
+
+impl StateStore {
+    /// Applies rows a fleet committed elsewhere (or here) at etcd `revision`,
+    /// in one transaction; `reset` first empties every table (a full re-read).
+    /// Events among the rows are broadcast to followers.
+    pub fn mirror(&self, rows: &[Row], revision: i64, reset: bool) -> Result<(), Error> {
+        let tx = self.write()?;
+        if reset {
+            // Emptied and created again in the same transaction: readers never see a table missing.
+            for name in TABLES {
+                match name {
+                    "plugins" => {
+                        tx.delete_table(PLUGINS).map_err(db_err)?;
+                        tx.open_table(PLUGINS).map_err(db_err)?;
+                    }
+                    "events" => {
+                        tx.delete_table(EVENTS).map_err(db_err)?;
+                        tx.open_table(EVENTS).map_err(db_err)?;
+                    }
+                    n => {
+                        tx.delete_table(json_table_named(n)?).map_err(db_err)?;
+                        tx.open_table(json_table_named(n)?).map_err(db_err)?;
+                    }
+                }
+            }
+        }
+        write_rows(&tx, rows)?;
+        tx.open_table(META).map_err(db_err)?.insert("revision", revision.to_string().as_str()).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        for row in rows.iter().filter(|r| r.table == "events") {
+            if let Some(ev) = row.value.as_deref().and_then(|v| serde_json::from_slice::<Event>(v).ok()) {
+                let _ = self.events.send(ev);
+            }
+        }
+        Ok(())
+    }
+
+    /// The etcd revision the local copy last applied (0: none).
+    pub fn revision(&self) -> Result<i64, Error> {
+        let tx = self.read()?;
+        let table = tx.open_table(META).map_err(db_err)?;
+        let v = table.get("revision").map_err(db_err)?;
+        Ok(v.and_then(|v| v.value().parse().ok()).unwrap_or(0))
     }
 }
 

@@ -6,7 +6,8 @@
 //! - [`client`]: HTTP/1.1 and raw-TCP clients;
 //! - [`config`]: config builders;
 //! - [`wait`]: polling with a deadline;
-//! - [`plugins`]: the reference plugins built to WebAssembly components.
+//! - [`plugins`]: the reference plugins built to WebAssembly components;
+//! - [`etcd`]: real etcd servers for fleet tests.
 //!
 //! Everything is re-exported at the root: `use switchyard_test_support::*;`.
 
@@ -14,6 +15,7 @@
 
 pub mod client;
 pub mod config;
+pub mod etcd;
 pub mod plugins;
 pub mod process;
 pub mod upstream;
@@ -21,6 +23,7 @@ pub mod wait;
 
 pub use client::*;
 pub use config::*;
+pub use etcd::Etcd;
 pub use process::*;
 pub use upstream::*;
 pub use wait::*;

@@ -31,6 +31,13 @@ impl Control {
         actor: &str,
     ) -> Result<Rollout, ControlError> {
         let ctrl = self;
+        if ctrl.config().fleet.is_some() {
+            return Err(ControlError::Conflict(
+                "rollouts are not run in fleet mode yet: they need the fleet's elected leader to run them once \
+                 for all replicas; set weights through the API instead"
+                    .into(),
+            ));
+        }
         let snap = ctrl.shared.snapshot.load_full();
         let svc =
             snap.service(service).ok_or_else(|| ControlError::NotFound(format!("no service named `{service}`")))?;
@@ -117,6 +124,9 @@ impl Control {
     pub async fn resume_rollouts(self: &Arc<Self>) -> Result<(), crate::Error> {
         let ctrl = self;
         let Some(store) = &ctrl.store else { return Ok(()) };
+        if ctrl.config().fleet.is_some() {
+            return Ok(()); // no rollout runs in fleet mode (see `start_rollout`)
+        }
         let stored = store
             .rollouts()?
             .into_iter()

@@ -7,7 +7,7 @@ use http::Method;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use switchyard::admin::api::{PluginView, RolloutView, ServiceView, StatsView};
+use switchyard::admin::api::{FleetView, PluginView, RolloutView, ServiceView, StatsView};
 use switchyard::control::state::Event;
 
 mod client;
@@ -436,8 +436,10 @@ async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
         let b = c.call(Method::GET, &format!("/v1/services/{}/stats", s.name), None, None).await?;
         all_stats.push(serde_json::from_slice::<StatsView>(&b)?);
     }
+    let fleet: Option<FleetView> =
+        c.call(Method::GET, "/v1/fleet", None, None).await.ok().and_then(|b| serde_json::from_slice(&b).ok());
     if json {
-        let out = serde_json::json!({ "services": services, "stats": all_stats });
+        let out = serde_json::json!({ "services": services, "stats": all_stats, "fleet": fleet });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -479,7 +481,21 @@ async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
             println!("  #{} {}", r.rule, r.text);
         }
     }
+    if let Some(f) = fleet {
+        print_fleet(&f);
+    }
     Ok(())
+}
+
+/// The fleet section of `ctl status`.
+fn print_fleet(f: &FleetView) {
+    println!("\nfleet: {} (this replica: {}, applied revision {})", f.state, f.replica, f.applied_revision);
+    let mut rows = vec![["REPLICA", "APPLIED", "LAG", "CONFIG"].map(String::from).to_vec()];
+    for r in &f.replicas {
+        let config = if r.config_differs { format!("{} (differs!)", r.config_hash) } else { r.config_hash.clone() };
+        rows.push(vec![r.replica.clone(), r.applied_revision.to_string(), r.lag.to_string(), config]);
+    }
+    print_table(&rows);
 }
 
 // === impl Client ===

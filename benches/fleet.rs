@@ -1,0 +1,93 @@
+//! Fleet mode, end to end: the release binary, three replicas and one real
+//! etcd on 127.0.0.1.
+//!
+//! - Propagation: the time from an admin write on one replica (the writers
+//!   take turns) to every replica's data path serving the new weights
+//!   (each change moves all traffic between `stable` and `canary`), over
+//!   CHANGES changes (default 1,000): p50, p99, max.
+//! - Steady-state etcd load: etcd's own counters (`/metrics`) over 10 s with
+//!   no change, per replica: writes per second and bytes received per second.
+//!
+//! Run: `cargo bench -p switchyard --bench fleet` (needs etcd: `bash scripts/deps.sh --tests`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+use switchyard_test_support::*;
+
+#[tokio::main]
+async fn main() {
+    let changes: usize = std::env::var("CHANGES").ok().and_then(|r| r.parse().ok()).unwrap_or(1000);
+    let etcd = Etcd::start();
+    let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let svc = service(
+            "web",
+            "",
+            &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
+            "      weights: { stable: 100, canary: 0 }\n",
+        );
+        let state = format!(
+            "state: {{ dir: state, etcd: {{ endpoints: [\"{}\"], prefix: /bench, replica: r{i} }} }}\n",
+            etcd.url
+        );
+        replicas.push(start_with_admin(&format!("{svc}{state}")).await);
+    }
+    let mut clients = Vec::new();
+    for r in &replicas {
+        clients.push(Client::connect(r.addr).await);
+    }
+
+    let mut times = Vec::with_capacity(changes);
+    for n in 0..changes {
+        let (to, body) = if n % 2 == 0 {
+            ("canary", r#"{"stable":0,"canary":100}"#)
+        } else {
+            ("stable", r#"{"stable":100,"canary":0}"#)
+        };
+        let writer = &replicas[n % 3];
+        let start = Instant::now();
+        let (status, v) = writer.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(body)).await;
+        assert_eq!(status, 200, "{v}");
+        for c in &mut clients {
+            while c.get("/", &[]).await.2 != to {
+                assert!(start.elapsed() < Duration::from_secs(10), "change {n} did not reach every replica");
+            }
+        }
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let q = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    println!(
+        "propagation over {changes} changes, 3 replicas: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        q(0.5).as_secs_f64() * 1e3,
+        q(0.99).as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
+    );
+
+    let counters = |text: &str| {
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (
+            sum("etcd_mvcc_put_total") + sum("etcd_mvcc_delete_total"),
+            sum("etcd_network_client_grpc_received_bytes_total"),
+        )
+    };
+    let addr = etcd.url.trim_start_matches("http://").parse().unwrap();
+    let metrics = || async move { get(addr, "/metrics", &[]).await.2 };
+    let (w0, b0) = counters(&metrics().await);
+    let span = Duration::from_secs(10);
+    tokio::time::sleep(span).await; // the measured idle period
+    let (w1, b1) = counters(&metrics().await);
+    let per = |d: f64| d / span.as_secs_f64() / 3.0;
+    println!(
+        "steady state, per replica: {:.2} etcd writes/s, {:.0} bytes/s received by etcd",
+        per(w1 - w0),
+        per(b1 - b0)
+    );
+}

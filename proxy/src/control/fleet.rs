@@ -1,0 +1,498 @@
+//! Fleet mode: many replicas, one source of truth in etcd.
+//!
+//! Every table of the state store lives under the fleet's prefix, one key
+//! per row: `{prefix}/{table}/{key}` (weights, flags, plugins, plugin
+//! configs, suspensions, rollouts, and events keyed by their zero-padded
+//! sequence number, allocated by `{prefix}/seq`). A change is one etcd
+//! transaction holding its rows and its event, so it is committed once,
+//! atomically; the caller hears back only after etcd accepted it *and* this
+//! replica applied it from its watch (in revision order, like every other
+//! replica), so what it reads next includes it.
+//!
+//! Each replica keeps a local copy of everything (the embedded store in
+//! `state.dir`) with the revision it last applied: reads are local, the data
+//! path never waits on etcd, and a restart without etcd serves the last
+//! state. A dedicated thread owns the etcd client: it connects (retrying),
+//! re-reads the prefix whole, then watches from the next revision; when the
+//! watch breaks it resumes from the last applied revision, or re-reads
+//! everything when that revision was compacted. While etcd is unreachable
+//! writes fail at once with [`Error::Unavailable`].
+//!
+//! Each replica also says it is there: `{prefix}/replicas/{name}` on a lease
+//! (the `lease_ttl`), rewritten every second with the revision it applied and
+//! its config file's hash, so any replica can show the whole fleet. Those
+//! keys are not state: they are kept in memory, never mirrored, and do not
+//! make replicas rebuild anything.
+
+use super::state::{self, Change, Event, FleetView, ReplicaView, Row, StateStore, Store, TABLES};
+use crate::config::{FleetConfig, RunTime};
+use crate::error::Error;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// How long a write waits for etcd before it is refused.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a replica rewrites its presence key.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+
+/// The state store of a replica in a fleet.
+pub struct FleetStore {
+    local: Arc<StateStore>,
+    requests: mpsc::UnboundedSender<Request>,
+    applied: watch::Receiver<i64>,
+    connected: Arc<AtomicBool>,
+    view: Arc<Mutex<FleetView>>,
+}
+
+/// A write for the etcd thread: rows, and the event that goes with them.
+struct Request {
+    rows: Vec<Row>,
+    event: Option<Event>,
+    reply: Reply,
+}
+
+/// Where a write's outcome goes: the stored event (if it had one), or why not.
+type Reply = std::sync::mpsc::SyncSender<Result<Option<Event>, Error>>;
+
+impl FleetStore {
+    /// Opens the local copy in `dir` and starts the thread that keeps it in
+    /// step with etcd. Returns at once: etcd need not be up.
+    pub fn open(dir: &std::path::Path, config: &FleetConfig, config_hash: &str) -> Result<Self, Error> {
+        let local = Arc::new(StateStore::open(dir)?);
+        let (requests, rx) = mpsc::unbounded_channel();
+        let (applied_tx, applied) = watch::channel(local.revision()?);
+        let connected = Arc::new(AtomicBool::new(false));
+        let view = Arc::new(Mutex::new(FleetView {
+            replica: config.replica.clone(),
+            state: "degraded".into(),
+            applied_revision: local.revision()?,
+            config_hash: config_hash.to_owned(),
+            replicas: Vec::new(),
+        }));
+        let etcd = Etcd {
+            config: config.clone(),
+            config_hash: config_hash.to_owned(),
+            local: local.clone(),
+            applied: applied_tx,
+            connected: connected.clone(),
+            pending: BTreeMap::new(),
+            state_revision: local.revision()?,
+            present: BTreeMap::new(),
+            view: view.clone(),
+        };
+        std::thread::Builder::new()
+            .name("switchyard-etcd".into())
+            .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(etcd.run(rx)),
+                Err(e) => tracing::error!(error = %e, "fleet: cannot start the etcd client's runtime"),
+            })
+            .map_err(|e| Error::Runtime(format!("fleet: cannot start the etcd client thread: {e}")))?;
+        Ok(Self { local, requests, applied, connected, view })
+    }
+
+    /// Sends rows (and an event) to etcd and waits until this replica has applied them.
+    fn write(&self, rows: Vec<Row>, event: Option<Event>) -> Result<Option<Event>, Error> {
+        if !self.connected.load(Ordering::Relaxed) {
+            return Err(unreachable());
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.requests.send(Request { rows, event, reply }).map_err(|_| unreachable())?;
+        answer.recv_timeout(WRITE_TIMEOUT).map_err(|_| unreachable())?
+    }
+}
+
+fn unreachable() -> Error {
+    Error::Unavailable(
+        "the fleet's etcd cannot be reached; nothing was changed (the proxy keeps serving the last state)".into(),
+    )
+}
+
+impl Store for FleetStore {
+    fn run_time(&self) -> Result<RunTime, Error> {
+        self.local.run_time()
+    }
+
+    fn flag_overrides(&self) -> Result<BTreeMap<String, serde_json::Value>, Error> {
+        self.local.flag_overrides()
+    }
+
+    fn plugins(&self) -> Result<crate::plugin::Overrides, Error> {
+        self.local.plugins()
+    }
+
+    fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
+        let rows = state::rows(changes)?;
+        self.write(rows, Some(event))?.ok_or_else(|| Error::State("fleet: the event was not stored".into()))
+    }
+
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, Error> {
+        self.local.events(after, limit)
+    }
+
+    fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error> {
+        self.local.last_events(limit)
+    }
+
+    fn save_rollout(&self, service: &str, rollout: &serde_json::Value) -> Result<(), Error> {
+        let value = serde_json::to_vec(rollout).map_err(|e| Error::State(e.to_string()))?;
+        self.write(vec![Row { table: "rollouts", key: service.into(), value: Some(value) }], None).map(drop)
+    }
+
+    fn rollouts(&self) -> Result<Vec<serde_json::Value>, Error> {
+        self.local.rollouts()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.local.subscribe()
+    }
+
+    fn release(&self) {
+        self.local.release();
+    }
+
+    fn reopen(&self) -> Result<(), Error> {
+        self.local.reopen()
+    }
+
+    fn applied(&self) -> Option<watch::Receiver<i64>> {
+        Some(self.applied.clone())
+    }
+
+    fn fleet(&self) -> Option<FleetView> {
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        v.state = if self.connected.load(Ordering::Relaxed) { "in-step" } else { "degraded" }.into();
+        let newest = v.replicas.iter().map(|r| r.applied_revision).chain([v.applied_revision]).max().unwrap_or(0);
+        for r in &mut v.replicas {
+            r.lag = newest - r.applied_revision;
+            r.config_differs = r.config_hash != v.config_hash;
+        }
+        Some(v)
+    }
+}
+
+/// The etcd thread's state.
+struct Etcd {
+    config: FleetConfig,
+    config_hash: String,
+    local: Arc<StateStore>,
+    applied: watch::Sender<i64>,
+    connected: Arc<AtomicBool>,
+    /// Writes etcd accepted, by revision, answered once applied here.
+    pending: BTreeMap<i64, (Reply, Option<Event>)>,
+    /// The revision of the last change to the state (not to presence) applied.
+    state_revision: i64,
+    /// Replicas present, from their presence keys.
+    present: BTreeMap<String, ReplicaView>,
+    view: Arc<Mutex<FleetView>>,
+}
+
+impl Etcd {
+    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut resync = true;
+        loop {
+            let was = self.connected.load(Ordering::Relaxed);
+            match self.session(&mut requests, &mut resync).await {
+                Ok(()) => return, // the store was dropped
+                Err(e) => {
+                    if was || self.connected.load(Ordering::Relaxed) {
+                        backoff = Duration::from_millis(100);
+                    }
+                    if self.connected.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "fleet: lost etcd; serving the last applied state, refusing writes");
+                    } else {
+                        tracing::debug!(error = %e, "fleet: etcd still unreachable");
+                    }
+                }
+            }
+            for (_, (reply, _)) in std::mem::take(&mut self.pending) {
+                let _ = reply.send(Err(unreachable()));
+            }
+            // Refuse what arrives while etcd is away, then try again.
+            let wait = tokio::time::sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => break,
+                    r = requests.recv() => match r {
+                        Some(r) => { let _ = r.reply.send(Err(unreachable())); }
+                        None => return,
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// One connection: catch up, then watch and write until something breaks.
+    async fn session(
+        &mut self,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+        resync: &mut bool,
+    ) -> Result<(), Error> {
+        let mut client = self.connect().await?;
+        let prefix = format!("{}/", self.config.prefix);
+        if *resync {
+            self.read_all(&mut client, &prefix).await?;
+            *resync = false;
+        }
+        let from = self.local.revision()? + 1;
+        let options = WatchOptions::new().with_prefix().with_start_revision(from).with_progress_notify();
+        let mut stream = client.watch(prefix.clone(), Some(options)).await.map_err(etcd)?;
+        let ttl = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(3).max(1);
+        let lease = client.lease_grant(ttl, None).await.map_err(etcd)?.id();
+        let (mut keeper, mut kept) = client.lease_keep_alive(lease).await.map_err(etcd)?;
+        self.presence(&mut client, lease).await?;
+        if !self.connected.swap(true, Ordering::Relaxed) {
+            tracing::info!(replica = %self.config.replica, revision = from - 1, "fleet: in step with etcd");
+        }
+        let mut tick = tokio::time::interval(PRESENCE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    keeper.keep_alive().await.map_err(etcd)?;
+                    self.presence(&mut client, lease).await?;
+                }
+                alive = kept.message() => {
+                    if alive.map_err(etcd)?.is_none_or(|r| r.ttl() <= 0) {
+                        return Err(Error::Unavailable("fleet: this replica's lease expired".into()));
+                    }
+                }
+                message = stream.message() => {
+                    let Some(resp) = message.map_err(etcd)? else {
+                        return Err(Error::Unavailable("fleet: the watch ended".into()));
+                    };
+                    if resp.compact_revision() > 0 || resp.canceled() {
+                        // What we missed is gone: read everything again.
+                        *resync = true;
+                        return Err(Error::Unavailable(format!("fleet: watch cancelled ({})", resp.cancel_reason())));
+                    }
+                    if self.apply(&resp, &prefix)? {
+                        // Say at once what was applied, so the fleet's view shows no stale lag.
+                        self.presence(&mut client, lease).await?;
+                    }
+                }
+                request = requests.recv() => match request {
+                    Some(r) => self.commit(&mut client, r).await,
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, Error> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(WRITE_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
+        if let Some((user, password)) = &self.config.auth {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &self.config.tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                let pem = std::fs::read(ca).map_err(|e| Error::Tls(format!("state.etcd.ca_file: {e}")))?;
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Tls(format!("state.etcd: {e}")));
+                t = t.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(t);
+        }
+        // Only the members that answer now: a dead member in the balanced
+        // channel would fail every other call until it comes back.
+        let mut live = Vec::new();
+        for ep in &self.config.endpoints {
+            let host = ep.split("://").nth(1).unwrap_or(ep).trim_end_matches('/');
+            let reachable =
+                tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(host)).await;
+            if matches!(reachable, Ok(Ok(_))) {
+                live.push(ep.clone());
+            }
+        }
+        if live.is_empty() {
+            return Err(Error::Unavailable("fleet: no etcd endpoint answers".into()));
+        }
+        Client::connect(&live, Some(options)).await.map_err(etcd)
+    }
+
+    /// Writes this replica's presence key on `lease`.
+    async fn presence(&mut self, client: &mut Client, lease: i64) -> Result<(), Error> {
+        let me = ReplicaView {
+            replica: self.config.replica.clone(),
+            applied_revision: self.state_revision,
+            config_hash: self.config_hash.clone(),
+            ..ReplicaView::default()
+        };
+        let key = format!("{}/replicas/{}", self.config.prefix, me.replica);
+        let value = serde_json::to_vec(&me).map_err(|e| Error::State(e.to_string()))?;
+        client.put(key, value, Some(etcd_client::PutOptions::new().with_lease(lease))).await.map_err(etcd)?;
+        Ok(())
+    }
+
+    /// Notes a presence key's change; `true` when `key` was one.
+    fn present(&mut self, key: &[u8], value: Option<&[u8]>, prefix: &str) -> bool {
+        let Some(name) = std::str::from_utf8(key).ok().and_then(|k| k.strip_prefix(prefix)?.strip_prefix("replicas/"))
+        else {
+            return false;
+        };
+        match value.and_then(|v| serde_json::from_slice::<ReplicaView>(v).ok()) {
+            Some(r) => self.present.insert(name.to_owned(), r),
+            None => self.present.remove(name),
+        };
+        let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        view.replicas = self.present.values().cloned().collect();
+        true
+    }
+
+    /// Replaces the local copy with everything under the prefix.
+    async fn read_all(&mut self, client: &mut Client, prefix: &str) -> Result<(), Error> {
+        let resp = client.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(etcd)?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        self.present.clear();
+        let (mut rows, mut newest) = (Vec::new(), 0);
+        for kv in resp.kvs() {
+            if !self.present(kv.key(), Some(kv.value()), prefix) {
+                rows.extend(row(kv.key(), Some(kv.value()), prefix));
+                newest = newest.max(kv.mod_revision());
+            }
+        }
+        self.local.mirror(&rows, revision, true)?;
+        tracing::info!(keys = rows.len(), revision, "fleet: read the whole state from etcd");
+        self.state_revision = newest;
+        self.applied(revision);
+        Ok(())
+    }
+
+    /// Applies one watch response (all the events of its revisions); `true`
+    /// when it changed the state (not only presence).
+    fn apply(&mut self, resp: &etcd_client::WatchResponse, prefix: &str) -> Result<bool, Error> {
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut rows = Vec::new();
+        for e in resp.events() {
+            let Some(kv) = e.kv() else { continue };
+            let value = (e.event_type() == EventType::Put).then(|| kv.value());
+            if !self.present(kv.key(), value, prefix) {
+                rows.extend(row(kv.key(), value, prefix));
+            }
+        }
+        let last = resp.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).max().unwrap_or(revision);
+        if rows.is_empty() {
+            // Presence and progress only: nothing to apply or rebuild, but
+            // writes up to here are answered.
+            self.answer(last);
+            return Ok(false);
+        }
+        self.local.mirror(&rows, last, false)?;
+        self.state_revision = last;
+        self.applied(last);
+        Ok(true)
+    }
+
+    /// Marks `revision` applied and answers the writes it covers.
+    fn applied(&mut self, revision: i64) {
+        self.applied.send_replace(revision);
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).applied_revision = self.state_revision;
+        self.answer(revision);
+    }
+
+    /// Answers the writes up to `revision`.
+    fn answer(&mut self, revision: i64) {
+        let later = self.pending.split_off(&(revision + 1));
+        for (_, (reply, event)) in std::mem::replace(&mut self.pending, later) {
+            let _ = reply.send(Ok(event));
+        }
+    }
+
+    /// One write: its rows and, with an event, the next sequence number, in
+    /// one transaction (retried when another replica took the number).
+    async fn commit(&mut self, client: &mut Client, r: Request) {
+        let result = self.transact(client, &r).await;
+        match result {
+            Ok((revision, event)) if revision <= self.local.revision().unwrap_or(0) => {
+                let _ = r.reply.send(Ok(event));
+            }
+            Ok((revision, event)) => {
+                self.pending.insert(revision, (r.reply, event));
+            }
+            Err(e) => {
+                let _ = r.reply.send(Err(e));
+            }
+        }
+    }
+
+    async fn transact(&self, client: &mut Client, r: &Request) -> Result<(i64, Option<Event>), Error> {
+        let p = &self.config.prefix;
+        let seq_key = format!("{p}/seq");
+        let ops = |extra: Vec<TxnOp>| {
+            r.rows
+                .iter()
+                .map(|row| {
+                    let key = format!("{p}/{}/{}", row.table, row.key);
+                    match &row.value {
+                        Some(v) => TxnOp::put(key, v.clone(), None),
+                        None => TxnOp::delete(key, None),
+                    }
+                })
+                .chain(extra)
+                .collect::<Vec<_>>()
+        };
+        let Some(event) = &r.event else {
+            let resp = client.txn(Txn::new().and_then(ops(vec![]))).await.map_err(etcd)?;
+            return Ok((resp.header().map_or(0, |h| h.revision()), None));
+        };
+        for _ in 0..16 {
+            let got = client.get(seq_key.clone(), None).await.map_err(etcd)?;
+            let (seq, at) = got.kvs().first().map_or((0, 0), |kv| {
+                (
+                    std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+                    kv.mod_revision(),
+                )
+            });
+            let event = state::stamp(event.clone(), seq + 1);
+            let row = state::event_row(&event)?;
+            let event_op = TxnOp::put(format!("{p}/events/{}", row.key), row.value.unwrap_or_default(), None);
+            let seq_op = TxnOp::put(seq_key.clone(), (seq + 1).to_string(), None);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(seq_key.clone(), CompareOp::Equal, at)])
+                .and_then(ops(vec![event_op, seq_op]));
+            let resp = client.txn(txn).await.map_err(etcd)?;
+            if resp.succeeded() {
+                return Ok((resp.header().map_or(0, |h| h.revision()), Some(event)));
+            }
+        }
+        Err(Error::Unavailable("fleet: too many concurrent writes; try again".into()))
+    }
+}
+
+/// The row an etcd key under `prefix` stands for.
+fn row(key: &[u8], value: Option<&[u8]>, prefix: &str) -> Option<Row> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
+    let (table, key) = rest.split_once('/')?;
+    let table = TABLES.into_iter().find(|t| *t == table)?;
+    Some(Row { table, key: key.to_owned(), value: value.map(<[u8]>::to_vec) })
+}
+
+fn etcd(e: etcd_client::Error) -> Error {
+    Error::Unavailable(format!("fleet: etcd: {e}"))
+}
+
+/// Applies what the fleet's store applied (changes made on any replica) to
+/// what the data path reads, until the store is dropped.
+pub async fn follow(control: Arc<super::Control>) {
+    let Some(mut applied) = control.store.as_ref().and_then(|s| s.applied()) else {
+        return;
+    };
+    while applied.changed().await.is_ok() {
+        let revision = *applied.borrow_and_update();
+        if let Err(e) = control.apply_stored().await {
+            tracing::error!(revision, error = %e, "fleet: cannot apply the fleet's state; keeping the last one");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Real etcd servers for fleet tests: `etcd` (Debian's `etcd-server`) on
+//! free loopback ports with a temporary data directory, one member or a
+//! cluster of three, stopped (and its data removed) on drop.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One etcd member.
+pub struct Etcd {
+    /// Its client URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    name: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+/// A free loopback port (bound, then released for the server to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Etcd {
+    /// A one-member cluster, ready to serve.
+    pub fn start() -> Self {
+        Self::cluster(1).pop().unwrap()
+    }
+
+    /// A cluster of `n` members, each ready to serve.
+    pub fn cluster(n: usize) -> Vec<Self> {
+        let members: Vec<(String, u16, u16)> = (0..n).map(|i| (format!("m{i}"), free_port(), free_port())).collect();
+        let initial: Vec<String> =
+            members.iter().map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}")).collect();
+        let token = format!("switchyard-test-{}", std::process::id());
+        let mut out: Vec<Self> = members
+            .iter()
+            .map(|(name, client, peer)| {
+                let args = vec![
+                    format!("--name={name}"),
+                    format!("--listen-client-urls=http://127.0.0.1:{client}"),
+                    format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+                    format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+                    format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+                    format!("--initial-cluster={}", initial.join(",")),
+                    format!("--initial-cluster-token={token}"),
+                    "--heartbeat-interval=50".into(),
+                    "--election-timeout=500".into(),
+                    "--log-level=error".into(),
+                ];
+                let mut e = Etcd {
+                    url: format!("http://127.0.0.1:{client}"),
+                    name: name.clone(),
+                    child: None,
+                    dir: tempfile::tempdir().unwrap(),
+                    args,
+                };
+                e.spawn();
+                e
+            })
+            .collect();
+        for e in &mut out {
+            e.wait_ready();
+        }
+        out
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(etcd_binary())
+            .args(&self.args)
+            .arg(format!("--data-dir={}", self.dir.path().join(&self.name).display()))
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start etcd (is Debian's etcd-server installed? scripts/test.sh installs it)");
+        self.child = Some(child);
+    }
+
+    /// Waits until the member answers `/health` as healthy (at most 20 s).
+    fn wait_ready(&mut self) {
+        let addr: SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
+        let start = Instant::now();
+        loop {
+            if health(addr) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "etcd at {} did not become healthy", self.url);
+            std::thread::sleep(Duration::from_millis(50)); // poll
+        }
+    }
+
+    /// `kill -9` the member (its data stays, for [`Etcd::restart`]).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the member again on the same ports and data, and waits for it.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `etcd` from PATH, or Debian's `/usr/bin/etcd`.
+fn etcd_binary() -> PathBuf {
+    std::env::var_os("SWITCHYARD_ETCD").map_or_else(|| PathBuf::from("etcd"), PathBuf::from)
+}
+
+/// Whether etcd at `addr` says it is healthy.
+fn health(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.contains("\"health\":\"true\"")
+}
+
+impl Etcd {
+    /// Whether this member is the raft leader (etcd's maintenance status).
+    pub fn is_leader(&self) -> bool {
+        use std::io::{Read, Write};
+        let addr: SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let body = "{}";
+        let req = format!(
+            "POST /v3/maintenance/status HTTP/1.1\r\nHost: etcd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let Some(json) = out.split("\r\n\r\n").nth(1) else { return false };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json.trim()) else { return false };
+        v["leader"].is_string() && v["leader"] == v["header"]["member_id"]
+    }
+}
