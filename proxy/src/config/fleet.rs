@@ -122,3 +122,44 @@ fn default_replica(dir: &Path) -> String {
     }
     format!("{host}-{hash:08x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn load(state: &str) -> Result<Config, String> {
+        let yaml = format!(
+            "listeners: [{{ name: l, bind: \"127.0.0.1:0\" }}]\nservices:\n  - name: s\n    pools: {{ p: {{ endpoints: [\"127.0.0.1:1\"] }} }}\n{state}"
+        );
+        Config::from_yaml(&yaml, std::path::Path::new("/tmp")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_fleet_needs_endpoints_a_prefix_and_whole_credentials() {
+        let c = load("state: { etcd: { endpoints: [\"http://127.0.0.1:2379\"] } }\n").unwrap();
+        let f = c.fleet.unwrap();
+        assert_eq!((f.prefix.as_str(), f.lease_ttl.as_secs()), ("/switchyard", 3));
+        assert!(f.replica.len() > 9, "a default name: host and a hash of the state dir: {}", f.replica);
+        assert_eq!(c.state_dir.as_deref(), Some(std::path::Path::new("/tmp/switchyard-state")));
+        let again = load("state: { etcd: { endpoints: [\"http://127.0.0.1:2379\"] } }\n").unwrap();
+        assert_eq!(again.fleet.unwrap().replica, f.replica, "the default name is stable");
+
+        let err = |state: &str| load(state).unwrap_err();
+        let e = err("state: { etcd: { endpoints: [] } }\n");
+        assert!(e.contains("state.etcd.endpoints (line 5)"), "{e}");
+        assert!(err("state: { etcd: { endpoints: [\"127.0.0.1:2379\"] } }\n").contains("write http://HOST:PORT"));
+        assert!(err("state: { etcd: { endpoints: [\"http://a:1\"], prefix: nope } }\n").contains("state.etcd.prefix"));
+        assert!(
+            err("state: { etcd: { endpoints: [\"http://a:1\"], replica: \"a b\" } }\n").contains("state.etcd.replica")
+        );
+        assert!(
+            err("state: { etcd: { endpoints: [\"http://a:1\"], cert_file: c.pem } }\n").contains("both `cert_file`")
+        );
+        assert!(err("state: { etcd: { endpoints: [\"http://a:1\"], user: u } }\n").contains("both `user`"));
+        assert!(err("state: { etcd: { endpoints: [\"http://a:1\"], lease_ttl: 100ms } }\n").contains("at least 1s"));
+        assert!(
+            err("state: { etcd: { endpoint: [\"http://a:1\"] } }\n").contains("endpoint"),
+            "unknown fields are refused"
+        );
+    }
+}

@@ -102,7 +102,16 @@ impl FleetStore {
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.requests.send(Request { rows, event, reply }).map_err(|_| unreachable())?;
-        answer.recv_timeout(WRITE_TIMEOUT).map_err(|_| unreachable())?
+        let wait = || answer.recv_timeout(WRITE_TIMEOUT).map_err(|_| unreachable());
+        // The control path's writes are serialised; on a multi-threaded
+        // runtime, let its other tasks move to another thread meanwhile.
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(wait)?
+        } else {
+            wait()?
+        }
     }
 }
 

@@ -520,4 +520,31 @@ mod tests {
         s.commit(&[Change::Suspended("web", &BTreeSet::new())], event("x", None, "ci", None)).unwrap();
         assert!(s.run_time().unwrap().suspended.is_empty(), "an empty set lifts");
     }
+
+    #[test]
+    fn a_mirror_applies_rows_in_place_or_replaces_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut follow = store.subscribe();
+        let w: WeightMap = [("canary".to_owned(), 5)].into();
+        let mut rows = rows(&[
+            Change::Weights("web", Some(&w)),
+            Change::Flag("f", Some(&serde_json::json!({"state": "ENABLED"}))),
+        ])
+        .unwrap();
+        let ev = stamp(event("weights", Some("web"), "ops", None), 7);
+        rows.push(event_row(&ev).unwrap());
+        store.mirror(&rows, 42, false).unwrap();
+        assert_eq!(store.revision().unwrap(), 42);
+        assert_eq!(store.run_time().unwrap().weights["web"], w);
+        assert_eq!(store.last_events(10).unwrap(), vec![ev.clone()], "the event keeps the fleet's sequence number");
+        assert_eq!(follow.try_recv().unwrap(), ev, "followers hear of mirrored events");
+
+        let other: WeightMap = [("stable".to_owned(), 1)].into();
+        store.mirror(&self::rows(&[Change::Weights("api", Some(&other))]).unwrap(), 50, true).unwrap();
+        let rt = store.run_time().unwrap();
+        assert_eq!((rt.weights.len(), rt.weights.get("api")), (1, Some(&other)), "a reset keeps only what it brings");
+        assert!(store.flag_overrides().unwrap().is_empty() && store.last_events(10).unwrap().is_empty());
+        assert_eq!(store.revision().unwrap(), 50);
+    }
 }
