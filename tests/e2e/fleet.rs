@@ -25,6 +25,11 @@ async fn replica(etcd: &str, prefix: &str, i: usize, stable: &Upstream, canary: 
     start_with_admin(&format!("{svc}{state}")).await
 }
 
+/// The leader `p` names.
+async fn leader_of(p: &Proxy) -> Option<String> {
+    p.admin("GET", "/v1/fleet", Some(TOKEN), None).await.1["leader"].as_str().map(str::to_owned)
+}
+
 /// Whether every one of `proxies` answers from `pool` within 10 s.
 async fn all_serve(proxies: &[Proxy], pool: &str) -> bool {
     for p in proxies {
@@ -78,6 +83,24 @@ async fn a_weight_change_on_any_replica_is_applied_by_all() {
     let (ok, out, err) = ctl(p1.admin.unwrap(), &["status"]);
     assert!(ok, "{err}");
     assert!(out.contains("fleet: in-step (this replica: r1") && out.contains("r0") && out.contains("r2"), "{out}");
+
+    // One leader, which every replica names; when it goes, another takes over within the lease TTL.
+    let agreed = until(Duration::from_secs(10), || async {
+        let names = [leader_of(&proxies[0]).await, leader_of(&proxies[1]).await, leader_of(&proxies[2]).await];
+        names[0].is_some() && names.iter().all(|n| *n == names[0])
+    })
+    .await;
+    assert!(agreed, "the replicas agree on one leader");
+    let first = leader_of(&proxies[0]).await.unwrap();
+    let mut proxies = proxies;
+    let dead = proxies.remove(first[1..].parse::<usize>().unwrap()); // replica rN is proxies[N]
+    dead.signal("KILL");
+    let took_over = until(Duration::from_secs(10), || async {
+        let n = leader_of(&proxies[0]).await;
+        n.is_some() && n.as_deref() != Some(first.as_str()) && leader_of(&proxies[1]).await == n
+    })
+    .await;
+    assert!(took_over, "another replica leads once {first}'s lease expires");
 }
 
 #[tokio::test]

@@ -213,6 +213,8 @@ pub const FLEET_IN_STEP: &str = "switchyard_fleet_in_step";
 pub const FLEET_APPLIED_REVISION: &str = "switchyard_fleet_applied_revision";
 /// Revisions each present replica is behind the newest, by replica.
 pub const FLEET_REPLICA_LAG: &str = "switchyard_fleet_replica_lag";
+/// 1 while this replica is the fleet's elected leader, else 0.
+pub const FLEET_LEADER: &str = "switchyard_fleet_leader";
 
 /// The fleet's gauges, read from the control path's store at scrape time
 /// (registered only in fleet mode).
@@ -228,6 +230,7 @@ impl FleetCollector {
             (FLEET_IN_STEP, "1 while in step with the fleet's etcd, 0 while degraded.", vec![]),
             (FLEET_APPLIED_REVISION, "The etcd revision of the fleet's state this replica applied.", vec![]),
             (FLEET_REPLICA_LAG, "Revisions each present replica is behind the newest.", vec!["replica".to_owned()]),
+            (FLEET_LEADER, "1 while this replica is the fleet's elected leader, else 0.", vec![]),
         ]
         .into_iter()
         .map(|(name, help, labels)| Desc::new(name.into(), help.into(), labels, Default::default()))
@@ -262,6 +265,11 @@ impl Collector for FleetCollector {
             ),
             one(FLEET_APPLIED_REVISION, self.descs[1].help.as_str(), vec![gauge(vec![], f.applied_revision as f64)]),
             one(FLEET_REPLICA_LAG, self.descs[2].help.as_str(), lag),
+            one(
+                FLEET_LEADER,
+                self.descs[3].help.as_str(),
+                vec![gauge(vec![], f64::from(u8::from(f.leader.as_deref() == Some(f.replica.as_str()))))],
+            ),
         ]
     }
 }

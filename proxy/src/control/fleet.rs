@@ -22,7 +22,11 @@
 //! (the `lease_ttl`), rewritten every second with the revision it applied and
 //! its config file's hash, so any replica can show the whole fleet. Those
 //! keys are not state: they are kept in memory, never mirrored, and do not
-//! make replicas rebuild anything.
+//! make replicas rebuild anything. On the same lease every replica campaigns
+//! in etcd's election on `{prefix}/election`: the candidate key with the
+//! lowest create revision is the leader, and a leader whose lease expires
+//! hands over to the next. (The leader is shown; the rollouts it is to run
+//! are not yet in fleet mode.)
 
 use super::state::{self, Change, Event, FleetView, ReplicaView, Row, StateStore, Store, TABLES};
 use crate::config::{FleetConfig, RunTime};
@@ -72,6 +76,7 @@ impl FleetStore {
             state: "degraded".into(),
             applied_revision: local.revision()?,
             config_hash: config_hash.to_owned(),
+            leader: None,
             replicas: Vec::new(),
         }));
         let etcd = Etcd {
@@ -83,6 +88,7 @@ impl FleetStore {
             pending: BTreeMap::new(),
             state_revision: local.revision()?,
             present: BTreeMap::new(),
+            candidates: BTreeMap::new(),
             view: view.clone(),
         };
         std::thread::Builder::new()
@@ -197,6 +203,8 @@ struct Etcd {
     state_revision: i64,
     /// Replicas present, from their presence keys.
     present: BTreeMap<String, ReplicaView>,
+    /// Election candidates: key → (create revision, replica).
+    candidates: BTreeMap<String, (i64, String)>,
     view: Arc<Mutex<FleetView>>,
 }
 
@@ -257,6 +265,17 @@ impl Etcd {
         let lease = client.lease_grant(ttl, None).await.map_err(etcd)?.id();
         let (mut keeper, mut kept) = client.lease_keep_alive(lease).await.map_err(etcd)?;
         self.presence(&mut client, lease).await?;
+        let campaign = {
+            let (mut c, name, me) =
+                (client.clone(), format!("{}/election", self.config.prefix), self.config.replica.clone());
+            tokio::spawn(async move {
+                if let Ok(r) = c.campaign(name, me, lease).await {
+                    tracing::info!(key = ?r.leader().map(|l| String::from_utf8_lossy(l.key()).into_owned()), "fleet: this replica leads");
+                }
+            })
+        };
+        // The campaign ends with the session (its lease expires with it).
+        let _campaign = AbortOnDrop(campaign);
         if !self.connected.swap(true, Ordering::Relaxed) {
             tracing::info!(replica = %self.config.replica, revision = from - 1, "fleet: in step with etcd");
         }
@@ -345,18 +364,35 @@ impl Etcd {
         Ok(())
     }
 
-    /// Notes a presence key's change; `true` when `key` was one.
-    fn present(&mut self, key: &[u8], value: Option<&[u8]>, prefix: &str) -> bool {
-        let Some(name) = std::str::from_utf8(key).ok().and_then(|k| k.strip_prefix(prefix)?.strip_prefix("replicas/"))
-        else {
+    /// Notes a change to a presence or election key (`value`: the new value
+    /// and its create revision, `None` when deleted); `true` when `key` was one.
+    fn fleet_key(&mut self, key: &[u8], value: Option<(&[u8], i64)>, prefix: &str) -> bool {
+        let Some(rest) = std::str::from_utf8(key).ok().and_then(|k| k.strip_prefix(prefix)) else {
             return false;
         };
-        match value.and_then(|v| serde_json::from_slice::<ReplicaView>(v).ok()) {
-            Some(r) => self.present.insert(name.to_owned(), r),
-            None => self.present.remove(name),
-        };
+        if let Some(name) = rest.strip_prefix("replicas/") {
+            match value.and_then(|(v, _)| serde_json::from_slice::<ReplicaView>(v).ok()) {
+                Some(r) => self.present.insert(name.to_owned(), r),
+                None => self.present.remove(name),
+            };
+        } else if rest.starts_with("election/") {
+            match value {
+                Some((v, created)) => {
+                    self.candidates.insert(rest.to_owned(), (created, String::from_utf8_lossy(v).into()))
+                }
+                None => self.candidates.remove(rest),
+            };
+        } else {
+            return false;
+        }
+        let leader = self.candidates.values().min().map(|(_, r)| r.clone());
         let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
-        view.replicas = self.present.values().cloned().collect();
+        view.replicas = self
+            .present
+            .values()
+            .map(|r| ReplicaView { leader: leader.as_ref() == Some(&r.replica), ..r.clone() })
+            .collect();
+        view.leader = leader;
         true
     }
 
@@ -366,8 +402,9 @@ impl Etcd {
         let revision = resp.header().map_or(0, |h| h.revision());
         self.present.clear();
         let (mut rows, mut newest) = (Vec::new(), 0);
+        self.candidates.clear();
         for kv in resp.kvs() {
-            if !self.present(kv.key(), Some(kv.value()), prefix) {
+            if !self.fleet_key(kv.key(), Some((kv.value(), kv.create_revision())), prefix) {
                 rows.extend(row(kv.key(), Some(kv.value()), prefix));
                 newest = newest.max(kv.mod_revision());
             }
@@ -387,7 +424,7 @@ impl Etcd {
         for e in resp.events() {
             let Some(kv) = e.kv() else { continue };
             let value = (e.event_type() == EventType::Put).then(|| kv.value());
-            if !self.present(kv.key(), value, prefix) {
+            if !self.fleet_key(kv.key(), value.map(|v| (v, kv.create_revision())), prefix) {
                 rows.extend(row(kv.key(), value, prefix));
             }
         }
@@ -503,5 +540,14 @@ pub async fn follow(control: Arc<super::Control>) {
         if let Err(e) = control.apply_stored().await {
             tracing::error!(revision, error = %e, "fleet: cannot apply the fleet's state; keeping the last one");
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -124,6 +124,9 @@ pub struct FleetView {
     /// A hash of this replica's services, plugins, flags and stats settings
     /// (what every replica should agree on; listeners, admin and state may differ).
     pub config_hash: String,
+    /// The elected leader, if there is one.
+    #[serde(default)]
+    pub leader: Option<String>,
     /// Every replica present (this one included), by name.
     pub replicas: Vec<ReplicaView>,
 }
@@ -143,6 +146,9 @@ pub struct ReplicaView {
     /// Its config differs from this replica's.
     #[serde(default)]
     pub config_differs: bool,
+    /// It is the elected leader.
+    #[serde(default)]
+    pub leader: bool,
 }
 
 /// The embedded store: redb in `state.dir`.

@@ -489,11 +489,16 @@ async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
 
 /// The fleet section of `ctl status`.
 fn print_fleet(f: &FleetView) {
-    println!("\nfleet: {} (this replica: {}, applied revision {})", f.state, f.replica, f.applied_revision);
-    let mut rows = vec![["REPLICA", "APPLIED", "LAG", "CONFIG"].map(String::from).to_vec()];
+    let leader = f.leader.as_deref().unwrap_or("none");
+    println!(
+        "\nfleet: {} (this replica: {}, applied revision {}; leader: {leader})",
+        f.state, f.replica, f.applied_revision
+    );
+    let mut rows = vec![["REPLICA", "ROLE", "APPLIED", "LAG", "CONFIG"].map(String::from).to_vec()];
     for r in &f.replicas {
         let config = if r.config_differs { format!("{} (differs!)", r.config_hash) } else { r.config_hash.clone() };
-        rows.push(vec![r.replica.clone(), r.applied_revision.to_string(), r.lag.to_string(), config]);
+        let role = if r.leader { "leader" } else { "follower" }.to_owned();
+        rows.push(vec![r.replica.clone(), role, r.applied_revision.to_string(), r.lag.to_string(), config]);
     }
     print_table(&rows);
 }
