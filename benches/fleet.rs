@@ -22,17 +22,7 @@ async fn main() {
     let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
     let mut replicas = Vec::new();
     for i in 0..3 {
-        let svc = service(
-            "web",
-            "",
-            &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
-            "      weights: { stable: 100, canary: 0 }\n",
-        );
-        let state = format!(
-            "state: {{ dir: state, etcd: {{ endpoints: [\"{}\"], prefix: /bench, replica: r{i} }} }}\n",
-            etcd.url
-        );
-        replicas.push(start_with_admin(&format!("{svc}{state}")).await);
+        replicas.push(fleet_replica(std::slice::from_ref(&etcd.url), "/bench", i, stable.addr, canary.addr).await);
     }
     let mut clients = Vec::new();
     for r in &replicas {

@@ -14,15 +14,7 @@ async fn fleet(etcd: &str, prefix: &str, stable: &Upstream, canary: &Upstream) -
 }
 
 async fn replica(etcd: &str, prefix: &str, i: usize, stable: &Upstream, canary: &Upstream) -> Proxy {
-    let svc = service(
-        "web",
-        "",
-        &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
-        "      weights: { stable: 100, canary: 0 }\n",
-    );
-    let state =
-        format!("state: {{ dir: state, etcd: {{ endpoints: [\"{etcd}\"], prefix: {prefix}, replica: r{i} }} }}\n");
-    start_with_admin(&format!("{svc}{state}")).await
+    fleet_replica(&[etcd.to_owned()], prefix, i, stable.addr, canary.addr).await
 }
 
 /// The leader `p` names.
@@ -122,16 +114,7 @@ async fn an_etcd_cluster_losing_its_raft_leader_loses_no_acknowledged_change() {
     let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
     let mut proxies = Vec::new();
     for i in 0..2 {
-        let svc = service(
-            "web",
-            "",
-            &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
-            "      weights: { stable: 100, canary: 0 }\n",
-        );
-        let list = endpoints.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
-        let state =
-            format!("state: {{ dir: state, etcd: {{ endpoints: [{list}], prefix: /sy/raft, replica: r{i} }} }}\n");
-        proxies.push(start_with_admin(&format!("{svc}{state}")).await);
+        proxies.push(fleet_replica(&endpoints, "/sy/raft", i, stable.addr, canary.addr).await);
     }
     // Acknowledged changes before, across and after the loss of the raft leader.
     let mut acknowledged = Vec::new();

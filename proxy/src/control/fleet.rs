@@ -108,7 +108,15 @@ impl FleetStore {
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.requests.send(Request { rows, event, reply }).map_err(|_| unreachable())?;
-        let wait = || answer.recv_timeout(WRITE_TIMEOUT).map_err(|_| unreachable());
+        let wait = || {
+            answer.recv_timeout(WRITE_TIMEOUT).map_err(|e| match e {
+                std::sync::mpsc::RecvTimeoutError::Timeout => Error::Unavailable(
+                    "the fleet's etcd did not answer in time: the change may or may not have been made; read it back"
+                        .into(),
+                ),
+                std::sync::mpsc::RecvTimeoutError::Disconnected => unreachable(),
+            })
+        };
         // The control path's writes are serialised; on a multi-threaded
         // runtime, let its other tasks move to another thread meanwhile.
         let multi = tokio::runtime::Handle::try_current()
@@ -227,8 +235,10 @@ impl Etcd {
                     }
                 }
             }
-            for (_, (reply, _)) in std::mem::take(&mut self.pending) {
-                let _ = reply.send(Err(unreachable()));
+            // etcd accepted these: they are made, and this replica applies
+            // them when it is back in step.
+            for (_, (reply, event)) in std::mem::take(&mut self.pending) {
+                let _ = reply.send(Ok(event));
             }
             // Refuse what arrives while etcd is away, then try again.
             let wait = tokio::time::sleep(backoff);

@@ -204,3 +204,23 @@ pub fn ctl(admin: SocketAddr, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Replica `rI` of a fleet at etcd `endpoints` under `prefix`: service `web`
+/// with pools `stable` and `canary` (all weight on stable), with the admin API.
+pub async fn fleet_replica(
+    endpoints: &[String],
+    prefix: &str,
+    i: usize,
+    stable: SocketAddr,
+    canary: SocketAddr,
+) -> Proxy {
+    let svc = service(
+        "web",
+        "",
+        &[("stable", &[stable]), ("canary", &[canary])],
+        "      weights: { stable: 100, canary: 0 }\n",
+    );
+    let list = endpoints.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let state = format!("state: {{ dir: state, etcd: {{ endpoints: [{list}], prefix: {prefix}, replica: r{i} }} }}\n");
+    start_with_admin(&format!("{svc}{state}")).await
+}
