@@ -72,7 +72,7 @@ async fn main() {
     let metrics = || async move { get(addr, "/metrics", &[]).await.2 };
     let (w0, b0) = counters(&metrics().await);
     let span = Duration::from_secs(10);
-    tokio::time::sleep(span).await; // the measured idle period
+    tokio::time::sleep(span).await; // pace: the measured idle period
     let (w1, b1) = counters(&metrics().await);
     let per = |d: f64| d / span.as_secs_f64() / 3.0;
     println!(

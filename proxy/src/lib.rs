@@ -15,8 +15,9 @@
 //!   build a new snapshot, write the event, persist, swap). Under it: the
 //!   rollouts ([`control::rollout`]: the pure state machine, analysis and
 //!   evidence, and the controller that runs them), the durable store behind
-//!   the [`control::state::Store`] trait, and the hand-over to a successor
-//!   binary ([`control::upgrade`]);
+//!   the [`control::state::Store`] trait (embedded redb, or a fleet's etcd in
+//!   [`control::fleet`]), and the hand-over to a successor binary
+//!   ([`control::upgrade`]);
 //! - [`data`]: the request path, in the order a request meets it (worker,
 //!   listener, forward's phases, split, pool, body) and the [`data::snapshot`]
 //!   it reads. It never imports the control path;

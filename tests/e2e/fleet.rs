@@ -188,3 +188,34 @@ async fn without_etcd_traffic_flows_on_the_last_state_writes_are_refused_and_rec
     assert!(accepted, "writes are accepted again once etcd is back");
     assert!(all_serve(&proxies, "stable").await, "every replica, the restarted one too, catches up");
 }
+
+#[tokio::test]
+async fn a_replica_reaches_etcd_over_tls_with_the_ca_it_is_given() {
+    let certs = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let (cert, key) = (certs.path().join("etcd.pem"), certs.path().join("etcd.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let etcd = Etcd::start_tls(&cert, &key);
+    assert!(etcd.url.starts_with("https://"));
+    let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
+    let svc = service(
+        "web",
+        "",
+        &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
+        "      weights: { stable: 100, canary: 0 }\n",
+    );
+    let state = format!(
+        "state: {{ dir: state, etcd: {{ endpoints: [\"{}\"], prefix: /sy/tls, replica: t0, ca_file: \"{}\" }} }}\n",
+        etcd.url,
+        cert.display()
+    );
+    let p = start_with_admin(&format!("{svc}{state}")).await;
+    let body = r#"{"stable": 0, "canary": 100}"#;
+    let accepted = until(Duration::from_secs(10), || async {
+        p.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(body)).await.0 == 200
+    })
+    .await;
+    assert!(accepted, "in step over TLS: {}", p.admin("GET", "/v1/fleet", Some(TOKEN), None).await.1);
+    assert!(all_serve(std::slice::from_ref(&p), "canary").await);
+}

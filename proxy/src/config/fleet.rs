@@ -90,6 +90,17 @@ fn validate_etcd(e: Spanned<FileEtcd>, dir: &Path, base: &Path) -> Result<FleetC
         _ => return Err(fail("state.etcd", at, "give both `cert_file` and `key_file`, or neither")),
     };
     let ca = file(e.ca_file);
+    // Read now, so a wrong path is a config error rather than a replica that never connects.
+    let readable = |field: &str, p: &Path| {
+        std::fs::metadata(p).map(drop).map_err(|err| fail(field, at, format!("cannot read {}: {err}", p.display())))
+    };
+    if let Some(ca) = &ca {
+        readable("state.etcd.ca_file", ca)?;
+    }
+    if let Some((cert, key)) = &identity {
+        readable("state.etcd.cert_file", cert)?;
+        readable("state.etcd.key_file", key)?;
+    }
     let tls = (ca.is_some() || identity.is_some()).then_some(EtcdTls { ca, identity });
     let auth = match (e.user, file(e.password_file)) {
         (Some(u), Some(p)) => {

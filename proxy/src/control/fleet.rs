@@ -561,3 +561,19 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::row;
+
+    #[test]
+    fn keys_map_to_rows_of_known_tables_only() {
+        let r = row(b"/sy/weights/web", Some(b"{}"), "/sy/").unwrap();
+        assert_eq!((r.table, r.key.as_str(), r.value.as_deref()), ("weights", "web", Some(&b"{}"[..])));
+        assert_eq!(row(b"/sy/events/00000000000000000007", None, "/sy/").unwrap().key, "00000000000000000007");
+        assert!(row(b"/sy/replicas/r1", Some(b"{}"), "/sy/").is_none(), "presence is not state");
+        assert!(row(b"/sy/election/694d", Some(b"r1"), "/sy/").is_none(), "nor are election keys");
+        assert!(row(b"/other/weights/web", Some(b"{}"), "/sy/").is_none(), "another fleet's keys");
+        assert!(row(b"/sy/seq", Some(b"7"), "/sy/").is_none());
+    }
+}

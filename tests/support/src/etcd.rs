@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 /// One etcd member.
 pub struct Etcd {
-    /// Its client URL, e.g. `http://127.0.0.1:41234`.
+    /// Its client URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS).
     pub url: String,
+    /// Where `/health` answers over plain HTTP.
+    health: SocketAddr,
     name: String,
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -28,8 +30,20 @@ impl Etcd {
         Self::cluster(1).pop().unwrap()
     }
 
+    /// A one-member cluster serving clients over TLS with `cert` and `key`
+    /// (PEM files; the certificate must name 127.0.0.1).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let tls = [format!("--cert-file={}", cert.display()), format!("--key-file={}", key.display())];
+        Self::members(1, Some(&tls)).pop().unwrap()
+    }
+
     /// A cluster of `n` members, each ready to serve.
     pub fn cluster(n: usize) -> Vec<Self> {
+        Self::members(n, None)
+    }
+
+    fn members(n: usize, tls: Option<&[String]>) -> Vec<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let members: Vec<(String, u16, u16)> = (0..n).map(|i| (format!("m{i}"), free_port(), free_port())).collect();
         let initial: Vec<String> =
             members.iter().map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}")).collect();
@@ -37,10 +51,12 @@ impl Etcd {
         let mut out: Vec<Self> = members
             .iter()
             .map(|(name, client, peer)| {
-                let args = vec![
+                let metrics = free_port();
+                let mut args = vec![
                     format!("--name={name}"),
-                    format!("--listen-client-urls=http://127.0.0.1:{client}"),
-                    format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+                    format!("--listen-client-urls={scheme}://127.0.0.1:{client}"),
+                    format!("--advertise-client-urls={scheme}://127.0.0.1:{client}"),
+                    format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"),
                     format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
                     format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
                     format!("--initial-cluster={}", initial.join(",")),
@@ -49,8 +65,10 @@ impl Etcd {
                     "--election-timeout=500".into(),
                     "--log-level=error".into(),
                 ];
+                args.extend(tls.unwrap_or_default().iter().cloned());
                 let mut e = Etcd {
-                    url: format!("http://127.0.0.1:{client}"),
+                    url: format!("{scheme}://127.0.0.1:{client}"),
+                    health: SocketAddr::from(([127, 0, 0, 1], metrics)),
                     name: name.clone(),
                     child: None,
                     dir: tempfile::tempdir().unwrap(),
@@ -80,10 +98,9 @@ impl Etcd {
 
     /// Waits until the member answers `/health` as healthy (at most 20 s).
     fn wait_ready(&mut self) {
-        let addr: SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
         let start = Instant::now();
         loop {
-            if health(addr) {
+            if health(self.health) {
                 return;
             }
             assert!(start.elapsed() < Duration::from_secs(20), "etcd at {} did not become healthy", self.url);
@@ -134,7 +151,8 @@ fn health(addr: SocketAddr) -> bool {
 }
 
 impl Etcd {
-    /// Whether this member is the raft leader (etcd's maintenance status).
+    /// Whether this member is the raft leader (etcd's maintenance status;
+    /// plain-HTTP members only).
     pub fn is_leader(&self) -> bool {
         use std::io::{Read, Write};
         let addr: SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
