@@ -505,12 +505,17 @@ impl Etcd {
         };
         for _ in 0..16 {
             let got = client.get(seq_key.clone(), None).await.map_err(etcd)?;
-            let (seq, at) = got.kvs().first().map_or((0, 0), |kv| {
-                (
-                    std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
-                    kv.mod_revision(),
-                )
-            });
+            let (seq, at) = match got.kvs().first() {
+                None => (0, 0),
+                Some(kv) => match std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse::<u64>().ok()) {
+                    Some(n) => (n, kv.mod_revision()),
+                    None => {
+                        return Err(Error::State(format!(
+                            "fleet: {seq_key} in etcd is not a number; nothing was changed"
+                        )))
+                    }
+                },
+            };
             let event = state::stamp(event.clone(), seq + 1);
             let row = state::event_row(&event)?;
             let event_op = TxnOp::put(format!("{p}/events/{}", row.key), row.value.unwrap_or_default(), None);
@@ -527,11 +532,26 @@ impl Etcd {
     }
 }
 
-/// The row an etcd key under `prefix` stands for.
+/// The row an etcd key under `prefix` stands for. A value that is not what
+/// its table holds (written into etcd by something else) is skipped with a
+/// warning, so it can never stop a replica from loading its copy.
 fn row(key: &[u8], value: Option<&[u8]>, prefix: &str) -> Option<Row> {
     let rest = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
     let (table, key) = rest.split_once('/')?;
     let table = TABLES.into_iter().find(|t| *t == table)?;
+    if let Some(v) = value {
+        let fits = match table {
+            "plugins" => true,
+            "weights" => serde_json::from_slice::<crate::config::WeightMap>(v).is_ok(),
+            "suspended" => serde_json::from_slice::<std::collections::BTreeSet<String>>(v).is_ok(),
+            "events" => key.parse::<u64>().is_ok() && serde_json::from_slice::<Event>(v).is_ok(),
+            _ => serde_json::from_slice::<serde_json::Value>(v).is_ok(),
+        };
+        if !fits {
+            tracing::warn!(table, key, "fleet: ignoring a key whose value this version cannot read");
+            return None;
+        }
+    }
     Some(Row { table, key: key.to_owned(), value: value.map(<[u8]>::to_vec) })
 }
 
@@ -568,12 +588,16 @@ mod tests {
 
     #[test]
     fn keys_map_to_rows_of_known_tables_only() {
-        let r = row(b"/sy/weights/web", Some(b"{}"), "/sy/").unwrap();
-        assert_eq!((r.table, r.key.as_str(), r.value.as_deref()), ("weights", "web", Some(&b"{}"[..])));
+        let r = row(b"/sy/weights/web", Some(br#"{"a": 1}"#), "/sy/").unwrap();
+        assert_eq!((r.table, r.key.as_str(), r.value.as_deref()), ("weights", "web", Some(&br#"{"a": 1}"#[..])));
         assert_eq!(row(b"/sy/events/00000000000000000007", None, "/sy/").unwrap().key, "00000000000000000007");
         assert!(row(b"/sy/replicas/r1", Some(b"{}"), "/sy/").is_none(), "presence is not state");
         assert!(row(b"/sy/election/694d", Some(b"r1"), "/sy/").is_none(), "nor are election keys");
         assert!(row(b"/other/weights/web", Some(b"{}"), "/sy/").is_none(), "another fleet's keys");
         assert!(row(b"/sy/seq", Some(b"7"), "/sy/").is_none());
+        assert!(row(b"/sy/weights/web", Some(b"not json"), "/sy/").is_none(), "junk is skipped, not mirrored");
+        assert!(row(b"/sy/weights/web", Some(br#"{"a": -1}"#), "/sy/").is_none());
+        assert!(row(b"/sy/events/x", Some(b"{}"), "/sy/").is_none());
+        assert!(row(b"/sy/weights/web", None, "/sy/").is_some(), "a delete needs no value");
     }
 }
