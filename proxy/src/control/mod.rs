@@ -26,7 +26,7 @@ use crate::control::state::{event, Change, Event, Store};
 use crate::data::snapshot::Snapshot;
 use crate::data::Shared;
 use crate::flags::FlagSet;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -302,13 +302,8 @@ impl Control {
             None => self.shared.snapshot.load().run_time(),
         };
         let overrides_p = self.plugin_overrides()?;
-        let plugins = match crate::plugin::load_all(&new.plugins, &overrides_p, &self.shared.plugins.map()) {
-            Ok(p) => p,
-            Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e.to_string()))),
-        };
-        let current = self.shared.snapshot.load_full();
-        let next = match Snapshot::build(&new, &self.shared.stats, Some(&current), &overrides, &plugins) {
-            Ok(n) => n,
+        let (plugins, next) = match self.build(&new, &overrides, &overrides_p) {
+            Ok(built) => built,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(e.to_string()))),
         };
         let bucketing = |c: &Config| c.flags.as_ref().map(|f| f.bucketing);
@@ -351,12 +346,7 @@ impl Control {
         let internal = |e: crate::Error| ControlError::Internal(e.to_string());
         let config = self.config();
         let overrides = store.run_time().map_err(internal)?;
-        let plugins =
-            crate::plugin::load_all(&config.plugins, &store.plugins().map_err(internal)?, &self.shared.plugins.map())
-                .map_err(internal)?;
-        let current = self.shared.snapshot.load_full();
-        let next =
-            Snapshot::build(&config, &self.shared.stats, Some(&current), &overrides, &plugins).map_err(internal)?;
+        let (plugins, next) = self.build(&config, &overrides, &store.plugins().map_err(internal)?).map_err(internal)?;
         if let Some(f) = &config.flags {
             let set = load_flags(f, &store.flag_overrides().map_err(internal)?).map_err(internal)?;
             self.shared.flags.store(Arc::new(set));
@@ -364,6 +354,20 @@ impl Control {
         self.shared.plugins.replace(plugins);
         self.shared.snapshot.store(Arc::new(next));
         Ok(())
+    }
+
+    /// The plugins and the snapshot `config` and the run-time state give
+    /// (unchanged plugins kept, not recompiled; endpoints' state carried over).
+    fn build(
+        &self,
+        config: &Config,
+        overrides: &crate::config::RunTime,
+        plugin_overrides: &crate::plugin::Overrides,
+    ) -> Result<(BTreeMap<String, Arc<crate::plugin::Plugin>>, Snapshot), crate::Error> {
+        let plugins = crate::plugin::load_all(&config.plugins, plugin_overrides, &self.shared.plugins.map())?;
+        let current = self.shared.snapshot.load_full();
+        let next = Snapshot::build(config, &self.shared.stats, Some(&current), overrides, &plugins)?;
+        Ok((plugins, next))
     }
 
     /// Persists a rollout's progress.
