@@ -51,6 +51,11 @@ pub enum Error {
     /// The fleet's store (etcd) cannot be reached or did not answer in time.
     #[error("{0}")]
     Unavailable(String),
+    /// A guarded write found the shared state not as it expected (the
+    /// rollout changed meanwhile, or this replica no longer leads); nothing
+    /// was changed.
+    #[error("{0}")]
+    Stale(String),
 }
 
 /// The class of a request-path failure.

@@ -95,16 +95,169 @@ async fn a_weight_change_on_any_replica_is_applied_by_all() {
     assert!(took_over, "another replica leads once {first}'s lease expires");
 }
 
+/// A canary of service `web` with a manual gate, judged every 200 ms on
+/// 2 s windows; steps are numbered from 1 in its events: 20 % (1), the gate
+/// (2), 40 % (3), 60 % (4).
+const GATED: &str = "    rollout:\n      steps:\n        - { weight: 20, hold: 2s }\n        - pause: {}\n        \
+    - { weight: 40, hold: 4s }\n        - { weight: 60, hold: 2s }\n      \
+    analysis: { interval: 200ms, window: 2s, min_requests: 5 }\n";
+
+/// Three replicas running [`GATED`] rollouts.
+async fn rollout_fleet(etcd: &str, prefix: &str, stable: &Upstream, canary: &Upstream) -> Vec<Proxy> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.push(fleet_replica_with(&[etcd.to_owned()], prefix, i, (stable.addr, canary.addr), GATED).await);
+    }
+    out
+}
+
+/// The index of the replica every one of `proxies` names as leader (replica `rN` is `proxies[N]`).
+async fn agreed_leader(proxies: &[&Proxy]) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut names = Vec::new();
+        for p in proxies {
+            names.push(leader_of(p).await);
+        }
+        if names[0].is_some() && names.iter().all(|n| *n == names[0]) {
+            return names[0].as_ref().unwrap()[1..].parse().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the replicas agree on one leader: {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll
+    }
+}
+
+/// Requests to `addr` every 5 ms on one connection, for at most 60 s (abort it sooner).
+fn traffic(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        let mut pace = tokio::time::interval(Duration::from_millis(5));
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < end {
+            pace.tick().await;
+            c.get("/", &[]).await;
+        }
+    })
+}
+
+async fn rollout_of(p: &Proxy) -> serde_json::Value {
+    p.admin("GET", "/v1/services/web/rollout", Some(TOKEN), None).await.1
+}
+
+/// The rollout's weight events (by the step they name) and promotions, as `p` lists them.
+async fn step_events(p: &Proxy) -> Vec<String> {
+    let (_, events) = p.admin("GET", "/v1/events?limit=1000", Some(TOKEN), None).await;
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "weights" && e["outcome"] == "applied")
+        .filter_map(|e| e["reason"].as_str())
+        .filter(|r| r.starts_with("rollout of web"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a rollout that went through every step of [`GATED`] once, in order, leaves in the history.
+const EVERY_STEP_ONCE: [&str; 4] = [
+    "rollout of web: canary at 20% (step 1)",
+    "rollout of web: canary at 40% (step 3)",
+    "rollout of web: canary at 60% (step 4)",
+    "rollout of web promoted: canary has all traffic",
+];
+
+/// A rollout started on one replica is run by the leader, a gate is passed
+/// from a third replica, and when the leader is killed mid-step another
+/// takes over at the same step with the hold time already spent, never
+/// repeating or skipping a step.
 #[tokio::test]
-async fn rollouts_are_refused_in_fleet_mode_until_a_leader_runs_them() {
+async fn the_leader_runs_a_rollout_started_anywhere_and_another_takes_it_over_at_the_same_step() {
     let etcd = Etcd::start();
     let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
-    let p = replica(&etcd.url, "/sy/rollout", 0, &stable, &canary).await;
-    let plan = r#"{"steps": [{"weight": 10, "hold": "1m"}]}"#;
-    let (status, v) = p.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(plan)).await;
-    assert_eq!(status, 409, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("fleet mode"), "{v}");
-    assert_eq!(get(p.addr, "/", &[]).await.2, "stable", "nothing changed");
+    let proxies = rollout_fleet(&etcd.url, "/sy/takeover", &stable, &canary).await;
+    let leader = agreed_leader(&proxies.iter().collect::<Vec<_>>()).await;
+    let (starter, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let mut load: Vec<_> = proxies.iter().map(|p| Some(traffic(p.addr))).collect();
+
+    let (status, r) = proxies[starter].admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!((status, r["weight"].as_u64()), (200, Some(20)), "{r}");
+    let (status, again) = proxies[other].admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!(status, 409, "one rollout per service, whichever replica is asked: {again}");
+    let gated = until(Duration::from_secs(20), || async { rollout_of(&proxies[other]).await["step"] == 1 }).await;
+    assert!(gated, "the leader judged the first step and stopped at the gate: {}", rollout_of(&proxies[other]).await);
+    let (ok, out, err) = ctl(proxies[other].admin.unwrap(), &["rollout", "promote", "web"]);
+    assert!(ok, "a gate is passed from any replica: {out}{err}");
+
+    // Mid-way through the 40 % step, the leader dies.
+    let spent = until(Duration::from_secs(20), || async {
+        let r = rollout_of(&proxies[other]).await;
+        r["step"] == 2 && r["in_step_ms"].as_u64().unwrap_or(0) >= 1_500
+    })
+    .await;
+    assert!(spent, "{}", rollout_of(&proxies[other]).await);
+    let before = rollout_of(&proxies[other]).await["in_step_ms"].as_u64().unwrap();
+    load[leader].take().unwrap().abort();
+    proxies[leader].signal("KILL");
+
+    // The survivors carry on from where the dead leader's last checkpoint was.
+    let (mut seen, deadline) = (Vec::new(), std::time::Instant::now() + Duration::from_secs(40));
+    loop {
+        let r = rollout_of(&proxies[starter]).await;
+        if r["status"] == "promoted" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+        seen.push((r["step"].as_u64().unwrap_or(0), r["in_step_ms"].as_u64().unwrap_or(0)));
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll
+    }
+    let in_step: Vec<u64> = seen.iter().filter(|(step, _)| *step == 2).map(|&(_, ms)| ms).collect();
+    assert!(in_step.windows(2).all(|w| w[0] <= w[1]), "the hold time spent is kept: {in_step:?}");
+    assert!(in_step.iter().all(|&ms| ms >= before), "from {before} ms: {in_step:?}");
+    assert_eq!(step_events(&proxies[other]).await, EVERY_STEP_ONCE, "every step once, in order");
+    let new_leader = agreed_leader(&[&proxies[starter], &proxies[other]]).await;
+    assert_ne!(new_leader, leader);
+}
+
+/// A leader that is paused (SIGSTOP) past its lease is replaced; when it
+/// wakes, every write its controller attempts is fenced off, so the rollout
+/// goes through each step once.
+#[tokio::test]
+async fn a_paused_leader_that_wakes_cannot_apply_a_decision() {
+    let etcd = Etcd::start();
+    let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
+    let proxies = rollout_fleet(&etcd.url, "/sy/fence", &stable, &canary).await;
+    let leader = agreed_leader(&proxies.iter().collect::<Vec<_>>()).await;
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let mut load: Vec<_> = proxies.iter().map(|p| Some(traffic(p.addr))).collect();
+    let (status, r) = proxies[leader].admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{r}");
+    let gated = until(Duration::from_secs(20), || async { rollout_of(&proxies[others[0]]).await["step"] == 1 }).await;
+    assert!(gated);
+    let (status, r) = proxies[others[1]].admin("POST", "/v1/services/web/rollout/promote", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{r}");
+    let started = until(Duration::from_secs(10), || async { rollout_of(&proxies[others[0]]).await["step"] == 2 }).await;
+    assert!(started);
+
+    load[leader].take().unwrap().abort();
+    proxies[leader].signal("STOP");
+    let replaced = until(Duration::from_secs(15), || async {
+        let n = leader_of(&proxies[others[0]]).await;
+        n.is_some_and(|n| n != format!("r{leader}"))
+    })
+    .await;
+    proxies[leader].signal("CONT");
+    assert!(replaced, "a new leader once the paused one's lease expired");
+    let done =
+        until(Duration::from_secs(40), || async { rollout_of(&proxies[others[0]]).await["status"] == "promoted" })
+            .await;
+    assert!(done, "{}", rollout_of(&proxies[others[0]]).await);
+    assert_eq!(step_events(&proxies[others[1]]).await, EVERY_STEP_ONCE, "the woken leader applied nothing");
+    let caught_up =
+        until(Duration::from_secs(10), || async { rollout_of(&proxies[leader]).await["status"] == "promoted" }).await;
+    assert!(caught_up, "the old leader follows the new one's decisions");
+    let stopped = proxies[leader].logged("fleet: this replica no longer leads; its controller stops").len()
+        + proxies[leader].logged("fleet: a decision was fenced off; this replica no longer leads").len();
+    assert!(stopped >= 1, "its controller stopped when it found it no longer leads");
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@ impl From<ControlError> for Resp {
         let status = match e {
             ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Conflict(_) | ControlError::Stale(_) => StatusCode::CONFLICT,
             ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };

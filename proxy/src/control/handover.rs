@@ -14,9 +14,9 @@ impl Control {
         let handles: Vec<_> = self.rollouts.lock().await.values().cloned().collect();
         for h in handles {
             // Waits for a tick in progress; the next one sees `handed_over`.
-            let r = h.lock().await;
+            let mut r = h.lock().await;
             if !r.is_done() {
-                if let Err(e) = self.save_rollout(&r) {
+                if let Err(e) = self.save_progress(&mut r) {
                     tracing::error!(service = %r.service, error = %e, "cannot save rollout progress for the successor");
                 }
             }

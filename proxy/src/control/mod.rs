@@ -22,7 +22,7 @@ pub use rollout::{Command, Handle};
 
 use crate::config::WeightMap;
 use crate::config::{weights_for, Config};
-use crate::control::state::{event, Change, Event, Store};
+use crate::control::state::{event, Change, Event, Guard, Store};
 use crate::data::snapshot::Snapshot;
 use crate::data::Shared;
 use crate::flags::FlagSet;
@@ -48,6 +48,10 @@ pub enum ControlError {
     /// The fleet's store is unreachable (503); nothing changed.
     #[error("{0}")]
     Unavailable(String),
+    /// A rollout changed meanwhile, or this replica no longer leads the
+    /// fleet (409); nothing changed.
+    #[error("{0}")]
+    Stale(String),
 }
 
 /// Run-time control of a proxy.
@@ -113,23 +117,24 @@ impl Control {
         if let Some(err) = self.rollout_conflict(service, "weights") {
             return Err(self.refuse(ev, err));
         }
-        self.change_traffic(ev, service, asked, None)
+        self.change_traffic(ev, service, asked, None, None)
     }
 
     /// A rollout's weights, and the suspension of the rules to a rolled-back
-    /// candidate (`suspend`), in one event and one snapshot swap.
+    /// candidate (`suspend`), in one event and one snapshot swap, with the
+    /// rollout's row (`rollout`: its JSON, stored under its guard).
     pub(crate) async fn rollout_traffic(
         &self,
         service: &str,
         weights: WeightMap,
         suspend: Option<&BTreeSet<String>>,
-        actor: &str,
-        reason: Option<String>,
+        (actor, reason): (&str, String),
+        rollout: (&str, &Guard),
     ) -> Result<Event, ControlError> {
         let _w = self.writes.lock().await;
-        let mut ev = event("weights", Some(service), actor, reason);
+        let mut ev = event("weights", Some(service), actor, Some(reason));
         ev.new = serde_json::json!(weights);
-        self.change_traffic(ev, service, weights, suspend)
+        self.change_traffic(ev, service, weights, suspend, Some(rollout))
     }
 
     /// The common body of a weight change (writes held).
@@ -139,6 +144,7 @@ impl Control {
         service: &str,
         asked: WeightMap,
         suspend: Option<&BTreeSet<String>>,
+        rollout: Option<(&str, &Guard)>,
     ) -> Result<Event, ControlError> {
         let snap = self.shared.snapshot.load_full();
         let Some(svc) = snap.service(service) else {
@@ -156,6 +162,7 @@ impl Control {
             format!("weights of {service}: {} → {}", describe(&names, svc.split.weights()), describe(&names, &weights));
         let next = snap.with_traffic(service, Some((weights, true)), suspend);
         let mut changes = vec![Change::Weights(service, Some(&full))];
+        changes.extend(rollout.map(|(row, _)| Change::Rollout(service, row)));
         if let Some(pools) = suspend.filter(|p| **p != svc.suspended) {
             changes.push(Change::Suspended(service, pools));
             let rules = next.as_ref().and_then(|n| n.service(service)).map(|s| s.split.suspended_rules());
@@ -165,7 +172,7 @@ impl Control {
                 ev.message.push_str(&format!("; rules {} suspended", rule_list(&rules)));
             }
         }
-        self.swap_traffic(ev, service, next, &changes)
+        self.swap_traffic(ev, service, next, &changes, rollout.map(|(_, g)| g))
     }
 
     /// The common end of a traffic change (writes held): refused when the
@@ -176,11 +183,15 @@ impl Control {
         service: &str,
         next: Option<Snapshot>,
         changes: &[Change<'_>],
+        guard: Option<&Guard>,
     ) -> Result<Event, ControlError> {
         let Some(next) = next else {
             return Err(self.refuse(ev, no_service(service)));
         };
-        let ev = self.commit(changes, ev)?;
+        let ev = match guard {
+            Some(g) => self.commit_under(changes, Some(ev.clone()), g)?.unwrap_or(ev),
+            None => self.commit(changes, ev)?,
+        };
         self.shared.snapshot.store(Arc::new(next));
         tracing::info!(service, actor = %ev.actor, "{}", ev.message);
         Ok(ev)
@@ -209,7 +220,7 @@ impl Control {
         ev.new = serde_json::json!(weight_map(&names, &file_weights));
         ev.message = format!("weights of {service} back to the config file's: {}", describe(&names, &file_weights));
         let next = snap.with_traffic(service, Some((file_weights, false)), None);
-        self.swap_traffic(ev, service, next, &[Change::Weights(service, None)])
+        self.swap_traffic(ev, service, next, &[Change::Weights(service, None)], None)
     }
 
     /// Lifts the suspension of a service's rules to rolled-back pools: they
@@ -240,7 +251,7 @@ impl Control {
         );
         let none = BTreeSet::new();
         let next = snap.with_traffic(service, None, Some(&none));
-        self.swap_traffic(ev, service, next, &[Change::Suspended(service, &none)])
+        self.swap_traffic(ev, service, next, &[Change::Suspended(service, &none)], None)
     }
 
     /// Marks whether a rollout of `service` is running (not yet ended).
@@ -370,29 +381,35 @@ impl Control {
         Ok((plugins, next))
     }
 
-    /// Persists a rollout's progress.
-    pub(crate) fn save_rollout(&self, r: &crate::control::rollout::Rollout) -> Result<(), ControlError> {
-        match &self.store {
-            Some(s) => serde_json::to_value(r)
-                .map_err(|e| crate::Error::State(format!("state store: {e}")))
-                .and_then(|v| s.save_rollout(&r.service, &v))
-                .map_err(|e| ControlError::Internal(e.to_string())),
-            None => Ok(()),
-        }
-    }
-
     /// Commits `changes` with their event, durably (refused when it cannot be recorded).
     pub(crate) fn commit(&self, changes: &[Change<'_>], ev: Event) -> Result<Event, ControlError> {
+        self.commit_under(changes, Some(ev.clone()), &Guard::default()).map(|stored| stored.unwrap_or(ev))
+    }
+
+    /// [`Control::commit`] under `guard`, the event optional.
+    pub(crate) fn commit_under(
+        &self,
+        changes: &[Change<'_>],
+        ev: Option<Event>,
+        guard: &Guard,
+    ) -> Result<Option<Event>, ControlError> {
         match &self.store {
-            Some(store) => store.commit(changes, ev).map_err(|e| {
-                tracing::error!(error = %e, "cannot record a change; refusing it");
-                match e {
-                    crate::Error::Unavailable(m) => ControlError::Unavailable(m),
-                    e => ControlError::Internal(format!("the change could not be recorded, so it was not made: {e}")),
+            Some(store) => store.commit_guarded(changes, ev, guard).map_err(|e| match e {
+                crate::Error::Unavailable(m) => ControlError::Unavailable(m),
+                crate::Error::Stale(m) => ControlError::Stale(m),
+                e => {
+                    tracing::error!(error = %e, "cannot record a change; refusing it");
+                    ControlError::Internal(format!("the change could not be recorded, so it was not made: {e}"))
                 }
             }),
             None => Ok(ev),
         }
+    }
+
+    /// Whether this replica runs the rollouts: always, except in a fleet
+    /// whose leader is another replica (or unknown while etcd is away).
+    pub(crate) fn leads(&self) -> bool {
+        self.store.as_ref().and_then(|s| s.leading()).is_none_or(|l| *l.borrow())
     }
 
     /// Records a write refused before it reached the control path (bad

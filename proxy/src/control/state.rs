@@ -40,6 +40,18 @@ pub enum Change<'a> {
     PluginConfig(&'a str, &'a serde_json::Value),
     /// A service's suspended pools (rules to them are skipped); empty lifts.
     Suspended(&'a str, &'a BTreeSet<String>),
+    /// A service's rollout (its progress, as JSON: the latest, active or finished).
+    Rollout(&'a str, &'a str),
+}
+
+/// What a guarded write requires of the stored state, checked in the same
+/// transaction: the fence of a fleet's rollout controller.
+#[derive(Clone, Debug, Default)]
+pub struct Guard {
+    /// This replica leads the fleet (one machine always does).
+    pub leader: bool,
+    /// The service's stored rollout is exactly this JSON (`None`: there is none).
+    pub rollout: Option<(String, Option<String>)>,
 }
 
 /// One entry of the deployment history.
@@ -84,15 +96,24 @@ pub trait Store: Send + Sync {
     fn plugins(&self) -> Result<crate::plugin::Overrides, Error>;
     /// In one durable transaction: applies `changes` and appends `event`
     /// (its `seq` and `time` are filled in). Returns the event as stored.
-    fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error>;
+    fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
+        self.commit_guarded(changes, Some(event), &Guard::default())?
+            .ok_or_else(|| Error::State("state store: the event was not stored".into()))
+    }
+    /// [`Store::commit`] with the event optional, made only if `guard`
+    /// holds ([`Error::Stale`] otherwise, changing nothing).
+    fn commit_guarded(
+        &self,
+        changes: &[Change<'_>],
+        event: Option<Event>,
+        guard: &Guard,
+    ) -> Result<Option<Event>, Error>;
     /// Events after `after`, oldest first, at most `limit`.
     fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, Error>;
     /// The newest events, oldest first, at most `limit`.
     fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error>;
-    /// Stores a rollout's progress (the latest, active or finished, per service).
-    fn save_rollout(&self, service: &str, rollout: &serde_json::Value) -> Result<(), Error>;
-    /// Every stored rollout.
-    fn rollouts(&self) -> Result<Vec<serde_json::Value>, Error>;
+    /// Every stored rollout, as stored (JSON).
+    fn rollouts(&self) -> Result<Vec<String>, Error>;
     /// New events as they are committed.
     fn subscribe(&self) -> broadcast::Receiver<Event>;
     /// Lets go of the store for a successor process (a binary upgrade);
@@ -100,15 +121,29 @@ pub trait Store: Send + Sync {
     fn release(&self);
     /// Takes the store back after [`Store::release`].
     fn reopen(&self) -> Result<(), Error>;
-    /// In a fleet: the revision of the shared state this replica has applied,
+    /// In a fleet: what of the shared state this replica has applied,
     /// bumped after every change another replica (or this one) committed.
-    fn applied(&self) -> Option<tokio::sync::watch::Receiver<i64>> {
+    fn applied(&self) -> Option<tokio::sync::watch::Receiver<Applied>> {
         None
     }
     /// In a fleet: the fleet as this replica sees it.
     fn fleet(&self) -> Option<FleetView> {
         None
     }
+    /// In a fleet: whether this replica leads it now (it runs the rollouts).
+    fn leading(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
+}
+
+/// How far a replica has applied the fleet's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The etcd revision applied.
+    pub revision: i64,
+    /// The revision of the last change to what the data path reads (not
+    /// rollout progress or events alone): what needs a new snapshot.
+    pub traffic: i64,
 }
 
 /// The fleet as one replica sees it (`GET /v1/fleet`, `ctl status`, `/health/ready`).
@@ -275,19 +310,36 @@ impl Store for StateStore {
         Ok(crate::plugin::Overrides { uploaded, configs: self.json_table(PLUGIN_CONFIGS)? })
     }
 
-    fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
+    fn commit_guarded(
+        &self,
+        changes: &[Change<'_>],
+        event: Option<Event>,
+        guard: &Guard,
+    ) -> Result<Option<Event>, Error> {
         let tx = self.write()?;
-        let event = {
-            write_rows(&tx, &rows(changes)?)?;
-            let mut table = tx.open_table(EVENTS).map_err(db_err)?;
-            let seq = table.last().map_err(db_err)?.map_or(0, |(k, _)| k.value()) + 1;
-            let event = stamp(event, seq);
-            let json = serde_json::to_string(&event).map_err(db_err)?;
-            table.insert(seq, json.as_str()).map_err(db_err)?;
-            event
+        if let Some((service, expected)) = &guard.rollout {
+            let table = tx.open_table(ROLLOUTS).map_err(db_err)?;
+            let stored = table.get(service.as_str()).map_err(db_err)?.map(|v| v.value().to_owned());
+            if stored != *expected {
+                return Err(Error::Stale(format!("the rollout of `{service}` changed meanwhile; nothing was changed")));
+            }
+        }
+        write_rows(&tx, &rows(changes)?)?;
+        let event = match event {
+            Some(event) => {
+                let mut table = tx.open_table(EVENTS).map_err(db_err)?;
+                let seq = table.last().map_err(db_err)?.map_or(0, |(k, _)| k.value()) + 1;
+                let event = stamp(event, seq);
+                let json = serde_json::to_string(&event).map_err(db_err)?;
+                table.insert(seq, json.as_str()).map_err(db_err)?;
+                Some(event)
+            }
+            None => None,
         };
         tx.commit().map_err(db_err)?;
-        let _ = self.events.send(event.clone());
+        if let Some(event) = &event {
+            let _ = self.events.send(event.clone());
+        }
         Ok(event)
     }
 
@@ -314,20 +366,13 @@ impl Store for StateStore {
         Ok(out)
     }
 
-    fn save_rollout(&self, service: &str, rollout: &serde_json::Value) -> Result<(), Error> {
-        let json = serde_json::to_string(rollout).map_err(db_err)?;
-        let tx = self.write()?;
-        tx.open_table(ROLLOUTS).map_err(db_err)?.insert(service, json.as_str()).map_err(db_err)?;
-        tx.commit().map_err(db_err)
-    }
-
-    fn rollouts(&self) -> Result<Vec<serde_json::Value>, Error> {
+    fn rollouts(&self) -> Result<Vec<String>, Error> {
         let tx = self.read()?;
         let table = tx.open_table(ROLLOUTS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {
             let (_, v) = row.map_err(db_err)?;
-            out.push(serde_json::from_str(v.value()).map_err(db_err)?);
+            out.push(v.value().to_owned());
         }
         Ok(out)
     }
@@ -373,6 +418,7 @@ pub fn rows(changes: &[Change<'_>]) -> Result<Vec<Row>, Error> {
                     key: k.into(),
                     value: bytes((!pools.is_empty()).then(|| json(pools)).transpose()?),
                 },
+                Change::Rollout(k, r) => Row { table: "rollouts", key: k.into(), value: Some(r.as_bytes().to_vec()) },
             })
         })
         .collect()

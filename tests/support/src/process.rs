@@ -214,9 +214,20 @@ pub async fn fleet_replica(
     stable: SocketAddr,
     canary: SocketAddr,
 ) -> Proxy {
+    fleet_replica_with(endpoints, prefix, i, (stable, canary), "").await
+}
+
+/// [`fleet_replica`] with `extra` in service `web`'s section (a `rollout:`, say).
+pub async fn fleet_replica_with(
+    endpoints: &[String],
+    prefix: &str,
+    i: usize,
+    (stable, canary): (SocketAddr, SocketAddr),
+    extra: &str,
+) -> Proxy {
     let svc = service(
         "web",
-        "",
+        extra,
         &[("stable", &[stable]), ("canary", &[canary])],
         "      weights: { stable: 100, canary: 0 }\n",
     );

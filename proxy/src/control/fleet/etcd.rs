@@ -4,7 +4,7 @@
 
 use super::{unreachable, Reply, Request, WRITE_TIMEOUT};
 use crate::config::FleetConfig;
-use crate::control::state::{self, Event, FleetView, ReplicaView, Row, StateStore, TABLES};
+use crate::control::state::{self, Applied, Event, FleetView, ReplicaView, Row, StateStore, TABLES};
 use crate::error::Error;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use std::collections::BTreeMap;
@@ -21,11 +21,10 @@ pub(super) fn start(
     config: &FleetConfig,
     config_hash: &str,
     local: Arc<StateStore>,
-    applied: watch::Sender<i64>,
-    connected: Arc<AtomicBool>,
-    view: Arc<Mutex<FleetView>>,
+    shared: Shared,
     requests: mpsc::UnboundedReceiver<Request>,
 ) -> Result<(), Error> {
+    let Shared { applied, connected, view, leading } = shared;
     let etcd = Etcd {
         config: config.clone(),
         config_hash: config_hash.to_owned(),
@@ -36,6 +35,8 @@ pub(super) fn start(
         pending: BTreeMap::new(),
         present: BTreeMap::new(),
         candidates: BTreeMap::new(),
+        fence: None,
+        leading,
         view,
     };
     std::thread::Builder::new()
@@ -48,12 +49,24 @@ pub(super) fn start(
         .map_err(|e| Error::Runtime(format!("fleet: cannot start the etcd client thread: {e}")))
 }
 
+/// What the etcd thread tells the rest of the replica.
+pub(super) struct Shared {
+    /// The revision of the state applied locally.
+    pub applied: watch::Sender<Applied>,
+    /// In step with etcd (writes are possible).
+    pub connected: Arc<AtomicBool>,
+    /// The fleet as seen from here.
+    pub view: Arc<Mutex<FleetView>>,
+    /// This replica leads.
+    pub leading: watch::Sender<bool>,
+}
+
 /// The etcd thread's state.
 struct Etcd {
     config: FleetConfig,
     config_hash: String,
     local: Arc<StateStore>,
-    applied: watch::Sender<i64>,
+    applied: watch::Sender<Applied>,
     connected: Arc<AtomicBool>,
     /// Writes etcd accepted, by revision, answered once applied here.
     pending: BTreeMap<i64, (Reply, Option<Event>)>,
@@ -63,6 +76,10 @@ struct Etcd {
     present: BTreeMap<String, ReplicaView>,
     /// Election candidates: key → (create revision, replica).
     candidates: BTreeMap<String, (i64, String)>,
+    /// While this replica leads: its election key and that key's create
+    /// revision, which every leader's write requires unchanged.
+    fence: Option<(String, i64)>,
+    leading: watch::Sender<bool>,
     view: Arc<Mutex<FleetView>>,
 }
 
@@ -72,7 +89,11 @@ impl Etcd {
         let mut resync = true;
         loop {
             let was = self.connected.load(Ordering::Relaxed);
-            match self.session(&mut requests, &mut resync).await {
+            let result = self.session(&mut requests, &mut resync).await;
+            // Out of contact, this replica cannot know it still leads.
+            self.fence = None;
+            self.leading.send_replace(false);
+            match result {
                 Ok(()) => return, // the store was dropped
                 Err(e) => {
                     if was || self.connected.load(Ordering::Relaxed) {
@@ -125,17 +146,13 @@ impl Etcd {
         let lease = client.lease_grant(ttl, None).await.map_err(etcd)?.id();
         let (mut keeper, mut kept) = client.lease_keep_alive(lease).await.map_err(etcd)?;
         self.presence(&mut client, lease).await?;
-        let campaign = {
-            let (mut c, name, me) =
-                (client.clone(), format!("{}/election", self.config.prefix), self.config.replica.clone());
-            tokio::spawn(async move {
-                if let Ok(r) = c.campaign(name, me, lease).await {
-                    tracing::info!(key = ?r.leader().map(|l| String::from_utf8_lossy(l.key()).into_owned()), "fleet: this replica leads");
-                }
-            })
-        };
-        // The campaign ends with the session (its lease expires with it).
-        let _campaign = AbortOnDrop(campaign);
+        // Candidacy, as etcd's own election does it: a key under the
+        // election prefix on this session's lease; the lowest create
+        // revision leads (see `fleet_key`). Not etcd's blocking `Campaign`
+        // call: the watch already tells every replica who leads.
+        let candidate = format!("{}/election/{lease:x}", self.config.prefix);
+        let options = etcd_client::PutOptions::new().with_lease(lease);
+        client.put(candidate, self.config.replica.clone(), Some(options)).await.map_err(etcd)?;
         if !self.connected.swap(true, Ordering::Relaxed) {
             tracing::info!(replica = %self.config.replica, revision = from - 1, "fleet: in step with etcd");
         }
@@ -245,7 +262,13 @@ impl Etcd {
         } else {
             return false;
         }
-        let leader = self.candidates.values().min().map(|(_, r)| r.clone());
+        let lowest = self.candidates.iter().min_by_key(|(_, (created, _))| *created);
+        let leader = lowest.map(|(_, (_, r))| r.clone());
+        self.fence = lowest
+            .filter(|(_, (_, r))| *r == self.config.replica)
+            .map(|(key, (created, _))| (format!("{prefix}{key}"), *created));
+        let leads = self.fence.is_some();
+        self.leading.send_if_modified(|l| std::mem::replace(l, leads) != leads);
         let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
         view.replicas = self
             .present
@@ -272,7 +295,7 @@ impl Etcd {
         self.local.mirror(&rows, revision, true)?;
         tracing::info!(keys = rows.len(), revision, "fleet: read the whole state from etcd");
         self.state_revision = newest;
-        self.applied(revision);
+        self.applied(revision, true);
         Ok(())
     }
 
@@ -297,13 +320,19 @@ impl Etcd {
         }
         self.local.mirror(&rows, last, false)?;
         self.state_revision = last;
-        self.applied(last);
+        self.applied(last, rows.iter().any(|r| !matches!(r.table, "rollouts" | "events")));
         Ok(true)
     }
 
-    /// Marks `revision` applied and answers the writes it covers.
-    fn applied(&mut self, revision: i64) {
-        self.applied.send_replace(revision);
+    /// Marks `revision` applied (`traffic`: it changed what the data path
+    /// reads) and answers the writes it covers.
+    fn applied(&mut self, revision: i64, traffic: bool) {
+        self.applied.send_modify(|a| {
+            a.revision = revision;
+            if traffic {
+                a.traffic = revision;
+            }
+        });
         self.view.lock().unwrap_or_else(|p| p.into_inner()).applied_revision = self.state_revision;
         self.answer(revision);
     }
@@ -336,6 +365,28 @@ impl Etcd {
     async fn transact(&self, client: &mut Client, r: &Request) -> Result<(i64, Option<Event>), Error> {
         let p = &self.config.prefix;
         let seq_key = format!("{p}/seq");
+        let mut guard = Vec::new();
+        if r.guard.leader {
+            let Some((key, created)) = &self.fence else {
+                return Err(Error::Stale("this replica does not lead the fleet; nothing was changed".into()));
+            };
+            guard.push(Compare::create_revision(key.clone(), CompareOp::Equal, *created));
+        }
+        if let Some((service, expected)) = &r.guard.rollout {
+            let key = format!("{p}/rollouts/{service}");
+            guard.push(match expected {
+                Some(json) => Compare::value(key, CompareOp::Equal, json.clone()),
+                None => Compare::version(key, CompareOp::Equal, 0),
+            });
+        }
+        let stale =
+            || {
+                Error::Stale(match r.guard.leader {
+                true => "this replica no longer leads the fleet, or the rollout changed meanwhile; nothing was changed",
+                false => "the rollout changed meanwhile; nothing was changed",
+            }
+            .into())
+            };
         let ops = |extra: Vec<TxnOp>| {
             r.rows
                 .iter()
@@ -350,7 +401,10 @@ impl Etcd {
                 .collect::<Vec<_>>()
         };
         let Some(event) = &r.event else {
-            let resp = client.txn(Txn::new().and_then(ops(vec![]))).await.map_err(etcd)?;
+            let resp = client.txn(Txn::new().when(guard).and_then(ops(vec![]))).await.map_err(etcd)?;
+            if !resp.succeeded() {
+                return Err(stale());
+            }
             return Ok((resp.header().map_or(0, |h| h.revision()), None));
         };
         for _ in 0..16 {
@@ -370,12 +424,21 @@ impl Etcd {
             let row = state::event_row(&event)?;
             let event_op = TxnOp::put(format!("{p}/events/{}", row.key), row.value.unwrap_or_default(), None);
             let seq_op = TxnOp::put(seq_key.clone(), (seq + 1).to_string(), None);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(seq_key.clone(), CompareOp::Equal, at)])
-                .and_then(ops(vec![event_op, seq_op]));
+            let compares: Vec<Compare> = [Compare::mod_revision(seq_key.clone(), CompareOp::Equal, at)]
+                .into_iter()
+                .chain(guard.clone())
+                .collect();
+            let txn = Txn::new().when(compares).and_then(ops(vec![event_op, seq_op]));
             let resp = client.txn(txn).await.map_err(etcd)?;
             if resp.succeeded() {
                 return Ok((resp.header().map_or(0, |h| h.revision()), Some(event)));
+            }
+            if !guard.is_empty() {
+                // The guard failed, unless another write took the number.
+                let now = client.get(seq_key.clone(), None).await.map_err(etcd)?;
+                if now.kvs().first().map_or(0, |kv| kv.mod_revision()) == at {
+                    return Err(stale());
+                }
             }
         }
         Err(Error::Unavailable("fleet: too many concurrent writes; try again".into()))
@@ -407,15 +470,6 @@ fn row(key: &[u8], value: Option<&[u8]>, prefix: &str) -> Option<Row> {
 
 fn etcd(e: etcd_client::Error) -> Error {
     Error::Unavailable(format!("fleet: etcd: {e}"))
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -22,15 +22,24 @@
 //! (the `lease_ttl`), rewritten every second with the revision it applied and
 //! its config file's hash, so any replica can show the whole fleet. Those
 //! keys are not state: they are kept in memory, never mirrored, and do not
-//! make replicas rebuild anything. On the same lease every replica campaigns
-//! in etcd's election on `{prefix}/election`: the candidate key with the
-//! lowest create revision is the leader, and a leader whose lease expires
-//! hands over to the next. (The leader is shown; the rollouts it is to run
-//! are not yet in fleet mode.)
+//! make replicas rebuild anything. On the same lease every replica stands
+//! in an election on `{prefix}/election` (etcd's own election layout: a key
+//! per candidate): the candidate key with the lowest create revision is the
+//! leader, and a leader whose lease expires hands over to the next.
+//!
+//! The leader runs every rollout's controller. Its writes are fenced: each
+//! is one transaction that also requires its election key unchanged (same
+//! create revision) and the rollout's row exactly as it last read or wrote
+//! it, so a deposed or paused leader can never apply a decision, and a
+//! command made on another replica meanwhile is never overwritten. Any
+//! replica takes a rollout's start and commands (guarded by the row too);
+//! the leader picks them up from the watch. Progress is checkpointed once
+//! per second of hold, so a new leader resumes at the same step with all
+//! but under a second of the hold already spent.
 
 mod etcd;
 
-use super::state::{self, Change, Event, FleetView, Row, StateStore, Store};
+use super::state::{self, Applied, Change, Event, FleetView, Guard, Row, StateStore, Store};
 use crate::config::{FleetConfig, RunTime};
 use crate::error::Error;
 use std::collections::BTreeMap;
@@ -46,15 +55,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct FleetStore {
     local: Arc<StateStore>,
     requests: mpsc::UnboundedSender<Request>,
-    applied: watch::Receiver<i64>,
+    applied: watch::Receiver<Applied>,
     connected: Arc<AtomicBool>,
     view: Arc<Mutex<FleetView>>,
+    leading: watch::Receiver<bool>,
 }
 
-/// A write for the etcd thread: rows, and the event that goes with them.
+/// A write for the etcd thread: rows, the event that goes with them, and
+/// what must hold for it to be made.
 struct Request {
     rows: Vec<Row>,
     event: Option<Event>,
+    guard: Guard,
     reply: Reply,
 }
 
@@ -67,7 +79,8 @@ impl FleetStore {
     pub fn open(dir: &std::path::Path, config: &FleetConfig, config_hash: &str) -> Result<Self, Error> {
         let local = Arc::new(StateStore::open(dir)?);
         let (requests, rx) = mpsc::unbounded_channel();
-        let (applied_tx, applied) = watch::channel(local.revision()?);
+        let revision = local.revision()?;
+        let (applied_tx, applied) = watch::channel(Applied { revision, traffic: revision });
         let connected = Arc::new(AtomicBool::new(false));
         let view = Arc::new(Mutex::new(FleetView {
             replica: config.replica.clone(),
@@ -77,17 +90,20 @@ impl FleetStore {
             leader: None,
             replicas: Vec::new(),
         }));
-        etcd::start(config, config_hash, local.clone(), applied_tx, connected.clone(), view.clone(), rx)?;
-        Ok(Self { local, requests, applied, connected, view })
+        let (leading_tx, leading) = watch::channel(false);
+        let shared =
+            etcd::Shared { applied: applied_tx, connected: connected.clone(), view: view.clone(), leading: leading_tx };
+        etcd::start(config, config_hash, local.clone(), shared, rx)?;
+        Ok(Self { local, requests, applied, connected, view, leading })
     }
 
     /// Sends rows (and an event) to etcd and waits until this replica has applied them.
-    fn write(&self, rows: Vec<Row>, event: Option<Event>) -> Result<Option<Event>, Error> {
+    fn write(&self, rows: Vec<Row>, event: Option<Event>, guard: Guard) -> Result<Option<Event>, Error> {
         if !self.connected.load(Ordering::Relaxed) {
             return Err(unreachable());
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        self.requests.send(Request { rows, event, reply }).map_err(|_| unreachable())?;
+        self.requests.send(Request { rows, event, guard, reply }).map_err(|_| unreachable())?;
         let wait = || {
             answer.recv_timeout(WRITE_TIMEOUT).map_err(|e| match e {
                 std::sync::mpsc::RecvTimeoutError::Timeout => Error::Unavailable(
@@ -128,9 +144,13 @@ impl Store for FleetStore {
         self.local.plugins()
     }
 
-    fn commit(&self, changes: &[Change<'_>], event: Event) -> Result<Event, Error> {
-        let rows = state::rows(changes)?;
-        self.write(rows, Some(event))?.ok_or_else(|| Error::State("fleet: the event was not stored".into()))
+    fn commit_guarded(
+        &self,
+        changes: &[Change<'_>],
+        event: Option<Event>,
+        guard: &Guard,
+    ) -> Result<Option<Event>, Error> {
+        self.write(state::rows(changes)?, event, guard.clone())
     }
 
     fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, Error> {
@@ -141,12 +161,7 @@ impl Store for FleetStore {
         self.local.last_events(limit)
     }
 
-    fn save_rollout(&self, service: &str, rollout: &serde_json::Value) -> Result<(), Error> {
-        let value = serde_json::to_vec(rollout).map_err(|e| Error::State(e.to_string()))?;
-        self.write(vec![Row { table: "rollouts", key: service.into(), value: Some(value) }], None).map(drop)
-    }
-
-    fn rollouts(&self) -> Result<Vec<serde_json::Value>, Error> {
+    fn rollouts(&self) -> Result<Vec<String>, Error> {
         self.local.rollouts()
     }
 
@@ -162,7 +177,7 @@ impl Store for FleetStore {
         self.local.reopen()
     }
 
-    fn applied(&self) -> Option<watch::Receiver<i64>> {
+    fn applied(&self) -> Option<watch::Receiver<Applied>> {
         Some(self.applied.clone())
     }
 
@@ -176,18 +191,48 @@ impl Store for FleetStore {
         }
         Some(v)
     }
+
+    fn leading(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.leading.clone())
+    }
 }
 
-/// Applies what the fleet's store applied (changes made on any replica) to
-/// what the data path reads, until the store is dropped.
+/// Applies what the fleet's store applied (changes made on any replica):
+/// a new snapshot when what the data path reads changed, the rollouts'
+/// stored state into this replica's handles, and — while this replica
+/// leads — a controller for every rollout that has not ended. Runs until
+/// the store is dropped.
 pub async fn follow(control: Arc<super::Control>) {
-    let Some(mut applied) = control.store.as_ref().and_then(|s| s.applied()) else {
+    let Some(store) = control.store.as_ref() else { return };
+    let (Some(mut applied), Some(mut leading)) = (store.applied(), store.leading()) else {
         return;
     };
-    while applied.changed().await.is_ok() {
-        let revision = *applied.borrow_and_update();
-        if let Err(e) = control.apply_stored().await {
-            tracing::error!(revision, error = %e, "fleet: cannot apply the fleet's state; keeping the last one");
+    let mut built = applied.borrow().traffic;
+    loop {
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = *applied.borrow_and_update();
+                if now.traffic != built {
+                    built = now.traffic;
+                    if let Err(e) = control.apply_stored().await {
+                        tracing::error!(revision = now.revision, error = %e, "fleet: cannot apply the fleet's state; keeping the last one");
+                    }
+                }
+            }
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *leading.borrow_and_update() {
+                    tracing::info!("fleet: this replica leads: it runs the fleet's rollouts");
+                }
+            }
+        }
+        if let Err(e) = control.refresh_rollouts().await {
+            tracing::error!(error = %e, "fleet: cannot load the fleet's rollouts");
         }
     }
 }

@@ -11,19 +11,21 @@ use super::analysis::{judge, Judgement, Observed, Pair};
 use super::evidence::{Evidence, Since};
 use super::machine::{Command, Decision, Rollout};
 use super::policy::{check_policy, consult};
-use super::{notify, Handle};
+use super::{notify, Handle, Tracked};
 use crate::config::rollout::{RolloutPlan, Strategy};
 use crate::config::WeightMap;
-use crate::control::state::event;
+use crate::control::state::{event, Change, Guard};
 use crate::control::{Control, ControlError};
 use crate::plugin::policy::window;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 impl Control {
     /// Starts a rollout of `service` with `plan` (or the service's own plan).
+    /// In a fleet, any replica may start it; the leader runs it.
     pub async fn start_rollout(
         self: &Arc<Self>,
         service: &str,
@@ -31,13 +33,6 @@ impl Control {
         actor: &str,
     ) -> Result<Rollout, ControlError> {
         let ctrl = self;
-        if ctrl.config().fleet.is_some() {
-            return Err(ControlError::Conflict(
-                "rollouts are not run in fleet mode yet: they need the fleet's elected leader to run them once \
-                 for all replicas; set weights through the API instead"
-                    .into(),
-            ));
-        }
         let snap = ctrl.shared.snapshot.load_full();
         let svc =
             snap.service(service).ok_or_else(|| ControlError::NotFound(format!("no service named `{service}`")))?;
@@ -46,36 +41,46 @@ impl Control {
         })?;
         check_policy(ctrl, service, &plan).await?;
         let mut active = ctrl.rollouts.lock().await;
-        if let Some(h) = active.get(service) {
-            if !h.lock().await.is_done() {
-                return Err(ControlError::Conflict(format!(
-                    "a rollout of `{service}` is already running; abort it first"
-                )));
+        let stored = match active.get(service) {
+            Some(h) => {
+                let t = h.lock().await;
+                if !t.is_done() {
+                    return Err(ControlError::Conflict(format!(
+                        "a rollout of `{service}` is already running; abort it first"
+                    )));
+                }
+                t.stored.clone()
             }
-        }
+            None => None,
+        };
         // A new rollout gives the candidate's rules another chance.
         if !svc.suspended.is_empty() {
             ctrl.lift_suspension(service, actor, Some("a new rollout started".into())).await?;
         }
-        let (mut r, decision) = Rollout::start(service, plan);
-        let steps = r.plan.steps.len();
-        let strategy = match r.plan.strategy {
-            crate::config::rollout::Strategy::Canary => format!("canary, {steps} step(s)"),
-            crate::config::rollout::Strategy::BlueGreen => "blue-green".to_owned(),
+        let (rollout, decision) = Rollout::start(service, plan);
+        let mut t = Tracked { rollout, stored, driven: false };
+        let steps = t.plan.steps.len();
+        let strategy = match t.plan.strategy {
+            Strategy::Canary => format!("canary, {steps} step(s)"),
+            Strategy::BlueGreen => "blue-green".to_owned(),
         };
-        lifecycle(ctrl, &r, "rollout-start", actor, format!("rollout of {service} started ({strategy})"))?;
+        lifecycle(ctrl, &mut t, "rollout-start", actor, format!("rollout of {service} started ({strategy})"), None)?;
         ctrl.set_rollout_running(service, true);
-        if let Err(e) = apply(ctrl, &mut r, &decision, actor).await.and_then(|()| ctrl.save_rollout(&r)) {
+        if let Err(e) = apply(ctrl, &mut t, &decision, actor, false).await {
             ctrl.set_rollout_running(service, false);
             return Err(e);
         }
-        let handle: Handle = Arc::new(Mutex::new(r.clone()));
-        active.insert(service.to_owned(), handle.clone());
-        tokio::spawn(run(ctrl.clone(), handle));
+        let r = t.rollout.clone();
+        active.insert(service.to_owned(), Arc::new(Mutex::new(t)));
+        drop(active);
+        ctrl.drive_rollouts().await;
         Ok(r)
     }
 
-    /// Applies a manual command to the running rollout of `service`.
+    /// Applies a manual command to the running rollout of `service`. In a
+    /// fleet, on any replica: the command is made against the rollout as
+    /// stored, retried for up to a second while the leader's controller
+    /// writes progress meanwhile.
     pub async fn rollout_command(
         self: &Arc<Self>,
         service: &str,
@@ -90,75 +95,169 @@ impl Control {
             .get(service)
             .cloned()
             .ok_or_else(|| ControlError::NotFound(format!("no rollout of `{service}` is running")))?;
-        let mut r = handle.lock().await;
-        if r.is_done() {
-            return Err(ControlError::Conflict(format!("the rollout of `{service}` has ended ({:?})", r.status)));
-        }
-        let before = r.clone();
-        let decision = match cmd {
-            Command::Promote { full } => r.promote(full),
-            Command::Pause => r.pause(&format!("paused by {actor}")),
-            Command::Resume => {
-                r.resume();
-                Decision::Hold
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let mut t = handle.lock().await;
+            match command(ctrl, &mut t, cmd, actor).await {
+                Err(ControlError::Stale(why)) if Instant::now() < deadline => {
+                    tracing::debug!(service, why, "rollout changed meanwhile; taking the stored one and retrying");
+                    ctrl.adopt_stored(&mut t)?;
+                    drop(t);
+                    // Give the watch time to bring the newer row here.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return result,
             }
-            Command::Abort => r.stop(true, &format!("aborted by {actor}")),
-            Command::Rollback => r.stop(false, &format!("rolled back by {actor}")),
-        };
-        let what = format!("{cmd:?}").to_lowercase();
-        r.record(what.clone(), format!("by {actor}"));
-        if let Err(e) = apply(ctrl, &mut r, &decision, actor).await {
-            *r = before;
-            return Err(e);
         }
-        if matches!(cmd, Command::Resume) {
-            lifecycle(ctrl, &r, "rollout-resume", actor, format!("rollout of {service} resumed"))?;
-        }
-        ctrl.set_rollout_running(service, !r.is_done());
-        ctrl.save_rollout(&r)?;
-        Ok(r.clone())
     }
 
-    /// Resumes every stored rollout that had not ended (after a restart or
-    /// a hand-over), with the time already spent in its step counted.
+    /// Loads every stored rollout (at start-up, and after a hand-over was
+    /// taken back: with new handles, whose controllers start afresh), then
+    /// runs those that have not ended if this replica leads. Progress spent
+    /// in a step counts.
     pub async fn resume_rollouts(self: &Arc<Self>) -> Result<(), crate::Error> {
+        self.load_rollouts(true).await
+    }
+
+    /// Takes what the fleet stored for every rollout (a start, a command or
+    /// progress, made on any replica) into this replica's handles.
+    pub(crate) async fn refresh_rollouts(self: &Arc<Self>) -> Result<(), crate::Error> {
+        self.load_rollouts(false).await
+    }
+
+    async fn load_rollouts(self: &Arc<Self>, fresh: bool) -> Result<(), crate::Error> {
         let ctrl = self;
         let Some(store) = &ctrl.store else { return Ok(()) };
-        if ctrl.config().fleet.is_some() {
-            return Ok(()); // no rollout runs in fleet mode (see `start_rollout`)
-        }
-        let stored = store
-            .rollouts()?
-            .into_iter()
-            .map(serde_json::from_value::<Rollout>)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| crate::Error::State(format!("state store: a stored rollout: {e}")))?;
         let mut active = ctrl.rollouts.lock().await;
-        for r in stored {
-            let done = r.is_done();
-            if !done {
-                tracing::info!(service = %r.service, step = r.step, in_step_ms = r.in_step_ms, "resuming rollout");
+        for raw in store.rollouts()? {
+            let r = parse(&raw)?;
+            let (service, done) = (r.service.clone(), r.is_done());
+            match active.get(&service).filter(|_| !fresh) {
+                Some(h) => {
+                    let mut t = h.lock().await;
+                    if t.stored.as_deref() != Some(raw.as_str()) {
+                        (t.rollout, t.stored) = (r, Some(raw));
+                    }
+                }
+                None => {
+                    if !done && fresh {
+                        tracing::info!(service = %r.service, step = r.step, in_step_ms = r.in_step_ms, "resuming rollout");
+                    }
+                    let t = Tracked { rollout: r, stored: Some(raw), driven: false };
+                    active.insert(service.clone(), Arc::new(Mutex::new(t)));
+                }
             }
-            let handle: Handle = Arc::new(Mutex::new(r.clone()));
-            active.insert(r.service.clone(), handle.clone());
-            ctrl.set_rollout_running(&r.service, !done);
-            if !done {
-                tokio::spawn(run(ctrl.clone(), handle));
+            ctrl.set_rollout_running(&service, !done);
+        }
+        drop(active);
+        ctrl.drive_rollouts().await;
+        Ok(())
+    }
+
+    /// Starts a controller for every rollout that has not ended and has
+    /// none here, if this replica runs the rollouts.
+    pub(crate) async fn drive_rollouts(self: &Arc<Self>) {
+        if !self.leads() {
+            return;
+        }
+        for handle in self.rollouts.lock().await.values() {
+            let mut t = handle.lock().await;
+            if !t.is_done() && !t.driven {
+                t.driven = true;
+                tokio::spawn(run(self.clone(), handle.clone()));
             }
         }
-        Ok(())
     }
 
     /// The running or last rollout of `service`.
     pub async fn rollout(&self, service: &str) -> Option<Rollout> {
         let h = self.rollouts.lock().await.get(service).cloned()?;
-        let r = h.lock().await.clone();
+        let r = h.lock().await.rollout.clone();
         Some(r)
+    }
+
+    /// Stores `t`'s progress to the moment (fenced: only while this replica leads).
+    pub(crate) fn save_progress(&self, t: &mut Tracked) -> Result<(), ControlError> {
+        save(self, t, true)
+    }
+
+    /// Replaces `t` with the stored rollout when that is newer than what `t` was read from.
+    fn adopt_stored(&self, t: &mut Tracked) -> Result<(), ControlError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let internal = |e: crate::Error| ControlError::Internal(e.to_string());
+        for raw in store.rollouts().map_err(internal)? {
+            let r = parse(&raw).map_err(internal)?;
+            if r.service == t.service && t.stored.as_deref() != Some(raw.as_str()) {
+                (t.rollout, t.stored) = (r, Some(raw));
+            }
+        }
+        Ok(())
     }
 }
 
-/// The controller loop of one rollout.
+/// One manual command on `t`, written under its guard; `t` is as before when it fails.
+async fn command(ctrl: &Arc<Control>, t: &mut Tracked, cmd: Command, actor: &str) -> Result<Rollout, ControlError> {
+    let service = t.service.clone();
+    if t.is_done() {
+        return Err(ControlError::Conflict(format!("the rollout of `{service}` has ended ({:?})", t.status)));
+    }
+    let before = t.rollout.clone();
+    let decision = match cmd {
+        Command::Promote { full } => t.promote(full),
+        Command::Pause => t.pause(&format!("paused by {actor}")),
+        Command::Resume => {
+            t.resume();
+            Decision::Hold
+        }
+        Command::Abort => t.stop(true, &format!("aborted by {actor}")),
+        Command::Rollback => t.stop(false, &format!("rolled back by {actor}")),
+    };
+    let what = format!("{cmd:?}").to_lowercase();
+    t.record(what, format!("by {actor}"));
+    let written = match cmd {
+        Command::Resume => {
+            lifecycle(ctrl, t, "rollout-resume", actor, format!("rollout of {service} resumed"), Some(false))
+        }
+        _ => apply(ctrl, t, &decision, actor, false).await,
+    };
+    if let Err(e) = written {
+        t.rollout = before;
+        return Err(e);
+    }
+    ctrl.set_rollout_running(&service, !t.is_done());
+    Ok(t.rollout.clone())
+}
+
+fn parse(raw: &str) -> Result<Rollout, crate::Error> {
+    serde_json::from_str(raw).map_err(|e| crate::Error::State(format!("state store: a stored rollout: {e}")))
+}
+
+/// Stores `t`'s row alone, under its guard.
+fn save(ctrl: &Control, t: &mut Tracked, leader: bool) -> Result<(), ControlError> {
+    let row = row(t)?;
+    ctrl.commit_under(&[Change::Rollout(&t.service, &row)], None, &guard(t, leader))?;
+    t.stored = Some(row);
+    Ok(())
+}
+
+/// The row of `t`'s rollout as it is now.
+fn row(t: &Tracked) -> Result<String, ControlError> {
+    serde_json::to_string(&t.rollout).map_err(|e| ControlError::Internal(format!("a rollout's row: {e}")))
+}
+
+/// What a write of `t` requires: the row it was read from still stored, and
+/// for the controller (`leader`) this replica still leading.
+fn guard(t: &Tracked, leader: bool) -> Guard {
+    Guard { leader, rollout: Some((t.service.clone(), t.stored.clone())) }
+}
+
+/// The controller loop of one rollout, while this replica runs the rollouts.
 async fn run(ctrl: Arc<Control>, handle: Handle) {
+    drive(&ctrl, &handle).await;
+    handle.lock().await.driven = false;
+}
+
+async fn drive(ctrl: &Arc<Control>, handle: &Handle) {
     let epoch = ctrl.epoch();
     let interval = handle.lock().await.plan.analysis.interval;
     let sample_every = (10_000 / interval.as_millis().max(1)).max(1) as u64;
@@ -180,46 +279,68 @@ async fn run(ctrl: Arc<Control>, handle: Handle) {
         let elapsed = last.elapsed().as_millis() as u64;
         last = Instant::now();
         ticks += 1;
-        let mut r = handle.lock().await;
-        if r.is_done() || ctrl.epoch() != epoch {
+        let mut t = handle.lock().await;
+        if t.is_done() || ctrl.epoch() != epoch {
+            return;
+        }
+        if !ctrl.leads() {
+            tracing::info!(service = %t.service, "fleet: this replica no longer leads; its controller stops");
             return;
         }
         // A person's promote may have moved the weights since the last tick.
-        evidence.follow(&stats, (r.step, r.weight));
+        evidence.follow(&stats, (t.step, t.weight));
         evidence.update(&stats);
-        let (judgement, weight) = match r.plan.analysis.policy.clone() {
-            None => (analyse(&ctrl, &r, &evidence), None),
-            Some(policy) => consult(&ctrl, &mut r, &policy, elapsed, Some(&evidence)).await,
+        let (judgement, weight) = match t.plan.analysis.policy.clone() {
+            None => (analyse(ctrl, &t, &evidence), None),
+            Some(policy) => consult(ctrl, &mut t, &policy, elapsed, Some(&evidence)).await,
         };
-        let before = r.clone();
+        let before = t.rollout.clone();
         let progress_before = before.in_step_ms;
-        let mut decision = r.tick(elapsed, &judgement);
+        let mut decision = t.tick(elapsed, &judgement);
         if let (Decision::Hold, Some(w)) = (&decision, weight) {
-            decision = r.set_weight(w);
+            decision = t.set_weight(w);
         }
         let why = judgement.why().to_owned();
-        if decision != Decision::Hold {
-            r.record(describe(&decision), why);
-            if let Err(e) = apply(&ctrl, &mut r, &decision, "rollout").await {
-                tracing::error!(service = %r.service, error = %e, "rollout cannot apply its decision; pausing");
-                *r = before;
-                let pause = r.pause(&format!("cannot apply a decision: {e}"));
-                r.record(describe(&pause), e.to_string());
-            }
-        } else if ticks.is_multiple_of(sample_every) {
-            r.record(format!("hold ({})", verdict_name(&judgement)), why);
-        }
-        evidence.follow(&stats, (r.step, r.weight));
         // Decisions are saved at once; mere progress once per second of step
         // time (each save is an fsync), so a crash loses under a second of hold.
-        let checkpoint = decision != Decision::Hold || r.in_step_ms / CHECKPOINT_MS != progress_before / CHECKPOINT_MS;
-        if checkpoint {
-            if let Err(e) = ctrl.save_rollout(&r) {
-                tracing::error!(service = %r.service, error = %e, "cannot persist rollout progress");
-            }
+        let checkpoint = decision != Decision::Hold || t.in_step_ms / CHECKPOINT_MS != progress_before / CHECKPOINT_MS;
+        if decision != Decision::Hold {
+            t.record(describe(&decision), why);
+        } else if ticks.is_multiple_of(sample_every) {
+            t.record(format!("hold ({})", verdict_name(&judgement)), why);
         }
-        if r.is_done() {
-            ctrl.set_rollout_running(&r.service, false);
+        let written = match checkpoint {
+            true => apply(ctrl, &mut t, &decision, "rollout", true).await,
+            false => Ok(()),
+        };
+        match written {
+            Ok(()) => {}
+            Err(ControlError::Stale(why)) => {
+                // Deposed, or a command made on another replica meanwhile:
+                // nothing was written; take the stored rollout and go on.
+                t.rollout = before;
+                if !ctrl.leads() {
+                    tracing::warn!(service = %t.service, why, "fleet: a decision was fenced off; this replica no longer leads");
+                    return;
+                }
+                if let Err(e) = ctrl.adopt_stored(&mut t) {
+                    tracing::error!(service = %t.service, error = %e, "cannot read the stored rollout");
+                }
+            }
+            Err(e) if decision != Decision::Hold => {
+                tracing::error!(service = %t.service, error = %e, "rollout cannot apply its decision; pausing");
+                t.rollout = before;
+                let pause = t.pause(&format!("cannot apply a decision: {e}"));
+                t.record(describe(&pause), e.to_string());
+                if let Err(e) = apply(ctrl, &mut t, &pause, "rollout", true).await {
+                    tracing::error!(service = %t.service, error = %e, "cannot persist the pause either");
+                }
+            }
+            Err(e) => tracing::error!(service = %t.service, error = %e, "cannot persist rollout progress"),
+        }
+        evidence.follow(&stats, (t.step, t.weight));
+        if t.is_done() {
+            ctrl.set_rollout_running(&t.service, false);
             return;
         }
     }
@@ -257,54 +378,78 @@ fn analyse(ctrl: &Control, r: &Rollout, evidence: &Evidence) -> Judgement {
     judge(&r.plan.analysis, &observed)
 }
 
-/// Carries out an decision: weights through the control path, plus a history
-/// event and webhooks for lifecycle changes.
-async fn apply(ctrl: &Arc<Control>, r: &mut Rollout, decision: &Decision, actor: &str) -> Result<(), ControlError> {
-    let (base, cand) = (r.plan.baseline.clone(), r.plan.candidate.clone());
-    let service = r.service.clone();
+/// Carries out a decision and stores the rollout's row with it, in one
+/// guarded write: weights through the control path (plus webhooks), a pause
+/// as a lifecycle event, a hold as a progress checkpoint. `leader`: the
+/// controller's write, fenced on this replica's leadership.
+async fn apply(
+    ctrl: &Arc<Control>,
+    t: &mut Tracked,
+    decision: &Decision,
+    actor: &str,
+    leader: bool,
+) -> Result<(), ControlError> {
+    let (base, cand) = (t.plan.baseline.clone(), t.plan.candidate.clone());
+    let service = t.service.clone();
     let (weight, message) = match decision {
-        Decision::Hold => return Ok(()),
-        Decision::SetWeight(w) => (Some(*w), format!("rollout of {service}: {cand} at {w}% (step {})", r.step + 1)),
+        Decision::Hold => return save(ctrl, t, leader),
+        Decision::SetWeight(w) => (Some(*w), format!("rollout of {service}: {cand} at {w}% (step {})", t.step + 1)),
         Decision::Promote => (Some(100), format!("rollout of {service} promoted: {cand} has all traffic")),
         Decision::Rollback(why) => (Some(0), format!("rollout of {service} ended, all traffic on {base}: {why}")),
         Decision::Pause(why) => (None, format!("rollout of {service} paused: {why}")),
     };
-    if let Some(w) = weight {
-        if r.plan.strategy == Strategy::BlueGreen && w == 100 && r.step == 1 && r.plan.analysis.policy.is_some() {
-            // The switch: keep the live pool's figures for the post-switch policy.
-            let snap = ctrl.shared.snapshot.load();
-            let slot =
-                snap.service(&service).and_then(|s| s.pools.iter().find(|p| p.name == base)).map(|p| p.stats_slot);
-            r.pre_switch = slot.map(|s| {
-                let mut f = ctrl.shared.stats.recent(s, Some(r.plan.analysis.window));
-                f.latency = window(&base, &f).latency; // the policy's grid: a few hundred buckets at most
-                f
-            });
-        }
-        // A rollback takes every route off the candidate: its rules are
-        // suspended in the same snapshot swap as the weights.
-        let suspend: Option<BTreeSet<String>> =
-            matches!(decision, Decision::Rollback(_)).then(|| [cand.clone()].into());
-        let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
-        let ev = ctrl.rollout_traffic(&service, weights, suspend.as_ref(), actor, Some(message.clone())).await?;
-        if suspend.is_some() {
-            r.suspended_rules = ev.new.get("suspended_rules").and_then(|v| serde_json::from_value(v.clone()).ok());
-        }
-        notify::send(&r.plan.webhooks, &ev);
-    } else {
-        lifecycle(ctrl, r, "rollout-pause", actor, message)?;
+    let Some(w) = weight else {
+        return lifecycle(ctrl, t, "rollout-pause", actor, message, Some(leader));
+    };
+    let snap = ctrl.shared.snapshot.load_full();
+    if t.plan.strategy == Strategy::BlueGreen && w == 100 && t.step == 1 && t.plan.analysis.policy.is_some() {
+        // The switch: keep the live pool's figures for the post-switch policy.
+        let slot = snap.service(&service).and_then(|s| s.pools.iter().find(|p| p.name == base)).map(|p| p.stats_slot);
+        t.pre_switch = slot.map(|s| {
+            let mut f = ctrl.shared.stats.recent(s, Some(t.plan.analysis.window));
+            f.latency = window(&base, &f).latency; // the policy's grid: a few hundred buckets at most
+            f
+        });
     }
+    // A rollback takes every route off the candidate: its rules are
+    // suspended in the same snapshot swap as the weights.
+    let suspend: Option<BTreeSet<String>> = matches!(decision, Decision::Rollback(_)).then(|| [cand.clone()].into());
+    if let Some(pools) = &suspend {
+        let next = snap.with_traffic(&service, None, Some(pools));
+        t.suspended_rules = next.as_ref().and_then(|n| n.service(&service)).map(|s| s.split.suspended_rules());
+    }
+    let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
+    let (row, guard) = (row(t)?, guard(t, leader));
+    let ev = ctrl.rollout_traffic(&service, weights, suspend.as_ref(), (actor, message), (&row, &guard)).await?;
+    t.stored = Some(row);
+    notify::send(&t.plan.webhooks, &ev);
     Ok(())
 }
 
-/// Records a rollout event that changes no weights, and notifies webhooks.
-fn lifecycle(ctrl: &Control, r: &Rollout, kind: &str, actor: &str, message: String) -> Result<(), ControlError> {
-    let mut ev = event(kind, Some(&r.service), actor, None);
+/// Records a rollout event that changes no weights, under `t`'s guard (so
+/// nothing is recorded when the rollout changed meanwhile), with the
+/// rollout's row when `row_of` says whose write it is (`Some(leader)`), and
+/// notifies webhooks.
+fn lifecycle(
+    ctrl: &Control,
+    t: &mut Tracked,
+    kind: &str,
+    actor: &str,
+    message: String,
+    row_of: Option<bool>,
+) -> Result<(), ControlError> {
+    let mut ev = event(kind, Some(&t.service), actor, None);
     ev.message = message;
-    ev.new = serde_json::json!({ "status": r.status, "step": r.step, "weight": r.weight });
-    let ev = ctrl.commit(&[], ev)?;
-    tracing::info!(service = %r.service, "{}", ev.message);
-    notify::send(&r.plan.webhooks, &ev);
+    ev.new = serde_json::json!({ "status": t.status, "step": t.step, "weight": t.weight });
+    let row = row_of.map(|_| row(t)).transpose()?;
+    let changes: Vec<Change> = row.iter().map(|r| Change::Rollout(&t.service, r)).collect();
+    let stored = ctrl.commit_under(&changes, Some(ev.clone()), &guard(t, row_of.unwrap_or(false)))?;
+    if row.is_some() {
+        t.stored = row;
+    }
+    let ev = stored.unwrap_or(ev);
+    tracing::info!(service = %t.service, "{}", ev.message);
+    notify::send(&t.plan.webhooks, &ev);
     Ok(())
 }
 

@@ -11,7 +11,8 @@
 //! What runs them, as [`Control`](crate::control::Control)'s methods:
 //! - [`controller`]: start, manual commands, resume, and one task per active
 //!   rollout that reads the windows, ticks the machine and applies its
-//!   decisions through the control path;
+//!   decisions through the control path (in a fleet: on the leader only,
+//!   its writes fenced; any replica takes commands);
 //! - `policy`: asking a policy plugin for the verdict instead;
 //! - `notify`: webhooks.
 
@@ -25,5 +26,31 @@ mod policy;
 pub use analysis::{judge, Judgement};
 pub use machine::{Command, Decision, Rollout, Status};
 
-/// A running rollout: its state, shared by its task and manual commands.
-pub type Handle = std::sync::Arc<tokio::sync::Mutex<Rollout>>;
+/// A rollout as this replica holds it, shared by its controller (on the
+/// replica that runs it) and manual commands.
+pub type Handle = std::sync::Arc<tokio::sync::Mutex<Tracked>>;
+
+/// A rollout and its row as last stored.
+#[derive(Debug)]
+pub struct Tracked {
+    /// Its state now (progress since the last write included).
+    pub rollout: Rollout,
+    /// Its row as last read or written here: what the next write must find
+    /// stored (so a write made elsewhere meanwhile is never overwritten).
+    pub stored: Option<String>,
+    /// Its controller runs on this replica.
+    pub driven: bool,
+}
+
+impl std::ops::Deref for Tracked {
+    type Target = Rollout;
+    fn deref(&self) -> &Rollout {
+        &self.rollout
+    }
+}
+
+impl std::ops::DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut Rollout {
+        &mut self.rollout
+    }
+}
