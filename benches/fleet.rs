@@ -7,6 +7,10 @@
 //!   CHANGES changes (default 1,000): p50, p99, max.
 //! - Steady-state etcd load: etcd's own counters (`/metrics`) over 10 s with
 //!   no change, per replica: writes per second and bytes received per second.
+//! - The same during a rollout with traffic (200 requests/s on each replica,
+//!   split 50/50): what publishing each replica's figures to the leader and
+//!   the leader's progress checkpoints cost, on a second fleet whose
+//!   replicas keep the default statistics resolution (1 s ticks).
 //!
 //! Run: `cargo bench -p switchyard --bench fleet` (needs etcd: `bash scripts/deps.sh --tests`).
 
@@ -80,4 +84,52 @@ async fn main() {
         per(w1 - w0),
         per(b1 - b0)
     );
+    drop(replicas);
+
+    // A rollout with traffic, on replicas with the default statistics settings.
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        replicas.push(default_stats_replica(&etcd.url, i, &stable, &canary).await);
+    }
+    let plan = r#"{"steps": [{"weight": 50, "hold": "1h"}], "analysis": {"interval": "1s", "window": "30s"}}"#;
+    let (status, v) = replicas[0].admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(plan)).await;
+    assert_eq!(status, 200, "{v}");
+    let load: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let addr = r.addr;
+            tokio::spawn(async move {
+                let mut c = Client::connect(addr).await;
+                let mut pace = tokio::time::interval(Duration::from_millis(5));
+                loop {
+                    pace.tick().await;
+                    c.get("/", &[]).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await; // pace: let publishing start
+    let (w0, b0) = counters(&metrics().await);
+    tokio::time::sleep(span).await; // pace: the measured period
+    let (w1, b1) = counters(&metrics().await);
+    for l in load {
+        l.abort();
+    }
+    println!(
+        "during a rollout, 200 req/s per replica, per replica: {:.2} etcd writes/s, {:.0} bytes/s received by etcd",
+        per(w1 - w0),
+        per(b1 - b0)
+    );
+}
+
+/// Replica `rI` of fleet `/bench-rollout`, with the admin API and the default statistics settings.
+async fn default_stats_replica(etcd: &str, i: usize, stable: &Upstream, canary: &Upstream) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\n")).unwrap();
+    let yaml = format!(
+        "{}admin: {{ bind: \"127.0.0.1:0\", token_file: admin.token }}\n\
+         state: {{ dir: state, etcd: {{ endpoints: [\"{etcd}\"], prefix: /bench-rollout, replica: r{i} }} }}\n",
+        config(&web(stable.addr, canary.addr, "", ""))
+    );
+    Proxy::start_in(dir, &yaml).await
 }

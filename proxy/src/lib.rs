@@ -106,7 +106,7 @@ impl Proxy {
                 // What replicas must agree on; their listeners, admin and state may differ.
                 let shared = format!("{:?}", (&config.services, &config.plugins, &config.flags, &config.stats));
                 let hash = plugin::sha256(shared.as_bytes());
-                Some(Box::new(control::fleet::FleetStore::open(dir, fleet, &hash[..12])?))
+                Some(Box::new(control::fleet::FleetStore::open(dir, fleet, &hash[..12], stats.clone())?))
             }
             (Some(dir), None) => Some(Box::new(state::StateStore::open(dir)?)),
             (None, _) => None,
@@ -234,6 +234,7 @@ impl Bound {
         let flag_watch =
             self.control.flags_file().map(|file| tokio::spawn(control::watch_flags(self.control.clone(), file)));
         let fleet = tokio::spawn(control::fleet::follow(self.control.clone()));
+        let publish = tokio::spawn(control::fleet::publish(self.control.clone()));
         // Every client connection is a task of this tracker: the drain waits for them.
         let connections = TaskTracker::new();
         let mut per_worker: Vec<Vec<listener::Acceptor>> = (0..count).map(|_| Vec::new()).collect();
@@ -264,7 +265,7 @@ impl Bound {
             Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
         workers.exit();
-        for t in admin_task.into_iter().chain(flag_watch).chain([fleet]) {
+        for t in admin_task.into_iter().chain(flag_watch).chain([fleet, publish]) {
             t.abort();
         }
         Ok(())

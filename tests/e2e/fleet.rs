@@ -106,7 +106,8 @@ const GATED: &str = "    rollout:\n      steps:\n        - { weight: 20, hold: 2
 async fn rollout_fleet(etcd: &str, prefix: &str, stable: &Upstream, canary: &Upstream) -> Vec<Proxy> {
     let mut out = Vec::new();
     for i in 0..3 {
-        out.push(fleet_replica_with(&[etcd.to_owned()], prefix, i, (stable.addr, canary.addr), GATED).await);
+        let services = web(stable.addr, canary.addr, GATED, "");
+        out.push(fleet_replica_with(&[etcd.to_owned()], prefix, i, &services).await);
     }
     out
 }
@@ -258,6 +259,56 @@ async fn a_paused_leader_that_wakes_cannot_apply_a_decision() {
     let stopped = proxies[leader].logged("fleet: this replica no longer leads; its controller stops").len()
         + proxies[leader].logged("fleet: a decision was fenced off; this replica no longer leads").len();
     assert!(stopped >= 1, "its controller stopped when it found it no longer leads");
+}
+
+/// The leader judges the fleet's traffic: a canary whose failures are
+/// spread over three replicas, each below `rollback_when.min_requests`
+/// alone, is rolled back as one proxy serving all of it would roll it back.
+#[tokio::test]
+async fn failures_spread_over_the_replicas_are_judged_together() {
+    let etcd = Etcd::start();
+    let stable = Upstream::text("stable").await;
+    let canary = switchable("canary", std::sync::Arc::new(true.into())).await;
+    let plan = "    rollout:\n      steps: [{ weight: 10, hold: 1h }]\n      \
+        analysis: { interval: 200ms, window: 5s, min_requests: 1000, rollback_when: { error_rate_above: 0.05, min_requests: 30 } }\n";
+    let rules = "      rules: [{ match: { header: { x-canary: \"1\" } }, pool: canary }]\n";
+    let services = web(stable.addr, canary.addr, plan, rules);
+    let mut proxies = Vec::new();
+    for i in 0..3 {
+        proxies.push(fleet_replica_with(std::slice::from_ref(&etcd.url), "/sy/merged", i, &services).await);
+    }
+    let leader = agreed_leader(&proxies.iter().collect::<Vec<_>>()).await;
+    let (status, r) = proxies[leader].admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{r}");
+    let everywhere = until(Duration::from_secs(10), || async {
+        let mut all = true;
+        for p in &proxies {
+            all &= rollout_of(p).await["status"] == "running";
+        }
+        all
+    })
+    .await;
+    assert!(everywhere, "every replica knows the rollout runs (and publishes its figures)");
+
+    // 12 failing canary requests on each replica: 36 in all, over the 30 needed; 12 alone are not.
+    for p in &proxies {
+        let mut c = Client::connect(p.addr).await;
+        for _ in 0..12 {
+            assert_eq!(c.get("/", &[("x-canary", "1")]).await.0, 503);
+        }
+    }
+    let r = rollout_end(&proxies[leader]).await;
+    assert_eq!(r["status"], "rolled-back", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("error rate"), "{r}");
+    let suspended = until(Duration::from_secs(10), || async {
+        let mut all = true;
+        for p in &proxies {
+            all &= get(p.addr, "/", &[("x-canary", "1")]).await.2 == "stable";
+        }
+        all
+    })
+    .await;
+    assert!(suspended, "every replica takes the canary's rule out of service");
 }
 
 #[tokio::test]

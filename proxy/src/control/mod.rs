@@ -264,6 +264,11 @@ impl Control {
         }
     }
 
+    /// The services whose rollout has not ended.
+    pub(crate) fn running_rollouts(&self) -> BTreeSet<String> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// A 409 naming the running rollout of `service`, if there is one.
     fn rollout_conflict(&self, service: &str, what: &str) -> Option<ControlError> {
         let active = self.running.lock().unwrap_or_else(|p| p.into_inner());

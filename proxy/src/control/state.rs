@@ -130,6 +130,9 @@ pub trait Store: Send + Sync {
     fn fleet(&self) -> Option<FleetView> {
         None
     }
+    /// In a fleet: publishes this replica's recent figures of `service` (a
+    /// rollout's), for the leader to judge with its own. Best effort.
+    fn publish(&self, _service: &str, _recording: &crate::stats::Recording) {}
     /// In a fleet: whether this replica leads it now (it runs the rollouts).
     fn leading(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         None

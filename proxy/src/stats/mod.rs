@@ -9,10 +9,14 @@
 //! sends what it recorded to the control path, where [`Stats`] merges it into
 //! per-pool rings ([`window`]). Prometheus reads the same aggregates at
 //! scrape time ([`metrics`]), so a scrape costs the request path nothing.
+//! In a fleet, [`fleet`] holds what the other replicas recorded, which a
+//! rollout's analysis reads merged with this replica's own figures.
 
+pub mod fleet;
 mod recorder;
 mod window;
 
+pub use fleet::Recording;
 pub use window::{Figures, Lifetime};
 
 use crate::error::ErrorClass;
@@ -179,6 +183,10 @@ pub struct Stats {
     tick: Duration,
     window_ticks: u64,
     start: Instant,
+    /// The wall-clock tick (`unix time / tick`) local tick 0 fell in.
+    origin: u64,
+    /// Ticks other replicas' figures may take to arrive (0 outside a fleet).
+    remote_lag: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -186,6 +194,7 @@ struct Inner {
     slots: HashMap<(String, String), usize>,
     names: Vec<(String, String)>,
     pools: Vec<window::PoolStats>,
+    remote: fleet::Remote,
 }
 
 // === impl Stats ===
@@ -195,11 +204,19 @@ impl Stats {
     pub fn new(window: Duration, tick: Duration) -> Self {
         let tick = tick.max(Duration::from_millis(10));
         let window_ticks = (window.as_nanos() / tick.as_nanos()).max(1) as u64;
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Stats {
             tick,
             window_ticks,
             start: Instant::now(),
-            inner: Mutex::new(Inner { slots: HashMap::new(), names: Vec::new(), pools: Vec::new() }),
+            origin: (unix.as_nanos() / tick.as_nanos()) as u64,
+            remote_lag: Default::default(),
+            inner: Mutex::new(Inner {
+                slots: HashMap::new(),
+                names: Vec::new(),
+                pools: Vec::new(),
+                remote: Default::default(),
+            }),
         }
     }
 
@@ -271,6 +288,71 @@ impl Stats {
     /// Whole ticks in `span`.
     pub fn ticks_in(&self, span: Duration) -> u64 {
         (span.as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    /// The last tick whose figures are complete: the one before the current
+    /// one, or in a fleet the last one other replicas' figures have reached.
+    pub fn settled_tick(&self) -> u64 {
+        self.now().saturating_sub(1 + self.remote_lag.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// In a fleet: other replicas' figures arrive up to `delay` after their tick.
+    pub fn expect_remote(&self, delay: Duration) {
+        let ticks = delay.as_nanos().div_ceil(self.tick.as_nanos()) as u64;
+        self.remote_lag.store(ticks, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// [`Stats::range`] with what the fleet's other replicas recorded for
+    /// the same pool over the same ticks, merged.
+    pub fn fleet_range(&self, slot: usize, from: u64, through: u64) -> Figures {
+        let inner = self.lock();
+        let Some(p) = inner.pools.get(slot) else { return Figures::default() };
+        let mut f = p.range(from, through);
+        let (service, pool) = &inner.names[slot];
+        f.merge(&inner.remote.range(service, pool, from + self.origin, through + self.origin));
+        f
+    }
+
+    /// [`Stats::recent`], merged with the fleet's other replicas (see [`Stats::fleet_range`]).
+    pub fn fleet_recent(&self, slot: usize, span: Duration) -> Figures {
+        let now = self.now();
+        self.fleet_range(slot, (now + 1).saturating_sub(self.ticks_in(span).max(1)), now)
+    }
+
+    /// This replica's figures of `service`'s pools for each completed tick
+    /// from `from` (at most a window back); returns them and the next tick to start from.
+    pub fn recording(&self, service: &str, from: u64) -> (Recording, u64) {
+        let through = self.now().saturating_sub(1);
+        let from = from.max((through + 1).saturating_sub(self.window_ticks));
+        let inner = self.lock();
+        let pools: Vec<(&str, &window::PoolStats)> = inner
+            .names
+            .iter()
+            .zip(&inner.pools)
+            .filter(|((s, _), _)| s == service)
+            .map(|((_, p), stats)| (p.as_str(), stats))
+            .collect();
+        let ticks = (from..=through)
+            .map(|t| {
+                let figures = pools.iter().map(|(name, p)| (name.to_string(), p.range(t, t)));
+                (
+                    t + self.origin,
+                    figures.filter(|(_, f)| f.requests + f.client_errors.iter().sum::<u64>() > 0).collect(),
+                )
+            })
+            .filter(|(_, pools): &(u64, Vec<_>)| !pools.is_empty())
+            .collect();
+        (Recording { tick_ms: self.tick.as_millis() as u64, ticks }, through + 1)
+    }
+
+    /// Takes another replica's recording of `service` (one with another tick length is ignored).
+    pub fn add_remote(&self, replica: &str, service: &str, recording: Recording) {
+        if recording.tick_ms != self.tick.as_millis() as u64 {
+            return;
+        }
+        let keep = self.window_ticks + self.remote_lag.load(std::sync::atomic::Ordering::Relaxed) + 1;
+        let oldest = (self.now() + self.origin).saturating_sub(keep);
+        self.lock().remote.add(replica, service, recording, oldest);
     }
 
     /// Figures of pool `slot` since start.

@@ -214,24 +214,19 @@ pub async fn fleet_replica(
     stable: SocketAddr,
     canary: SocketAddr,
 ) -> Proxy {
-    fleet_replica_with(endpoints, prefix, i, (stable, canary), "").await
+    fleet_replica_with(endpoints, prefix, i, &web(stable, canary, "", "")).await
 }
 
-/// [`fleet_replica`] with `extra` in service `web`'s section (a `rollout:`, say).
-pub async fn fleet_replica_with(
-    endpoints: &[String],
-    prefix: &str,
-    i: usize,
-    (stable, canary): (SocketAddr, SocketAddr),
-    extra: &str,
-) -> Proxy {
-    let svc = service(
-        "web",
-        extra,
-        &[("stable", &[stable]), ("canary", &[canary])],
-        "      weights: { stable: 100, canary: 0 }\n",
-    );
+/// Service `web` with pools `stable` and `canary` (all weight on stable),
+/// `extra` in its section (a `rollout:`, say) and `rules` in its split.
+pub fn web(stable: SocketAddr, canary: SocketAddr, extra: &str, rules: &str) -> String {
+    let split = format!("{rules}      weights: {{ stable: 100, canary: 0 }}\n");
+    service("web", extra, &[("stable", &[stable]), ("canary", &[canary])], &split)
+}
+
+/// Replica `rI` of a fleet at etcd `endpoints` under `prefix`, serving `services`, with the admin API.
+pub async fn fleet_replica_with(endpoints: &[String], prefix: &str, i: usize, services: &str) -> Proxy {
     let list = endpoints.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
     let state = format!("state: {{ dir: state, etcd: {{ endpoints: [{list}], prefix: {prefix}, replica: r{i} }} }}\n");
-    start_with_admin(&format!("{svc}{state}")).await
+    start_with_admin(&format!("{services}{state}")).await
 }

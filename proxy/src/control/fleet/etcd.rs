@@ -22,9 +22,9 @@ pub(super) fn start(
     config_hash: &str,
     local: Arc<StateStore>,
     shared: Shared,
-    requests: mpsc::UnboundedReceiver<Request>,
+    channels: (mpsc::UnboundedReceiver<Request>, mpsc::UnboundedReceiver<(String, Vec<u8>)>),
 ) -> Result<(), Error> {
-    let Shared { applied, connected, view, leading } = shared;
+    let Shared { applied, connected, view, leading, stats } = shared;
     let etcd = Etcd {
         config: config.clone(),
         config_hash: config_hash.to_owned(),
@@ -36,13 +36,15 @@ pub(super) fn start(
         present: BTreeMap::new(),
         candidates: BTreeMap::new(),
         fence: None,
+        lease: None,
         leading,
         view,
+        stats,
     };
     std::thread::Builder::new()
         .name("switchyard-etcd".into())
         .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(etcd.run(requests)),
+            Ok(rt) => rt.block_on(etcd.run(channels)),
             Err(e) => tracing::error!(error = %e, "fleet: cannot start the etcd client's runtime"),
         })
         .map(drop)
@@ -59,6 +61,8 @@ pub(super) struct Shared {
     pub view: Arc<Mutex<FleetView>>,
     /// This replica leads.
     pub leading: watch::Sender<bool>,
+    /// Where the other replicas' recordings go.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// The etcd thread's state.
@@ -79,17 +83,23 @@ struct Etcd {
     /// While this replica leads: its election key and that key's create
     /// revision, which every leader's write requires unchanged.
     fence: Option<(String, i64)>,
+    /// The lease of the current (or last) session.
+    lease: Option<i64>,
     leading: watch::Sender<bool>,
     view: Arc<Mutex<FleetView>>,
+    stats: Arc<crate::stats::Stats>,
 }
 
 impl Etcd {
-    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+    async fn run(
+        mut self,
+        (mut requests, mut recordings): (mpsc::UnboundedReceiver<Request>, mpsc::UnboundedReceiver<(String, Vec<u8>)>),
+    ) {
         let mut backoff = Duration::from_millis(100);
         let mut resync = true;
         loop {
             let was = self.connected.load(Ordering::Relaxed);
-            let result = self.session(&mut requests, &mut resync).await;
+            let result = self.session((&mut requests, &mut recordings), &mut resync).await;
             // Out of contact, this replica cannot know it still leads.
             self.fence = None;
             self.leading.send_replace(false);
@@ -121,6 +131,8 @@ impl Etcd {
                         Some(r) => { let _ = r.reply.send(Err(unreachable())); }
                         None => return,
                     },
+                    // Figures published while etcd is away are dropped.
+                    Some(_) = recordings.recv() => {}
                 }
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -130,7 +142,10 @@ impl Etcd {
     /// One connection: catch up, then watch and write until something breaks.
     async fn session(
         &mut self,
-        requests: &mut mpsc::UnboundedReceiver<Request>,
+        (requests, recordings): (
+            &mut mpsc::UnboundedReceiver<Request>,
+            &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+        ),
         resync: &mut bool,
     ) -> Result<(), Error> {
         let mut client = self.connect().await?;
@@ -144,6 +159,14 @@ impl Etcd {
         let mut stream = client.watch(prefix.clone(), Some(options)).await.map_err(etcd)?;
         let ttl = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(3).max(1);
         let lease = client.lease_grant(ttl, None).await.map_err(etcd)?.id();
+        // The last session's lease may outlive it (etcd extends leases when
+        // it restarts): revoke it, so its presence and candidacy go now and
+        // leadership is settled among this session's candidates at once.
+        if let Some(old) = self.lease.replace(lease) {
+            if let Err(e) = client.lease_revoke(old).await {
+                tracing::debug!(error = %e, "fleet: the last session's lease is gone already");
+            }
+        }
         let (mut keeper, mut kept) = client.lease_keep_alive(lease).await.map_err(etcd)?;
         self.presence(&mut client, lease).await?;
         // Candidacy, as etcd's own election does it: a key under the
@@ -178,7 +201,9 @@ impl Etcd {
                         return Err(Error::Unavailable(format!("fleet: watch cancelled ({})", resp.cancel_reason())));
                     }
                     if self.apply(&resp, &prefix)? {
-                        // Say at once what was applied, so the fleet's view shows no stale lag.
+                        // Say at once what was applied, so the fleet's view
+                        // shows no stale lag (rollout progress alone waits
+                        // for the next presence tick).
                         self.presence(&mut client, lease).await?;
                     }
                 }
@@ -186,6 +211,11 @@ impl Etcd {
                     Some(r) => self.commit(&mut client, r).await,
                     None => return Ok(()),
                 },
+                Some((service, figures)) = recordings.recv() => {
+                    let key = format!("{}/recordings/{service}/{}", self.config.prefix, self.config.replica);
+                    let options = etcd_client::PutOptions::new().with_lease(lease);
+                    client.put(key, figures, Some(options)).await.map_err(etcd)?;
+                }
             }
         }
     }
@@ -252,6 +282,16 @@ impl Etcd {
                 Some(r) => self.present.insert(name.to_owned(), r),
                 None => self.present.remove(name),
             };
+        } else if let Some(at) = rest.strip_prefix("recordings/") {
+            // Another replica's figures of a service under rollout (this one's own are local).
+            let (Some((service, replica)), Some((v, _))) = (at.split_once('/'), value) else { return true };
+            if replica != self.config.replica {
+                match serde_json::from_slice(v) {
+                    Ok(recording) => self.stats.add_remote(replica, service, recording),
+                    Err(e) => tracing::warn!(replica, service, error = %e, "fleet: ignoring unreadable figures"),
+                }
+            }
+            return true;
         } else if rest.starts_with("election/") {
             match value {
                 Some((v, created)) => {
@@ -300,7 +340,8 @@ impl Etcd {
     }
 
     /// Applies one watch response (all the events of its revisions); `true`
-    /// when it changed the state (not only presence).
+    /// when it changed what the data path reads (not only presence, figures
+    /// or rollout progress).
     fn apply(&mut self, resp: &etcd_client::WatchResponse, prefix: &str) -> Result<bool, Error> {
         let revision = resp.header().map_or(0, |h| h.revision());
         let mut rows = Vec::new();
@@ -320,8 +361,9 @@ impl Etcd {
         }
         self.local.mirror(&rows, last, false)?;
         self.state_revision = last;
-        self.applied(last, rows.iter().any(|r| !matches!(r.table, "rollouts" | "events")));
-        Ok(true)
+        let traffic = rows.iter().any(|r| !matches!(r.table, "rollouts" | "events"));
+        self.applied(last, traffic);
+        Ok(traffic)
     }
 
     /// Marks `revision` applied (`traffic`: it changed what the data path

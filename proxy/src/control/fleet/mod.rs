@@ -27,7 +27,14 @@
 //! per candidate): the candidate key with the lowest create revision is the
 //! leader, and a leader whose lease expires hands over to the next.
 //!
-//! The leader runs every rollout's controller. Its writes are fenced: each
+//! The leader runs every rollout's controller, judging the fleet's traffic:
+//! while a service's rollout runs, every replica publishes its figures of
+//! the service's pools once a second (each completed tick once) to
+//! `{prefix}/recordings/{service}/{replica}` on its lease, and every replica
+//! keeps the others' (see [`crate::stats::fleet`]), so the leader's — and a
+//! successor's — analysis reads the merged windows.
+//!
+//! The leader's writes are fenced: each
 //! is one transaction that also requires its election key unchanged (same
 //! create revision) and the rollout's row exactly as it last read or wrote
 //! it, so a deposed or paused leader can never apply a decision, and a
@@ -51,10 +58,14 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// How long a write waits for etcd before it is refused.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a replica publishes its figures of services with a rollout.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
 /// The state store of a replica in a fleet.
 pub struct FleetStore {
     local: Arc<StateStore>,
     requests: mpsc::UnboundedSender<Request>,
+    recordings: mpsc::UnboundedSender<(String, Vec<u8>)>,
     applied: watch::Receiver<Applied>,
     connected: Arc<AtomicBool>,
     view: Arc<Mutex<FleetView>>,
@@ -76,9 +87,17 @@ type Reply = std::sync::mpsc::SyncSender<Result<Option<Event>, Error>>;
 impl FleetStore {
     /// Opens the local copy in `dir` and starts the thread that keeps it in
     /// step with etcd. Returns at once: etcd need not be up.
-    pub fn open(dir: &std::path::Path, config: &FleetConfig, config_hash: &str) -> Result<Self, Error> {
+    pub fn open(
+        dir: &std::path::Path,
+        config: &FleetConfig,
+        config_hash: &str,
+        stats: Arc<crate::stats::Stats>,
+    ) -> Result<Self, Error> {
         let local = Arc::new(StateStore::open(dir)?);
         let (requests, rx) = mpsc::unbounded_channel();
+        let (recordings, recordings_rx) = mpsc::unbounded_channel();
+        // Published once a second, then a watch event away.
+        stats.expect_remote(PUBLISH_EVERY + Duration::from_millis(500));
         let revision = local.revision()?;
         let (applied_tx, applied) = watch::channel(Applied { revision, traffic: revision });
         let connected = Arc::new(AtomicBool::new(false));
@@ -91,10 +110,15 @@ impl FleetStore {
             replicas: Vec::new(),
         }));
         let (leading_tx, leading) = watch::channel(false);
-        let shared =
-            etcd::Shared { applied: applied_tx, connected: connected.clone(), view: view.clone(), leading: leading_tx };
-        etcd::start(config, config_hash, local.clone(), shared, rx)?;
-        Ok(Self { local, requests, applied, connected, view, leading })
+        let shared = etcd::Shared {
+            applied: applied_tx,
+            connected: connected.clone(),
+            view: view.clone(),
+            leading: leading_tx,
+            stats,
+        };
+        etcd::start(config, config_hash, local.clone(), shared, (rx, recordings_rx))?;
+        Ok(Self { local, requests, recordings, applied, connected, view, leading })
     }
 
     /// Sends rows (and an event) to etcd and waits until this replica has applied them.
@@ -195,6 +219,12 @@ impl Store for FleetStore {
     fn leading(&self) -> Option<watch::Receiver<bool>> {
         Some(self.leading.clone())
     }
+
+    fn publish(&self, service: &str, recording: &crate::stats::Recording) {
+        if let Ok(bytes) = serde_json::to_vec(recording) {
+            let _ = self.recordings.send((service.to_owned(), bytes));
+        }
+    }
 }
 
 /// Applies what the fleet's store applied (changes made on any replica):
@@ -233,6 +263,28 @@ pub async fn follow(control: Arc<super::Control>) {
         }
         if let Err(e) = control.refresh_rollouts().await {
             tracing::error!(error = %e, "fleet: cannot load the fleet's rollouts");
+        }
+    }
+}
+
+/// Publishes, once a second, this replica's figures of every service whose
+/// rollout runs (each completed tick once), for the leader's analysis.
+pub async fn publish(control: Arc<super::Control>) {
+    let Some(store) = control.store.as_ref().filter(|s| s.leading().is_some()) else { return };
+    let stats = control.shared.stats.clone();
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    let mut every = tokio::time::interval(PUBLISH_EVERY);
+    loop {
+        every.tick().await;
+        let running = control.running_rollouts();
+        next.retain(|service, _| running.contains(service));
+        for service in running {
+            let from = next.get(&service).copied().unwrap_or(0);
+            let (recording, then) = stats.recording(&service, from);
+            next.insert(service.clone(), then);
+            if !recording.ticks.is_empty() {
+                store.publish(&service, &recording);
+            }
         }
     }
 }

@@ -164,7 +164,15 @@ impl Control {
             let mut t = handle.lock().await;
             if !t.is_done() && !t.driven {
                 t.driven = true;
-                tokio::spawn(run(self.clone(), handle.clone()));
+                let (ctrl, handle) = (self.clone(), handle.clone());
+                tokio::spawn(async move {
+                    let service = handle.lock().await.service.clone();
+                    if let Err(e) = tokio::spawn(run(ctrl, handle.clone())).await {
+                        // A bug, contained: the next refresh starts another controller.
+                        tracing::error!(service, error = %e, "rollout controller failed");
+                        handle.lock().await.driven = false;
+                    }
+                });
             }
         }
     }
@@ -406,7 +414,7 @@ async fn apply(
         // The switch: keep the live pool's figures for the post-switch policy.
         let slot = snap.service(&service).and_then(|s| s.pools.iter().find(|p| p.name == base)).map(|p| p.stats_slot);
         t.pre_switch = slot.map(|s| {
-            let mut f = ctrl.shared.stats.recent(s, Some(t.plan.analysis.window));
+            let mut f = ctrl.shared.stats.fleet_recent(s, t.plan.analysis.window);
             f.latency = window(&base, &f).latency; // the policy's grid: a few hundred buckets at most
             f
         });

@@ -12,6 +12,10 @@
 //! Anchors sit one tick after the change (the tick the change fell in holds
 //! traffic from before it), so nothing from before counts. After a restart
 //! the anchors start again at the resume (statistics are in memory).
+//!
+//! Every figure is the fleet's ([`Stats::fleet_range`]): in a fleet, this
+//! replica's own merged with what the others published; totals take a tick
+//! only once it is settled (the others' figures for it have arrived).
 
 use crate::stats::{Figures, Stats};
 use std::time::Duration;
@@ -73,14 +77,14 @@ impl Evidence {
     /// Adds the ticks completed since the last call to the totals. Call it
     /// at least once per statistics window (every analysis tick does).
     pub fn update(&mut self, stats: &Stats) {
-        let done = stats.now_tick().saturating_sub(1);
+        let done = stats.settled_tick();
         if done <= self.through {
             return;
         }
         let from = self.through + 1;
         for (slot, rollout, step) in &mut self.totals {
-            rollout.merge(&stats.range(*slot, from.max(self.rollout_from), done));
-            step.merge(&stats.range(*slot, from.max(self.step_from), done));
+            rollout.merge(&stats.fleet_range(*slot, from.max(self.rollout_from), done));
+            step.merge(&stats.fleet_range(*slot, from.max(self.step_from), done));
         }
         self.through = done;
     }
@@ -96,7 +100,7 @@ impl Evidence {
     pub fn window(&self, stats: &Stats, slot: usize, span: Duration, since: Since) -> Figures {
         let now = stats.now_tick();
         let from = (now + 1).saturating_sub(stats.ticks_in(span).max(1)).max(self.anchor(since));
-        stats.range(slot, from, now)
+        stats.fleet_range(slot, from, now)
     }
 
     /// Pool `slot`'s figures accumulated since `since`, up to now (the
@@ -110,7 +114,7 @@ impl Evidence {
             Since::Step => step.clone(),
         };
         let from = (self.through + 1).max(self.anchor(since));
-        f.merge(&stats.range(slot, from, stats.now_tick()));
+        f.merge(&stats.fleet_range(slot, from, stats.now_tick()));
         f
     }
 }
