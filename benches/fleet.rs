@@ -11,6 +11,13 @@
 //!   split 50/50): what publishing each replica's figures to the leader and
 //!   the leader's progress checkpoints cost, on a second fleet whose
 //!   replicas keep the default statistics resolution (1 s ticks).
+//! - Failover during that rollout, over ROUNDS rounds (default 5): the
+//!   leader is killed (`kill -9`, then restarted as a follower) at a
+//!   different point after a checkpoint each round, and the time is taken
+//!   until a follower sees the rollout's progress advance again (the new
+//!   leader's first checkpoint); that progress must continue from the last
+//!   checkpoint (within one analysis interval), so what a kill loses is the
+//!   hold time since that checkpoint, under a second.
 //!
 //! Run: `cargo bench -p switchyard --bench fleet` (needs etcd: `bash scripts/deps.sh --tests`).
 
@@ -94,32 +101,92 @@ async fn main() {
     let plan = r#"{"steps": [{"weight": 50, "hold": "1h"}], "analysis": {"interval": "1s", "window": "30s"}}"#;
     let (status, v) = replicas[0].admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(plan)).await;
     assert_eq!(status, 200, "{v}");
-    let load: Vec<_> = replicas
-        .iter()
-        .map(|r| {
-            let addr = r.addr;
-            tokio::spawn(async move {
-                let mut c = Client::connect(addr).await;
-                let mut pace = tokio::time::interval(Duration::from_millis(5));
-                loop {
-                    pace.tick().await;
-                    c.get("/", &[]).await;
-                }
-            })
-        })
-        .collect();
+    let mut load: Vec<_> = replicas.iter().map(|r| load_on(r.addr)).collect();
     tokio::time::sleep(Duration::from_secs(3)).await; // pace: let publishing start
     let (w0, b0) = counters(&metrics().await);
     tokio::time::sleep(span).await; // pace: the measured period
     let (w1, b1) = counters(&metrics().await);
-    for l in load {
-        l.abort();
-    }
     println!(
         "during a rollout, 200 req/s per replica, per replica: {:.2} etcd writes/s, {:.0} bytes/s received by etcd",
         per(w1 - w0),
         per(b1 - b0)
     );
+
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let (mut takeovers, mut lost) = (Vec::new(), Vec::new());
+    let interval_ms = 1_000;
+    for round in 0..rounds {
+        let leader = leader_index(&replicas[0]).await;
+        let follower = &replicas[(leader + 1) % 3];
+        let progress = |r: &serde_json::Value| r["in_step_ms"].as_u64().unwrap_or(0);
+        // Just after a checkpoint: what the leader had made since is what a kill loses.
+        let stored = progress(&rollout(follower).await);
+        while progress(&rollout(follower).await) == stored {}
+        let (checkpoint, saved) = (progress(&rollout(follower).await), Instant::now());
+        // pace: kill at a different point after the checkpoint each round
+        tokio::time::sleep(Duration::from_millis(100 + 800 * round as u64 / rounds.max(1) as u64)).await;
+        let start = Instant::now();
+        lost.push(start - saved);
+        load[leader].abort();
+        let dead = replicas.remove(leader);
+        dead.signal("KILL");
+        let follower = &replicas[leader % 2];
+        let resumed = loop {
+            let now = progress(&rollout(follower).await);
+            if now > checkpoint {
+                break now;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no replica took the rollout over");
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll
+        };
+        takeovers.push(start.elapsed());
+        assert!(
+            resumed <= checkpoint + 2 * interval_ms,
+            "resumed at {resumed} ms, not from the checkpoint {checkpoint} ms"
+        );
+        replicas.insert(leader, dead.kill9_and_restart().await);
+        load[leader] = load_on(replicas[leader].addr);
+    }
+    for l in load {
+        l.abort();
+    }
+    takeovers.sort();
+    lost.sort();
+    println!(
+        "failover over {rounds} leader kills (lease_ttl 3s): takeover median {:.2} s, max {:.2} s; \
+         each resumed from the last checkpoint, losing the hold time since it: median {} ms, max {} ms",
+        takeovers[rounds / 2].as_secs_f64(),
+        takeovers[rounds - 1].as_secs_f64(),
+        lost[rounds / 2].as_millis(),
+        lost[rounds - 1].as_millis()
+    );
+}
+
+/// Requests to `addr` every 5 ms on one connection, until aborted.
+fn load_on(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        let mut pace = tokio::time::interval(Duration::from_millis(5));
+        loop {
+            pace.tick().await;
+            c.get("/", &[]).await;
+        }
+    })
+}
+
+async fn rollout(p: &Proxy) -> serde_json::Value {
+    p.admin("GET", "/v1/services/web/rollout", Some(TOKEN), None).await.1
+}
+
+/// The index of the leader `p` names (replica `rN` is index N).
+async fn leader_index(p: &Proxy) -> usize {
+    loop {
+        let (_, f) = p.admin("GET", "/v1/fleet", Some(TOKEN), None).await;
+        if let Some(n) = f["leader"].as_str() {
+            return n[1..].parse().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll
+    }
 }
 
 /// Replica `rI` of fleet `/bench-rollout`, with the admin API and the default statistics settings.

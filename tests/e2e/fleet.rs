@@ -112,13 +112,15 @@ async fn rollout_fleet(etcd: &str, prefix: &str, stable: &Upstream, canary: &Ups
     out
 }
 
-/// The index of the replica every one of `proxies` names as leader (replica `rN` is `proxies[N]`).
+/// The index of the replica every one of `proxies`, in step with etcd,
+/// names as leader (replica `rN` is `proxies[N]`).
 async fn agreed_leader(proxies: &[&Proxy]) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let mut names = Vec::new();
         for p in proxies {
-            names.push(leader_of(p).await);
+            let (_, f) = p.admin("GET", "/v1/fleet", Some(TOKEN), None).await;
+            names.push(f["leader"].as_str().filter(|_| f["state"] == "in-step").map(str::to_owned));
         }
         if names[0].is_some() && names.iter().all(|n| *n == names[0]) {
             return names[0].as_ref().unwrap()[1..].parse().unwrap();
@@ -259,6 +261,67 @@ async fn a_paused_leader_that_wakes_cannot_apply_a_decision() {
     let stopped = proxies[leader].logged("fleet: this replica no longer leads; its controller stops").len()
         + proxies[leader].logged("fleet: a decision was fenced off; this replica no longer leads").len();
     assert!(stopped >= 1, "its controller stopped when it found it no longer leads");
+}
+
+/// A binary replacement (SIGUSR2) of the leader: the old process leaves the
+/// fleet as it hands over (its lease revoked, so it neither leads nor
+/// shows), the successor joins under the same name, and the rollout the old
+/// one ran goes on through every step once.
+#[tokio::test]
+async fn a_binary_replacement_of_the_leader_hands_its_place_and_its_rollout_over() {
+    let etcd = Etcd::start();
+    let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
+    let services = web(stable.addr, canary.addr, GATED, "");
+    let endpoints = std::slice::from_ref(&etcd.url);
+    // r0 runs from a copy of the binary, so a new file can be put at its path.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\n")).unwrap();
+    let exe = dir.path().join("switchyard");
+    std::fs::copy(binary(), &exe).unwrap();
+    let yaml = format!("{}{}", admin_config(&services), fleet_state(endpoints, "/sy/upgrade", 0));
+    let mut r0 = Proxy::start_binary(dir, &yaml, &exe).await;
+    assert_eq!(agreed_leader(&[&r0]).await, 0);
+    let r1 = fleet_replica_with(endpoints, "/sy/upgrade", 1, &services).await;
+    assert_eq!(agreed_leader(&[&r0, &r1]).await, 0, "r1 is in step, r0 leads");
+    let load = traffic(r1.addr);
+    let (status, r) = r1.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{r}");
+    let gated = until(Duration::from_secs(20), || async { rollout_of(&r1).await["step"] == 1 }).await;
+    assert!(gated, "{}", rollout_of(&r1).await);
+    let (status, r) = r1.admin("POST", "/v1/services/web/rollout/promote", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{r}");
+
+    let next = exe.with_extension("new");
+    std::fs::copy(binary(), &next).unwrap();
+    std::fs::rename(&next, &exe).unwrap();
+    r0.signal("USR2");
+    let exit = tokio::time::timeout(Duration::from_secs(40), r0.child.wait()).await.expect("the old process exits");
+    assert!(exit.unwrap().success());
+    let pid = r0.logged("upgrade: successor started")[0]["pid"].as_u64().unwrap();
+    let _successor = scopeguard(pid);
+    assert_eq!(r0.logged("fleet: left the fleet for the successor process").len(), 1);
+
+    let done = until(Duration::from_secs(40), || async { rollout_of(&r1).await["status"] == "promoted" }).await;
+    assert!(done, "{}", rollout_of(&r1).await);
+    load.abort();
+    assert_eq!(step_events(&r1).await, EVERY_STEP_ONCE, "every step once across the hand-over");
+    let (_, fleet) = r1.admin("GET", "/v1/fleet", Some(TOKEN), None).await;
+    let names: Vec<&str> = fleet["replicas"].as_array().unwrap().iter().filter_map(|r| r["replica"].as_str()).collect();
+    assert_eq!(names, ["r0", "r1"], "the successor is r0, once: {fleet}");
+    let (status, v) = r0.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(r#"{"stable": 100}"#)).await;
+    assert_eq!(status, 200, "the successor writes to the fleet: {v}");
+    assert!(all_serve(std::slice::from_ref(&r1), "stable").await);
+}
+
+/// Kills process `pid` when dropped (a successor the test did not start).
+fn scopeguard(pid: u64) -> impl Drop {
+    struct Kill(u64);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-9", &self.0.to_string()]).status();
+        }
+    }
+    Kill(pid)
 }
 
 /// The leader judges the fleet's traffic: a canary whose failures are

@@ -226,7 +226,11 @@ pub fn web(stable: SocketAddr, canary: SocketAddr, extra: &str, rules: &str) -> 
 
 /// Replica `rI` of a fleet at etcd `endpoints` under `prefix`, serving `services`, with the admin API.
 pub async fn fleet_replica_with(endpoints: &[String], prefix: &str, i: usize, services: &str) -> Proxy {
+    start_with_admin(&format!("{services}{}", fleet_state(endpoints, prefix, i))).await
+}
+
+/// The `state:` section of replica `rI` of a fleet at etcd `endpoints` under `prefix`.
+pub fn fleet_state(endpoints: &[String], prefix: &str, i: usize) -> String {
     let list = endpoints.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
-    let state = format!("state: {{ dir: state, etcd: {{ endpoints: [{list}], prefix: {prefix}, replica: r{i} }} }}\n");
-    start_with_admin(&format!("{services}{state}")).await
+    format!("state: {{ dir: state, etcd: {{ endpoints: [{list}], prefix: {prefix}, replica: r{i} }} }}\n")
 }

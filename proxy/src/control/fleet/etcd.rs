@@ -24,7 +24,7 @@ pub(super) fn start(
     shared: Shared,
     channels: (mpsc::UnboundedReceiver<Request>, mpsc::UnboundedReceiver<(String, Vec<u8>)>),
 ) -> Result<(), Error> {
-    let Shared { applied, connected, view, leading, stats } = shared;
+    let Shared { applied, connected, view, leading, released, stats } = shared;
     let etcd = Etcd {
         config: config.clone(),
         config_hash: config_hash.to_owned(),
@@ -37,6 +37,7 @@ pub(super) fn start(
         candidates: BTreeMap::new(),
         fence: None,
         lease: None,
+        released,
         leading,
         view,
         stats,
@@ -61,6 +62,8 @@ pub(super) struct Shared {
     pub view: Arc<Mutex<FleetView>>,
     /// This replica leads.
     pub leading: watch::Sender<bool>,
+    /// Set while the store is with a successor process (a binary upgrade).
+    pub released: watch::Receiver<bool>,
     /// Where the other replicas' recordings go.
     pub stats: Arc<crate::stats::Stats>,
 }
@@ -85,6 +88,7 @@ struct Etcd {
     fence: Option<(String, i64)>,
     /// The lease of the current (or last) session.
     lease: Option<i64>,
+    released: watch::Receiver<bool>,
     leading: watch::Sender<bool>,
     view: Arc<Mutex<FleetView>>,
     stats: Arc<crate::stats::Stats>,
@@ -109,7 +113,10 @@ impl Etcd {
                     if was || self.connected.load(Ordering::Relaxed) {
                         backoff = Duration::from_millis(100);
                     }
-                    if self.connected.swap(false, Ordering::Relaxed) {
+                    if *self.released.borrow() {
+                        self.connected.store(false, Ordering::Relaxed);
+                        tracing::info!("fleet: left the fleet for the successor process");
+                    } else if self.connected.swap(false, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "fleet: lost etcd; serving the last applied state, refusing writes");
                     } else {
                         tracing::debug!(error = %e, "fleet: etcd still unreachable");
@@ -120,6 +127,18 @@ impl Etcd {
             // them when it is back in step.
             for (_, (reply, event)) in std::mem::take(&mut self.pending) {
                 let _ = reply.send(Ok(event));
+            }
+            // Handed over to a successor: out of the fleet until taken back.
+            while *self.released.borrow_and_update() {
+                tokio::select! {
+                    changed = self.released.changed() => if changed.is_err() { return },
+                    r = requests.recv() => match r {
+                        Some(r) => { let _ = r.reply.send(Err(unreachable())); }
+                        None => return,
+                    },
+                    Some(_) = recordings.recv() => {}
+                }
+                resync = true;
             }
             // Refuse what arrives while etcd is away, then try again.
             let wait = tokio::time::sleep(backoff);
@@ -182,6 +201,13 @@ impl Etcd {
         let mut tick = tokio::time::interval(PRESENCE_EVERY);
         loop {
             tokio::select! {
+                _ = self.released.changed() => if *self.released.borrow() {
+                    // The successor takes this replica's place: leave now.
+                    if let Some(lease) = self.lease.take() {
+                        let _ = client.lease_revoke(lease).await;
+                    }
+                    return Err(Error::Unavailable("fleet: handed over to a successor process".into()));
+                },
                 _ = tick.tick() => {
                     keeper.keep_alive().await.map_err(etcd)?;
                     self.presence(&mut client, lease).await?;

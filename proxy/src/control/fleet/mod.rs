@@ -70,6 +70,9 @@ pub struct FleetStore {
     connected: Arc<AtomicBool>,
     view: Arc<Mutex<FleetView>>,
     leading: watch::Receiver<bool>,
+    /// Set while the store is released to a successor process: the etcd
+    /// thread leaves the fleet (its lease revoked) until it is taken back.
+    released: watch::Sender<bool>,
 }
 
 /// A write for the etcd thread: rows, the event that goes with them, and
@@ -110,15 +113,17 @@ impl FleetStore {
             replicas: Vec::new(),
         }));
         let (leading_tx, leading) = watch::channel(false);
+        let (released, released_rx) = watch::channel(false);
         let shared = etcd::Shared {
             applied: applied_tx,
             connected: connected.clone(),
             view: view.clone(),
             leading: leading_tx,
+            released: released_rx,
             stats,
         };
         etcd::start(config, config_hash, local.clone(), shared, (rx, recordings_rx))?;
-        Ok(Self { local, requests, recordings, applied, connected, view, leading })
+        Ok(Self { local, requests, recordings, applied, connected, view, leading, released })
     }
 
     /// Sends rows (and an event) to etcd and waits until this replica has applied them.
@@ -194,11 +199,14 @@ impl Store for FleetStore {
     }
 
     fn release(&self) {
+        self.released.send_replace(true);
         self.local.release();
     }
 
     fn reopen(&self) -> Result<(), Error> {
-        self.local.reopen()
+        self.local.reopen()?;
+        self.released.send_replace(false);
+        Ok(())
     }
 
     fn applied(&self) -> Option<watch::Receiver<Applied>> {

@@ -335,6 +335,11 @@ async fn drive(ctrl: &Arc<Control>, handle: &Handle) {
                     tracing::error!(service = %t.service, error = %e, "cannot read the stored rollout");
                 }
             }
+            Err(ControlError::Unavailable(why)) => {
+                // The fleet's etcd is away: hold (nothing was written) until it is back.
+                t.rollout = before;
+                tracing::warn!(service = %t.service, why, "fleet: etcd unreachable; the rollout holds");
+            }
             Err(e) if decision != Decision::Hold => {
                 tracing::error!(service = %t.service, error = %e, "rollout cannot apply its decision; pausing");
                 t.rollout = before;
