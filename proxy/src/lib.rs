@@ -23,7 +23,8 @@
 //!   it reads. It never imports the control path;
 //! - the shared pieces both paths use: [`config`] (YAML → validated
 //!   [`Config`]), [`flags`] (flag evaluation), [`plugin`] (the WebAssembly
-//!   host), [`stats`] (per-pool recording and windows), [`parse`] (paths and
+//!   host), [`stats`] (per-pool recording and windows, merged with a fleet's
+//!   other replicas'), [`parse`] (paths and
 //!   cookies), [`error`], [`logging`].
 //!
 //! The binary's commands (`serve`, `check`, `demo`, `ctl`) live apart, in

@@ -15,7 +15,8 @@ impl Control {
         for h in handles {
             // Waits for a tick in progress; the next one sees `handed_over`.
             let mut r = h.lock().await;
-            if !r.is_done() {
+            // Only the rollouts this process runs (in a fleet: if it leads).
+            if !r.is_done() && r.driven {
                 if let Err(e) = self.save_progress(&mut r) {
                     tracing::error!(service = %r.service, error = %e, "cannot save rollout progress for the successor");
                 }

@@ -2,7 +2,7 @@
 //! this replica's presence and its candidacy in the election (see the
 //! [module above](super) for the key layout and the guarantees).
 
-use super::{unreachable, Reply, Request, WRITE_TIMEOUT};
+use super::{unreachable, Published, Reply, Request, WRITE_TIMEOUT};
 use crate::config::FleetConfig;
 use crate::control::state::{self, Applied, Event, FleetView, ReplicaView, Row, StateStore, TABLES};
 use crate::error::Error;
@@ -22,7 +22,7 @@ pub(super) fn start(
     config_hash: &str,
     local: Arc<StateStore>,
     shared: Shared,
-    channels: (mpsc::UnboundedReceiver<Request>, mpsc::UnboundedReceiver<(String, Vec<u8>)>),
+    channels: (mpsc::UnboundedReceiver<Request>, mpsc::UnboundedReceiver<Published>),
 ) -> Result<(), Error> {
     let Shared { applied, connected, view, leading, released, stats } = shared;
     let etcd = Etcd {
@@ -97,7 +97,7 @@ struct Etcd {
 impl Etcd {
     async fn run(
         mut self,
-        (mut requests, mut recordings): (mpsc::UnboundedReceiver<Request>, mpsc::UnboundedReceiver<(String, Vec<u8>)>),
+        (mut requests, mut recordings): (mpsc::UnboundedReceiver<Request>, mpsc::UnboundedReceiver<Published>),
     ) {
         let mut backoff = Duration::from_millis(100);
         let mut resync = true;
@@ -161,10 +161,7 @@ impl Etcd {
     /// One connection: catch up, then watch and write until something breaks.
     async fn session(
         &mut self,
-        (requests, recordings): (
-            &mut mpsc::UnboundedReceiver<Request>,
-            &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-        ),
+        (requests, recordings): (&mut mpsc::UnboundedReceiver<Request>, &mut mpsc::UnboundedReceiver<Published>),
         resync: &mut bool,
     ) -> Result<(), Error> {
         let mut client = self.connect().await?;
@@ -447,14 +444,11 @@ impl Etcd {
                 None => Compare::version(key, CompareOp::Equal, 0),
             });
         }
-        let stale =
-            || {
-                Error::Stale(match r.guard.leader {
-                true => "this replica no longer leads the fleet, or the rollout changed meanwhile; nothing was changed",
-                false => "the rollout changed meanwhile; nothing was changed",
-            }
-            .into())
-            };
+        let why = match r.guard.leader {
+            true => "this replica no longer leads the fleet, or the rollout changed meanwhile; nothing was changed",
+            false => "the rollout changed meanwhile; nothing was changed",
+        };
+        let stale = || Error::Stale(why.into());
         let ops = |extra: Vec<TxnOp>| {
             r.rows
                 .iter()

@@ -65,7 +65,7 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 pub struct FleetStore {
     local: Arc<StateStore>,
     requests: mpsc::UnboundedSender<Request>,
-    recordings: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    recordings: mpsc::UnboundedSender<Published>,
     applied: watch::Receiver<Applied>,
     connected: Arc<AtomicBool>,
     view: Arc<Mutex<FleetView>>,
@@ -83,6 +83,9 @@ struct Request {
     guard: Guard,
     reply: Reply,
 }
+
+/// A service's figures from this replica, for the etcd thread to publish (JSON).
+type Published = (String, Vec<u8>);
 
 /// Where a write's outcome goes: the stored event (if it had one), or why not.
 type Reply = std::sync::mpsc::SyncSender<Result<Option<Event>, Error>>;

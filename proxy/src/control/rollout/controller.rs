@@ -1,247 +1,29 @@
-//! Rollouts through the control path: starting one, manual commands, its
-//! status, resuming stored ones, and the controller — one task per active
-//! rollout. Every analysis interval
-//! it reads the baseline's and the candidate's window figures, judges them,
-//! ticks the [`Rollout`] machine, applies the resulting decision through
-//! [`Control::set_weights`] (a new snapshot, an event, durable, then swapped
-//! in), persists the progress, and notifies webhooks. Manual commands take
-//! the same lock, so a person and the controller never race.
+//! The controller — one task per active rollout, where rollouts run — and
+//! how a rollout's changes are written. Every analysis interval it reads
+//! the baseline's and the candidate's window figures (the fleet's, merged),
+//! judges them, ticks the [`Rollout`] machine, applies the resulting
+//! decision through the control path (a new snapshot, an event and the
+//! rollout's row in one guarded write, then swapped in), checkpoints
+//! progress, and notifies webhooks. Manual commands on this replica take
+//! the same lock, so a person and the controller never race here; the
+//! guard on the row keeps them apart across a fleet.
 
 use super::analysis::{judge, Judgement, Observed, Pair};
 use super::evidence::{Evidence, Since};
-use super::machine::{Command, Decision, Rollout};
-use super::policy::{check_policy, consult};
+use super::machine::{Decision, Rollout};
+use super::policy::consult;
 use super::{notify, Handle, Tracked};
-use crate::config::rollout::{RolloutPlan, Strategy};
+use crate::config::rollout::Strategy;
 use crate::config::WeightMap;
 use crate::control::state::{event, Change, Guard};
 use crate::control::{Control, ControlError};
 use crate::plugin::policy::window;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-impl Control {
-    /// Starts a rollout of `service` with `plan` (or the service's own plan).
-    /// In a fleet, any replica may start it; the leader runs it.
-    pub async fn start_rollout(
-        self: &Arc<Self>,
-        service: &str,
-        plan: Option<RolloutPlan>,
-        actor: &str,
-    ) -> Result<Rollout, ControlError> {
-        let ctrl = self;
-        let snap = ctrl.shared.snapshot.load_full();
-        let svc =
-            snap.service(service).ok_or_else(|| ControlError::NotFound(format!("no service named `{service}`")))?;
-        let plan = plan.or_else(|| svc.config.rollout.clone()).ok_or_else(|| {
-            ControlError::BadRequest(format!("service `{service}` has no `rollout` section: send a plan in the body"))
-        })?;
-        check_policy(ctrl, service, &plan).await?;
-        let mut active = ctrl.rollouts.lock().await;
-        let stored = match active.get(service) {
-            Some(h) => {
-                let t = h.lock().await;
-                if !t.is_done() {
-                    return Err(ControlError::Conflict(format!(
-                        "a rollout of `{service}` is already running; abort it first"
-                    )));
-                }
-                t.stored.clone()
-            }
-            None => None,
-        };
-        // A new rollout gives the candidate's rules another chance.
-        if !svc.suspended.is_empty() {
-            ctrl.lift_suspension(service, actor, Some("a new rollout started".into())).await?;
-        }
-        let (rollout, decision) = Rollout::start(service, plan);
-        let mut t = Tracked { rollout, stored, driven: false };
-        let steps = t.plan.steps.len();
-        let strategy = match t.plan.strategy {
-            Strategy::Canary => format!("canary, {steps} step(s)"),
-            Strategy::BlueGreen => "blue-green".to_owned(),
-        };
-        lifecycle(ctrl, &mut t, "rollout-start", actor, format!("rollout of {service} started ({strategy})"), None)?;
-        ctrl.set_rollout_running(service, true);
-        if let Err(e) = apply(ctrl, &mut t, &decision, actor, false).await {
-            ctrl.set_rollout_running(service, false);
-            return Err(e);
-        }
-        let r = t.rollout.clone();
-        active.insert(service.to_owned(), Arc::new(Mutex::new(t)));
-        drop(active);
-        ctrl.drive_rollouts().await;
-        Ok(r)
-    }
-
-    /// Applies a manual command to the running rollout of `service`. In a
-    /// fleet, on any replica: the command is made against the rollout as
-    /// stored, retried for up to a second while the leader's controller
-    /// writes progress meanwhile.
-    pub async fn rollout_command(
-        self: &Arc<Self>,
-        service: &str,
-        cmd: Command,
-        actor: &str,
-    ) -> Result<Rollout, ControlError> {
-        let ctrl = self;
-        let handle = ctrl
-            .rollouts
-            .lock()
-            .await
-            .get(service)
-            .cloned()
-            .ok_or_else(|| ControlError::NotFound(format!("no rollout of `{service}` is running")))?;
-        let deadline = Instant::now() + Duration::from_secs(1);
-        loop {
-            let mut t = handle.lock().await;
-            match command(ctrl, &mut t, cmd, actor).await {
-                Err(ControlError::Stale(why)) if Instant::now() < deadline => {
-                    tracing::debug!(service, why, "rollout changed meanwhile; taking the stored one and retrying");
-                    ctrl.adopt_stored(&mut t)?;
-                    drop(t);
-                    // Give the watch time to bring the newer row here.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    /// Loads every stored rollout (at start-up, and after a hand-over was
-    /// taken back: with new handles, whose controllers start afresh), then
-    /// runs those that have not ended if this replica leads. Progress spent
-    /// in a step counts.
-    pub async fn resume_rollouts(self: &Arc<Self>) -> Result<(), crate::Error> {
-        self.load_rollouts(true).await
-    }
-
-    /// Takes what the fleet stored for every rollout (a start, a command or
-    /// progress, made on any replica) into this replica's handles.
-    pub(crate) async fn refresh_rollouts(self: &Arc<Self>) -> Result<(), crate::Error> {
-        self.load_rollouts(false).await
-    }
-
-    async fn load_rollouts(self: &Arc<Self>, fresh: bool) -> Result<(), crate::Error> {
-        let ctrl = self;
-        let Some(store) = &ctrl.store else { return Ok(()) };
-        let mut active = ctrl.rollouts.lock().await;
-        for raw in store.rollouts()? {
-            let r = parse(&raw)?;
-            let (service, done) = (r.service.clone(), r.is_done());
-            match active.get(&service).filter(|_| !fresh) {
-                Some(h) => {
-                    let mut t = h.lock().await;
-                    if t.stored.as_deref() != Some(raw.as_str()) {
-                        (t.rollout, t.stored) = (r, Some(raw));
-                    }
-                }
-                None => {
-                    if !done && fresh {
-                        tracing::info!(service = %r.service, step = r.step, in_step_ms = r.in_step_ms, "resuming rollout");
-                    }
-                    let t = Tracked { rollout: r, stored: Some(raw), driven: false };
-                    active.insert(service.clone(), Arc::new(Mutex::new(t)));
-                }
-            }
-            ctrl.set_rollout_running(&service, !done);
-        }
-        drop(active);
-        ctrl.drive_rollouts().await;
-        Ok(())
-    }
-
-    /// Starts a controller for every rollout that has not ended and has
-    /// none here, if this replica runs the rollouts.
-    pub(crate) async fn drive_rollouts(self: &Arc<Self>) {
-        if !self.leads() {
-            return;
-        }
-        for handle in self.rollouts.lock().await.values() {
-            let mut t = handle.lock().await;
-            if !t.is_done() && !t.driven {
-                t.driven = true;
-                let (ctrl, handle) = (self.clone(), handle.clone());
-                tokio::spawn(async move {
-                    let service = handle.lock().await.service.clone();
-                    if let Err(e) = tokio::spawn(run(ctrl, handle.clone())).await {
-                        // A bug, contained: the next refresh starts another controller.
-                        tracing::error!(service, error = %e, "rollout controller failed");
-                        handle.lock().await.driven = false;
-                    }
-                });
-            }
-        }
-    }
-
-    /// The running or last rollout of `service`.
-    pub async fn rollout(&self, service: &str) -> Option<Rollout> {
-        let h = self.rollouts.lock().await.get(service).cloned()?;
-        let r = h.lock().await.rollout.clone();
-        Some(r)
-    }
-
-    /// Stores `t`'s progress to the moment (fenced: only while this replica leads).
-    pub(crate) fn save_progress(&self, t: &mut Tracked) -> Result<(), ControlError> {
-        save(self, t, true)
-    }
-
-    /// Replaces `t` with the stored rollout when that is newer than what `t` was read from.
-    fn adopt_stored(&self, t: &mut Tracked) -> Result<(), ControlError> {
-        let Some(store) = &self.store else { return Ok(()) };
-        let internal = |e: crate::Error| ControlError::Internal(e.to_string());
-        for raw in store.rollouts().map_err(internal)? {
-            let r = parse(&raw).map_err(internal)?;
-            if r.service == t.service && t.stored.as_deref() != Some(raw.as_str()) {
-                (t.rollout, t.stored) = (r, Some(raw));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One manual command on `t`, written under its guard; `t` is as before when it fails.
-async fn command(ctrl: &Arc<Control>, t: &mut Tracked, cmd: Command, actor: &str) -> Result<Rollout, ControlError> {
-    let service = t.service.clone();
-    if t.is_done() {
-        return Err(ControlError::Conflict(format!("the rollout of `{service}` has ended ({:?})", t.status)));
-    }
-    let before = t.rollout.clone();
-    let decision = match cmd {
-        Command::Promote { full } => t.promote(full),
-        Command::Pause => t.pause(&format!("paused by {actor}")),
-        Command::Resume => {
-            t.resume();
-            Decision::Hold
-        }
-        Command::Abort => t.stop(true, &format!("aborted by {actor}")),
-        Command::Rollback => t.stop(false, &format!("rolled back by {actor}")),
-    };
-    let what = format!("{cmd:?}").to_lowercase();
-    t.record(what, format!("by {actor}"));
-    let written = match cmd {
-        Command::Resume => {
-            lifecycle(ctrl, t, "rollout-resume", actor, format!("rollout of {service} resumed"), Some(false))
-        }
-        _ => apply(ctrl, t, &decision, actor, false).await,
-    };
-    if let Err(e) = written {
-        t.rollout = before;
-        return Err(e);
-    }
-    ctrl.set_rollout_running(&service, !t.is_done());
-    Ok(t.rollout.clone())
-}
-
-fn parse(raw: &str) -> Result<Rollout, crate::Error> {
-    serde_json::from_str(raw).map_err(|e| crate::Error::State(format!("state store: a stored rollout: {e}")))
-}
-
 /// Stores `t`'s row alone, under its guard.
-fn save(ctrl: &Control, t: &mut Tracked, leader: bool) -> Result<(), ControlError> {
+pub(super) fn save(ctrl: &Control, t: &mut Tracked, leader: bool) -> Result<(), ControlError> {
     let row = row(t)?;
     ctrl.commit_under(&[Change::Rollout(&t.service, &row)], None, &guard(t, leader))?;
     t.stored = Some(row);
@@ -249,18 +31,18 @@ fn save(ctrl: &Control, t: &mut Tracked, leader: bool) -> Result<(), ControlErro
 }
 
 /// The row of `t`'s rollout as it is now.
-fn row(t: &Tracked) -> Result<String, ControlError> {
+pub(super) fn row(t: &Tracked) -> Result<String, ControlError> {
     serde_json::to_string(&t.rollout).map_err(|e| ControlError::Internal(format!("a rollout's row: {e}")))
 }
 
 /// What a write of `t` requires: the row it was read from still stored, and
 /// for the controller (`leader`) this replica still leading.
-fn guard(t: &Tracked, leader: bool) -> Guard {
+pub(super) fn guard(t: &Tracked, leader: bool) -> Guard {
     Guard { leader, rollout: Some((t.service.clone(), t.stored.clone())) }
 }
 
 /// The controller loop of one rollout, while this replica runs the rollouts.
-async fn run(ctrl: Arc<Control>, handle: Handle) {
+pub(super) async fn run(ctrl: Arc<Control>, handle: Handle) {
     drive(&ctrl, &handle).await;
     handle.lock().await.driven = false;
 }
@@ -395,7 +177,7 @@ fn analyse(ctrl: &Control, r: &Rollout, evidence: &Evidence) -> Judgement {
 /// guarded write: weights through the control path (plus webhooks), a pause
 /// as a lifecycle event, a hold as a progress checkpoint. `leader`: the
 /// controller's write, fenced on this replica's leadership.
-async fn apply(
+pub(super) async fn apply(
     ctrl: &Arc<Control>,
     t: &mut Tracked,
     decision: &Decision,
@@ -443,7 +225,7 @@ async fn apply(
 /// nothing is recorded when the rollout changed meanwhile), with the
 /// rollout's row when `row_of` says whose write it is (`Some(leader)`), and
 /// notifies webhooks.
-fn lifecycle(
+pub(super) fn lifecycle(
     ctrl: &Control,
     t: &mut Tracked,
     kind: &str,
@@ -488,8 +270,7 @@ fn verdict_name(v: &Judgement) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::control::rollout::Status;
+    use crate::control::rollout::{Command, Status};
     use crate::{stats, Config, Options, Proxy};
     use std::time::Duration;
 

@@ -9,14 +9,16 @@
 //!   no earlier than the rollout and its current weights.
 //!
 //! What runs them, as [`Control`](crate::control::Control)'s methods:
-//! - [`controller`]: start, manual commands, resume, and one task per active
-//!   rollout that reads the windows, ticks the machine and applies its
-//!   decisions through the control path (in a fleet: on the leader only,
-//!   its writes fenced; any replica takes commands);
+//! - `commands`: start, manual commands (in a fleet, on any replica),
+//!   loading stored rollouts and starting their controllers where they run;
+//! - [`controller`]: one task per active rollout that reads the windows,
+//!   ticks the machine and applies its decisions through the control path
+//!   (in a fleet: on the leader only, its writes fenced);
 //! - `policy`: asking a policy plugin for the verdict instead;
 //! - `notify`: webhooks.
 
 pub mod analysis;
+mod commands;
 pub mod controller;
 pub mod evidence;
 pub mod machine;
