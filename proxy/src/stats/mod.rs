@@ -322,7 +322,10 @@ impl Stats {
     /// This replica's figures of `service`'s pools for each completed tick
     /// from `from` (at most a window back); returns them and the next tick to start from.
     pub fn recording(&self, service: &str, from: u64) -> (Recording, u64) {
-        let through = self.now().saturating_sub(1);
+        let tick_ms = self.tick.as_millis() as u64;
+        let Some(through) = self.now().checked_sub(1) else {
+            return (Recording { tick_ms, ticks: Vec::new() }, from); // no tick completed yet
+        };
         let from = from.max((through + 1).saturating_sub(self.window_ticks));
         let inner = self.lock();
         let pools: Vec<(&str, &window::PoolStats)> = inner
@@ -342,7 +345,7 @@ impl Stats {
             })
             .filter(|(_, pools): &(u64, Vec<_>)| !pools.is_empty())
             .collect();
-        (Recording { tick_ms: self.tick.as_millis() as u64, ticks }, through + 1)
+        (Recording { tick_ms, ticks }, through + 1)
     }
 
     /// Takes another replica's recording of `service` (one with another tick length is ignored).
@@ -430,5 +433,33 @@ mod tests {
         let b = stats.slot("s", "canary");
         assert_ne!(a, b);
         assert_eq!(stats.slot("s", "stable"), a);
+    }
+}
+
+#[cfg(test)]
+mod recording_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn each_completed_tick_is_published_once() {
+        let stats = Stats::new(Duration::from_secs(5), Duration::from_millis(100));
+        let slot = stats.slot("web", "canary");
+        let (first, mut next) = stats.recording("web", 0);
+        assert!(first.ticks.is_empty());
+        let mut seen = 0;
+        for round in 0..5u64 {
+            for _ in 0..3 {
+                record(slot, Duration::from_millis(1), 503, None);
+                stats.add(recorder::take());
+                tokio::time::advance(Duration::from_millis(100)).await;
+            }
+            tokio::time::advance(Duration::from_millis(100)).await;
+            let (rec, then) = stats.recording("web", next);
+            next = then;
+            let n: u64 = rec.ticks.iter().flat_map(|(_, p)| p.iter().map(|(_, f)| f.requests)).sum();
+            assert_eq!(n, 3, "round {round}: {rec:?}");
+            seen += n;
+        }
+        assert_eq!(seen, 15);
     }
 }

@@ -173,6 +173,20 @@ impl Etcd {
         let from = self.local.revision()? + 1;
         let options = WatchOptions::new().with_prefix().with_start_revision(from).with_progress_notify();
         let mut stream = client.watch(prefix.clone(), Some(options)).await.map_err(etcd)?;
+        // The watch is read without pause by its own task: a watch left
+        // unread while this loop awaits a write would fill the connection's
+        // HTTP/2 window and hold back that write's answer (until the lease
+        // expired).
+        let (events, mut watched) = mpsc::unbounded_channel();
+        let _reader = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let message = stream.message().await;
+                let last = !matches!(message, Ok(Some(_)));
+                if events.send(message).is_err() || last {
+                    return;
+                }
+            }
+        }));
         let ttl = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(3).max(1);
         let lease = client.lease_grant(ttl, None).await.map_err(etcd)?.id();
         // The last session's lease may outlive it (etcd extends leases when
@@ -214,8 +228,8 @@ impl Etcd {
                         return Err(Error::Unavailable("fleet: this replica's lease expired".into()));
                     }
                 }
-                message = stream.message() => {
-                    let Some(resp) = message.map_err(etcd)? else {
+                message = watched.recv() => {
+                    let Some(resp) = message.transpose().map_err(etcd)?.flatten() else {
                         return Err(Error::Unavailable("fleet: the watch ended".into()));
                     };
                     if resp.compact_revision() > 0 || resp.canceled() {
@@ -528,6 +542,15 @@ fn row(key: &[u8], value: Option<&[u8]>, prefix: &str) -> Option<Row> {
         }
     }
     Some(Row { table, key: key.to_owned(), value: value.map(<[u8]>::to_vec) })
+}
+
+/// Aborts a task when dropped (with the session it serves).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn etcd(e: etcd_client::Error) -> Error {
