@@ -62,6 +62,18 @@ async fn a_weight_change_on_any_replica_is_applied_by_all() {
     assert!(seqs.contains(&(ev["seq"].as_u64().unwrap(), "weights".into())), "{seqs:?}");
     assert!(seqs.contains(&(back["seq"].as_u64().unwrap(), "weights-reset".into())), "{seqs:?}");
 
+    // A pool set on one replica (release tooling) is what every replica runs.
+    let body = format!(r#"{{"endpoints": ["{}"], "version": "v9"}}"#, stable.addr);
+    let (status, v) = proxies[2].admin("PUT", "/v1/services/web/pools/canary", Some(TOKEN), Some(&body)).await;
+    assert_eq!(status, 200, "{v}");
+    let p0 = &proxies[0];
+    let moved = until(Duration::from_secs(10), || async {
+        let (_, svc) = p0.admin("GET", "/v1/services/web", Some(TOKEN), None).await;
+        svc["pools"].as_array().unwrap().iter().any(|p| p["name"] == "canary" && p["version"] == "v9")
+    })
+    .await;
+    assert!(moved, "the first replica runs the pool the third set");
+
     // Every replica shows the whole fleet, through the API, `ctl status` and readiness.
     let p1 = &proxies[1];
     let all_three = until(Duration::from_secs(10), || async {

@@ -152,3 +152,20 @@ fn check_names_the_field_and_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
+
+/// Log lines to a file or a pipe carry no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "listeners: []\nservices: []\n").unwrap();
+    let out = std::process::Command::new(switchyard_test_support::binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ERROR"), "the refusal is logged: {text}");
+    assert!(!text.contains('\u{1b}'), "no escape codes: {text:?}");
+}

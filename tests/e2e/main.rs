@@ -14,6 +14,7 @@ mod hardening;
 mod lifecycle;
 mod plugins;
 mod protocols;
+mod release;
 mod rollout;
 mod routing;
 mod split;

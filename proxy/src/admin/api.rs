@@ -59,6 +59,12 @@ pub struct PoolView {
     pub share_percent: f64,
     /// Endpoints.
     pub endpoints: Vec<EndpointView>,
+    /// What it runs: `version`, `commit`, `build_url`, `commit_time` (each when known).
+    #[serde(flatten)]
+    pub release: crate::config::Release,
+    /// Where its endpoints and release come from: `config` or `api`.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// One endpoint.

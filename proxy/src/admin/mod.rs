@@ -10,7 +10,7 @@ pub mod metrics;
 mod views;
 mod wire;
 
-pub use wire::parse_weights;
+pub use wire::{parse_pool, parse_weights};
 
 use crate::config::AdminToken;
 use crate::control::Command;
@@ -48,6 +48,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/services/{svc}"),
     ("PUT", "/v1/services/{svc}/weights"),
     ("DELETE", "/v1/services/{svc}/weights"),
+    ("PUT", "/v1/services/{svc}/pools/{pool}"),
+    ("DELETE", "/v1/services/{svc}/pools/{pool}"),
     ("DELETE", "/v1/services/{svc}/suspension"),
     ("GET", "/v1/services/{svc}/stats"),
     ("GET", "/v1/services/{svc}/rollout"),
@@ -321,6 +323,16 @@ impl Admin {
             }
             (Method::DELETE, ["v1", "services", name, "weights"]) => {
                 answer(c.reset_weights(name, &actor, reason).await)
+            }
+            (Method::PUT, ["v1", "services", name, "pools", pool]) => {
+                let (set, body_reason) = match parse_pool(&body) {
+                    Ok(p) => p,
+                    Err(msg) => return bad(msg),
+                };
+                answer(c.set_pool(name, pool, Some(set), &actor, body_reason.or(reason)).await)
+            }
+            (Method::DELETE, ["v1", "services", name, "pools", pool]) => {
+                answer(c.set_pool(name, pool, None, &actor, reason).await)
             }
             (Method::DELETE, ["v1", "services", name, "suspension"]) => {
                 answer(c.lift_suspension(name, &actor, reason).await)

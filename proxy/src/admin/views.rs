@@ -80,6 +80,14 @@ pub(super) fn service_view(s: &crate::data::snapshot::Service) -> ServiceView {
                     .iter()
                     .map(|e| EndpointView { address: e.addr.to_string(), healthy: e.is_available(now) })
                     .collect(),
+                release: s
+                    .config
+                    .pools
+                    .iter()
+                    .find(|c| c.name == p.name)
+                    .map(|c| c.release.clone())
+                    .unwrap_or_default(),
+                source: if s.pool_sets.contains_key(&p.name) { "api" } else { "config" }.into(),
             })
             .collect(),
     }

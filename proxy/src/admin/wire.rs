@@ -65,6 +65,36 @@ pub(super) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
+/// Accepts `{"endpoints": ["127.0.0.1:9003"], "version": "v1.2.4", "commit":
+/// "...", "build_url": "https://...", "commit_time": "...", "reason": "..."}`
+/// (everything but `endpoints` optional).
+pub fn parse_pool(body: &[u8]) -> Result<(crate::config::PoolSet, Option<String>), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        endpoints: Vec<String>,
+        version: Option<String>,
+        commit: Option<String>,
+        build_url: Option<String>,
+        commit_time: Option<String>,
+        reason: Option<String>,
+    }
+    let b: Body = serde_json::from_value(json_body(body)?).map_err(|e| format!("invalid body: {e}"))?;
+    let endpoints = b
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| crate::config::resolve(e).map_err(|m| format!("endpoints[{i}]: {m}")))
+        .collect::<Result<_, _>>()?;
+    let release = crate::config::Release {
+        version: b.version,
+        commit: b.commit,
+        build_url: b.build_url,
+        commit_time: b.commit_time,
+    };
+    Ok((crate::config::PoolSet { endpoints, release }, b.reason))
+}
+
 /// Accepts `{"stable": 90, "canary": 10}` or `{"weights": {...}, "reason": "..."}`.
 pub fn parse_weights(body: &[u8]) -> Result<(WeightMap, Option<String>), String> {
     #[derive(serde::Deserialize)]

@@ -237,6 +237,10 @@ pub(crate) struct FileMatch {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilePool {
     pub endpoints: Spanned<Vec<Spanned<String>>>,
+    pub version: Option<Spanned<String>>,
+    pub commit: Option<Spanned<String>>,
+    pub build_url: Option<Spanned<String>>,
+    pub commit_time: Option<Spanned<String>>,
     pub lb: Option<LbKind>,
     pub health_check: Option<FileHealthCheck>,
     pub outlier: Option<FileOutlier>,

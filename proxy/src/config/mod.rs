@@ -19,7 +19,7 @@ pub use service::*;
 
 pub use file::LbKind;
 pub use fleet::{EtcdTls, FleetConfig};
-pub use run_time::{weights_for, RunTime, WeightMap};
+pub use run_time::{weights_for, PoolSet, PoolSets, RunTime, WeightMap};
 
 use crate::error::Error;
 use file::*;
@@ -476,6 +476,26 @@ services:
         assert!(e.contains("services[0].pools.canary"), "{e}");
         assert!(e.contains("endpoint"), "{e}");
         assert!(e.contains("line 10"), "{e}");
+    }
+
+    #[test]
+    fn a_pool_says_what_it_runs_and_bad_release_fields_name_field_and_line() {
+        let with = |fields: &str| {
+            EXAMPLE.replace(
+                "canary: { endpoints: [127.0.0.1:9002] }",
+                &format!("canary: {{ endpoints: [127.0.0.1:9002], {fields} }}"),
+            )
+        };
+        let c = load(&with("version: v1.2.4, commit: 9fceb02, commit_time: 2026-11-30T10:00:00Z")).unwrap();
+        let canary = &c.services[0].pools[0];
+        assert_eq!(
+            (canary.release.version.as_deref(), canary.release.commit.as_deref()),
+            (Some("v1.2.4"), Some("9fceb02"))
+        );
+        let e = load(&with("version: v2, commit_time: yesterday")).unwrap_err();
+        assert!(e.contains("services[0].pools.canary.commit_time") && e.contains("line 10"), "{e}");
+        let e = load(&with("build_url: ci.example.com/1")).unwrap_err();
+        assert!(e.contains("pools.canary.build_url") && e.contains("http://"), "{e}");
     }
 
     #[test]

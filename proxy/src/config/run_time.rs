@@ -1,8 +1,11 @@
-//! What operators set at run time over the file — weights and suspended
-//! rules — which the state store keeps and every snapshot built from the
-//! config applies.
+//! What operators set at run time over the file — weights, suspended rules
+//! and pools' endpoints and versions — which the state store keeps and every
+//! snapshot built from the config applies.
 
+use super::Release;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 
 /// Weights by pool name.
 pub type WeightMap = BTreeMap<String, u32>;
@@ -14,6 +17,21 @@ pub struct RunTime {
     pub weights: HashMap<String, WeightMap>,
     /// Suspended (rolled-back) pools by service.
     pub suspended: HashMap<String, BTreeSet<String>>,
+    /// Pools set through the API, by service and pool.
+    pub pools: HashMap<String, PoolSets>,
+}
+
+/// A service's pools set at run time, by pool name.
+pub type PoolSets = BTreeMap<String, PoolSet>;
+
+/// A pool as the release tooling set it: its endpoints and what they run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolSet {
+    /// Upstream addresses, replacing the file's.
+    pub endpoints: Vec<SocketAddr>,
+    /// What they run, replacing the file's.
+    #[serde(default)]
+    pub release: Release,
 }
 
 /// Turns a `pool → weight` map into weights indexed like `pools`; pools not

@@ -54,12 +54,57 @@ pub struct PoolConfig {
     pub name: String,
     /// Upstream addresses.
     pub endpoints: Vec<SocketAddr>,
+    /// What the pool runs: its version and where it came from.
+    pub release: Release,
     /// Load-balancing algorithm.
     pub lb: LbKind,
     /// Active HTTP health checking, when configured.
     pub health_check: Option<HealthCheckConfig>,
     /// Passive health (outlier ejection).
     pub outlier: OutlierConfig,
+}
+
+/// What a pool runs, as the release tooling says: all optional, free text
+/// except where noted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Release {
+    /// An image tag, a git SHA, a semantic version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The commit it was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The build's page (`http://` or `https://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_url: Option<String>,
+    /// When that commit was made (RFC 3339): what lead time is measured from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<String>,
+}
+
+impl Release {
+    /// Checks each field; the error names the field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let text = |name: &'static str, v: &Option<String>| match v {
+            Some(v) if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) => {
+                Err((name, "must be 1 to 200 printable characters".to_owned()))
+            }
+            _ => Ok(()),
+        };
+        text("version", &self.version)?;
+        text("commit", &self.commit)?;
+        text("build_url", &self.build_url)?;
+        if let Some(u) = &self.build_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(("build_url", "must start with http:// or https://".into()));
+            }
+        }
+        if let Some(t) = &self.commit_time {
+            humantime::parse_rfc3339_weak(t)
+                .map_err(|e| ("commit_time", format!("not an RFC 3339 time (2026-11-30T10:00:00Z): {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// Active HTTP health checking of a pool's endpoints.
@@ -341,6 +386,16 @@ pub(super) fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolC
             })
         }
     };
+    let text = |v: Option<Spanned<String>>| v.map(|s| s.value);
+    let at = fp.version.as_ref().or(fp.commit.as_ref()).or(fp.build_url.as_ref()).or(fp.commit_time.as_ref());
+    let at = at.map_or(fp.endpoints.referenced, |s| s.referenced);
+    let release = Release {
+        version: text(fp.version),
+        commit: text(fp.commit),
+        build_url: text(fp.build_url),
+        commit_time: text(fp.commit_time),
+    };
+    release.check().map_err(|(field, m)| fail(format!("{p}.{field}"), &at, m))?;
     let d = OutlierConfig::default();
     let outlier = match fp.outlier {
         None => d,
@@ -350,7 +405,7 @@ pub(super) fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolC
             max_ejection: o.max_ejection.map_or(d.max_ejection, |v| v.0),
         },
     };
-    Ok(PoolConfig { name, endpoints, lb: fp.lb.unwrap_or_default(), health_check, outlier })
+    Ok(PoolConfig { name, endpoints, release, lb: fp.lb.unwrap_or_default(), health_check, outlier })
 }
 
 pub(super) fn parse_host(h: &str) -> Result<HostMatch, String> {
@@ -368,7 +423,8 @@ pub(super) fn parse_host(h: &str) -> Result<HostMatch, String> {
     Err(format!("`{h}` is not a host name or `*.domain` wildcard (no port, no scheme)"))
 }
 
-pub(super) fn resolve(s: &str) -> Result<SocketAddr, String> {
+/// An endpoint: `127.0.0.1:9001`, or `host:port` (looked up once, now).
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse() {
         return Ok(a);
     }

@@ -13,6 +13,7 @@ mod flags;
 pub mod fleet;
 mod handover;
 mod plugins;
+mod pools;
 pub mod rollout;
 pub mod state;
 pub mod upgrade;

@@ -25,6 +25,7 @@ const FLAGS: TableDefinition<&str, &str> = TableDefinition::new("flags");
 const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
 const PLUGIN_CONFIGS: TableDefinition<&str, &str> = TableDefinition::new("plugin_configs");
 const SUSPENDED: TableDefinition<&str, &str> = TableDefinition::new("suspended");
+const POOLS: TableDefinition<&str, &str> = TableDefinition::new("pools");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// A run-time change stored with its event.
@@ -42,6 +43,8 @@ pub enum Change<'a> {
     Suspended(&'a str, &'a BTreeSet<String>),
     /// A service's rollout (its progress, as JSON: the latest, active or finished).
     Rollout(&'a str, &'a str),
+    /// A service's pools set through the API (`None`, or none left: the file's).
+    Pools(&'a str, Option<&'a crate::config::PoolSets>),
 }
 
 /// What a guarded write requires of the stored state, checked in the same
@@ -242,6 +245,7 @@ impl StateStore {
         tx.open_table(PLUGINS).map_err(db_err)?;
         tx.open_table(PLUGIN_CONFIGS).map_err(db_err)?;
         tx.open_table(SUSPENDED).map_err(db_err)?;
+        tx.open_table(POOLS).map_err(db_err)?;
         tx.open_table(META).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db: std::sync::RwLock::new(Some(db)), path, events: broadcast::channel(1024).0 })
@@ -294,7 +298,7 @@ impl Store for StateStore {
     }
 
     fn run_time(&self) -> Result<RunTime, Error> {
-        Ok(RunTime { weights: self.weights()?, suspended: self.json_table(SUSPENDED)? })
+        Ok(RunTime { weights: self.weights()?, suspended: self.json_table(SUSPENDED)?, pools: self.json_table(POOLS)? })
     }
 
     fn flag_overrides(&self) -> Result<BTreeMap<String, serde_json::Value>, Error> {
@@ -390,7 +394,7 @@ impl Store for StateStore {
 /// number, so a fleet's store can hold every table under one key prefix.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
-    /// `weights`, `flags`, `plugins`, `plugin_configs`, `suspended`, `rollouts` or `events`.
+    /// `weights`, `flags`, `plugins`, `plugin_configs`, `suspended`, `pools`, `rollouts` or `events`.
     pub table: &'static str,
     /// The service, flag, plugin or (for events) the sequence number.
     pub key: String,
@@ -399,7 +403,8 @@ pub struct Row {
 }
 
 /// Every table a [`Row`] may name.
-pub const TABLES: [&str; 7] = ["weights", "flags", "plugins", "plugin_configs", "suspended", "rollouts", "events"];
+pub const TABLES: [&str; 8] =
+    ["weights", "flags", "plugins", "plugin_configs", "suspended", "pools", "rollouts", "events"];
 
 /// The rows that carry `changes`.
 pub fn rows(changes: &[Change<'_>]) -> Result<Vec<Row>, Error> {
@@ -422,6 +427,11 @@ pub fn rows(changes: &[Change<'_>]) -> Result<Vec<Row>, Error> {
                     value: bytes((!pools.is_empty()).then(|| json(pools)).transpose()?),
                 },
                 Change::Rollout(k, r) => Row { table: "rollouts", key: k.into(), value: Some(r.as_bytes().to_vec()) },
+                Change::Pools(k, p) => Row {
+                    table: "pools",
+                    key: k.into(),
+                    value: bytes(p.filter(|p| !p.is_empty()).map(json).transpose()?),
+                },
             })
         })
         .collect()
@@ -473,6 +483,7 @@ fn json_table_named(name: &str) -> Result<TableDefinition<'static, &'static str,
         "flags" => FLAGS,
         "plugin_configs" => PLUGIN_CONFIGS,
         "suspended" => SUSPENDED,
+        "pools" => POOLS,
         "rollouts" => ROLLOUTS,
         other => return Err(Error::State(format!("state store: no table `{other}`"))),
     })

@@ -10,7 +10,7 @@
 //! prefix, matched on whole path segments.
 
 use crate::config::{Config, HostMatch, ServiceConfig};
-use crate::config::{RunTime, WeightMap};
+use crate::config::{PoolSets, RunTime, WeightMap};
 use crate::data::pool::Pool;
 use crate::data::split::Split;
 use crate::error::Error;
@@ -57,6 +57,8 @@ pub struct Service {
     pub strict_paths: bool,
     /// The weights in force were set through the admin API, not the file.
     pub weights_from_api: bool,
+    /// Pools whose endpoints and release were set through the admin API.
+    pub pool_sets: PoolSets,
     /// Rolled-back pools whose rules are suspended (see [`Split::with_traffic`]).
     pub suspended: BTreeSet<String>,
     /// The service's config, with the weights in force.
@@ -89,18 +91,28 @@ impl Snapshot {
             .iter()
             .map(|s| {
                 let old = previous.and_then(|p| p.services.iter().find(|o| o.name == s.name));
-                let pools = s
+                let mut config = s.clone();
+                // Pools set through the API replace the file's endpoints and release.
+                let mut pool_sets = overrides.pools.get(&s.name).cloned().unwrap_or_default();
+                pool_sets.retain(|name, _| s.pools.iter().any(|p| p.name == *name));
+                for pc in &mut config.pools {
+                    if let Some(set) = pool_sets.get(&pc.name) {
+                        (pc.endpoints, pc.release) = (set.endpoints.clone(), set.release.clone());
+                    }
+                }
+                let pools = config
                     .pools
                     .iter()
                     .map(|pc| {
-                        let reused = old.and_then(|o| o.pools.iter().find(|p| p.name == pc.name && p.config == *pc));
+                        // Kept (health state, idle connections) unless how it connects changed: a new version alone keeps it.
+                        let same = |p: &Pool| crate::config::PoolConfig { release: pc.release.clone(), ..p.config.clone() } == *pc;
+                        let reused = old.and_then(|o| o.pools.iter().find(|p| p.name == pc.name && same(p)));
                         match reused {
                             Some(p) => p.clone(),
                             None => Arc::new(Pool::new(pc, cfg.server.workers, stats.slot(&s.name, &pc.name))),
                         }
                     })
                     .collect();
-                let mut config = s.clone();
                 let mut from_api = false;
                 if let Some(map) = overrides.weights.get(&s.name) {
                     let names: Vec<String> = s.pools.iter().map(|p| p.name.clone()).collect();
@@ -123,7 +135,7 @@ impl Snapshot {
                     .collect();
                 let routers = bind_routers(&config, &names, old.map(|o| &o.split), plugins)?;
                 let split = Split::new(&config.split, &names, routers, &suspended);
-                Ok(Arc::new(Service::new(config, pools, split, from_api, suspended)))
+                Ok(Arc::new(Service::new(config, pools, split, (from_api, pool_sets), suspended)))
             })
             .collect::<Result<_, Error>>()?;
         Ok(Self::index(services))
@@ -152,7 +164,7 @@ impl Snapshot {
                 config.split.weights = weights;
                 let suspended = suspended.cloned().unwrap_or_else(|| s.suspended.clone());
                 let split = s.split.with_traffic(&config.split.weights, &s.pool_names(), &suspended);
-                Arc::new(Service::new(config, s.pools.to_vec(), split, from_api, suspended))
+                Arc::new(Service::new(config, s.pools.to_vec(), split, (from_api, s.pool_sets.clone()), suspended))
             })
             .collect();
         found.then(|| Self::index(services))
@@ -201,8 +213,8 @@ impl Snapshot {
         in_group(&self.any_host)
     }
 
-    /// What was set at run time (weights by the admin API or rollouts, and
-    /// suspensions): what a rebuild from the config must keep.
+    /// What was set at run time (weights by the admin API or rollouts,
+    /// suspensions, pools): what a rebuild from the config must keep.
     pub fn run_time(&self) -> RunTime {
         RunTime {
             weights: self
@@ -216,6 +228,12 @@ impl Snapshot {
                 .iter()
                 .filter(|s| !s.suspended.is_empty())
                 .map(|s| (s.name.clone(), s.suspended.clone()))
+                .collect(),
+            pools: self
+                .services
+                .iter()
+                .filter(|s| !s.pool_sets.is_empty())
+                .map(|s| (s.name.clone(), s.pool_sets.clone()))
                 .collect(),
         }
     }
@@ -270,7 +288,7 @@ impl Service {
         config: ServiceConfig,
         pools: Vec<Arc<Pool>>,
         split: Split,
-        weights_from_api: bool,
+        (weights_from_api, pool_sets): (bool, PoolSets),
         suspended: BTreeSet<String>,
     ) -> Self {
         let names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
@@ -289,6 +307,7 @@ impl Service {
             expose_pool: config.expose_pool,
             strict_paths: config.strict_paths,
             weights_from_api,
+            pool_sets,
             suspended,
             config,
         }

@@ -48,7 +48,7 @@ pub(crate) enum Command {
         config: PathBuf,
     },
     /// Talk to a running proxy's admin API.
-    Ctl(ctl::CtlArgs),
+    Ctl(Box<ctl::CtlArgs>),
 }
 
 fn main() -> ExitCode {
@@ -65,11 +65,14 @@ fn main() -> ExitCode {
     };
     let cli = match cli.command {
         Command::Ctl(args) => {
-            return match runtime.block_on(ctl::run(args)) {
+            return match runtime.block_on(ctl::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard ctl: {e:#}");
-                    ExitCode::FAILURE
+                    match e.downcast_ref::<ctl::follow::Outcome>() {
+                        Some(o) => ExitCode::from(o.code),
+                        None => ExitCode::FAILURE,
+                    }
                 }
             };
         }

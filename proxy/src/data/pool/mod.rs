@@ -240,6 +240,7 @@ mod tests {
             &PoolConfig {
                 name: "p".into(),
                 endpoints: (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16))).collect(),
+                release: Default::default(),
                 lb,
                 health_check: None,
                 outlier: OutlierConfig {

@@ -11,6 +11,7 @@ use switchyard::admin::api::{FleetView, PluginView, RolloutView, ServiceView, St
 use switchyard::control::state::Event;
 
 mod client;
+pub mod follow;
 mod render;
 
 use client::Client;
@@ -85,6 +86,12 @@ pub enum CtlCommand {
         /// What to do (default: list).
         #[command(subcommand)]
         command: Option<PluginsCommand>,
+    },
+    /// Point a pool at new endpoints and say what they run, or give it back to the file.
+    Pool {
+        /// What to do.
+        #[command(subcommand)]
+        command: PoolCommand,
     },
     /// Start, watch and move rollouts.
     Rollout {
@@ -161,16 +168,62 @@ pub enum PluginsCommand {
     },
 }
 
+/// `switchyard ctl pool` commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PoolCommand {
+    /// Set a pool's endpoints and release (kept across restarts; overrides the file).
+    Set {
+        /// The service.
+        service: String,
+        /// The pool.
+        pool: String,
+        /// Comma-separated endpoints, e.g. `10.0.0.7:8080,10.0.0.8:8080`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+        /// What they run: an image tag, a git SHA, a version.
+        #[arg(long)]
+        version: Option<String>,
+        /// The commit it was built from.
+        #[arg(long)]
+        commit: Option<String>,
+        /// The build's page.
+        #[arg(long)]
+        build_url: Option<String>,
+        /// When the commit was made (RFC 3339).
+        #[arg(long)]
+        commit_time: Option<String>,
+        /// Why, recorded in the history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give the pool back to the config file's endpoints and release.
+    Reset {
+        /// The service.
+        service: String,
+        /// The pool.
+        pool: String,
+    },
+}
+
 /// `switchyard ctl rollout` commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum RolloutCommand {
     /// Start a rollout with the service's plan, or with `--plan FILE` (YAML or JSON).
+    /// With `--wait`, follow it to its end: exit 0 when promoted, 2 rolled
+    /// back, 3 aborted, 4 still not ended (running or paused) at `--timeout`,
+    /// 1 on any other error.
     Start {
         /// The service.
         service: String,
         /// A plan overriding the service's `rollout` section.
         #[arg(long)]
         plan: Option<PathBuf>,
+        /// Follow the rollout, printing a line per change, until it ends.
+        #[arg(long)]
+        wait: bool,
+        /// With `--wait`: give up after this long, e.g. `30m` (default: no limit).
+        #[arg(long, requires = "wait")]
+        timeout: Option<String>,
     },
     /// Where the rollout stands.
     Status {
@@ -256,6 +309,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::Rollout { command } => rollout(&c, command, json).await,
+        CtlCommand::Pool { command } => pool(&c, command, json).await,
         CtlCommand::Flags { command } => flags(&c, command, json).await,
         CtlCommand::Plugins { command: None } => plugins(&c, json).await,
         CtlCommand::Plugins { command: Some(PluginsCommand::Config { name, config, reason }) } => {
@@ -384,12 +438,18 @@ async fn flags(c: &Client, cmd: Option<FlagsCommand>, json: bool) -> anyhow::Res
 async fn rollout(c: &Client, cmd: RolloutCommand, json: bool) -> anyhow::Result<()> {
     let post = |service: &str, action: &str| format!("/v1/services/{service}/rollout/{action}");
     let body = match cmd {
-        RolloutCommand::Start { service, plan } => {
+        RolloutCommand::Start { service, plan, wait, timeout } => {
+            let limit =
+                timeout.map(|t| humantime::parse_duration(&t).with_context(|| format!("--timeout {t}"))).transpose()?;
             let plan = match plan {
                 Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
                 None => None,
             };
-            c.call(Method::POST, &format!("/v1/services/{service}/rollout"), plan, None).await?
+            let body = c.call(Method::POST, &format!("/v1/services/{service}/rollout"), plan, None).await?;
+            if wait {
+                return follow::follow(c, &service, limit).await;
+            }
+            body
         }
         RolloutCommand::Status { service, watch: true } => return watch(c, &service).await,
         RolloutCommand::Status { service, watch: false } => {
@@ -428,6 +488,21 @@ async fn watch(c: &Client, service: &str) -> anyhow::Result<()> {
     }
 }
 
+async fn pool(c: &Client, cmd: PoolCommand, json: bool) -> anyhow::Result<()> {
+    let path = |service: &str, pool: &str| format!("/v1/services/{service}/pools/{pool}");
+    let body = match cmd {
+        PoolCommand::Set { service, pool, endpoints, version, commit, build_url, commit_time, reason } => {
+            let body = serde_json::json!({
+                "endpoints": endpoints, "version": version, "commit": commit,
+                "build_url": build_url, "commit_time": commit_time, "reason": reason,
+            });
+            c.call(Method::PUT, &path(&service, &pool), Some(serde_json::to_vec(&body)?), None).await?
+        }
+        PoolCommand::Reset { service, pool } => c.call(Method::DELETE, &path(&service, &pool), None, None).await?,
+    };
+    print_event(&body, json)
+}
+
 async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
     let body = c.call(Method::GET, "/v1/services", None, None).await?;
     let services: Vec<ServiceView> = serde_json::from_slice(&body)?;
@@ -446,6 +521,7 @@ async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
     let mut rows = vec![vec![
         "SERVICE".to_string(),
         "POOL".into(),
+        "VERSION".into(),
         "WEIGHT".into(),
         "SHARE".into(),
         "HEALTHY".into(),
@@ -460,6 +536,11 @@ async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
             rows.push(vec![
                 format!("{}{}", s.name, if s.weights_source == "api" { " (api)" } else { "" }),
                 p.name.clone(),
+                format!(
+                    "{}{}",
+                    p.release.version.as_deref().unwrap_or("-"),
+                    if p.source == "api" { " (api)" } else { "" }
+                ),
                 p.weight.to_string(),
                 format!("{:.2}%", p.share_percent),
                 format!("{healthy}/{}", p.endpoints.len()),
