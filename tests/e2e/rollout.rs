@@ -269,3 +269,54 @@ async fn ctl_rollout_commands() {
     let (ok, _, err) = ctl(&["pause", "web"]);
     assert!(!ok && err.contains("409"), "{err}");
 }
+
+/// Webhooks over `https://`: delivered to a receiver whose certificate
+/// chains to `webhooks.ca_file`, never to one whose name does not match; the
+/// rollout goes on either way. The receiver is a second Switchyard
+/// terminating TLS in front of a plain upstream that records what it gets.
+#[tokio::test]
+async fn webhooks_over_https_are_verified() {
+    let hooks = Upstream::text("ok").await;
+    let tls_dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(tls_dir.path().join("hook.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(tls_dir.path().join("hook.key"), ck.signing_key.serialize_pem()).unwrap();
+    let receiver_yaml = format!(
+        "listeners:\n  - name: tls\n    bind: \"127.0.0.1:0\"\n    tls: {{ cert: hook.pem, key: hook.key }}\n\
+         services:\n  - name: hooks\n    pools:\n      p: {{ endpoints: [\"{}\"] }}\n",
+        hooks.addr
+    );
+    let receiver = Proxy::start_in(tls_dir, &receiver_yaml).await;
+    let port = receiver.addr.port();
+
+    let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\n")).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ck.cert.pem()).unwrap();
+    let plan = format!(
+        "    rollout:\n      steps: [{{ weight: 10, hold: 1h }}]\n      \
+         webhooks: [\"https://localhost:{port}/good\", \"https://127.0.0.1:{port}/wrong-name\"]\n"
+    );
+    let svc = service(
+        "web",
+        &plan,
+        &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
+        "      weights: { stable: 100, canary: 0 }\n",
+    );
+    let yaml = format!("{}webhooks: {{ ca_file: ca.pem }}\n", admin_config(&svc));
+    let proxy = Proxy::start_in(dir, &yaml).await;
+    let (status, r) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{r}");
+    let delivered =
+        eventually(Duration::from_secs(10), || hooks.seen.lock().unwrap().iter().any(|s| s.uri == "/good")).await;
+    assert!(delivered, "the receiver whose certificate chains to the CA got the event");
+    let seen = hooks.last();
+    assert_eq!(seen.method, "POST");
+    let refused = eventually(Duration::from_secs(10), || {
+        proxy.logged("webhook failed").iter().any(|l| l["url"].as_str().is_some_and(|u| u.contains("wrong-name")))
+    })
+    .await;
+    assert!(refused, "a certificate for another name is refused");
+    assert!(hooks.seen.lock().unwrap().iter().all(|s| s.uri != "/wrong-name"), "and nothing was sent there");
+    assert_eq!(proxy.admin("GET", "/v1/services/web/rollout", None, None).await.1["status"], "running");
+}

@@ -23,6 +23,15 @@ pub(crate) struct FileConfig {
     pub flags: Option<FileFlags>,
     #[serde(default)]
     pub plugins: Vec<FilePlugin>,
+    pub webhooks: Option<FileWebhooks>,
+}
+
+/// How rollouts' webhooks are delivered.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileWebhooks {
+    /// The CA that `https://` receivers' certificates must chain to (default: the system's roots).
+    pub ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

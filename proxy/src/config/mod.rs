@@ -53,6 +53,9 @@ pub struct Config {
     pub flags: Option<FlagsConfig>,
     /// WebAssembly plugins by name, in file order.
     pub plugins: Vec<PluginConfig>,
+    /// `webhooks.ca_file`: the CA `https://` webhook receivers must chain to
+    /// (default: the system's roots).
+    pub webhook_ca: Option<PathBuf>,
 }
 
 /// A plugin named in the `plugins` section.
@@ -245,7 +248,17 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
             )));
         }
     }
-    Ok(Config { listeners, server, services, admin, state_dir, fleet, stats, flags, plugins })
+    let webhook_ca = match file.webhooks.and_then(|w| w.ca_file) {
+        Some(f) => {
+            let path = base.join(&f.value);
+            // Read now: a wrong path is a config error, not a webhook that never arrives.
+            std::fs::metadata(&path)
+                .map_err(|e| fail("webhooks.ca_file", &f.referenced, format!("cannot read {}: {e}", path.display())))?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(Config { listeners, server, services, admin, state_dir, fleet, stats, flags, plugins, webhook_ca })
 }
 
 fn validate_listeners(list: Spanned<Vec<FileListener>>, base: &Path) -> Result<Vec<ListenerConfig>, Error> {

@@ -232,8 +232,10 @@ pub(crate) fn validate(f: FileRollout, pools: &[String], p: &str, at: &Location)
     }
     let analysis = validate_analysis(f.analysis.unwrap_or_default(), p, at)?;
     for url in &f.webhooks {
-        if !url.starts_with("http://") {
-            return Err(fail(format!("{p}.webhooks"), at, format!("`{url}`: webhooks are plain http:// URLs")));
+        let valid = ["http://", "https://"].iter().any(|s| url.starts_with(s)) && url.parse::<http::Uri>().is_ok();
+        if !valid {
+            let msg = format!("`{url}`: webhooks are http:// or https:// URLs");
+            return Err(fail(format!("{p}.webhooks"), at, msg));
         }
     }
     Ok(RolloutPlan {

@@ -217,7 +217,7 @@ pub(super) async fn apply(
     let (row, guard) = (row(t)?, guard(t, leader));
     let ev = ctrl.rollout_traffic(&service, weights, suspend.as_ref(), (actor, message), (&row, &guard)).await?;
     t.stored = Some(row);
-    notify::send(&t.plan.webhooks, &ev);
+    notify::send(&t.plan.webhooks, &ev, ctrl.config().webhook_ca.as_deref());
     Ok(())
 }
 
@@ -244,7 +244,7 @@ pub(super) fn lifecycle(
     }
     let ev = stored.unwrap_or(ev);
     tracing::info!(service = %t.service, "{}", ev.message);
-    notify::send(&t.plan.webhooks, &ev);
+    notify::send(&t.plan.webhooks, &ev, ctrl.config().webhook_ca.as_deref());
     Ok(())
 }
 

@@ -1,20 +1,26 @@
 //! Webhooks: every rollout event is POSTed as JSON (with a `text` field that
-//! Slack-compatible receivers show) to each configured URL. Delivery runs in
-//! its own task: a slow or failing receiver never blocks or changes a
-//! rollout. Each delivery is tried up to 4 times with 0.5 s, 1 s, 2 s backoff.
+//! Slack-compatible receivers show) to each configured URL, `http://` or
+//! `https://` (verified against the system's roots, or `webhooks.ca_file`).
+//! Delivery runs in its own task: a slow or failing receiver never blocks or
+//! changes a rollout. Each delivery is tried up to 4 times with 0.5 s, 1 s,
+//! 2 s backoff.
 
 use crate::control::state::Event;
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
 const ATTEMPTS: u32 = 4;
 
-/// Sends `event` to every URL in the background.
-pub(super) fn send(urls: &[String], event: &Event) {
+/// Sends `event` to every URL in the background; `ca` is `webhooks.ca_file`.
+pub(super) fn send(urls: &[String], event: &Event, ca: Option<&Path>) {
     if urls.is_empty() {
         return;
     }
@@ -30,11 +36,11 @@ pub(super) fn send(urls: &[String], event: &Event) {
     }
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     for url in urls {
-        let (url, body) = (url.clone(), body.clone());
+        let (url, body, ca) = (url.clone(), body.clone(), ca.map(Path::to_owned));
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
             for attempt in 1..=ATTEMPTS {
-                match tokio::time::timeout(Duration::from_secs(5), post(&url, body.clone())).await {
+                match tokio::time::timeout(Duration::from_secs(5), post(&url, body.clone(), ca.as_deref())).await {
                     Ok(Ok(())) => return,
                     Ok(Err(e)) => tracing::warn!(url = %url, attempt, error = %e, "webhook failed"),
                     Err(_) => tracing::warn!(url = %url, attempt, "webhook timed out"),
@@ -48,14 +54,26 @@ pub(super) fn send(urls: &[String], event: &Event) {
     }
 }
 
-async fn post(url: &str, body: Bytes) -> Result<(), String> {
+async fn post(url: &str, body: Bytes, ca: Option<&Path>) -> Result<(), String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
     let host = uri.host().ok_or("no host")?;
-    let port = uri.port_u16().unwrap_or(80);
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") | None => false,
+        Some(other) => return Err(format!("`{other}://` is not http:// or https://")),
+    };
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let stream = TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let mut sender = if https {
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(client_config(ca)?)
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        handshake(tls).await?
+    } else {
+        handshake(stream).await?
+    };
     let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let req = Request::post(path)
@@ -70,4 +88,44 @@ async fn post(url: &str, body: Bytes) -> Result<(), String> {
     } else {
         Err(format!("answered {}", resp.status()))
     }
+}
+
+/// An HTTP/1.1 connection over `io`, driven in the background.
+async fn handshake<T>(io: T) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// The TLS client for `https://` receivers: trusting `ca` (read at each
+/// delivery, so a renewed file takes effect), else the system's roots (read once).
+fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    static SYSTEM: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    let build = |roots: rustls::RootCertStore| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+            .map_err(|e| e.to_string())
+    };
+    let Some(ca) = ca else {
+        return SYSTEM
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                build(roots)
+            })
+            .clone();
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("webhooks.ca_file {}: {e}", PathBuf::from(ca).display()))?;
+    for cert in certs {
+        roots.add(cert).map_err(|e| format!("webhooks.ca_file {}: {e}", ca.display()))?;
+    }
+    build(roots)
 }
