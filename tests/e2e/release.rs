@@ -155,3 +155,53 @@ async fn bad_pool_changes_are_refused_and_change_nothing() {
     assert_eq!((pool["version"].as_str(), pool["source"].as_str()), (Some("v1"), Some("config")), "nothing changed");
     assert_eq!(pool["endpoints"][0]["address"], v1.addr.to_string());
 }
+
+/// The alert rules and the Grafana dashboard in `deploy/` parse, and every
+/// metric they query is one a running proxy exports (scraped after a rollout,
+/// so the deployment metrics exist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_and_dashboard_use_only_metrics_that_exist() {
+    let (stable, v1) = (Upstream::text("stable").await, Upstream::text("v1").await);
+    let p = proxy(&stable, &v1, false).await;
+    let load = traffic(p.addr);
+    let (status, _) = p.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(rollout_end(&p).await["status"], "promoted");
+    load.abort();
+    let (_, metrics) = p.admin("GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    let exported: std::collections::BTreeSet<&str> =
+        metrics.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    assert!(metrics.contains(r#"switchyard_rollouts_finished_total{service="web",outcome="promoted"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"switchyard_rollouts_started_total{service="web",strategy="canary"} 1"#));
+    assert!(metrics.contains(r#"switchyard_rollout_active{service="web"} 0"#));
+
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    let rules: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{root}/prometheus/alerts.yml")).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for rule in rules["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()) {
+        assert!(rule["alert"].is_string() && rule["annotations"]["summary"].is_string(), "{rule}");
+        exprs.push(rule["expr"].as_str().unwrap().to_owned());
+    }
+    assert!(exprs.len() >= 3);
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/grafana/switchyard.json")).unwrap()).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for v in dashboard["templating"]["list"].as_array().unwrap() {
+        exprs.extend(v["query"].as_str().map(str::to_owned));
+    }
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("switchyard_") {
+            let name: String =
+                rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+            assert!(exported.contains(name.as_str()), "`{name}` (in `{expr}`) is not exported: {exported:?}");
+            rest = &rest[at + name.len()..];
+        }
+    }
+}

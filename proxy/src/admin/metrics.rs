@@ -27,6 +27,14 @@ pub const PLUGIN_CALLS_TOTAL: &str = "switchyard_plugin_calls_total";
 pub const PLUGIN_FAULTS_TOTAL: &str = "switchyard_plugin_faults_total";
 /// Time spent in plugin calls, by plugin (router calls are timed one in eight).
 pub const PLUGIN_CALL_SECONDS_TOTAL: &str = "switchyard_plugin_call_seconds_total";
+/// Rollouts started here, by service and strategy.
+pub const ROLLOUTS_STARTED_TOTAL: &str = "switchyard_rollouts_started_total";
+/// Rollouts whose end was written here, by service and outcome (`promoted`, `rolled-back`, `aborted`).
+pub const ROLLOUTS_FINISHED_TOTAL: &str = "switchyard_rollouts_finished_total";
+/// How long finished rollouts took, start to end, by service and outcome.
+pub const ROLLOUT_DURATION_SECONDS: &str = "switchyard_rollout_duration_seconds";
+/// 1 while a rollout of the service has not ended (running or paused).
+pub const ROLLOUT_ACTIVE: &str = "switchyard_rollout_active";
 /// Always 1, labelled with the running version.
 pub const BUILD_INFO: &str = "switchyard_build_info";
 
@@ -270,6 +278,104 @@ impl Collector for FleetCollector {
                 self.descs[3].help.as_str(),
                 vec![gauge(vec![], f64::from(u8::from(f.leader.as_deref() == Some(f.replica.as_str()))))],
             ),
+        ]
+    }
+}
+
+/// Deployment metrics: rollouts started, finished (by outcome, with their
+/// durations) and active.
+pub struct RolloutCollector {
+    control: Arc<crate::control::Control>,
+    descs: Vec<Desc>,
+}
+
+impl RolloutCollector {
+    /// A collector over `control`'s rollouts.
+    pub fn new(control: Arc<crate::control::Control>) -> Result<Self, prometheus::Error> {
+        let descs = [
+            (ROLLOUTS_STARTED_TOTAL, "Rollouts started here, by service and strategy.", &["service", "strategy"][..]),
+            (
+                ROLLOUTS_FINISHED_TOTAL,
+                "Rollouts whose end was written here, by service and outcome.",
+                &["service", "outcome"],
+            ),
+            (
+                ROLLOUT_DURATION_SECONDS,
+                "How long finished rollouts took, by service and outcome.",
+                &["service", "outcome"],
+            ),
+            (ROLLOUT_ACTIVE, "1 while a rollout of the service has not ended.", &["service"]),
+        ]
+        .into_iter()
+        .map(|(name, help, l)| {
+            Desc::new(name.into(), help.into(), l.iter().map(|s| s.to_string()).collect(), Default::default())
+        })
+        .collect::<Result<_, _>>()?;
+        Ok(Self { control, descs })
+    }
+
+    fn family(&self, i: usize, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+        let mut fam = MetricFamily::default();
+        fam.set_name(self.descs[i].fq_name.clone());
+        fam.set_help(self.descs[i].help.clone());
+        fam.set_field_type(kind);
+        fam.set_metric(metrics);
+        fam
+    }
+}
+
+impl Collector for RolloutCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        use crate::control::rollout::tally::DURATION_BUCKETS;
+        let (started, finished) = self.control.tally.read();
+        let started =
+            started.iter().map(|((svc, strategy), n)| counter(labels(&[("service", svc), ("strategy", strategy)]), *n));
+        let ended = finished
+            .iter()
+            .map(|((svc, outcome), f)| counter(labels(&[("service", svc), ("outcome", outcome)]), f.count));
+        let durations = finished
+            .iter()
+            .map(|((svc, outcome), f)| {
+                let mut h = Histogram::default();
+                h.set_sample_count(f.count);
+                h.set_sample_sum(f.sum_seconds);
+                h.set_bucket(
+                    DURATION_BUCKETS
+                        .iter()
+                        .zip(f.buckets)
+                        .map(|(bound, n)| {
+                            let mut b = Bucket::default();
+                            b.set_upper_bound(*bound);
+                            b.set_cumulative_count(n);
+                            b
+                        })
+                        .collect(),
+                );
+                let mut m = Metric::default();
+                m.set_label(labels(&[("service", svc), ("outcome", outcome)]));
+                m.set_histogram(h);
+                m
+            })
+            .collect();
+        let running = self.control.running_rollouts();
+        let active = self
+            .control
+            .shared
+            .snapshot
+            .load()
+            .services()
+            .iter()
+            .map(|s| gauge(labels(&[("service", &s.name)]), f64::from(u8::from(running.contains(&s.name)))))
+            .collect();
+        vec![
+            self.family(0, MetricType::COUNTER, started.collect()),
+            self.family(1, MetricType::COUNTER, ended.collect()),
+            self.family(2, MetricType::HISTOGRAM, durations),
+            self.family(3, MetricType::GAUGE, active),
         ]
     }
 }

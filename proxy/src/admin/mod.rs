@@ -127,6 +127,9 @@ pub async fn bind(
     let collector = crate::admin::metrics::SwitchyardCollector::new(control.shared.clone())
         .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     registry.register(Box::new(collector)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    let rollouts = crate::admin::metrics::RolloutCollector::new(control.clone())
+        .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
+    registry.register(Box::new(rollouts)).map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;
     if control.config().fleet.is_some() {
         let fleet = crate::admin::metrics::FleetCollector::new(control.clone())
             .map_err(|e| crate::Error::Runtime(format!("metrics: {e}")))?;

@@ -73,6 +73,8 @@ pub struct Control {
     epoch: std::sync::atomic::AtomicU64,
     /// The control path is with a successor now.
     handed_over: std::sync::atomic::AtomicBool,
+    /// Rollouts started and finished here, for `/metrics`.
+    pub tally: rollout::tally::Tally,
 }
 
 // === impl Control ===
@@ -95,6 +97,7 @@ impl Control {
             running: Default::default(),
             epoch: Default::default(),
             handed_over: Default::default(),
+            tally: Default::default(),
         }
     }
 

@@ -217,6 +217,12 @@ pub(super) async fn apply(
     let (row, guard) = (row(t)?, guard(t, leader));
     let ev = ctrl.rollout_traffic(&service, weights, suspend.as_ref(), (actor, message), (&row, &guard)).await?;
     t.stored = Some(row);
+    if t.is_done() {
+        let started = humantime::parse_rfc3339_weak(&t.started).ok();
+        let took = started.and_then(|s| s.elapsed().ok()).map_or(0.0, |d| d.as_secs_f64());
+        let outcome = serde_json::to_value(t.status).ok().and_then(|v| v.as_str().map(str::to_owned));
+        ctrl.tally.finished(&service, outcome.as_deref().unwrap_or("unknown"), took);
+    }
     notify::send(&t.plan.webhooks, &ev, ctrl.config().webhook_ca.as_deref());
     Ok(())
 }

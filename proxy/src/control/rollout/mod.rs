@@ -24,6 +24,7 @@ pub mod evidence;
 pub mod machine;
 mod notify;
 mod policy;
+pub mod tally;
 
 pub use analysis::{judge, Judgement};
 pub use machine::{Command, Decision, Rollout, Status};
