@@ -123,8 +123,9 @@ async fn main() {
         let stored = progress(&rollout(follower).await);
         while progress(&rollout(follower).await) == stored {}
         let (checkpoint, saved) = (progress(&rollout(follower).await), Instant::now());
-        // pace: kill at a different point after the checkpoint each round
-        tokio::time::sleep(Duration::from_millis(100 + 800 * round as u64 / rounds.max(1) as u64)).await;
+        // Kill at a different point after the checkpoint each round.
+        let after = Duration::from_millis(100 + 800 * round as u64 / rounds.max(1) as u64);
+        tokio::time::sleep(after).await; // pace
         let start = Instant::now();
         lost.push(start - saved);
         load[leader].abort();

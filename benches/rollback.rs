@@ -73,11 +73,11 @@ async fn one_run(base: Instant, rate: Option<u64>, history: bool) -> (Duration, 
         })
         .collect();
     if history {
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(30)).await; // pace: 30 s of healthy history
     }
     let (status, _) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // pace: the rollout's first healthy ticks
     let (n0, t0) = (sent.load(Ordering::Relaxed), Instant::now());
     failing.store(true, Ordering::SeqCst);
     let onset_us = base.elapsed().as_micros() as u64;
@@ -87,10 +87,10 @@ async fn one_run(base: Instant, rate: Option<u64>, history: bool) -> (Duration, 
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(20), "no rollback: {r}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll
     }
     // Keep the load on a little longer: any straggler would move the last hit.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // pace: stragglers
     let rate = (sent.load(Ordering::Relaxed) - n0) as f64 / t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for l in load {

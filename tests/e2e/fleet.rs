@@ -364,8 +364,8 @@ async fn failures_spread_over_the_replicas_are_judged_together() {
     })
     .await;
     assert!(everywhere, "every replica knows the rollout runs (and publishes its figures)");
-    // pace: past the statistics tick the rollout started in, which its analysis leaves out
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past the statistics tick the rollout started in, which its analysis leaves out.
+    tokio::time::sleep(Duration::from_millis(300)).await; // pace
 
     // 15 failing canary requests on each replica: 45 in all, over the 30 needed; 15 alone are not.
     for p in &proxies {
