@@ -101,7 +101,7 @@ async fn main() {
     let plan = r#"{"steps": [{"weight": 50, "hold": "1h"}], "analysis": {"interval": "1s", "window": "30s"}}"#;
     let (status, v) = replicas[0].admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(plan)).await;
     assert_eq!(status, 200, "{v}");
-    let mut load: Vec<_> = replicas.iter().map(|r| load_on(r.addr)).collect();
+    let mut load: Vec<_> = replicas.iter().map(|r| steady_traffic(r.addr, Duration::from_secs(600))).collect();
     tokio::time::sleep(Duration::from_secs(3)).await; // pace: let publishing start
     let (w0, b0) = counters(&metrics().await);
     tokio::time::sleep(span).await; // pace: the measured period
@@ -146,7 +146,7 @@ async fn main() {
             "resumed at {resumed} ms, not from the checkpoint {checkpoint} ms"
         );
         replicas.insert(leader, dead.kill9_and_restart().await);
-        load[leader] = load_on(replicas[leader].addr);
+        load[leader] = steady_traffic(replicas[leader].addr, Duration::from_secs(600));
     }
     for l in load {
         l.abort();
@@ -161,18 +161,6 @@ async fn main() {
         lost[rounds / 2].as_millis(),
         lost[rounds - 1].as_millis()
     );
-}
-
-/// Requests to `addr` every 5 ms on one connection, until aborted.
-fn load_on(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut c = Client::connect(addr).await;
-        let mut pace = tokio::time::interval(Duration::from_millis(5));
-        loop {
-            pace.tick().await;
-            c.get("/", &[]).await;
-        }
-    })
 }
 
 async fn rollout(p: &Proxy) -> serde_json::Value {

@@ -33,15 +33,17 @@ start_etcd
 
 token=fleet-demo-token-0123456789abcdef
 echo "demo:$token" >"$work/admin.token"
-# The demo upstreams (stable on 9001, canary on 9003), apart from the replicas so any of them can be killed.
-cat >"$work/upstreams.yaml" <<YAML
-listeners: [{ name: main, bind: "127.0.0.1:8089" }]
-services:
+# The service every process serves: stable on 9001, canary on 9003.
+services='services:
   - name: web
     pools:
       stable: { endpoints: ["127.0.0.1:9001"] }
       canary: { endpoints: ["127.0.0.1:9003"] }
-    split: { weights: { stable: 100, canary: 0 } }
+    split: { weights: { stable: 100, canary: 0 } }'
+# The demo upstreams, apart from the replicas so any of them can be killed.
+cat >"$work/upstreams.yaml" <<YAML
+listeners: [{ name: main, bind: "127.0.0.1:8089" }]
+$services
 YAML
 "$bin" demo --config "$work/upstreams.yaml" >"$work/upstreams.log" 2>&1 &
 pids+=("$!")
@@ -51,12 +53,7 @@ for i in 1 2 3; do
 listeners: [{ name: main, bind: "127.0.0.1:808$i" }]
 admin: { bind: "127.0.0.1:909$i", token_file: admin.token }
 state: { dir: state-r$i, etcd: { endpoints: ["http://127.0.0.1:23790"], prefix: /switchyard/demo, replica: r$i } }
-services:
-  - name: web
-    pools:
-      stable: { endpoints: ["127.0.0.1:9001"] }
-      canary: { endpoints: ["127.0.0.1:9003"] }
-    split: { weights: { stable: 100, canary: 0 } }
+$services
 YAML
   "$bin" serve --no-access-log --config "$work/r$i.yaml" >"$work/r$i.log" 2>&1 &
   pids+=("$!")

@@ -142,19 +142,6 @@ async fn agreed_leader(proxies: &[&Proxy]) -> usize {
     }
 }
 
-/// Requests to `addr` every 5 ms on one connection, for at most 60 s (abort it sooner).
-fn traffic(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut c = Client::connect(addr).await;
-        let mut pace = tokio::time::interval(Duration::from_millis(5));
-        let end = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < end {
-            pace.tick().await;
-            c.get("/", &[]).await;
-        }
-    })
-}
-
 async fn rollout_of(p: &Proxy) -> serde_json::Value {
     p.admin("GET", "/v1/services/web/rollout", Some(TOKEN), None).await.1
 }
@@ -192,7 +179,7 @@ async fn the_leader_runs_a_rollout_started_anywhere_and_another_takes_it_over_at
     let proxies = rollout_fleet(&etcd.url, "/sy/takeover", &stable, &canary).await;
     let leader = agreed_leader(&proxies.iter().collect::<Vec<_>>()).await;
     let (starter, other) = ((leader + 1) % 3, (leader + 2) % 3);
-    let mut load: Vec<_> = proxies.iter().map(|p| Some(traffic(p.addr))).collect();
+    let mut load: Vec<_> = proxies.iter().map(|p| Some(steady_traffic(p.addr, Duration::from_secs(60)))).collect();
 
     let (status, r) = proxies[starter].admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
     assert_eq!((status, r["weight"].as_u64()), (200, Some(20)), "{r}");
@@ -243,7 +230,7 @@ async fn a_paused_leader_that_wakes_cannot_apply_a_decision() {
     let proxies = rollout_fleet(&etcd.url, "/sy/fence", &stable, &canary).await;
     let leader = agreed_leader(&proxies.iter().collect::<Vec<_>>()).await;
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let mut load: Vec<_> = proxies.iter().map(|p| Some(traffic(p.addr))).collect();
+    let mut load: Vec<_> = proxies.iter().map(|p| Some(steady_traffic(p.addr, Duration::from_secs(60)))).collect();
     let (status, r) = proxies[leader].admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
     assert_eq!(status, 200, "{r}");
     let gated = until(Duration::from_secs(20), || async { rollout_of(&proxies[others[0]]).await["step"] == 1 }).await;
@@ -295,7 +282,7 @@ async fn a_binary_replacement_of_the_leader_hands_its_place_and_its_rollout_over
     assert_eq!(agreed_leader(&[&r0]).await, 0);
     let r1 = fleet_replica_with(endpoints, "/sy/upgrade", 1, &services).await;
     assert_eq!(agreed_leader(&[&r0, &r1]).await, 0, "r1 is in step, r0 leads");
-    let load = traffic(r1.addr);
+    let load = steady_traffic(r1.addr, Duration::from_secs(60));
     let (status, r) = r1.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
     assert_eq!(status, 200, "{r}");
     let gated = until(Duration::from_secs(20), || async { rollout_of(&r1).await["step"] == 1 }).await;

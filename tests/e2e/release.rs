@@ -51,19 +51,6 @@ fn deploy_to(
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// Requests to `addr` every 5 ms, for at most 30 s (abort it sooner).
-fn traffic(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut c = Client::connect(addr).await;
-        let mut pace = tokio::time::interval(Duration::from_millis(5));
-        let end = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < end {
-            pace.tick().await;
-            c.get("/", &[]).await;
-        }
-    })
-}
-
 async fn canary_pool(p: &Proxy) -> serde_json::Value {
     let (_, svc) = p.admin("GET", "/v1/services/web", Some(TOKEN), None).await;
     svc["pools"].as_array().unwrap().iter().find(|p| p["name"] == "canary").unwrap().clone()
@@ -74,7 +61,7 @@ async fn deploy_sh_ships_a_healthy_version_and_the_pool_keeps_it_across_a_restar
     let (stable, v1, v2) = (Upstream::text("stable").await, Upstream::text("v1").await, Upstream::text("v2").await);
     let p = proxy(&stable, &v1, false).await;
     assert_eq!(canary_pool(&p).await["version"], "v1", "the config file's version");
-    let load = traffic(p.addr);
+    let load = steady_traffic(p.addr, Duration::from_secs(30));
     let (admin, v2_addr) = (p.admin.unwrap(), v2.addr);
     let (code, out) = tokio::task::spawn_blocking(move || deploy_to(admin, v2_addr, "v2", "60s")).await.unwrap();
     load.abort();
@@ -105,7 +92,7 @@ async fn deploy_sh_exits_2_when_the_new_version_is_rolled_back_and_4_without_a_v
     let (stable, v1) = (Upstream::text("stable").await, Upstream::text("v1").await);
     let broken = switchable("v2", Arc::new(AtomicBool::new(true))).await;
     let p = proxy(&stable, &v1, false).await;
-    let load = traffic(p.addr);
+    let load = steady_traffic(p.addr, Duration::from_secs(30));
     let admin = p.admin.unwrap();
     let (code, out) = tokio::task::spawn_blocking(move || deploy_to(admin, broken.addr, "v2", "60s")).await.unwrap();
     load.abort();
@@ -163,7 +150,7 @@ async fn bad_pool_changes_are_refused_and_change_nothing() {
 async fn alert_rules_and_dashboard_use_only_metrics_that_exist() {
     let (stable, v1) = (Upstream::text("stable").await, Upstream::text("v1").await);
     let p = proxy(&stable, &v1, false).await;
-    let load = traffic(p.addr);
+    let load = steady_traffic(p.addr, Duration::from_secs(30));
     let (status, _) = p.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
     assert_eq!(status, 200);
     assert_eq!(rollout_end(&p).await["status"], "promoted");

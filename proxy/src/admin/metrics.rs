@@ -113,6 +113,11 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
 
 fn family(index: usize, metrics: Vec<Metric>) -> MetricFamily {
     let (name, help, _, kind) = FAMILIES[index];
+    named(name, help, kind, metrics)
+}
+
+/// A family of `kind` with its name and help.
+fn named(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
     let mut f = MetricFamily::default();
     f.set_name(name.into());
     f.set_help(help.into());
@@ -256,28 +261,13 @@ impl Collector for FleetCollector {
         let Some(f) = self.control.store.as_ref().and_then(|s| s.fleet()) else {
             return Vec::new();
         };
-        let one = |name: &str, help: &str, metrics: Vec<Metric>| {
-            let mut fam = MetricFamily::default();
-            fam.set_name(name.into());
-            fam.set_help(help.into());
-            fam.set_field_type(MetricType::GAUGE);
-            fam.set_metric(metrics);
-            fam
-        };
+        let one = |i: usize, metrics: Vec<Metric>| described(&self.descs[i], MetricType::GAUGE, metrics);
         let lag = f.replicas.iter().map(|r| gauge(labels(&[("replica", &r.replica)]), r.lag as f64)).collect();
         vec![
-            one(
-                FLEET_IN_STEP,
-                self.descs[0].help.as_str(),
-                vec![gauge(vec![], f64::from(u8::from(f.state == "in-step")))],
-            ),
-            one(FLEET_APPLIED_REVISION, self.descs[1].help.as_str(), vec![gauge(vec![], f.applied_revision as f64)]),
-            one(FLEET_REPLICA_LAG, self.descs[2].help.as_str(), lag),
-            one(
-                FLEET_LEADER,
-                self.descs[3].help.as_str(),
-                vec![gauge(vec![], f64::from(u8::from(f.leader.as_deref() == Some(f.replica.as_str()))))],
-            ),
+            one(0, vec![gauge(vec![], f64::from(u8::from(f.state == "in-step")))]),
+            one(1, vec![gauge(vec![], f.applied_revision as f64)]),
+            one(2, lag),
+            one(3, vec![gauge(vec![], f64::from(u8::from(f.leader.as_deref() == Some(f.replica.as_str()))))]),
         ]
     }
 }
@@ -313,15 +303,11 @@ impl RolloutCollector {
         .collect::<Result<_, _>>()?;
         Ok(Self { control, descs })
     }
+}
 
-    fn family(&self, i: usize, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-        let mut fam = MetricFamily::default();
-        fam.set_name(self.descs[i].fq_name.clone());
-        fam.set_help(self.descs[i].help.clone());
-        fam.set_field_type(kind);
-        fam.set_metric(metrics);
-        fam
-    }
+/// A family named and explained by `desc`.
+fn described(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    named(&desc.fq_name, &desc.help, kind, metrics)
 }
 
 impl Collector for RolloutCollector {
@@ -372,10 +358,10 @@ impl Collector for RolloutCollector {
             .map(|s| gauge(labels(&[("service", &s.name)]), f64::from(u8::from(running.contains(&s.name)))))
             .collect();
         vec![
-            self.family(0, MetricType::COUNTER, started.collect()),
-            self.family(1, MetricType::COUNTER, ended.collect()),
-            self.family(2, MetricType::HISTOGRAM, durations),
-            self.family(3, MetricType::GAUGE, active),
+            described(&self.descs[0], MetricType::COUNTER, started.collect()),
+            described(&self.descs[1], MetricType::COUNTER, ended.collect()),
+            described(&self.descs[2], MetricType::HISTOGRAM, durations),
+            described(&self.descs[3], MetricType::GAUGE, active),
         ]
     }
 }

@@ -106,6 +106,11 @@ impl Control {
         self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// `webhooks.ca_file` of the config in force (without copying the rest).
+    pub(crate) fn webhook_ca(&self) -> Option<PathBuf> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).webhook_ca.clone()
+    }
+
     /// Sets a service's weights (pools not named get 0). Refused (409) while
     /// a rollout of the service runs: the rollout owns its weights.
     pub async fn set_weights(

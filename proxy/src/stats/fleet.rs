@@ -45,17 +45,13 @@ impl Remote {
 
     /// Every other replica's figures of `(service, pool)` over wall ticks `from..=through`.
     pub(super) fn range(&self, service: &str, pool: &str, from: u64, through: u64) -> Figures {
-        let mut out = Figures::default();
         let key = (service.to_owned(), pool.to_owned());
-        if from > through {
-            return out;
+        match self.pools.get(&key).filter(|_| from <= through) {
+            Some(ticks) => Figures::sum(
+                ticks.range((from, String::new())..(through.saturating_add(1), String::new())).map(|(_, f)| f),
+            ),
+            None => Figures::default(),
         }
-        if let Some(ticks) = self.pools.get(&key) {
-            for (_, f) in ticks.range((from, String::new())..(through.saturating_add(1), String::new())) {
-                out.merge(f);
-            }
-        }
-        out
     }
 }
 

@@ -268,9 +268,15 @@ impl Stats {
     /// Figures of pool `slot` over the last `span` (at most the window; the
     /// whole window when `None`).
     pub fn recent(&self, slot: usize, span: Option<Duration>) -> Figures {
+        let (from, now) = self.last(span);
+        self.range(slot, from, now)
+    }
+
+    /// The ticks of the last `span` (the whole window when `None`): `(first, now)`.
+    fn last(&self, span: Option<Duration>) -> (u64, u64) {
         let ticks = span.map_or(self.window_ticks, |s| self.ticks_in(s).max(1));
         let now = self.now();
-        self.range(slot, (now + 1).saturating_sub(ticks), now)
+        ((now + 1).saturating_sub(ticks), now)
     }
 
     /// Figures of pool `slot` over ticks `from..=through` of [`Stats::now_tick`]'s
@@ -307,16 +313,15 @@ impl Stats {
     pub fn fleet_range(&self, slot: usize, from: u64, through: u64) -> Figures {
         let inner = self.lock();
         let Some(p) = inner.pools.get(slot) else { return Figures::default() };
-        let mut f = p.range(from, through);
         let (service, pool) = &inner.names[slot];
-        f.merge(&inner.remote.range(service, pool, from + self.origin, through + self.origin));
-        f
+        let remote = inner.remote.range(service, pool, from + self.origin, through + self.origin);
+        Figures::sum([&p.range(from, through), &remote])
     }
 
     /// [`Stats::recent`], merged with the fleet's other replicas (see [`Stats::fleet_range`]).
     pub fn fleet_recent(&self, slot: usize, span: Duration) -> Figures {
-        let now = self.now();
-        self.fleet_range(slot, (now + 1).saturating_sub(self.ticks_in(span).max(1)), now)
+        let (from, now) = self.last(Some(span));
+        self.fleet_range(slot, from, now)
     }
 
     /// This replica's figures of `service`'s pools for each completed tick
@@ -434,11 +439,6 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(stats.slot("s", "stable"), a);
     }
-}
-
-#[cfg(test)]
-mod recording_tests {
-    use super::*;
 
     #[tokio::test(start_paused = true)]
     async fn each_completed_tick_is_published_once() {

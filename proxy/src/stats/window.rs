@@ -54,14 +54,24 @@ impl Figures {
 
     /// Adds `other`'s counts and latencies (figures of a later span).
     pub fn merge(&mut self, other: &Figures) {
-        self.requests += other.requests;
-        add_into(&mut self.status, &other.status);
-        add_into(&mut self.errors, &other.errors);
-        add_into(&mut self.client_errors, &other.client_errors);
-        let mut latencies = std::mem::take(&mut self.latency);
-        latencies.extend_from_slice(&other.latency);
+        *self = Figures::sum([&*self, other]);
+    }
+
+    /// Figures of spans (or replicas) added up: counts summed, latencies
+    /// merged and their quantiles read once, however many parts.
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a Figures>) -> Figures {
+        let mut out = Figures::default();
+        let mut latencies = Vec::new();
+        for f in parts {
+            out.requests += f.requests;
+            add_into(&mut out.status, &f.status);
+            add_into(&mut out.errors, &f.errors);
+            add_into(&mut out.client_errors, &f.client_errors);
+            latencies.extend_from_slice(&f.latency);
+        }
         latencies.sort_unstable_by_key(|&(v, _)| v);
-        self.set_latency(latencies);
+        out.set_latency(latencies);
+        out
     }
 
     /// Sets the latencies (sorted by value; equal values are folded) and the

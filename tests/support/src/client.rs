@@ -67,3 +67,17 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
 pub fn status_of(raw: &str) -> u16 {
     raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
+/// Keeps `addr` busy: a GET every 5 ms on one keep-alive connection, for at
+/// most `limit` (abort the task to stop sooner). What analysis needs to judge.
+pub fn steady_traffic(addr: SocketAddr, limit: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        let mut pace = tokio::time::interval(Duration::from_millis(5));
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            pace.tick().await;
+            c.get("/", &[]).await;
+        }
+    })
+}

@@ -223,7 +223,7 @@ pub(super) async fn apply(
         let outcome = serde_json::to_value(t.status).ok().and_then(|v| v.as_str().map(str::to_owned));
         ctrl.tally.finished(&service, outcome.as_deref().unwrap_or("unknown"), took);
     }
-    notify::send(&t.plan.webhooks, &ev, ctrl.config().webhook_ca.as_deref());
+    notify::send(&t.plan.webhooks, &ev, ctrl.webhook_ca().as_deref());
     Ok(())
 }
 
@@ -250,7 +250,7 @@ pub(super) fn lifecycle(
     }
     let ev = stored.unwrap_or(ev);
     tracing::info!(service = %t.service, "{}", ev.message);
-    notify::send(&t.plan.webhooks, &ev, ctrl.config().webhook_ca.as_deref());
+    notify::send(&t.plan.webhooks, &ev, ctrl.webhook_ca().as_deref());
     Ok(())
 }
 
