@@ -8,7 +8,9 @@
 #   3. schemathesis, for the admin API's contract test, and flagd's reference
 #      evaluator in both bucketing generations (openfeature-flagd-core 1.0.0
 #      and 2.0.0, into target/flagd-reference/), all pinned, from PyPI;
-#   4. cargo test: unit tests, the plugins' native tests, the fuzz corpora
+#   4. Playwright's driver (playwright-core, pinned in tests/ui/package-lock.json),
+#      from npm, for the dashboard's test in Debian's Chromium;
+#   5. cargo test: unit tests, the plugins' native tests, the fuzz corpora
 #      replayed, and end-to-end tests against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,9 @@ for flagd in 1.0.0 2.0.0; do
       "openfeature-flagd-core==$flagd"
   fi
 done
+if [ ! -d tests/ui/node_modules/playwright-core ]; then
+  npm ci --prefix tests/ui --silent --no-audit --no-fund
+fi
 # pip may put `st` outside PATH (a --user install, say): tell the test where.
 scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 command -v st >/dev/null || export SWITCHYARD_SCHEMATHESIS="$scripts/st"

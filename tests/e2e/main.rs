@@ -6,6 +6,7 @@
 mod admin;
 mod attribution;
 mod contract;
+mod dashboard;
 mod faults;
 mod flagd_reference;
 mod flags;

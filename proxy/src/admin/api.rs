@@ -37,6 +37,10 @@ pub struct ServiceView {
     pub suspended_rules: Vec<SuspendedRule>,
     /// Pools in name order.
     pub pools: Vec<PoolView>,
+    /// The latest rollout's status (`running`, `paused`, `promoted`,
+    /// `rolled-back`, `aborted`); `null` when the service has had none.
+    #[serde(default)]
+    pub rollout: Option<String>,
 }
 
 /// A rule suspended by a rollback.
@@ -222,4 +226,19 @@ pub struct DecisionView {
     pub decision: String,
     /// Why, with the figures it was based on.
     pub why: String,
+}
+
+/// `GET /v1/whoami`: this proxy, and what the caller may do.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WhoAmIView {
+    /// Switchyard's version.
+    pub version: String,
+    /// The configured `environment`, if any.
+    pub environment: Option<String>,
+    /// The name of the caller's token; `null` without one.
+    pub token: Option<String>,
+    /// Whether the caller's writes would be accepted.
+    pub can_write: bool,
+    /// Whether this proxy has tokens (writes need one).
+    pub tokens_required: bool,
 }

@@ -7,6 +7,7 @@
 pub mod api;
 mod calls;
 pub mod metrics;
+mod ui;
 mod views;
 mod wire;
 
@@ -60,6 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/flags/{key}"),
     ("GET", "/v1/events"),
     ("GET", "/v1/fleet"),
+    ("GET", "/v1/whoami"),
     ("POST", "/v1/config/reload"),
     ("GET", "/v1/plugins"),
     ("GET", "/v1/plugins/{name}"),
@@ -238,6 +240,12 @@ impl Admin {
         let method = req.method().clone();
         let is_write = matches!(method, Method::PUT | Method::POST | Method::DELETE | Method::PATCH);
         let health = segs.first() == Some(&"health");
+        // The dashboard's static files: no data in them, so no token.
+        if method == Method::GET {
+            if let Some(r) = ui::asset(&path) {
+                return (r, true);
+            }
+        }
 
         // Which routes exist, for 404 vs 405: the one list, [`ROUTES`].
         let allowed: Vec<Method> = ROUTES
@@ -267,6 +275,9 @@ impl Admin {
         }
         if is_write && token.is_some_and(|t| t.read_only) {
             return (error(StatusCode::FORBIDDEN, "this token may only read"), false);
+        }
+        if segs.as_slice() == ["v1", "whoami"] {
+            return (self.whoami(req.headers(), token), true);
         }
         let token_name = token.map(|t| t.name.clone());
         let actor = req
@@ -392,10 +403,14 @@ impl Admin {
             ["v1", "openapi.yaml"] => text("application/yaml", OPENAPI),
             ["v1", "services"] => {
                 let snap = c.shared.snapshot.load();
-                json(StatusCode::OK, &snap.services().iter().map(|s| service_view(s)).collect::<Vec<_>>())
+                let mut views = Vec::new();
+                for s in snap.services() {
+                    views.push(self.service(s).await);
+                }
+                json(StatusCode::OK, &views)
             }
             ["v1", "services", name] => match c.shared.snapshot.load().service(name) {
-                Some(s) => json(StatusCode::OK, &service_view(s)),
+                Some(s) => json(StatusCode::OK, &self.service(s).await),
                 None => error(StatusCode::NOT_FOUND, format!("no service named `{name}`")),
             },
             ["v1", "services", name, "stats"] => self.stats(name, query),
@@ -414,6 +429,31 @@ impl Admin {
             },
             _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         }
+    }
+
+    /// A service as the API shows it, with its latest rollout's status.
+    async fn service(&self, s: &crate::data::snapshot::Service) -> ServiceView {
+        let mut v = service_view(s);
+        v.rollout = self.control.rollout(&s.name).await.map(|r| views::status_name(&r));
+        v
+    }
+
+    /// `GET /v1/whoami`: what the caller's token may do (the dashboard asks
+    /// before it enables its buttons). A token that matches none is a 401.
+    fn whoami(&self, headers: &HeaderMap, token: Option<&AdminToken>) -> Resp {
+        if token.is_none() && !self.tokens.is_empty() && headers.contains_key(header::AUTHORIZATION) {
+            return error(StatusCode::UNAUTHORIZED, "the bearer token matches none of this proxy's tokens");
+        }
+        json(
+            StatusCode::OK,
+            &WhoAmIView {
+                version: env!("CARGO_PKG_VERSION").into(),
+                environment: self.control.config().environment.clone(),
+                token: token.map(|t| t.name.clone()),
+                can_write: token.map_or(self.tokens.is_empty(), |t| !t.read_only),
+                tokens_required: !self.tokens.is_empty(),
+            },
+        )
     }
 
     /// The valid token the request carries, if any.

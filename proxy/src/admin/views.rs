@@ -90,7 +90,13 @@ pub(super) fn service_view(s: &crate::data::snapshot::Service) -> ServiceView {
                 source: if s.pool_sets.contains_key(&p.name) { "api" } else { "config" }.into(),
             })
             .collect(),
+        rollout: None,
     }
+}
+
+/// A rollout's status as the API spells it (`rolled-back`, ...).
+pub(super) fn status_name(r: &Rollout) -> String {
+    serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// A rollout as JSON, with what a person wants first: where it stands and what comes next.
@@ -114,7 +120,7 @@ pub(super) fn rollout_view(r: &Rollout) -> RolloutView {
     RolloutView {
         service: r.service.clone(),
         plan: serde_json::to_value(&r.plan).unwrap_or_default(),
-        status: serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        status: status_name(r),
         step: r.step,
         steps_total: r.plan.steps.len(),
         in_step_ms: r.in_step_ms,

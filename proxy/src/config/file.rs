@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
+    pub environment: Option<Spanned<String>>,
     pub listeners: Spanned<Vec<FileListener>>,
     #[serde(default)]
     pub server: FileServer,

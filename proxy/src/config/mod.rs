@@ -34,6 +34,9 @@ use std::time::Duration;
 /// A validated configuration with every default filled in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// What this proxy serves (`production`, `staging`, ...): labels its
+    /// report, dashboard and metrics.
+    pub environment: Option<String>,
     /// Client-facing listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Process-wide limits and timeouts.
@@ -258,7 +261,18 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
         }
         None => None,
     };
-    Ok(Config { listeners, server, services, admin, state_dir, fleet, stats, flags, plugins, webhook_ca })
+    let environment = match file.environment {
+        Some(e) if !is_label(&e.value) => {
+            return Err(fail("environment", &e.referenced, "must be 1-64 letters, digits, `.`, `_` or `-`"))
+        }
+        e => e.map(|e| e.value),
+    };
+    Ok(Config { environment, listeners, server, services, admin, state_dir, fleet, stats, flags, plugins, webhook_ca })
+}
+
+/// A short name fit for a label: 1-64 of `[A-Za-z0-9._-]`.
+fn is_label(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn validate_listeners(list: Spanned<Vec<FileListener>>, base: &Path) -> Result<Vec<ListenerConfig>, Error> {
