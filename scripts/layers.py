@@ -26,7 +26,8 @@ RANK = {
     "plugin": 4,
     "data": 5,
     "control": 6,
-    "admin": 7,
+    "report": 7,
+    "admin": 8,
 }
 
 TESTS = re.compile(r"^#\[cfg\(test\)\]\s*\n\s*mod tests", re.M)

@@ -8,8 +8,10 @@
 //!
 //! Two paths over a shared model; an arrow only ever points down this list.
 //!
-//! - [`admin`]: the JSON admin API and Prometheus `/metrics`, over the
-//!   control path;
+//! - [`admin`]: the JSON admin API, Prometheus `/metrics` and the web
+//!   dashboard, over the report and the control path;
+//! - [`report`]: the deployment report (DORA measures) from the durable
+//!   history and the live figures, and its Markdown and HTML;
 //! - [`control`]: the control path. [`Control`] is the one door for every
 //!   run-time change (weights, reloads, flags, plugins, rollouts: validate,
 //!   build a new snapshot, write the event, persist, swap). Under it: the
@@ -27,7 +29,7 @@
 //!   other replicas'), [`parse`] (paths and
 //!   cookies), [`error`], [`logging`].
 //!
-//! The binary's commands (`serve`, `check`, `demo`, `ctl`) live apart, in
+//! The binary's commands (`serve`, `check`, `demo`, `ctl`, `report`) live apart, in
 //! `src/bin/switchyard/`.
 //!
 //! Use: [`Proxy::new`] → [`Proxy::bind`] → [`Bound::run`].
@@ -41,6 +43,7 @@ pub mod flags;
 pub mod logging;
 pub mod parse;
 pub mod plugin;
+pub mod report;
 pub mod stats;
 
 pub use config::Config;

@@ -16,6 +16,7 @@ mod lifecycle;
 mod plugins;
 mod protocols;
 mod release;
+mod report;
 mod rollout;
 mod routing;
 mod split;

@@ -1,5 +1,6 @@
 //! The admin API's longer answers: starting a rollout, a rollout command,
-//! a service's statistics, and the event history (listed or followed).
+//! a service's statistics, the event history (listed or followed) and the
+//! deployment report.
 
 use super::*;
 
@@ -163,5 +164,32 @@ impl Admin {
         r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
         r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
         r
+    }
+}
+
+/// The longest period a report covers.
+const MAX_PERIOD: Duration = Duration::from_secs(366 * 86400);
+
+impl Admin {
+    /// `GET /v1/report?since=7d&format=json|md|html`.
+    pub(super) async fn report(&self, query: &str) -> Resp {
+        let since = match query_param(query, "since").filter(|s| !s.is_empty()).map(humantime::parse_duration) {
+            None => Duration::from_secs(7 * 86400),
+            Some(Ok(d)) if d >= Duration::from_secs(60) && d <= MAX_PERIOD => d,
+            Some(_) => return error(StatusCode::BAD_REQUEST, "since must be a duration from 1m to 366d, such as 7d"),
+        };
+        let format = query_param(query, "format").unwrap_or("json");
+        if !["json", "md", "html"].contains(&format) {
+            return error(StatusCode::BAD_REQUEST, "format must be json, md or html");
+        }
+        let report = match crate::report::build::build(&self.control, since).await {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the history: {e}")),
+        };
+        match format {
+            "md" => text("text/markdown; charset=utf-8", crate::report::render::markdown(&report)),
+            "html" => text("text/html; charset=utf-8", crate::report::render::html(&report)),
+            _ => json(StatusCode::OK, &report),
+        }
     }
 }

@@ -35,6 +35,8 @@ pub const ROLLOUTS_FINISHED_TOTAL: &str = "switchyard_rollouts_finished_total";
 pub const ROLLOUT_DURATION_SECONDS: &str = "switchyard_rollout_duration_seconds";
 /// 1 while a rollout of the service has not ended (running or paused).
 pub const ROLLOUT_ACTIVE: &str = "switchyard_rollout_active";
+/// From a failing verdict to traffic back on the baseline, by service.
+pub const ROLLOUT_RESTORE_SECONDS: &str = "switchyard_rollout_restore_seconds";
 /// Always 1, labelled with the running version.
 pub const BUILD_INFO: &str = "switchyard_build_info";
 
@@ -295,6 +297,11 @@ impl RolloutCollector {
                 &["service", "outcome"],
             ),
             (ROLLOUT_ACTIVE, "1 while a rollout of the service has not ended.", &["service"]),
+            (
+                ROLLOUT_RESTORE_SECONDS,
+                "Time to restore: from a rollout's failing verdict to traffic back on the baseline, by service.",
+                &["service"],
+            ),
         ]
         .into_iter()
         .map(|(name, help, l)| {
@@ -316,8 +323,8 @@ impl Collector for RolloutCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        use crate::control::rollout::tally::DURATION_BUCKETS;
-        let (started, finished) = self.control.tally.read();
+        use crate::control::rollout::tally::{DURATION_BUCKETS, RESTORE_BUCKETS};
+        let (started, finished, restored) = self.control.tally.read();
         let started =
             started.iter().map(|((svc, strategy), n)| counter(labels(&[("service", svc), ("strategy", strategy)]), *n));
         let ended = finished
@@ -326,27 +333,11 @@ impl Collector for RolloutCollector {
         let durations = finished
             .iter()
             .map(|((svc, outcome), f)| {
-                let mut h = Histogram::default();
-                h.set_sample_count(f.count);
-                h.set_sample_sum(f.sum_seconds);
-                h.set_bucket(
-                    DURATION_BUCKETS
-                        .iter()
-                        .zip(f.buckets)
-                        .map(|(bound, n)| {
-                            let mut b = Bucket::default();
-                            b.set_upper_bound(*bound);
-                            b.set_cumulative_count(n);
-                            b
-                        })
-                        .collect(),
-                );
-                let mut m = Metric::default();
-                m.set_label(labels(&[("service", svc), ("outcome", outcome)]));
-                m.set_histogram(h);
-                m
+                histogram(labels(&[("service", svc), ("outcome", outcome)]), f, &DURATION_BUCKETS)
             })
             .collect();
+        let restores =
+            restored.iter().map(|(svc, f)| histogram(labels(&[("service", svc)]), f, &RESTORE_BUCKETS)).collect();
         let running = self.control.running_rollouts();
         let active = self
             .control
@@ -362,6 +353,30 @@ impl Collector for RolloutCollector {
             described(&self.descs[1], MetricType::COUNTER, ended.collect()),
             described(&self.descs[2], MetricType::HISTOGRAM, durations),
             described(&self.descs[3], MetricType::GAUGE, active),
+            described(&self.descs[4], MetricType::HISTOGRAM, restores),
         ]
     }
+}
+
+/// A histogram metric of `t` over `bounds`.
+fn histogram(labels: Vec<LabelPair>, t: &crate::control::rollout::tally::Timings, bounds: &[f64]) -> Metric {
+    let mut h = Histogram::default();
+    h.set_sample_count(t.count);
+    h.set_sample_sum(t.sum_seconds);
+    h.set_bucket(
+        bounds
+            .iter()
+            .zip(t.buckets)
+            .map(|(bound, n)| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(n);
+                b
+            })
+            .collect(),
+    );
+    let mut m = Metric::default();
+    m.set_label(labels);
+    m.set_histogram(h);
+    m
 }

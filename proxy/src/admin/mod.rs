@@ -62,6 +62,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/events"),
     ("GET", "/v1/fleet"),
     ("GET", "/v1/whoami"),
+    ("GET", "/v1/report"),
     ("POST", "/v1/config/reload"),
     ("GET", "/v1/plugins"),
     ("GET", "/v1/plugins/{name}"),
@@ -419,6 +420,7 @@ impl Admin {
                 None => error(StatusCode::NOT_FOUND, format!("`{name}` has had no rollout")),
             },
             ["v1", "events"] => self.events(query),
+            ["v1", "report"] => self.report(query).await,
             ["v1", "flags"] => json(StatusCode::OK, &flags_view(&c.shared.flags.load())),
             ["v1", "plugins"] => {
                 json(StatusCode::OK, &c.shared.plugins.all().iter().map(|p| plugin_view(p)).collect::<Vec<_>>())
@@ -434,7 +436,7 @@ impl Admin {
     /// A service as the API shows it, with its latest rollout's status.
     async fn service(&self, s: &crate::data::snapshot::Service) -> ServiceView {
         let mut v = service_view(s);
-        v.rollout = self.control.rollout(&s.name).await.map(|r| views::status_name(&r));
+        v.rollout = self.control.rollout(&s.name).await.map(|r| r.status.as_str().to_owned());
         v
     }
 

@@ -80,23 +80,12 @@ pub(super) fn service_view(s: &crate::data::snapshot::Service) -> ServiceView {
                     .iter()
                     .map(|e| EndpointView { address: e.addr.to_string(), healthy: e.is_available(now) })
                     .collect(),
-                release: s
-                    .config
-                    .pools
-                    .iter()
-                    .find(|c| c.name == p.name)
-                    .map(|c| c.release.clone())
-                    .unwrap_or_default(),
+                release: s.release(&p.name),
                 source: if s.pool_sets.contains_key(&p.name) { "api" } else { "config" }.into(),
             })
             .collect(),
         rollout: None,
     }
-}
-
-/// A rollout's status as the API spells it (`rolled-back`, ...).
-pub(super) fn status_name(r: &Rollout) -> String {
-    serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// A rollout as JSON, with what a person wants first: where it stands and what comes next.
@@ -120,7 +109,7 @@ pub(super) fn rollout_view(r: &Rollout) -> RolloutView {
     RolloutView {
         service: r.service.clone(),
         plan: serde_json::to_value(&r.plan).unwrap_or_default(),
-        status: status_name(r),
+        status: r.status.as_str().into(),
         step: r.step,
         steps_total: r.plan.steps.len(),
         in_step_ms: r.in_step_ms,

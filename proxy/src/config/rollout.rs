@@ -19,6 +19,16 @@ pub enum Strategy {
     BlueGreen,
 }
 
+impl Strategy {
+    /// Its name in config files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Canary => "canary",
+            Strategy::BlueGreen => "blue-green",
+        }
+    }
+}
+
 /// One canary step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

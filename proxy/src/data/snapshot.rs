@@ -284,6 +284,11 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 // === impl Service ===
 
 impl Service {
+    /// What `pool` runs (the API's pool set, else the file's); empty when unknown.
+    pub fn release(&self, pool: &str) -> crate::config::Release {
+        self.config.pools.iter().find(|p| p.name == pool).map(|p| p.release.clone()).unwrap_or_default()
+    }
+
     fn new(
         config: ServiceConfig,
         pools: Vec<Arc<Pool>>,

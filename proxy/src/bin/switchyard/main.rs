@@ -1,9 +1,11 @@
 //! The `switchyard` binary: `serve` and `demo` ([`serve`]), `check`
-//! ([`check`]) and `ctl` ([`ctl`]), over the `switchyard` library.
+//! ([`check`]), `ctl` ([`ctl`]) and `report` ([`report`]), over the
+//! `switchyard` library.
 
 mod check;
 mod ctl;
 mod demo;
+mod report;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +51,8 @@ pub(crate) enum Command {
     },
     /// Talk to a running proxy's admin API.
     Ctl(Box<ctl::CtlArgs>),
+    /// The deployment report (DORA measures) of one or more proxies.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,15 @@ fn main() -> ExitCode {
                         Some(o) => ExitCode::from(o.code),
                         None => ExitCode::FAILURE,
                     }
+                }
+            };
+        }
+        Command::Report(args) => {
+            return match runtime.block_on(report::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard report: {e:#}");
+                    ExitCode::FAILURE
                 }
             };
         }

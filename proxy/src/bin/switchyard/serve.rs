@@ -14,7 +14,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let (config_path, access_log, record_stats, demo) = match command {
         Command::Serve { config, no_access_log, no_stats } => (config, !no_access_log, !no_stats, false),
         Command::Demo { config } => (config, true, true, true),
-        Command::Check { .. } | Command::Ctl(_) => anyhow::bail!("not a serving command"),
+        Command::Check { .. } | Command::Ctl(_) | Command::Report(_) => anyhow::bail!("not a serving command"),
     };
     // Resolved now: after a package upgrade the path holds the new binary.
     let binary = upgrade::own_binary();

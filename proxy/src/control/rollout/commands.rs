@@ -61,7 +61,7 @@ impl Control {
             ctrl.set_rollout_running(service, false);
             return Err(e);
         }
-        ctrl.tally.started(service, if t.plan.strategy == Strategy::Canary { "canary" } else { "blue-green" });
+        ctrl.tally.started(service, t.plan.strategy.as_str());
         let r = t.rollout.clone();
         active.insert(service.to_owned(), Arc::new(Mutex::new(t)));
         drop(active);

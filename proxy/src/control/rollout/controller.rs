@@ -12,7 +12,7 @@ use super::analysis::{judge, Judgement, Observed, Pair};
 use super::evidence::{Evidence, Since};
 use super::machine::{Decision, Rollout};
 use super::policy::consult;
-use super::{notify, Handle, Tracked};
+use super::{ended, notify, Handle, Tracked};
 use crate::config::rollout::Strategy;
 use crate::config::WeightMap;
 use crate::control::state::{event, Change, Guard};
@@ -100,7 +100,7 @@ async fn drive(ctrl: &Arc<Control>, handle: &Handle) {
             t.record(format!("hold ({})", verdict_name(&judgement)), why);
         }
         let written = match checkpoint {
-            true => apply(ctrl, &mut t, &decision, "rollout", true).await,
+            true => apply(ctrl, &mut t, &decision, ended::CONTROLLER, true).await,
             false => Ok(()),
         };
         match written {
@@ -127,7 +127,7 @@ async fn drive(ctrl: &Arc<Control>, handle: &Handle) {
                 t.rollout = before;
                 let pause = t.pause(&format!("cannot apply a decision: {e}"));
                 t.record(describe(&pause), e.to_string());
-                if let Err(e) = apply(ctrl, &mut t, &pause, "rollout", true).await {
+                if let Err(e) = apply(ctrl, &mut t, &pause, ended::CONTROLLER, true).await {
                     tracing::error!(service = %t.service, error = %e, "cannot persist the pause either");
                 }
             }
@@ -218,10 +218,8 @@ pub(super) async fn apply(
     let ev = ctrl.rollout_traffic(&service, weights, suspend.as_ref(), (actor, message), (&row, &guard)).await?;
     t.stored = Some(row);
     if t.is_done() {
-        let started = humantime::parse_rfc3339_weak(&t.started).ok();
-        let took = started.and_then(|s| s.elapsed().ok()).map_or(0.0, |d| d.as_secs_f64());
-        let outcome = serde_json::to_value(t.status).ok().and_then(|v| v.as_str().map(str::to_owned));
-        ctrl.tally.finished(&service, outcome.as_deref().unwrap_or("unknown"), took);
+        // Under the row just written (the guard above holds the one before it).
+        ended::record(ctrl, t, actor, &ev.time, &self::guard(t, leader));
     }
     notify::send(&t.plan.webhooks, &ev, ctrl.webhook_ca().as_deref());
     Ok(())

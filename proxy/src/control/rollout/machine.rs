@@ -41,6 +41,19 @@ pub enum Status {
     Aborted,
 }
 
+impl Status {
+    /// Its name in the API: `running`, `paused`, `promoted`, `rolled-back`, `aborted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Promoted => "promoted",
+            Status::RolledBack => "rolled-back",
+            Status::Aborted => "aborted",
+        }
+    }
+}
+
 /// A decision (DESIGN's word): what the controller does after a tick or a
 /// command. Analysis gives a [`Judgement`]; the machine turns it, with the
 /// plan and the clock, into a decision.

@@ -15,11 +15,13 @@
 //!   ticks the machine and applies its decisions through the control path
 //!   (in a fleet: on the leader only, its writes fenced);
 //! - `policy`: asking a policy plugin for the verdict instead;
-//! - `notify`: webhooks.
+//! - `notify`: webhooks;
+//! - [`ended`]: what a rollout's end records for the deployment report.
 
 pub mod analysis;
 mod commands;
 pub mod controller;
+pub mod ended;
 pub mod evidence;
 pub mod machine;
 mod notify;

@@ -8,15 +8,31 @@ use std::sync::Mutex;
 /// Bucket bounds of rollout durations, in seconds: 1 min to 1 day.
 pub const DURATION_BUCKETS: [f64; 9] = [60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0];
 
-/// How many rollouts ended with one outcome, and how long they took.
+/// Bucket bounds of times to restore (a failing verdict to traffic back on
+/// the baseline), in seconds: 100 ms (the analysis acting) to 1 day (a person).
+pub const RESTORE_BUCKETS: [f64; 9] = [0.1, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 14400.0, 86400.0];
+
+/// A histogram of times: how many, their sum, and cumulative counts per bound.
 #[derive(Clone, Debug, Default)]
-pub struct Finished {
-    /// Rollouts.
+pub struct Timings {
+    /// How many.
     pub count: u64,
-    /// Their durations added up, seconds.
+    /// Added up, seconds.
     pub sum_seconds: f64,
-    /// Cumulative counts per [`DURATION_BUCKETS`] bound.
-    pub buckets: [u64; DURATION_BUCKETS.len()],
+    /// Cumulative counts per bound ([`DURATION_BUCKETS`] or [`RESTORE_BUCKETS`]).
+    pub buckets: [u64; 9],
+}
+
+impl Timings {
+    fn add(&mut self, bounds: &[f64; 9], seconds: f64) {
+        self.count += 1;
+        self.sum_seconds += seconds;
+        for (bound, n) in bounds.iter().zip(&mut self.buckets) {
+            if seconds <= *bound {
+                *n += 1;
+            }
+        }
+    }
 }
 
 /// Counts by `(service, strategy)` or `(service, outcome)`.
@@ -31,7 +47,8 @@ pub struct Tally {
 #[derive(Clone, Debug, Default)]
 struct Counts {
     started: BTreeMap<(String, String), u64>,
-    finished: BTreeMap<(String, String), Finished>,
+    finished: BTreeMap<(String, String), Timings>,
+    restored: BTreeMap<String, Timings>,
 }
 
 impl Tally {
@@ -42,21 +59,23 @@ impl Tally {
 
     /// A rollout of `service` ended with `outcome` after `seconds`.
     pub fn finished(&self, service: &str, outcome: &str, seconds: f64) {
-        let mut counts = self.lock();
-        let f = counts.finished.entry((service.to_owned(), outcome.to_owned())).or_default();
-        f.count += 1;
-        f.sum_seconds += seconds;
-        for (bound, n) in DURATION_BUCKETS.iter().zip(&mut f.buckets) {
-            if seconds <= *bound {
-                *n += 1;
-            }
-        }
+        self.lock()
+            .finished
+            .entry((service.to_owned(), outcome.to_owned()))
+            .or_default()
+            .add(&DURATION_BUCKETS, seconds);
     }
 
-    /// `((service, strategy), started)` and `((service, outcome), finished)`.
-    pub fn read(&self) -> (ByService<u64>, ByService<Finished>) {
+    /// Traffic of `service` was back on its baseline `seconds` after a failing verdict.
+    pub fn restored(&self, service: &str, seconds: f64) {
+        self.lock().restored.entry(service.to_owned()).or_default().add(&RESTORE_BUCKETS, seconds);
+    }
+
+    /// `((service, strategy), started)`, `((service, outcome), durations)`
+    /// and `(service, times to restore)`.
+    pub fn read(&self) -> (ByService<u64>, ByService<Timings>, Vec<(String, Timings)>) {
         let c = self.lock().clone();
-        (c.started.into_iter().collect(), c.finished.into_iter().collect())
+        (c.started.into_iter().collect(), c.finished.into_iter().collect(), c.restored.into_iter().collect())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {

@@ -13,10 +13,10 @@ use switchyard::control::state::Event;
 use tokio::net::TcpStream;
 
 /// Where and as whom `ctl` calls the admin API.
-pub(super) struct Client {
-    pub(super) addr: String,
-    pub(super) token: Option<String>,
-    pub(super) actor: Option<String>,
+pub(crate) struct Client {
+    pub(crate) addr: String,
+    pub(crate) token: Option<String>,
+    pub(crate) actor: Option<String>,
 }
 
 impl Client {
@@ -53,7 +53,7 @@ impl Client {
 
     /// One call with a JSON body (if any); the body on 2xx, the server's
     /// message as the error otherwise.
-    pub(super) async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use switchyard::admin::api::{FleetView, PluginView, RolloutView, ServiceView, StatsView};
 use switchyard::control::state::Event;
 
-mod client;
+pub(crate) mod client;
 pub mod follow;
 mod render;
 
@@ -337,7 +337,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 /// The first token in a tokens file (`name: token` lines, as the server's
 /// `admin.tokens_file`; `#` comments).
-fn token_from_file(f: &std::path::Path) -> anyhow::Result<String> {
+pub(crate) fn token_from_file(f: &std::path::Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
     let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
     Ok(line.split_once(':').map_or(line, |(_, t)| t.trim()).to_owned())
