@@ -4,7 +4,8 @@
 #   - protoc (protobuf-compiler): the etcd client's build generates its gRPC code;
 #   - with --tests, etcd (etcd-server): fleet tests start real etcd servers;
 #     Chromium and Node.js (chromium, nodejs, npm): the dashboard's test
-#     drives a headless browser.
+#     drives a headless browser; systemd-analyze (systemd): the packaging
+#     test verifies the systemd unit.
 set -euo pipefail
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
@@ -13,6 +14,7 @@ if [ "${1:-}" = "--tests" ]; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then

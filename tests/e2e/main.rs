@@ -13,6 +13,7 @@ mod flags;
 mod fleet;
 mod hardening;
 mod lifecycle;
+mod packaging;
 mod plugins;
 mod protocols;
 mod release;

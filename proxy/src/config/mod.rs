@@ -461,6 +461,19 @@ pub fn valid_plugin_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn without_dns_checks_host_names_for_form_only() {
+        super::without_dns(|| {
+            let a = resolve("web.shop.svc.cluster.local:8080").unwrap();
+            assert_eq!(a.port(), 8080);
+            assert_ne!(a, resolve("api.shop.svc.cluster.local:8080").unwrap(), "an address per name");
+            assert_eq!(resolve("10.0.0.1:80").unwrap().to_string(), "10.0.0.1:80");
+            for bad in ["bad host:80", "web:port", "web", "*.shop:80", "web:70000"] {
+                assert!(resolve(bad).is_err(), "{bad}");
+            }
+        });
+    }
+
     use super::*;
 
     const EXAMPLE: &str = r#"

@@ -423,10 +423,34 @@ pub(super) fn parse_host(h: &str) -> Result<HostMatch, String> {
     Err(format!("`{h}` is not a host name or `*.domain` wildcard (no port, no scheme)"))
 }
 
+thread_local! {
+    /// Set by [`without_dns`]: host names are checked, not looked up.
+    static NO_DNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a config load) with host names in endpoints checked for form
+/// only, not looked up: for `check` of a config meant for another network
+/// (a Kubernetes cluster's Service names, say). Each name stands for an
+/// address of its own in 240.0.0.0/4, which nothing uses.
+pub fn without_dns<T>(f: impl FnOnce() -> T) -> T {
+    NO_DNS.with(|c| c.set(true));
+    let out = f();
+    NO_DNS.with(|c| c.set(false));
+    out
+}
+
 /// An endpoint: `127.0.0.1:9001`, or `host:port` (looked up once, now).
 pub fn resolve(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse() {
         return Ok(a);
+    }
+    if NO_DNS.with(std::cell::Cell::get) {
+        let form = || format!("`{s}` is not an address like 127.0.0.1:9001 or host:port");
+        let (host, port) = s.rsplit_once(':').ok_or_else(form)?;
+        let port: u16 = port.parse().map_err(|_| form())?;
+        parse_host(host).ok().filter(|h| matches!(h, HostMatch::Exact(_))).ok_or_else(form)?;
+        let hash = host.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        return Ok(SocketAddr::from(((hash | 0xf000_0000).to_be_bytes(), port)));
     }
     match s.to_socket_addrs() {
         Ok(mut it) => it.next().ok_or_else(|| format!("`{s}` resolves to no address")),

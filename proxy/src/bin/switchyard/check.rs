@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use switchyard::Config;
 
 /// Exit code 2 and the reason on stderr for a config `serve` would refuse.
-pub fn run(config: &Path) -> ExitCode {
-    match Config::load(config).and_then(|c| switchyard::check(&c).map(|()| c)) {
+/// `no_dns`: endpoints' host names are checked for form, not looked up.
+pub fn run(config: &Path, no_dns: bool) -> ExitCode {
+    let load = || Config::load(config).and_then(|c| switchyard::check(&c).map(|()| c));
+    let loaded = if no_dns { switchyard::config::without_dns(load) } else { load() };
+    match loaded {
         Ok(c) => {
             println!(
                 "{}: ok ({} listener(s), {} service(s), {} plugin(s))",

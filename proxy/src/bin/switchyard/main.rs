@@ -42,6 +42,10 @@ pub(crate) enum Command {
         /// The config file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Check endpoints' host names for form without looking them up
+        /// (a config for another network, such as a Kubernetes cluster's).
+        #[arg(long)]
+        no_dns: bool,
     },
     /// Run the proxy with small demo upstreams on every loopback endpoint of the config.
     Demo {
@@ -57,8 +61,8 @@ pub(crate) enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Check { config } = &cli.command {
-        return check::run(config);
+    if let Command::Check { config, no_dns } = &cli.command {
+        return check::run(config, *no_dns);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
