@@ -20,7 +20,7 @@
 //!
 //! Should the successor die after step 2, the running proxy takes its control
 //! path back. Under systemd (`Type=notify`, `NotifyAccess=all`) the successor
-//! reports its PID as the service's main PID (see `examples/switchyard.service`).
+//! reports its PID as the service's main PID (see `deploy/systemd/switchyard.service`).
 
 use crate::control::Control;
 use crate::error::Error;
