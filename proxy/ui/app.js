@@ -34,7 +34,9 @@ const fmt = (n, digits = 1) => (n == null || Number.isNaN(n) ? "–" : Number(n)
 async function api(method, path, body) {
   const headers = {};
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  // Every write says JSON, bodiless ones too: an admin API without tokens
+  // takes no write of another type (so a cross-site form cannot post).
+  if (method !== "GET") headers["Content-Type"] = "application/json";
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await r.text();
   let data = null;

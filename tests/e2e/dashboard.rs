@@ -20,12 +20,20 @@ async fn the_dashboard_shows_live_figures_and_its_buttons_drive_the_rollout() {
         stable.addr, canary.addr
     );
     let p = start_with_admin(&svc).await;
+    // The same service behind an admin API without tokens (loopback only).
+    let open = Proxy::start(&format!(
+        "{}admin: {{ bind: \"127.0.0.1:0\" }}\nstats: {{ window: 5s, resolution: 100ms }}\n",
+        config(&svc)
+    ))
+    .await;
+    let open_admin = open.admin.unwrap();
     let load = steady_traffic(p.addr, Duration::from_secs(120));
     let admin = p.admin.unwrap();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg(format!("{ui}/dashboard.mjs"))
             .env("ADMIN", format!("http://{admin}"))
+            .env("OPEN_ADMIN", format!("http://{open_admin}"))
             .env("TOKEN", TOKEN)
             .env("READ_TOKEN", READ_TOKEN)
             .env("SHOTS", concat!(env!("CARGO_MANIFEST_DIR"), "/../target/dashboard"))

@@ -2,13 +2,14 @@
 // against a running proxy's dashboard. tests/e2e/dashboard.rs starts the
 // proxy, its upstreams and the traffic, then runs this with:
 //   ADMIN  http://127.0.0.1:PORT     TOKEN  a write token   READ_TOKEN  a read-only one
+//   OPEN_ADMIN  another proxy's admin API, without tokens
 //   SHOTS  where the screenshots go
 // Every check throws on failure; the exit code says whether all held.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 
-const { ADMIN, TOKEN, READ_TOKEN, SHOTS } = process.env;
+const { ADMIN, OPEN_ADMIN, TOKEN, READ_TOKEN, SHOTS } = process.env;
 const LIMIT = 20_000; // ms for anything the page should show
 mkdirSync(SHOTS, { recursive: true });
 
@@ -138,7 +139,21 @@ try {
   });
   assert.deepEqual(admin.problems, [], "console errors on the signed-in page");
 
-  // 4. A phone-sized screen: one column, nothing wider than the screen.
+  // 4. An admin API without tokens (loopback): the buttons write without signing in.
+  const open_ = await open(`${OPEN_ADMIN}/ui`);
+  await step("without tokens the page writes as anyone on this machine may", async () => {
+    await open_.waitForFunction(() => /open admin API/.test(document.querySelector("#who").textContent), null, { timeout: LIMIT });
+    await open_.locator('#service-web .weights input[name="canary"]').fill("40");
+    await open_.locator('#service-web .weights input[name="stable"]').fill("60");
+    await open_.click("#service-web .weights button[type=submit]");
+    await open_.waitForFunction(() => document.querySelector('#service-web tr[data-pool="canary"] td.weight').textContent === "40", null, { timeout: LIMIT });
+    await open_.click('#service-web .weights button:text("Back to config")');
+    await open_.waitForFunction(() => document.querySelector('#service-web tr[data-pool="canary"] td.weight').textContent === "0", null, { timeout: LIMIT });
+  });
+  assert.deepEqual(open_.problems, [], "console errors on the open page");
+  await open_.close();
+
+  // 5. A phone-sized screen: one column, nothing wider than the screen.
   const phone = await open(`${ADMIN}/ui`, { width: 390, height: 844 });
   await step("on a phone the page fits the screen's width", async () => {
     await phone.locator("#service-web .charts canvas").first().waitFor({ timeout: LIMIT });
