@@ -16,8 +16,9 @@ pub async fn build(control: &Control, since: Duration) -> Result<Report, crate::
     let now = SystemTime::now();
     let start = now.checked_sub(since).unwrap_or(SystemTime::UNIX_EPOCH);
     let (now_s, start_s) = (rfc3339(now), rfc3339(start));
+    let kept = |e: &Event| matches!(e.kind.as_str(), "rollout-end" | "rollout-pause");
     let events = match &control.store {
-        Some(store) => events_since(store.as_ref(), &start_s)?,
+        Some(store) => events_since(store.as_ref(), &start_s, kept)?,
         None => Vec::new(),
     };
     let mut deployments = Vec::new();
@@ -54,10 +55,11 @@ pub async fn build(control: &Control, since: Duration) -> Result<Report, crate::
     Ok(Report { generated: now_s, since: start_s, period_days, environments: vec![env] })
 }
 
-/// The events from the first at or after `since` on, oldest first. Events
-/// are stored in time order (RFC 3339 in UTC with milliseconds, which sort
-/// as text), so the first is found by bisection over sequence numbers.
-fn events_since(store: &dyn Store, since: &str) -> Result<Vec<Event>, crate::Error> {
+/// The events `kept` from the first at or after `since` on, oldest first
+/// (the rest are read a page at a time and dropped). Events are stored in
+/// time order (RFC 3339 in UTC with milliseconds, which sort as text), so
+/// the first is found by bisection over sequence numbers.
+fn events_since(store: &dyn Store, since: &str, kept: impl Fn(&Event) -> bool) -> Result<Vec<Event>, crate::Error> {
     let Some(last) = store.last_events(1)?.pop() else { return Ok(Vec::new()) };
     if last.time.as_str() < since {
         return Ok(Vec::new());
@@ -82,7 +84,7 @@ fn events_since(store: &dyn Store, since: &str) -> Result<Vec<Event>, crate::Err
         let Some(tail) = page.last() else { break };
         after = tail.seq;
         let full = page.len() == PAGE;
-        out.extend(page);
+        out.extend(page.into_iter().filter(|e| kept(e)));
         if !full {
             break;
         }

@@ -41,6 +41,9 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     };
     let mut reports = Vec::new();
     for admin in &args.admins {
+        if admin.starts_with("https://") {
+            anyhow::bail!("{admin}: the CLI speaks plain HTTP to admin APIs (reach a remote one through a tunnel)");
+        }
         let addr = admin.trim().trim_start_matches("http://").trim_end_matches('/').to_owned();
         let c = Client { addr, token: token.clone(), actor: None };
         let body = c
