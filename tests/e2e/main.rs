@@ -24,3 +24,4 @@ mod split;
 mod streaming;
 mod suspension;
 mod upgrade;
+mod upstreams;

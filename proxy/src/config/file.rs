@@ -254,6 +254,31 @@ pub(crate) struct FilePool {
     pub lb: Option<LbKind>,
     pub health_check: Option<FileHealthCheck>,
     pub outlier: Option<FileOutlier>,
+    pub protocol: Option<Protocol>,
+    pub tls: Option<Spanned<FileUpstreamTls>>,
+}
+
+/// How a pool's endpoints are spoken to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1, a connection per request in flight (pooled).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`): one connection per endpoint, multiplexed.
+    H2,
+    /// HTTP/2 without TLS, by prior knowledge.
+    H2c,
+}
+
+/// TLS to a pool's endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileUpstreamTls {
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 /// Load-balancing algorithm within a pool.

@@ -17,7 +17,7 @@ mod units;
 pub use server::*;
 pub use service::*;
 
-pub use file::LbKind;
+pub use file::{LbKind, Protocol};
 pub use fleet::{EtcdTls, FleetConfig};
 pub use run_time::{weights_for, PoolSet, PoolSets, RunTime, WeightMap};
 
@@ -232,7 +232,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, Error> {
     let listeners = validate_listeners(file.listeners, base)?;
     let plugins = validate_plugins(file.plugins, base)?;
     let plugin_names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
-    let services = validate_services(file.services, &plugin_names)?;
+    let services = validate_services(file.services, &plugin_names, base)?;
     let admin = match file.admin {
         None => None,
         Some(a) => Some(validate_admin(a, base)?),
@@ -308,7 +308,11 @@ fn validate_listeners(list: Spanned<Vec<FileListener>>, base: &Path) -> Result<V
     Ok(listeners)
 }
 
-fn validate_services(list: Spanned<Vec<FileService>>, plugin_names: &[&str]) -> Result<Vec<ServiceConfig>, Error> {
+fn validate_services(
+    list: Spanned<Vec<FileService>>,
+    plugin_names: &[&str],
+    base: &Path,
+) -> Result<Vec<ServiceConfig>, Error> {
     let mut services = Vec::new();
     let mut names = HashSet::new();
     let mut routes = HashSet::new();
@@ -321,7 +325,7 @@ fn validate_services(list: Spanned<Vec<FileService>>, plugin_names: &[&str]) -> 
                 format!("duplicate service name `{}`", s.name.value),
             ));
         }
-        let svc = validate_service(s, &p, plugin_names)?;
+        let svc = validate_service(s, &p, plugin_names, base)?;
         if !routes.insert((svc.host.clone(), svc.path_prefix.clone())) {
             return Err(Error::Config(format!(
                 "config: {p}.match: service `{}` has the same host and path_prefix as an earlier service",

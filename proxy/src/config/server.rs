@@ -136,18 +136,30 @@ pub(super) fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {
     })
 }
 
+/// A file the config names, relative to the config's folder; it must exist.
+pub(super) fn existing_file(f: &Spanned<String>, base: &Path, field: String) -> Result<std::path::PathBuf, Error> {
+    let path = base.join(&f.value);
+    if !path.is_file() {
+        return Err(fail(field, &f.referenced, format!("no such file {}", path.display())));
+    }
+    Ok(path)
+}
+
+/// A certificate and its key, both existing files (`{p}.cert`, `{p}.key`).
+pub(super) fn cert_files(
+    cert: &Spanned<String>,
+    key: &Spanned<String>,
+    base: &Path,
+    p: &str,
+) -> Result<CertFiles, Error> {
+    Ok(CertFiles {
+        cert: existing_file(cert, base, format!("{p}.cert"))?,
+        key: existing_file(key, base, format!("{p}.key"))?,
+    })
+}
+
 pub(super) fn validate_tls(t: FileTls, base: &Path, p: &str) -> Result<TlsConfig, Error> {
-    let files = |cert: Spanned<String>, key: Spanned<String>, p: &str| -> Result<CertFiles, Error> {
-        let cert_path = base.join(&cert.value);
-        let key_path = base.join(&key.value);
-        if !cert_path.is_file() {
-            return Err(fail(format!("{p}.cert"), &cert.referenced, format!("no such file {}", cert_path.display())));
-        }
-        if !key_path.is_file() {
-            return Err(fail(format!("{p}.key"), &key.referenced, format!("no such file {}", key_path.display())));
-        }
-        Ok(CertFiles { cert: cert_path, key: key_path })
-    };
+    let files = |cert: Spanned<String>, key: Spanned<String>, p: &str| cert_files(&cert, &key, base, p);
     let default = files(t.cert, t.key, p)?;
     let mut sni = Vec::new();
     for (i, c) in t.sni.into_iter().enumerate() {

@@ -62,6 +62,23 @@ pub struct PoolConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Passive health (outlier ejection).
     pub outlier: OutlierConfig,
+    /// HTTP/1.1, HTTP/2 over TLS, or HTTP/2 without TLS.
+    pub protocol: Protocol,
+    /// TLS to the endpoints, when on.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to a pool's endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamTls {
+    /// The CA certificates (PEM) endpoints' certificates must chain to;
+    /// `None`: the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// The name sent by SNI and verified in the endpoints' certificates
+    /// (default: the first endpoint's host as written).
+    pub server_name: String,
+    /// A client certificate for endpoints that ask for one (mTLS).
+    pub client: Option<super::CertFiles>,
 }
 
 /// What a pool runs, as the release tooling says: all optional, free text
@@ -186,7 +203,12 @@ pub struct FlagCondition {
     pub variant: Option<String>,
 }
 
-pub(super) fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Result<ServiceConfig, Error> {
+pub(super) fn validate_service(
+    s: FileService,
+    p: &str,
+    plugins: &[&str],
+    base: &std::path::Path,
+) -> Result<ServiceConfig, Error> {
     if let Some(r) = &s.rollout {
         if let Some(pol) = r.value.analysis.as_ref().and_then(|a| a.policy.as_ref()) {
             if !plugins.contains(&pol.plugin.value.as_str()) {
@@ -203,7 +225,7 @@ pub(super) fn validate_service(s: FileService, p: &str, plugins: &[&str]) -> Res
     let mut pools = Vec::new();
     for (name, fp) in s.pools.value {
         let pp = format!("{p}.pools.{name}");
-        pools.push(validate_pool(name, fp, &pp)?);
+        pools.push(validate_pool(name, fp, &pp, base)?);
     }
     let split = validate_split(s.split.unwrap_or_default(), &pool_names, plugins, p)?;
     Ok(ServiceConfig {
@@ -359,7 +381,7 @@ fn validate_rule(r: FileRule, rp: &str, pool_names: &[String], plugins: &[&str])
     })
 }
 
-pub(super) fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolConfig, Error> {
+pub(super) fn validate_pool(name: String, fp: FilePool, p: &str, base: &std::path::Path) -> Result<PoolConfig, Error> {
     if fp.endpoints.value.is_empty() {
         return Err(fail(format!("{p}.endpoints"), &fp.endpoints.referenced, "at least one endpoint is required"));
     }
@@ -405,7 +427,48 @@ pub(super) fn validate_pool(name: String, fp: FilePool, p: &str) -> Result<PoolC
             max_ejection: o.max_ejection.map_or(d.max_ejection, |v| v.0),
         },
     };
-    Ok(PoolConfig { name, endpoints, release, lb: fp.lb.unwrap_or_default(), health_check, outlier })
+    let protocol = fp.protocol.unwrap_or_default();
+    let first_host = fp.endpoints.value[0].value.rsplit_once(':').map_or("", |(h, _)| h);
+    let tls = fp.tls.map(|t| validate_upstream_tls(t, first_host, base, p)).transpose()?;
+    match (protocol, &tls) {
+        (Protocol::H2, None) => {
+            let msg = "h2 is HTTP/2 over TLS: add `tls` (or use `h2c`, HTTP/2 without TLS)";
+            return Err(fail(format!("{p}.protocol"), &fp.endpoints.referenced, msg));
+        }
+        (Protocol::H2c, Some(_)) => {
+            let msg = "h2c is HTTP/2 without TLS: use `h2` with `tls`";
+            return Err(fail(format!("{p}.protocol"), &fp.endpoints.referenced, msg));
+        }
+        _ => {}
+    }
+    Ok(PoolConfig { name, endpoints, release, lb: fp.lb.unwrap_or_default(), health_check, outlier, protocol, tls })
+}
+
+fn validate_upstream_tls(
+    t: Spanned<FileUpstreamTls>,
+    first_host: &str,
+    base: &std::path::Path,
+    p: &str,
+) -> Result<UpstreamTls, Error> {
+    let (at, t) = (t.referenced, t.value);
+    let ca = t.ca.as_ref().map(|f| super::server::existing_file(f, base, format!("{p}.tls.ca"))).transpose()?;
+    let client = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some(super::server::cert_files(c, k, base, &format!("{p}.tls"))?),
+        (None, None) => None,
+        _ => return Err(fail(format!("{p}.tls"), &at, "a client certificate needs both `cert` and `key`")),
+    };
+    let (name, name_at) = match &t.server_name {
+        Some(n) => (n.value.clone(), n.referenced),
+        None => (first_host.trim_start_matches('[').trim_end_matches(']').to_owned(), at),
+    };
+    if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+        return Err(fail(
+            format!("{p}.tls.server_name"),
+            &name_at,
+            format!("`{name}` is not a host name or IP address"),
+        ));
+    }
+    Ok(UpstreamTls { ca, server_name: name, client })
 }
 
 pub(super) fn parse_host(h: &str) -> Result<HostMatch, String> {

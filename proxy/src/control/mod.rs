@@ -489,6 +489,14 @@ pub fn check(config: &Config) -> Result<(), crate::Error> {
             crate::data::tls::server_config(t).map_err(|e| crate::Error::Tls(format!("listener `{}`: {e}", l.name)))?;
         }
     }
+    for s in &config.services {
+        for p in &s.pools {
+            if let Some(t) = &p.tls {
+                crate::data::tls::upstream_client(t, p.protocol)
+                    .map_err(|e| crate::Error::Tls(format!("service `{}`, pool `{}`: {e}", s.name, p.name)))?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -20,9 +20,10 @@
 
 use super::ProxyBody;
 use super::Shared;
+use crate::config::Protocol;
 use crate::data::body::{BodyError, Upload};
 use crate::data::headers::{self, ClientConn, X_SWITCHYARD_ERROR, X_SWITCHYARD_POOL};
-use crate::data::pool::{Lease, Pool};
+use crate::data::pool::{ConnectError, Lease, Pool};
 use crate::data::snapshot::Service;
 use crate::data::split::{AssignedBy, RequestView};
 use crate::error::ErrorClass;
@@ -180,15 +181,21 @@ async fn proxy(
     let uri = upstream_uri(&parts.uri, &path);
     drop(path);
     parts.uri = uri;
+    // gRPC asks for trailers: an HTTP/2 upstream hears that too.
+    let te_trailers = parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     headers::to_upstream(&mut parts.headers, flags, authority.as_deref(), conn);
-    parts.version = Version::HTTP_11;
-    // hyper sends no body for a GET or HEAD of unknown length unless told to:
-    // the upstream must get the body the client sent.
-    if !body.is_end_stream()
-        && !parts.headers.contains_key(header::CONTENT_LENGTH)
-        && matches!(parts.method, Method::GET | Method::HEAD)
-    {
-        parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    if pool.config.protocol == Protocol::Http1 {
+        parts.version = Version::HTTP_11;
+        // hyper sends no body for a GET or HEAD of unknown length unless told to:
+        // the upstream must get the body the client sent.
+        if !body.is_end_stream()
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+            && matches!(parts.method, Method::GET | Method::HEAD)
+        {
+            parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+    } else {
+        to_h2(&mut parts, pool.endpoints[0].dialer.scheme(), te_trailers);
     }
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
     let (body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
@@ -226,7 +233,13 @@ async fn forward(
         let (mut sender, fresh) = match endpoint.checkout(service.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(error = %e, "upstream connect failed");
+                // TLS that cannot work (an unknown CA, a wrong name, no h2) is
+                // a setup problem worth a warning; refused connects are not.
+                if matches!(e, ConnectError::Tls(..) | ConnectError::NoH2(..)) {
+                    tracing::warn!(service = %service.name, pool = %pool.name, error = %e, "upstream TLS failed");
+                } else {
+                    tracing::debug!(error = %e, "upstream connect failed");
+                }
                 pool.report(i, false);
                 if retry_connect_left && pool.endpoints.len() > 1 {
                     retry_connect_left = false;
@@ -286,6 +299,22 @@ async fn upstream_deadline<F: std::future::Future>(
                 }
             }
         }
+    }
+}
+
+/// An HTTP/1.1-shaped upstream request as HTTP/2 wants it: the Host in the
+/// URI's authority, the scheme given, and `te: trailers` if the client asked.
+fn to_h2(parts: &mut http::request::Parts, scheme: &'static str, te_trailers: bool) {
+    parts.version = Version::HTTP_2;
+    let host = parts.headers.remove(header::HOST);
+    let authority = host.as_ref().and_then(|h| h.to_str().ok()).and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(if scheme == "https" { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
+    uri.authority = authority.or_else(|| Some(http::uri::Authority::from_static("upstream")));
+    uri.path_and_query = uri.path_and_query.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+    parts.uri = Uri::from_parts(uri).unwrap_or_default();
+    if te_trailers {
+        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 

@@ -108,11 +108,11 @@ impl Snapshot {
                         let same = |p: &Pool| crate::config::PoolConfig { release: pc.release.clone(), ..p.config.clone() } == *pc;
                         let reused = old.and_then(|o| o.pools.iter().find(|p| p.name == pc.name && same(p)));
                         match reused {
-                            Some(p) => p.clone(),
-                            None => Arc::new(Pool::new(pc, cfg.server.workers, stats.slot(&s.name, &pc.name))),
+                            Some(p) => Ok(p.clone()),
+                            None => Pool::new(pc, cfg.server.workers, stats.slot(&s.name, &pc.name)).map(Arc::new),
                         }
                     })
-                    .collect();
+                    .collect::<Result<Vec<_>, Error>>()?;
                 let mut from_api = false;
                 if let Some(map) = overrides.weights.get(&s.name) {
                     let names: Vec<String> = s.pools.iter().map(|p| p.name.clone()).collect();

@@ -1,8 +1,11 @@
-//! TLS for listeners: rustls (ring provider), ALPN `h2` and `http/1.1`, and a
-//! certificate chosen by SNI — an exact name first, then the longest `*.`
-//! wildcard, then the listener's default certificate.
+//! TLS with rustls (ring provider). For listeners: ALPN `h2` and
+//! `http/1.1`, and a certificate chosen by SNI — an exact name first, then
+//! the longest `*.` wildcard, then the listener's default certificate. To
+//! upstreams: a client per pool (so sessions resume across its
+//! connections), trusting a CA file or the system's roots, with ALPN for
+//! the pool's protocol and an optional client certificate.
 
-use crate::config::{CertFiles, TlsConfig};
+use crate::config::{CertFiles, Protocol, TlsConfig, UpstreamTls};
 use crate::error::Error;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -36,6 +39,65 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Error
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The TLS client of a pool's endpoints.
+pub fn upstream_client(t: &UpstreamTls, protocol: Protocol) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let roots = match &t.ca {
+        Some(ca) => Arc::new(roots_from(ca).map_err(|e| Error::Tls(format!("tls.ca: {e}")))?),
+        None => system_roots(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(format!("tls: {e}")))?
+        .with_root_certificates(roots);
+    let mut config = match &t.client {
+        None => builder.with_no_client_auth(),
+        Some(files) => {
+            let key = load(files, &provider)?;
+            builder
+                .with_client_auth_cert(
+                    key.cert.clone(),
+                    PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+                        Error::Tls(format!("tls: cannot read a private key from {}: {e}", files.key.display()))
+                    })?,
+                )
+                .map_err(|e| Error::Tls(format!("tls.cert: {e}")))?
+        }
+    };
+    config.alpn_protocols = match protocol {
+        Protocol::H2 => vec![b"h2".to_vec()],
+        Protocol::Http1 | Protocol::H2c => vec![b"http/1.1".to_vec()],
+    };
+    Ok(Arc::new(config))
+}
+
+/// The system's trusted roots, read once.
+pub fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// The CA certificates in a PEM file, as roots.
+pub fn roots_from(ca: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", ca.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", ca.display()));
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    Ok(roots)
 }
 
 fn load(files: &CertFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, Error> {

@@ -10,10 +10,9 @@ use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use rustls::pki_types::ServerName;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -101,31 +100,15 @@ where
 }
 
 /// The TLS client for `https://` receivers: trusting `ca` (read at each
-/// delivery, so a renewed file takes effect), else the system's roots (read once).
+/// delivery, so a renewed file takes effect), else the system's roots.
 fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    static SYSTEM: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    let build = |roots: rustls::RootCertStore| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|e| e.to_string())
+    let roots = match ca {
+        Some(ca) => Arc::new(crate::data::tls::roots_from(ca).map_err(|e| format!("webhooks.ca_file {e}"))?),
+        None => crate::data::tls::system_roots(),
     };
-    let Some(ca) = ca else {
-        return SYSTEM
-            .get_or_init(|| {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-                build(roots)
-            })
-            .clone();
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("webhooks.ca_file {}: {e}", PathBuf::from(ca).display()))?;
-    for cert in certs {
-        roots.add(cert).map_err(|e| format!("webhooks.ca_file {}: {e}", ca.display()))?;
-    }
-    build(roots)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+        .map_err(|e| e.to_string())
 }

@@ -1,24 +1,74 @@
-//! Upstream connections of one endpoint: HTTP/1.1 with keep-alive.
+//! Upstream connections of one endpoint: HTTP/1.1 with keep-alive, or one
+//! multiplexed HTTP/2 connection; over TCP, or TLS.
 //!
-//! Each worker thread keeps its own idle connections in a bounded queue, so a
-//! connection is only ever used on the thread that drives it. A request takes
-//! one (skipping any the upstream closed or that idled too long) or dials a
-//! new one; the response body puts it back when the exchange ended cleanly
-//! (see [`Lease`](super::Lease)). A full queue drops the extra connection. Off
-//! the worker threads nothing is pooled.
+//! Each worker thread keeps its own connections in a bounded queue, so a
+//! connection is only ever used on the thread that drives it. HTTP/1.1: a
+//! request takes an idle one (skipping any the upstream closed or that
+//! idled too long) or dials a new one; the response body puts it back when
+//! the exchange ended cleanly (see [`Lease`](super::Lease)); a full queue
+//! drops the extra connection. HTTP/2: the worker's one connection is
+//! shared by all its requests until it closes. Off the worker threads
+//! nothing is pooled.
 
+use crate::config::Protocol;
 use crate::data::body::ProxyBody;
 use crossbeam_queue::ArrayQueue;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// The body of requests to upstreams.
+type Body = ProxyBody<super::Lease>;
+
 /// The sending half of one upstream connection.
-pub type Sender = http1::SendRequest<ProxyBody<super::Lease>>;
+pub enum Sender {
+    /// An HTTP/1.1 connection: one exchange at a time.
+    H1(http1::SendRequest<Body>),
+    /// An HTTP/2 connection (or a handle on it): many at once.
+    H2(http2::SendRequest<Body>),
+}
+
+impl Sender {
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Waits until the connection can take a request.
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    /// Sends `req`; a request the connection never wrote comes back in the error.
+    pub async fn try_send_request(
+        &mut self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
+
+    /// Whether requests go as HTTP/2 (absolute URI, no connection headers).
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+}
 
 /// Most idle connections kept per endpoint.
 const MAX_IDLE: usize = 512;
@@ -49,35 +99,179 @@ pub enum ConnectError {
     /// TCP connect did not finish within the connect timeout.
     #[error("connect to {0}: timed out")]
     Timeout(SocketAddr),
-    /// The HTTP/1 handshake failed.
+    /// The TLS handshake failed (an unknown CA, a wrong name, ...).
+    #[error("TLS handshake with {0} (as {1}): {2}")]
+    Tls(SocketAddr, String, std::io::Error),
+    /// The endpoint does not speak HTTP/2 over TLS (no `h2` by ALPN).
+    #[error("{0} did not agree to HTTP/2 (ALPN offered h2, it chose {1})")]
+    NoH2(SocketAddr, String),
+    /// The HTTP handshake failed.
     #[error("handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
 }
 
-/// Idle connections of one endpoint, one queue per worker.
+/// How a pool's connections are made: its protocol, and its TLS client.
+pub struct Dialer {
+    protocol: Protocol,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.tls.as_ref().map(|(_, n)| n.to_str());
+        f.debug_struct("Dialer").field("protocol", &self.protocol).field("tls_name", &name).finish()
+    }
+}
+
+impl Dialer {
+    /// A dialer for `protocol`, over TLS when `tls` gives the client and name.
+    pub fn new(protocol: Protocol, tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>) -> Self {
+        Self { protocol, tls: tls.map(|(c, n)| (tokio_rustls::TlsConnector::from(c), n)) }
+    }
+
+    /// HTTP/2: one connection per worker carries every request.
+    pub(super) fn multiplexed(&self) -> bool {
+        self.protocol != Protocol::Http1
+    }
+
+    /// `https` over TLS, else `http`: the scheme of HTTP/2 requests' URIs.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Dials `addr`: TCP, TLS if configured, then the HTTP handshake; spawns
+    /// the connection's driver.
+    pub(crate) async fn connect(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+        let deadline = Instant::now() + connect_timeout;
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
+            Err(_) => return Err(ConnectError::Timeout(addr)),
+        };
+        let _ = stream.set_nodelay(true);
+        let Some((connector, name)) = &self.tls else {
+            return self.handshake(addr, TokioIo::new(stream)).await;
+        };
+        let tls = match tokio::time::timeout_at(deadline, connector.connect(name.clone(), stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnectError::Tls(addr, name.to_str().into_owned(), e)),
+            Err(_) => return Err(ConnectError::Timeout(addr)),
+        };
+        if self.protocol == Protocol::H2 && tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            let chose =
+                tls.get_ref().1.alpn_protocol().map_or("none".into(), |p| String::from_utf8_lossy(p).into_owned());
+            return Err(ConnectError::NoH2(addr, chose));
+        }
+        self.handshake(addr, TokioIo::new(tls)).await
+    }
+
+    async fn handshake<T>(&self, addr: SocketAddr, io: TokioIo<T>) -> Result<Sender, ConnectError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let failed = |e| ConnectError::Handshake(addr, e);
+        if self.multiplexed() {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .handshake(io)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
+                }
+            });
+            return Ok(Sender::H2(sender));
+        }
+        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(failed)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// Connections of one endpoint, one queue per worker: idle HTTP/1.1 ones,
+/// or the one HTTP/2 connection.
 #[derive(Debug)]
 pub(super) struct Idle {
     per_worker: Box<[ArrayQueue<(Sender, Instant)>]>,
+    /// HTTP/2: held (by one worker's tasks only) while that worker dials,
+    /// so requests arriving meanwhile share the new connection rather than
+    /// each dialling one. Never taken once the connection is up.
+    dialing: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_h2() { "Sender::H2" } else { "Sender::H1" })
+    }
 }
 
 impl Idle {
-    pub(super) fn new(workers: usize) -> Self {
-        Self { per_worker: (0..workers).map(|_| ArrayQueue::new(MAX_IDLE)).collect() }
+    pub(super) fn new(workers: usize, multiplexed: bool) -> Self {
+        let size = if multiplexed { 1 } else { MAX_IDLE };
+        let dialing = if multiplexed { workers } else { 0 };
+        Self {
+            per_worker: (0..workers).map(|_| ArrayQueue::new(size)).collect(),
+            dialing: (0..dialing).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
     }
 
     fn queue(&self) -> Option<&ArrayQueue<(Sender, Instant)>> {
         worker_index().and_then(|i| self.per_worker.get(i))
     }
 
+    /// This worker's HTTP/2 connection, if it has a live one: a handle on it.
+    fn shared_h2(queue: &ArrayQueue<(Sender, Instant)>) -> Option<Sender> {
+        while let Some((sender, since)) = queue.pop() {
+            if let Sender::H2(shared) = &sender {
+                if !shared.is_closed() {
+                    let handle = Sender::H2(shared.clone());
+                    // It stays in the queue for the next request.
+                    let _ = queue.push((sender, since));
+                    return Some(handle);
+                }
+            }
+        }
+        None
+    }
+
     /// A ready connection, and whether it was newly dialled.
     pub(super) async fn checkout(
         &self,
+        dialer: &Dialer,
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<(Sender, bool), ConnectError> {
         let Some(queue) = self.queue() else {
-            return connect(addr, connect_timeout).await.map(|s| (s, true));
+            return dialer.connect(addr, connect_timeout).await.map(|s| (s, true));
         };
+        if dialer.multiplexed() {
+            if let Some(h) = Self::shared_h2(queue) {
+                return Ok((h, false));
+            }
+            let Some(dialing) = worker_index().and_then(|i| self.dialing.get(i)) else {
+                return dialer.connect(addr, connect_timeout).await.map(|s| (s, true));
+            };
+            let _dialing = dialing.lock().await;
+            // Dialled by another request of this worker while this one waited.
+            if let Some(h) = Self::shared_h2(queue) {
+                return Ok((h, false));
+            }
+            let sender = dialer.connect(addr, connect_timeout).await?;
+            if let Sender::H2(shared) = &sender {
+                let _ = queue.push((Sender::H2(shared.clone()), Instant::now()));
+            }
+            return Ok((sender, true));
+        }
         while let Some((mut sender, since)) = queue.pop() {
             if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
                 continue;
@@ -88,31 +282,14 @@ impl Idle {
                 return Ok((sender, false));
             }
         }
-        connect(addr, connect_timeout).await.map(|s| (s, true))
+        dialer.connect(addr, connect_timeout).await.map(|s| (s, true))
     }
 
     pub(super) fn checkin(&self, sender: Sender) {
-        if let (Some(queue), false) = (self.queue(), sender.is_closed()) {
+        // An HTTP/2 handle goes: its connection is in the queue already.
+        if let (Some(queue), false, false) = (self.queue(), sender.is_closed(), sender.is_h2()) {
             // A full queue drops the connection, which closes it.
             let _ = queue.push((sender, Instant::now()));
         }
     }
-}
-
-/// Dials a new HTTP/1.1 connection (upgrades allowed) and spawns its driver.
-pub(crate) async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-        Err(_) => return Err(ConnectError::Timeout(addr)),
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) =
-        http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|e| ConnectError::Handshake(addr, e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
-        }
-    });
-    Ok(sender)
 }

@@ -4,7 +4,7 @@
 //! `healthy_threshold` passes in a row mark it healthy again. The tasks run
 //! on the control path; the request path only reads the resulting flag.
 
-use super::{conn, Endpoint};
+use super::Endpoint;
 use crate::config::HealthCheckConfig;
 use crate::data::body::ProxyBody;
 use http::{header, Request};
@@ -39,16 +39,18 @@ pub(super) fn spawn(endpoint: Arc<Endpoint>, cfg: HealthCheckConfig) -> JoinHand
 }
 
 async fn probe(endpoint: &Endpoint, path: &str) -> bool {
-    let Ok(mut sender) = conn::connect(endpoint.addr, std::time::Duration::from_secs(5)).await else {
+    let Ok(mut sender) = endpoint.dialer.connect(endpoint.addr, std::time::Duration::from_secs(5)).await else {
         return false;
     };
-    let Ok(req) = Request::get(path)
-        .header(header::HOST, endpoint.addr.to_string())
-        .header(header::USER_AGENT, "switchyard-health-check")
-        .header(header::CONNECTION, "close")
-        .body(ProxyBody::<super::Lease>::empty())
+    // HTTP/2 takes the authority in the URI and no connection headers.
+    let req = if sender.is_h2() {
+        Request::get(format!("{}://{}{path}", endpoint.dialer.scheme(), endpoint.addr))
+    } else {
+        Request::get(path).header(header::HOST, endpoint.addr.to_string()).header(header::CONNECTION, "close")
+    };
+    let Ok(req) = req.header(header::USER_AGENT, "switchyard-health-check").body(ProxyBody::<super::Lease>::empty())
     else {
         return false;
     };
-    matches!(sender.send_request(req).await, Ok(resp) if resp.status().is_success())
+    matches!(sender.try_send_request(req).await, Ok(resp) if resp.status().is_success())
 }

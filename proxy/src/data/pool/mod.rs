@@ -11,7 +11,7 @@
 mod conn;
 pub mod health;
 
-pub use conn::{enter_worker, ConnectError, Sender};
+pub use conn::{enter_worker, ConnectError, Dialer, Sender};
 
 use crate::data::body::Release;
 
@@ -52,21 +52,35 @@ pub struct Endpoint {
     ejections: AtomicU32,
     active_healthy: AtomicBool,
     idle: conn::Idle,
+    /// How its connections are made (shared by the pool's endpoints).
+    pub dialer: Arc<Dialer>,
 }
 
 // === impl Pool ===
 
 impl Pool {
-    /// Builds a pool and starts its active health checks, if configured.
-    /// Must be called inside a tokio runtime when health checks are configured.
-    pub fn new(cfg: &PoolConfig, workers: usize, stats_slot: usize) -> Self {
+    /// Builds a pool (loading its TLS files) and starts its active health
+    /// checks, if configured. Must be called inside a tokio runtime when
+    /// health checks are configured.
+    pub fn new(cfg: &PoolConfig, workers: usize, stats_slot: usize) -> Result<Self, crate::Error> {
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => {
+                let client = crate::data::tls::upstream_client(t, cfg.protocol)
+                    .map_err(|e| crate::Error::Tls(format!("pool `{}`: {e}", cfg.name)))?;
+                let name = rustls::pki_types::ServerName::try_from(t.server_name.clone())
+                    .map_err(|e| crate::Error::Tls(format!("pool `{}`: tls.server_name: {e}", cfg.name)))?;
+                Some((client, name))
+            }
+        };
+        let dialer = Arc::new(Dialer::new(cfg.protocol, tls));
         let endpoints: Box<[Arc<Endpoint>]> =
-            cfg.endpoints.iter().map(|a| Arc::new(Endpoint::new(*a, workers))).collect();
+            cfg.endpoints.iter().map(|a| Arc::new(Endpoint::new(*a, workers, dialer.clone()))).collect();
         let checks = match &cfg.health_check {
             Some(hc) => endpoints.iter().map(|e| health::spawn(e.clone(), hc.clone())).collect(),
             None => Vec::new(),
         };
-        Self {
+        Ok(Self {
             name: cfg.name.clone(),
             config: cfg.clone(),
             stats_slot,
@@ -75,7 +89,7 @@ impl Pool {
             next: AtomicUsize::new(0),
             outlier: cfg.outlier.clone(),
             checks,
-        }
+        })
     }
 
     /// Picks an available endpoint, never `exclude`; `None` when none is available.
@@ -147,15 +161,16 @@ impl Drop for Pool {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn new(addr: SocketAddr, workers: usize) -> Self {
+    fn new(addr: SocketAddr, workers: usize, dialer: Arc<Dialer>) -> Self {
         Self {
             addr,
+            idle: conn::Idle::new(workers, dialer.multiplexed()),
+            dialer,
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             active_healthy: AtomicBool::new(true),
-            idle: conn::Idle::new(workers),
         }
     }
 
@@ -183,7 +198,7 @@ impl Endpoint {
 
     /// Connects or reuses an idle connection.
     pub async fn checkout(&self, connect_timeout: Duration) -> Result<(Sender, bool), ConnectError> {
-        self.idle.checkout(self.addr, connect_timeout).await
+        self.idle.checkout(&self.dialer, self.addr, connect_timeout).await
     }
 
     /// Returns a connection whose exchange ended cleanly to the idle set.
@@ -248,10 +263,13 @@ mod tests {
                     base_ejection: Duration::from_secs(10),
                     max_ejection: Duration::from_secs(60),
                 },
+                protocol: crate::config::Protocol::Http1,
+                tls: None,
             },
             1,
             0,
         )
+        .unwrap()
     }
 
     #[test]
