@@ -11,6 +11,7 @@ mod faults;
 mod flagd_reference;
 mod flags;
 mod fleet;
+mod grpc;
 mod hardening;
 mod lifecycle;
 mod packaging;

@@ -62,6 +62,10 @@ pub struct Upload {
 pub trait Release: Send + 'static {
     /// The exchange ended cleanly.
     fn release(self);
+    /// The body's trailers arrived (they also go on to the client).
+    fn trailers(&mut self, _trailers: &http::HeaderMap) {}
+    /// The body failed before its end (reset, stalled); dropped next.
+    fn fail(&mut self) {}
 }
 
 /// The body of every request and response the proxy sends; `L` is what a
@@ -191,7 +195,7 @@ impl<L: Release> Stream<L> {
                 }
             }
             ready!(sleep.as_mut().poll(cx));
-            self.lease = None;
+            self.fail();
             return Poll::Ready(Some(Err(BodyError::IdleTimeout.into())));
         };
         self.armed = false;
@@ -207,6 +211,9 @@ impl<L: Release> Stream<L> {
                     }
                     *remaining -= len;
                 }
+                if let (Some(lease), Some(t)) = (&mut self.lease, frame.trailers_ref()) {
+                    lease.trailers(t);
+                }
                 // A body of known length ends with its last byte; the reader
                 // may never poll again, so hand the connection back now.
                 if self.inner.is_end_stream() {
@@ -215,7 +222,7 @@ impl<L: Release> Stream<L> {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                self.lease = None;
+                self.fail();
                 match self.upload {
                     Some(_) => Poll::Ready(Some(Err(client_fault(&e).into()))),
                     None => Poll::Ready(Some(Err(e.into()))),
@@ -232,6 +239,13 @@ impl<L: Release> Stream<L> {
     fn finish(&mut self) {
         if let Some(lease) = self.lease.take() {
             lease.release();
+        }
+    }
+
+    /// The exchange failed: the connection goes with the body.
+    fn fail(&mut self) {
+        if let Some(mut lease) = self.lease.take() {
+            lease.fail();
         }
     }
 }

@@ -22,6 +22,7 @@ use super::ProxyBody;
 use super::Shared;
 use crate::config::Protocol;
 use crate::data::body::{BodyError, Upload};
+use crate::data::grpc;
 use crate::data::headers::{self, ClientConn, X_SWITCHYARD_ERROR, X_SWITCHYARD_POOL};
 use crate::data::pool::{ConnectError, Lease, Pool};
 use crate::data::snapshot::Service;
@@ -46,7 +47,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ClientConn>, req: Request<Inc
         done: false,
     };
     let version = req.version();
-    let resp = match proxy(&shared, &conn, req, &mut exchange.log).await {
+    let resp = match proxy(&shared, &conn, req, &mut exchange.log, exchange.start).await {
         Ok(resp) => resp,
         Err(class) => {
             exchange.log.error = Some(class);
@@ -72,11 +73,11 @@ impl Exchange<'_> {
     fn end(&mut self, status: u16) {
         self.done = true;
         let log = &self.log;
-        // Latency runs from the request's last byte: an upload's pace is the client's.
-        let from = log.upload.as_ref().and_then(|u| u.done_at()).map_or(self.start, |d| d.max(self.start));
-        let latency = from.elapsed();
-        if let (true, Some(slot)) = (self.shared.record_stats, log.stats_slot) {
-            stats::record(slot, latency, status, log.error);
+        // A gRPC answer with its status in the head is counted by that
+        // status; one with it in the trailers, when they arrive.
+        let counted = log.grpc_status.unwrap_or(status);
+        if let (true, Some(slot), false) = (self.shared.record_stats, log.stats_slot, log.deferred) {
+            stats::record(slot, log.latency(self.start), counted, log.error);
         }
         if self.shared.access_log {
             tracing::info!(
@@ -119,6 +120,17 @@ struct Log {
     error: Option<ErrorClass>,
     /// The request body's progress, when it has one.
     upload: Option<Arc<Upload>>,
+    /// A gRPC answer's status in its head, as the HTTP status it stands for.
+    grpc_status: Option<u16>,
+    /// Recorded when the response's trailers arrive, not at its head.
+    deferred: bool,
+}
+
+impl Log {
+    /// From the request's last byte (an upload's pace is the client's) to now.
+    fn latency(&self, start: Instant) -> Duration {
+        self.upload.as_ref().and_then(|u| u.done_at()).map_or(start, |d| d.max(start)).elapsed()
+    }
 }
 
 /// The phases in order; an error is the class of the proxy's own answer.
@@ -127,6 +139,7 @@ async fn proxy(
     conn: &ClientConn,
     mut req: Request<Incoming>,
     log: &mut Log,
+    start: Instant,
 ) -> Result<Response<ProxyBody>, ErrorClass> {
     let version = req.version();
     let client_upgrade = req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
@@ -198,16 +211,19 @@ async fn proxy(
         to_h2(&mut parts, pool.endpoints[0].dialer.scheme(), te_trailers);
     }
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
+    // A gRPC caller's deadline, when sooner than the service's timeout.
+    let timeout = grpc::timeout(&parts.headers).map_or(service.timeout, |t| t.min(service.timeout));
     let (body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
     log.upload = upload.clone();
 
     // 4. forward
     let (endpoint_index, resp, sender) =
-        forward(service, pool, Request::from_parts(parts, body), retry_connect, upload.as_deref(), log).await?;
+        forward(service, pool, Request::from_parts(parts, body), (retry_connect, timeout), upload.as_deref(), log)
+            .await?;
 
     // 5. respond
     let reply = Reply { service, pool_index, endpoint_index, flags, version, client_upgrade };
-    respond(shared, reply, resp, sender)
+    respond(shared, reply, resp, sender, (log, start))
 }
 
 /// Phase 4: picks an endpoint and sends, retrying once on another endpoint
@@ -217,7 +233,7 @@ async fn forward(
     service: &Service,
     pool: &Pool,
     mut req: Request<ProxyBody>,
-    retry_connect: bool,
+    (retry_connect, timeout): (bool, Duration),
     upload: Option<&Upload>,
     log: &mut Log,
 ) -> Result<(usize, Response<Incoming>, crate::data::pool::Sender), ErrorClass> {
@@ -249,7 +265,7 @@ async fn forward(
                 return Err(ErrorClass::UpstreamConnect);
             }
         };
-        match upstream_deadline(sender.try_send_request(req), service.timeout, upload).await {
+        match upstream_deadline(sender.try_send_request(req), timeout, upload).await {
             Ok(Ok(resp)) => return Ok((i, resp, sender)),
             Err(Elapsed) => {
                 pool.report(i, false);
@@ -335,6 +351,7 @@ fn respond(
     r: Reply<'_>,
     mut resp: Response<Incoming>,
     sender: crate::data::pool::Sender,
+    (log, start): (&mut Log, Instant),
 ) -> Result<Response<ProxyBody>, ErrorClass> {
     let pool = &r.service.pools[r.pool_index];
     let endpoint = pool.endpoints[r.endpoint_index].clone();
@@ -359,7 +376,18 @@ fn respond(
         tunnel(r.client_upgrade, upstream_upgrade, endpoint.addr);
         ProxyBody::empty()
     } else {
-        let lease = Lease::new(sender, &endpoint, pool.tracks_in_flight());
+        let mut outcome = None;
+        if grpc::is_grpc(&parts.headers) {
+            match grpc::status(&parts.headers) {
+                Some(code) => log.grpc_status = Some(grpc::as_http(code)),
+                None if shared.record_stats => {
+                    outcome = Some(grpc::Outcome::new(pool.stats_slot, log.latency(start)));
+                    log.deferred = true;
+                }
+                None => {}
+            }
+        }
+        let lease = Lease::new(sender, &endpoint, pool.tracks_in_flight(), outcome);
         ProxyBody::upstream(body, shared.server.body_idle_timeout, lease)
     };
     Ok(Response::from_parts(parts, body))

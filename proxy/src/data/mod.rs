@@ -17,6 +17,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod grpc;
 pub mod h2_guard;
 pub mod headers;
 pub mod listener;

@@ -215,18 +215,41 @@ pub struct Lease {
     sender: Sender,
     endpoint: Arc<Endpoint>,
     _in_flight: Option<InFlight>,
+    /// A gRPC call whose status the trailers will tell.
+    grpc: Option<crate::data::grpc::Outcome>,
 }
 
 impl Lease {
-    /// Lends `sender` of `endpoint`; `count` counts the request in flight.
-    pub fn new(sender: Sender, endpoint: &Arc<Endpoint>, count: bool) -> Self {
-        Self { sender, endpoint: endpoint.clone(), _in_flight: count.then(|| endpoint.in_flight_guard()) }
+    /// Lends `sender` of `endpoint`; `count` counts the request in flight;
+    /// `grpc`: the call to record when its trailers arrive.
+    pub fn new(
+        sender: Sender,
+        endpoint: &Arc<Endpoint>,
+        count: bool,
+        grpc: Option<crate::data::grpc::Outcome>,
+    ) -> Self {
+        Self { sender, endpoint: endpoint.clone(), _in_flight: count.then(|| endpoint.in_flight_guard()), grpc }
     }
 }
 
 impl Release for Lease {
-    fn release(self) {
+    fn release(mut self) {
+        if let Some(g) = &mut self.grpc {
+            g.ended();
+        }
         self.endpoint.checkin(self.sender);
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(g) = &mut self.grpc {
+            g.trailers(trailers);
+        }
+    }
+
+    fn fail(&mut self) {
+        if let Some(g) = &mut self.grpc {
+            g.failed();
+        }
     }
 }
 
