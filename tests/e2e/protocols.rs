@@ -113,9 +113,9 @@ async fn tls_with_alpn_and_sni() {
 const WS_UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_upgrade_tunnels_both_ways() {
-    let up = Upstream::start(|mut req| async move {
+/// A WebSocket upstream (HTTP/1.1) that echoes every byte once upgraded.
+async fn ws_echo() -> Upstream {
+    Upstream::start(|mut req| async move {
         if req.headers().get("upgrade").is_none() {
             return Response::new(full("no upgrade"));
         }
@@ -139,7 +139,12 @@ async fn websocket_upgrade_tunnels_both_ways() {
             .body(full(""))
             .unwrap()
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_tunnels_both_ways() {
+    let up = ws_echo().await;
     let proxy = Proxy::start(&config(&service("s", "", &[("p", &[up.addr])], ""))).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(WS_UPGRADE).await.unwrap();
@@ -162,6 +167,51 @@ async fn websocket_upgrade_tunnels_both_ways() {
     let seen = up.last();
     assert_eq!(seen.headers["upgrade"], "websocket");
     assert_eq!(seen.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    let up = ws_echo().await;
+    let proxy = Proxy::start(&config(&service("s", "", &[("p", &[up.addr])], ""))).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // One round trip, so the server's SETTINGS have arrived.
+    let (first, _) = client.send_request(Request::get("http://ws.test/").body(()).unwrap(), true).unwrap();
+    first.await.unwrap();
+    assert!(client.is_extended_connect_protocol_enabled(), "the proxy offers RFC 8441");
+    let mut req = Request::builder()
+        .method("CONNECT")
+        .uri("http://ws.test/chat")
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    req.extensions_mut().insert(h2::ext::Protocol::from("websocket"));
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "an HTTP/2 client's WebSocket is answered 200, not 101");
+    assert!(resp.headers().get("upgrade").is_none() && resp.headers().get("sec-websocket-accept").is_none());
+    let mut recv = resp.into_body();
+    for msg in [&b"ping over h2"[..], b"and again"] {
+        send.send_data(bytes::Bytes::copy_from_slice(msg), false).unwrap();
+        let mut back = Vec::new();
+        while back.len() < msg.len() {
+            let chunk = tokio::time::timeout(Duration::from_secs(3), recv.data()).await.unwrap().unwrap().unwrap();
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            back.extend_from_slice(&chunk);
+        }
+        assert_eq!(back, msg);
+    }
+    let seen = up.last();
+    assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("GET", "/chat"), "an HTTP/1.1 upgrade upstream");
+    assert_eq!(seen.headers["upgrade"], "websocket");
+    assert_eq!(seen.headers["sec-websocket-key"].len(), 24, "a fresh key, since an HTTP/2 client sends none");
+
+    // A CONNECT that is not a WebSocket is still refused.
+    let (resp, _) =
+        client.send_request(Request::builder().method("CONNECT").uri("ws.test:443").body(()).unwrap(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 405);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,7 +142,8 @@ async fn proxy(
     start: Instant,
 ) -> Result<Response<ProxyBody>, ErrorClass> {
     let version = req.version();
-    let client_upgrade = req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
+    let wants_tunnel = req.headers().contains_key(header::UPGRADE) || req.method() == Method::CONNECT;
+    let client_upgrade = wants_tunnel.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
     // 1. check
@@ -197,6 +198,11 @@ async fn proxy(
     // gRPC asks for trailers: an HTTP/2 upstream hears that too.
     let te_trailers = parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     headers::to_upstream(&mut parts.headers, flags, authority.as_deref(), conn);
+    if flags.h2_connect {
+        // The upstream hears the WebSocket handshake as HTTP/1.1 has it.
+        parts.method = Method::GET;
+        parts.extensions.remove::<hyper::ext::Protocol>();
+    }
     if pool.config.protocol == Protocol::Http1 {
         parts.version = Version::HTTP_11;
         // hyper sends no body for a GET or HEAD of unknown length unless told to:
@@ -360,8 +366,12 @@ fn respond(
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
-    headers::to_client(&mut parts.headers, switching && r.flags.websocket);
+    headers::to_client(&mut parts.headers, switching && r.flags.websocket, r.flags.h2_connect);
     parts.version = r.version;
+    if switching && r.flags.h2_connect {
+        // RFC 8441: the extended CONNECT's stream is the tunnel once answered 200.
+        parts.status = StatusCode::OK;
+    }
     if r.service.expose_pool {
         parts.headers.insert(&X_SWITCHYARD_POOL, r.service.pool_header_values[r.pool_index].clone());
     }

@@ -62,13 +62,25 @@ pub struct RequestFlags {
     /// The request carried both `Content-Length` and `Transfer-Encoding`: the
     /// client connection must close after the response.
     pub close: bool,
-    /// The client asked for a WebSocket upgrade (HTTP/1.1 only).
+    /// The client asked for a WebSocket: an HTTP/1.1 upgrade, or an
+    /// HTTP/2 extended CONNECT (`h2_connect`).
     pub websocket: bool,
+    /// The WebSocket comes over HTTP/2 (RFC 8441): the upstream hears an
+    /// HTTP/1.1 upgrade, the client gets 200 and the stream is the tunnel.
+    pub h2_connect: bool,
+}
+
+/// Whether `parts` is an HTTP/2 extended CONNECT for a WebSocket (RFC 8441).
+pub fn is_websocket_connect(parts: &Parts) -> bool {
+    parts.method == Method::CONNECT
+        && parts.version == Version::HTTP_2
+        && parts.extensions.get::<hyper::ext::Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// Refuses malformed or ambiguous requests; returns what routing needs.
 pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>, ErrorClass> {
-    if parts.method == Method::CONNECT {
+    let h2_connect = is_websocket_connect(parts);
+    if parts.method == Method::CONNECT && !h2_connect {
         return Err(ErrorClass::MethodNotAllowed);
     }
     let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
@@ -135,10 +147,11 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>,
         close = parts.headers.contains_key(header::CONTENT_LENGTH);
     }
 
-    let websocket = parts.version == Version::HTTP_11
-        && parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-        && has_token(&parts.headers, header::CONNECTION, b"upgrade");
-    Ok(Checked { host, flags: RequestFlags { close, websocket } })
+    let websocket = h2_connect
+        || parts.version == Version::HTTP_11
+            && parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+            && has_token(&parts.headers, header::CONNECTION, b"upgrade");
+    Ok(Checked { host, flags: RequestFlags { close, websocket, h2_connect } })
 }
 
 /// A `Host` value as RFC 9110 allows (`uri-host [ ":" port ]`), kept to what
@@ -295,6 +308,29 @@ pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Opti
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    if flags.h2_connect {
+        // An HTTP/2 client sends no key (RFC 8441 §5); the upstream's
+        // HTTP/1.1 handshake needs one, 16 random bytes in base64.
+        let key: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+        if let Ok(v) = HeaderValue::from_str(&base64(&key)) {
+            headers.insert(&SEC_WEBSOCKET_KEY, v);
+        }
+    }
+}
+
+static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+
+/// Standard base64 with padding, for a WebSocket key.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// All values of a header joined with `, `, when present.
@@ -311,11 +347,16 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 }
 
 /// Rewrites the upstream's response headers into what the client receives.
-/// A `101 Switching Protocols` keeps its `Upgrade` and `Connection: upgrade`.
-pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool) {
-    let upgrade = if switching_protocols { headers.get(header::UPGRADE).cloned() } else { None };
+/// A `101 Switching Protocols` keeps its `Upgrade` and `Connection: upgrade`
+/// for an HTTP/1.1 client; an HTTP/2 one (`h2_connect`) gets neither, nor
+/// the accept key its request never carried.
+pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool, h2_connect: bool) {
+    let upgrade = if switching_protocols && !h2_connect { headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(headers, &[]);
     headers.remove(header::PROXY_AUTHENTICATE);
+    if h2_connect {
+        headers.remove("sec-websocket-accept");
+    }
     if let Some(u) = upgrade {
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -326,6 +367,13 @@ pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool) {
 mod tests {
     use super::*;
     use http::Request;
+
+    #[test]
+    fn websocket_keys_are_base64_as_rfc_6455_writes_them() {
+        assert_eq!(base64(b"the sample nonce"), "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+    }
 
     fn parts(build: http::request::Builder) -> Parts {
         build.body(()).unwrap().into_parts().0

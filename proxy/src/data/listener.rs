@@ -145,7 +145,9 @@ pub fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .initial_connection_window_size(1024 * 1024)
         .max_header_list_size(server.max_header_bytes as u32)
         .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(Duration::from_secs(20))
+        // WebSockets over HTTP/2 (RFC 8441).
+        .enable_connect_protocol();
     b
 }
 
