@@ -12,8 +12,13 @@ ROOT=$PWD
 source benches/lib.sh
 
 # The upstream: nginx on four ports (h1, h2c, TLS with h1, TLS with h2).
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=backend.test" -addext "subjectAltName=DNS:backend.test" \
-  -keyout "$W/up/key.pem" -out "$W/up/cert.pem" 2>/dev/null
+# A CA, and a certificate it signs for backend.test (a CA's own certificate
+# is no server's: rustls refuses it as an end entity).
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" -keyout "$W/up/ca.key" -out "$W/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=backend.test" -keyout "$W/up/key.pem" -out "$W/up/req.csr" 2>/dev/null
+printf 'subjectAltName=DNS:backend.test\nbasicConstraints=CA:FALSE\n' > "$W/up/ext.cnf"
+openssl x509 -req -in "$W/up/req.csr" -CA "$W/ca.pem" -CAkey "$W/up/ca.key" -CAcreateserial -days 2 \
+  -extfile "$W/up/ext.cnf" -out "$W/up/cert.pem" 2>/dev/null
 U_H1=$(free_port); U_H2C=$(free_port); U_TLS=$(free_port); U_TLS2=$(free_port)
 cat > "$W/up/protocols.conf" <<NGINX
 worker_processes 1;
@@ -23,7 +28,6 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  http2_max_requests 1000000;
   ssl_certificate $W/up/cert.pem;
   ssl_certificate_key $W/up/key.pem;
   server { listen 127.0.0.1:$U_H1; location / { return 200 "ok\n"; } }
@@ -33,7 +37,6 @@ http {
 }
 NGINX
 nginx -c "$W/up/protocols.conf" -g 'daemon off;' & pids+=($!)
-cp "$W/up/cert.pem" "$W/ca.pem"
 
 config() { # port upstream pool-extra
   cat <<YAML

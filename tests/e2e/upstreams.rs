@@ -4,6 +4,7 @@
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,8 +102,6 @@ async fn upstream(
     });
     (addr, seen)
 }
-
-use rustls::pki_types::pem::PemObject;
 
 /// A proxy with service `s`, pool `p` at `addr` with `pool_extra` (its
 /// `protocol`, `tls`), the PKI files beside the config.

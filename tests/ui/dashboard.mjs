@@ -127,7 +127,8 @@ try {
     assert.equal(r.step, 1);
     assert.equal(r.weight, 50);
     await admin.waitForFunction(() => document.querySelector('#service-web tr[data-pool="canary"] td.weight').textContent === "50", null, { timeout: LIMIT });
-    await admin.locator("#service-web .decisions li").first().waitFor({ timeout: LIMIT });
+    // The decision says what the person did, plainly.
+    await admin.locator("#service-web .decisions li b", { hasText: /^promote$/ }).first().waitFor({ timeout: LIMIT });
   });
   await admin.waitForTimeout(2500); // let the charts gather a few more points (the screenshot is looked at)
   await admin.screenshot({ path: `${SHOTS}/rollout.png`, fullPage: true });

@@ -326,12 +326,12 @@ async fn upstream_deadline<F: std::future::Future>(
 
 /// An HTTP/1.1-shaped upstream request as HTTP/2 wants it: the Host in the
 /// URI's authority, the scheme given, and `te: trailers` if the client asked.
-fn to_h2(parts: &mut http::request::Parts, scheme: &'static str, te_trailers: bool) {
+fn to_h2(parts: &mut http::request::Parts, scheme: http::uri::Scheme, te_trailers: bool) {
     parts.version = Version::HTTP_2;
     let host = parts.headers.remove(header::HOST);
     let authority = host.as_ref().and_then(|h| h.to_str().ok()).and_then(|h| h.parse::<http::uri::Authority>().ok());
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    uri.scheme = Some(if scheme == "https" { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
+    uri.scheme = Some(scheme);
     uri.authority = authority.or_else(|| Some(http::uri::Authority::from_static("upstream")));
     uri.path_and_query = uri.path_and_query.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     parts.uri = Uri::from_parts(uri).unwrap_or_default();

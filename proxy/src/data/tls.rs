@@ -48,22 +48,15 @@ pub fn upstream_client(t: &UpstreamTls, protocol: Protocol) -> Result<Arc<rustls
         None => system_roots(),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(format!("tls: {e}")))?
         .with_root_certificates(roots);
     let mut config = match &t.client {
         None => builder.with_no_client_auth(),
         Some(files) => {
-            let key = load(files, &provider)?;
-            builder
-                .with_client_auth_cert(
-                    key.cert.clone(),
-                    PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-                        Error::Tls(format!("tls: cannot read a private key from {}: {e}", files.key.display()))
-                    })?,
-                )
-                .map_err(|e| Error::Tls(format!("tls.cert: {e}")))?
+            let (certs, key) = read_pair(files)?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| Error::Tls(format!("tls.cert: {e}")))?
         }
     };
     config.alpn_protocols = match protocol {
@@ -100,7 +93,8 @@ pub fn roots_from(ca: &std::path::Path) -> Result<rustls::RootCertStore, String>
     Ok(roots)
 }
 
-fn load(files: &CertFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, Error> {
+/// A certificate chain and its private key, read from their PEM files.
+fn read_pair(files: &CertFiles) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| Error::Tls(format!("tls: cannot read certificates from {}: {e}", files.cert.display())))?;
@@ -109,6 +103,11 @@ fn load(files: &CertFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| Error::Tls(format!("tls: cannot read a private key from {}: {e}", files.key.display())))?;
+    Ok((certs, key))
+}
+
+fn load(files: &CertFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, Error> {
+    let (certs, key) = read_pair(files)?;
     let ck = CertifiedKey::from_der(certs, key, provider).map_err(|e| {
         Error::Tls(format!("tls: {} and {} do not form a usable pair: {e}", files.cert.display(), files.key.display()))
     })?;

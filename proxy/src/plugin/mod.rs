@@ -162,9 +162,36 @@ impl Plugin {
         if bytes.len() > MAX_SIZE {
             return Err(Error::Plugin(format!("{} bytes is over the {} MiB limit", bytes.len(), MAX_SIZE >> 20)));
         }
+        // The commonest mistake: a core module, from a build without the component linker.
+        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+            return Err(Error::Plugin(
+                "this is a core WebAssembly module, not a component: link it with `wasm-component-ld` \
+                 (sdk/README.md, `.cargo/config.toml`), or wrap it with `wasm-tools component new`"
+                    .into(),
+            ));
+        }
         let engine = engine()?;
         let component =
             Component::new(engine, bytes).map_err(|e| Error::Plugin(format!("not a valid component: {e:#}")))?;
+        // Only the host's own interfaces are offered (`log`, and the types):
+        // name any other import rather than fail to link.
+        let foreign: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .map(|(n, _)| n.to_owned())
+            .filter(|n| !n.starts_with("switchyard:plugin/"))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(Error::Plugin(format!(
+                "plugins may import only the host's `switchyard:plugin/...` interfaces (`log`); this component imports {}{}",
+                foreign.join(", "),
+                if foreign.iter().any(|n| n.starts_with("wasi:")) {
+                    " (build for wasm32-unknown-unknown with `--wasi-adapter=none`, see sdk/README.md)"
+                } else {
+                    ""
+                }
+            )));
+        }
         let exports: Vec<String> = component.component_type().exports(engine).map(|(n, _)| n.to_owned()).collect();
         let kind = if exports.iter().any(|e| e == "route") {
             Kind::Router

@@ -41,9 +41,10 @@ fn loads_and_classifies_the_reference_plugins() {
 fn refuses_what_is_not_a_plugin() {
     let err = |bytes: &[u8]| Plugin::load("x", bytes, "test", serde_json::Value::Null).unwrap_err().to_string();
     assert!(err(b"not wasm at all").contains("not a valid component"), "{}", err(b"nope"));
-    // A core module (not a component).
+    // A core module (not a component): said so, with what to do.
     let core = b"\0asm\x01\0\0\0";
-    assert!(err(core).contains("not a valid component"), "{}", err(core));
+    assert!(err(core).contains("this is a core WebAssembly module, not a component"), "{}", err(core));
+    assert!(err(core).contains("wasm-component-ld"), "{}", err(core));
     assert!(err(&vec![0; MAX_SIZE + 1]).contains("over the 10 MiB limit"));
 }
 
@@ -51,7 +52,11 @@ fn refuses_what_is_not_a_plugin() {
 fn refuses_a_component_that_imports_wasi() {
     let bytes = std::fs::read(wasm_plugins::wasi_component()).unwrap();
     let err = Plugin::load("wasi", &bytes, "test", serde_json::Value::Null).unwrap_err().to_string();
-    assert!(err.contains("cannot link") && err.contains("wasi:"), "{err}");
+    assert!(
+        err.contains("plugins may import only the host's") && err.contains("this component imports wasi:"),
+        "{err}"
+    );
+    assert!(err.contains("--wasi-adapter=none"), "{err}");
 }
 
 #[test]

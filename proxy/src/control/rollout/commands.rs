@@ -212,8 +212,7 @@ async fn command(ctrl: &Arc<Control>, t: &mut Tracked, cmd: Command, actor: &str
         Command::Abort => t.stop(true, &format!("aborted by {actor}")),
         Command::Rollback => t.stop(false, &format!("rolled back by {actor}")),
     };
-    let what = format!("{cmd:?}").to_lowercase();
-    t.record(what, format!("by {actor}"));
+    t.record(cmd.label().to_owned(), format!("by {actor}"));
     let written = match cmd {
         Command::Resume => {
             lifecycle(ctrl, t, "rollout-resume", actor, format!("rollout of {service} resumed"), Some(false))

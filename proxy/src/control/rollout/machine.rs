@@ -102,6 +102,20 @@ pub enum Command {
     Rollback,
 }
 
+impl Command {
+    /// Its name in a rollout's decisions: `promote`, `promote (full)`, `pause`, ...
+    pub fn label(self) -> &'static str {
+        match self {
+            Command::Promote { full: false } => "promote",
+            Command::Promote { full: true } => "promote (full)",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Abort => "abort",
+            Command::Rollback => "rollback",
+        }
+    }
+}
+
 /// A rollout's progress.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {

@@ -70,6 +70,12 @@ impl Sender {
     }
 }
 
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_h2() { "Sender::H2" } else { "Sender::H1" })
+    }
+}
+
 /// Most idle connections kept per endpoint.
 const MAX_IDLE: usize = 512;
 /// Idle connections older than this are closed rather than reused; upstreams
@@ -135,11 +141,11 @@ impl Dialer {
     }
 
     /// `https` over TLS, else `http`: the scheme of HTTP/2 requests' URIs.
-    pub fn scheme(&self) -> &'static str {
+    pub fn scheme(&self) -> http::uri::Scheme {
         if self.tls.is_some() {
-            "https"
+            http::uri::Scheme::HTTPS
         } else {
-            "http"
+            http::uri::Scheme::HTTP
         }
     }
 
@@ -207,12 +213,6 @@ pub(super) struct Idle {
     /// so requests arriving meanwhile share the new connection rather than
     /// each dialling one. Never taken once the connection is up.
     dialing: Box<[tokio::sync::Mutex<()>]>,
-}
-
-impl std::fmt::Debug for Sender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_h2() { "Sender::H2" } else { "Sender::H1" })
-    }
 }
 
 impl Idle {
