@@ -105,6 +105,17 @@ pub mod policy {
 #[cfg(all(target_arch = "wasm32", any(feature = "router", feature = "policy")))]
 pub use wit_bindgen;
 
+/// Sends a panic's message through the host's `log` before the plugin
+/// traps, so the proxy's log says why (not only "unreachable"). Once per
+/// instance; every export calls it.
+#[cfg(all(target_arch = "wasm32", any(feature = "router", feature = "policy")))]
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| crate::log::log(crate::log::Level::Error, &format!("panic: {info}"))));
+    });
+}
+
 /// The `route` export's answer: a pool index, -1 (no opinion), or -2 after
 /// logging the error.
 #[cfg(all(target_arch = "wasm32", feature = "router"))]
@@ -137,6 +148,7 @@ macro_rules! export_router {
                     config: String,
                     pools: Vec<String>,
                 ) -> Result<$crate::glue::router::switchyard::plugin::routing::Needs, String> {
+                    $crate::glue::install_panic_hook();
                     let pools = $crate::Pools::new(pools);
                     let r = <$ty as $crate::Router>::init(&$crate::Config::new(config), &pools)?;
                     let needs = $crate::Router::needs(&r);
@@ -147,6 +159,7 @@ macro_rules! export_router {
                     })
                 }
                 fn route(request: Vec<u8>) -> i32 {
+                    $crate::glue::install_panic_hook();
                     let answer = $crate::Request::decode(request).and_then(|req| {
                         STATE.with(|s| match &*s.borrow() {
                             Some(r) => $crate::Router::route(r, &req),
@@ -176,6 +189,7 @@ macro_rules! export_policy {
             struct Glue;
             impl $crate::glue::policy::Guest for Glue {
                 fn init(config: String) -> Result<(), String> {
+                    $crate::glue::install_panic_hook();
                     let p = <$ty as $crate::Policy>::init(&$crate::Config::new(config))?;
                     STATE.with(|s| *s.borrow_mut() = Some(p));
                     Ok(())
@@ -184,6 +198,7 @@ macro_rules! export_policy {
                     context: $crate::glue::policy::switchyard::plugin::analysis::Context,
                     pools: Vec<$crate::glue::policy::switchyard::plugin::analysis::PoolWindow>,
                 ) -> $crate::glue::policy::switchyard::plugin::analysis::Verdict {
+                    $crate::glue::install_panic_hook();
                     let ctx = $crate::glue::policy::context(context, pools);
                     let v = STATE.with(|s| match &*s.borrow() {
                         Some(p) => $crate::Policy::decide(p, &ctx),

@@ -270,6 +270,7 @@ impl Plugin {
             memory_denied: false,
             logs: self.logs.clone(),
             log_calls: 0,
+            panicked: None,
             totals: None,
         };
         let mut store = Store::new(self.pre_engine(), host);
@@ -300,6 +301,8 @@ pub struct Host {
     logs: Arc<LogLimit>,
     /// `log` calls in the current call.
     log_calls: u32,
+    /// What the SDK's panic hook said (`panic: ...`), for the trap that follows.
+    panicked: Option<String>,
     /// A policy's tick: what its `totals` import answers.
     totals: Option<policy::Totals>,
 }
@@ -323,10 +326,14 @@ fn classify(err: &wasmtime::Error, host: &Host, budget: u64) -> Fault {
     if host.memory_denied {
         return Fault::Memory;
     }
-    match err.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::OutOfFuel) => Fault::Deadline(budget),
-        Some(t) => Fault::Trap(t.to_string()),
-        None => Fault::Trap(format!("{err:#}")),
+    let trap = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => return Fault::Deadline(budget),
+        Some(t) => t.to_string(),
+        None => format!("{err:#}"),
+    };
+    match &host.panicked {
+        Some(p) => Fault::Trap(format!("{trap}: the plugin panicked: {p}")),
+        None => Fault::Trap(trap),
     }
 }
 
@@ -408,6 +415,10 @@ fn write_log(host: &mut Host, level: u8, message: &str) -> wasmtime::Result<()> 
     host.log_calls += 1;
     if host.log_calls > MAX_LOG_CALLS {
         return Err(wasmtime::Error::msg(format!("more than {MAX_LOG_CALLS} log lines in one call")));
+    }
+    // Kept for the trap that follows, though the line itself may be over budget.
+    if let Some(p) = message.strip_prefix("panic: ") {
+        host.panicked = Some(p.chars().take(512).collect());
     }
     if !host.logs.allow() {
         return Ok(());

@@ -236,6 +236,7 @@ impl Warm {
         let bytes = req.finish();
         self.store.set_fuel(ROUTER_FUEL).map_err(|e| Fault::Trap(e.to_string()))?;
         self.store.data_mut().log_calls = 0;
+        self.store.data_mut().panicked = None;
         self.calls = self.calls.wrapping_add(1);
         let start = self.calls.is_multiple_of(super::calls::TIME_ONE_IN).then(Instant::now);
         let result = self.router.call_route(&mut self.store, &bytes);

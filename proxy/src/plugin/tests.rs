@@ -207,6 +207,9 @@ fn misbehaving_policies_are_contained() {
         let f = decide(&p, &cfg, &input).unwrap_err();
         assert_eq!(f.label(), label, "{mode}: {f}");
     }
+    // A panic's message (sent by the SDK's hook) says why it trapped.
+    let f = decide(&p, r#"{"mode": "trap"}"#, &input).unwrap_err().to_string();
+    assert!(f.contains("the plugin panicked: panicked at") && f.contains("misbehaving policy: trap"), "{f}");
     let nonsense = decide(&p, r#"{"mode": "unknown-pool"}"#, &input).unwrap();
     assert!(matches!(nonsense.decision, Decision::SetWeights(_)), "passed on for the controller to refuse");
 }
