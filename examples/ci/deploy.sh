@@ -10,7 +10,7 @@
 #
 # Environment:
 #   SWITCHYARD_ADMIN_ADDR   the proxy's admin API (host:port)
-#   SWITCHYARD_ADMIN_TOKEN  a write token
+#   SWITCHYARD_CTL_TOKEN    a write token
 #   DEPLOY_TIMEOUT          how long to wait for the verdict (default 30m)
 #   COMMIT, BUILD_URL, COMMIT_TIME   optional release metadata (lead time is measured from COMMIT_TIME)
 #   SWITCHYARD              the switchyard binary (default: switchyard on PATH)

@@ -387,3 +387,27 @@ async fn bodiless_writes_and_query_parameters_match_the_contract() {
         }
     }
 }
+
+/// The client's token has its own variable; the server's still works for
+/// the client, with a warning that the server reads it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_reads_its_own_token_variable_and_warns_about_the_servers() {
+    let (_s, _c, proxy) = two_pool_proxy("").await;
+    let admin = proxy.admin.unwrap().to_string();
+    let run = |var: &str| {
+        std::process::Command::new(binary())
+            .args(["ctl", "--addr", &admin, "weights", "web", "stable=90", "canary=10"])
+            .env_remove("SWITCHYARD_CTL_TOKEN")
+            .env_remove("SWITCHYARD_ADMIN_TOKEN")
+            .env(var, TOKEN)
+            .output()
+            .unwrap()
+    };
+    let out = run("SWITCHYARD_CTL_TOKEN");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run("SWITCHYARD_ADMIN_TOKEN");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("SWITCHYARD_ADMIN_TOKEN, which `switchyard serve` also reads"), "{err}");
+}

@@ -41,7 +41,7 @@ fn deploy_to(
         .args([script, "web", "canary", &endpoint.to_string(), version])
         .env("SWITCHYARD", binary())
         .env("SWITCHYARD_ADMIN_ADDR", admin.to_string())
-        .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
+        .env("SWITCHYARD_CTL_TOKEN", TOKEN)
         .env("DEPLOY_TIMEOUT", timeout)
         .env("COMMIT", "9fceb02")
         .env("COMMIT_TIME", "2026-11-30T10:00:00Z")

@@ -14,7 +14,7 @@ pub struct ReportArgs {
     #[arg(long = "admin", env = "SWITCHYARD_ADMIN_ADDR", default_value = "127.0.0.1:9901", value_delimiter = ',')]
     admins: Vec<String>,
     /// Bearer token (needed to read an admin API off loopback).
-    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SWITCHYARD_CTL_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Read the bearer token from this file (its first line; `name:token` allowed).
     #[arg(long)]
@@ -34,11 +34,7 @@ pub struct ReportArgs {
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     humantime::parse_duration(&args.since)
         .map_err(|e| anyhow::anyhow!("--since {}: {e} (write a duration such as 7d or 24h)", args.since))?;
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => Some(crate::ctl::token_from_file(f)?),
-        (None, None) => None,
-    };
+    let token = crate::ctl::client_token(args.token.as_deref(), args.token_file.as_deref())?;
     let mut reports = Vec::new();
     for admin in &args.admins {
         if admin.starts_with("https://") {

@@ -23,8 +23,9 @@ pub struct CtlArgs {
     /// Admin API address.
     #[arg(long, env = "SWITCHYARD_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
     pub addr: String,
-    /// Bearer token for writes.
-    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    /// Bearer token for writes (`SWITCHYARD_CTL_TOKEN`; not the server's
+    /// `SWITCHYARD_ADMIN_TOKEN`, which `serve` would take as a token it accepts).
+    #[arg(long, env = "SWITCHYARD_CTL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Read the bearer token from this file (its first line; `name:token` allowed).
     #[arg(long)]
@@ -265,11 +266,7 @@ pub enum RolloutCommand {
 
 /// Runs one `ctl` command.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => Some(token_from_file(f)?),
-        (None, None) => None,
-    };
+    let token = client_token(args.token.as_deref(), args.token_file.as_deref())?;
     let c = Client { addr: args.addr.clone(), token, actor: args.actor.clone() };
     let json = args.json;
     match args.command {
@@ -337,7 +334,29 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 /// The first token in a tokens file (`name: token` lines, as the server's
 /// `admin.tokens_file`; `#` comments).
-pub(crate) fn token_from_file(f: &std::path::Path) -> anyhow::Result<String> {
+/// The client's token: `--token` (or `SWITCHYARD_CTL_TOKEN`), else
+/// `--token-file`, else — with a warning, since the server reads it too —
+/// `SWITCHYARD_ADMIN_TOKEN`.
+pub(crate) fn client_token(token: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(t) = token {
+        return Ok(Some(t.to_owned()));
+    }
+    if let Some(f) = file {
+        return token_from_file(f).map(Some);
+    }
+    match std::env::var("SWITCHYARD_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => {
+            eprintln!(
+                "switchyard: taking the token from SWITCHYARD_ADMIN_TOKEN, which `switchyard serve` also reads \
+                 (as a token it accepts); give the client SWITCHYARD_CTL_TOKEN instead"
+            );
+            Ok(Some(t.trim().to_owned()))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn token_from_file(f: &std::path::Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
     let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
     Ok(line.split_once(':').map_or(line, |(_, t)| t.trim()).to_owned())
