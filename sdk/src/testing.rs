@@ -37,10 +37,25 @@ pub struct RouterHarness<R> {
 }
 
 impl<R: Router> RouterHarness<R> {
-    /// The pool name `req` goes to, or `None`. An index outside the pools is
-    /// an error, as the host treats it.
+    /// The pool name `req` goes to, or `None`. The router sees what the host
+    /// would hand it: method, path, sticky key, and only the headers and
+    /// cookies its `needs()` declares (the first value of each), so a router
+    /// that reads a header it forgot to declare fails here as in the proxy.
+    /// An index outside the pools is an error, as the host treats it.
     pub fn route(&self, req: &Request) -> Result<Option<String>, String> {
-        match self.router.route(req)? {
+        let needs = self.router.needs();
+        let mut seen = crate::RequestBuilder::new(Vec::new(), req.method(), req.path(), req.sticky_key());
+        for name in &needs.headers {
+            if let Some(v) = req.header(name) {
+                seen.push_header(name, v);
+            }
+        }
+        for name in &needs.cookies {
+            if let Some(v) = req.cookie(name) {
+                seen.push_cookie(name, v);
+            }
+        }
+        match self.router.route(&seen.build())? {
             None => Ok(None),
             Some(p) => match self.pools.name(p) {
                 Some(name) => Ok(Some(name.to_owned())),
@@ -153,5 +168,37 @@ impl Window {
         (self.0.p50_us, self.0.p90_us, self.0.p99_us, self.0.p999_us) = (q(0.5), q(0.9), q(0.99), q(0.999));
         self.0.max_us = self.0.latency.last().map_or(0, |&(u, _)| u);
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Needs, Pool, Pools, Request, Router};
+
+    /// Reads `x-beta`; declares it only when told to.
+    struct Beta {
+        canary: Pool,
+        declares: bool,
+    }
+
+    impl Router for Beta {
+        fn init(config: &Config, pools: &Pools) -> Result<Self, String> {
+            Ok(Beta { canary: pools.get("canary")?, declares: config.text().contains("declare") })
+        }
+        fn needs(&self) -> Needs {
+            Needs { headers: if self.declares { vec!["x-beta".into()] } else { vec![] }, cookies: vec![] }
+        }
+        fn route(&self, req: &Request) -> Result<Option<Pool>, String> {
+            Ok((req.header("x-beta") == Some("1")).then_some(self.canary))
+        }
+    }
+
+    #[test]
+    fn the_harness_hands_the_router_only_what_it_declares_as_the_host_does() {
+        let req = Request::builder("GET", "/").header("X-Beta", "1").header("x-other", "2").build();
+        let declared = super::router::<Beta>(r#""declare""#, &["stable", "canary"]).unwrap();
+        assert_eq!(declared.route(&req).unwrap().as_deref(), Some("canary"));
+        let forgot = super::router::<Beta>("null", &["stable", "canary"]).unwrap();
+        assert_eq!(forgot.route(&req).unwrap(), None, "an undeclared header never arrives, in the proxy or here");
     }
 }
