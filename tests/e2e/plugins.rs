@@ -403,3 +403,46 @@ async fn a_plugins_config_set_through_the_api_applies_and_survives_kill_9() {
     let mut c = Client::connect(proxy.addr).await;
     assert_eq!(c.get("/", &[("x-cohort", "gamma")]).await.2, "canary", "the API's config outlives a restart");
 }
+
+/// `check` refuses what `serve` (or a rollout of the file's plan) would:
+/// a rule naming a policy, a rule config its router refuses, a plan whose
+/// policy is a router or refuses its config.
+#[test]
+fn check_refuses_plugin_uses_that_serve_or_a_rollout_would_refuse() {
+    let rule = |r: &str| format!("      rules:\n        - {r}\n      weights: {{ stable: 1, canary: 0 }}\n");
+    let plan = |p: &str| {
+        format!("    rollout:\n      steps: [{{ weight: 10, hold: 1m }}]\n      analysis: {{ policy: {p} }}\n")
+    };
+    let cases = [
+        (
+            "",
+            rule("{ plugin: canary-judge }"),
+            "split.rules[0]: plugin `canary-judge` is a policy; rules take router plugins",
+        ),
+        ("", rule("{ plugin: cohort-router, config: { pool: green } }"), "split.rules[0]"),
+        (
+            &*plan("{ plugin: cohort-router }"),
+            rule("{ match: { header: { x: \"1\" } }, pool: canary }"),
+            "is a router, not a policy",
+        ),
+        (
+            &*plan("{ plugin: canary-judge, config: { alpha: 3 } }"),
+            rule("{ match: { header: { x: \"1\" } }, pool: canary }"),
+            "alpha must be between 0 and 1",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, split, says) in cases {
+        let stable: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let svc = service("web", extra, &[("stable", &[stable]), ("canary", &[stable])], &split);
+        let yaml = format!("{}{}", config(&svc), plugins_section(&["canary-judge", "cohort-router"]));
+        std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
+        let out = std::process::Command::new(binary())
+            .args(["check", "--config"])
+            .arg(dir.path().join("c.yaml"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{says}: {err}");
+    }
+}

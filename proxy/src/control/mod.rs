@@ -479,8 +479,9 @@ fn describe(names: &[String], weights: &[u32]) -> String {
 /// and every plugin file compiles and passes its trial call.
 pub fn check(config: &Config) -> Result<(), crate::Error> {
     let with_path: Vec<_> = config.plugins.iter().filter(|p| p.path.is_some()).cloned().collect();
-    crate::plugin::load_all(&with_path, &Default::default(), &Default::default())
+    let plugins = crate::plugin::load_all(&with_path, &Default::default(), &Default::default())
         .map_err(|e| crate::Error::Config(format!("config: {e}")))?;
+    check_plugin_uses(config, &plugins)?;
     if let Some(f) = &config.flags {
         load_flags(f, &Default::default()).map_err(|e| crate::Error::Config(format!("config: flags.file: {e}")))?;
     }
@@ -496,6 +497,43 @@ pub fn check(config: &Config) -> Result<(), crate::Error> {
                     .map_err(|e| crate::Error::Tls(format!("service `{}`, pool `{}`: {e}", s.name, p.name)))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// What `serve` (or a rollout of the file's plan) would refuse of how the
+/// file's plugins are used: a rule naming a policy, a rule whose config its
+/// router refuses, a plan's policy that is a router or refuses its config.
+/// A plugin without a `path` is uploaded through the API, where `check`
+/// cannot see it: its uses are checked when it is loaded.
+fn check_plugin_uses(
+    config: &Config,
+    plugins: &std::collections::BTreeMap<String, Arc<crate::plugin::Plugin>>,
+) -> Result<(), crate::Error> {
+    use crate::plugin::Kind;
+    let bad = |at: String, msg: String| crate::Error::Config(format!("config: {at}: {msg}"));
+    for (i, s) in config.services.iter().enumerate() {
+        for (j, rule) in s.split.rules.iter().enumerate() {
+            let Some(pr) = &rule.plugin else { continue };
+            let Some(plugin) = plugins.get(&pr.name) else { continue };
+            let at = format!("services[{i}].split.rules[{j}]");
+            if plugin.kind != Kind::Router {
+                return Err(bad(at, format!("plugin `{}` is a policy; rules take router plugins", pr.name)));
+            }
+            let cfg = pr.config.as_ref().unwrap_or(&plugin.config);
+            let pools = s.pools.iter().map(|p| p.name.clone()).collect();
+            crate::plugin::router::RouterBinding::new(plugin.clone(), cfg, pools, &pr.headers, &pr.cookies)
+                .map_err(|e| bad(at, e.to_string()))?;
+        }
+        let Some(policy) = s.rollout.as_ref().and_then(|r| r.analysis.policy.as_ref()) else { continue };
+        let Some(plugin) = plugins.get(&policy.plugin) else { continue };
+        let at = format!("services[{i}].rollout.analysis.policy");
+        if plugin.kind != Kind::Policy {
+            return Err(bad(at, format!("plugin `{}` is a router, not a policy", policy.plugin)));
+        }
+        let cfg = policy.config.as_ref().unwrap_or(&plugin.config).to_string();
+        crate::plugin::policy::try_config(plugin, &cfg)
+            .map_err(|f| bad(at, format!("plugin `{}` {f}", policy.plugin)))?;
     }
     Ok(())
 }

@@ -97,6 +97,15 @@ pub async fn decide_blocking(plugin: Arc<Plugin>, config: String, input: Context
 /// default config. A trap, deadline or memory breach refuses it; an `init`
 /// error does not (the real config comes with the rollout).
 pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), Error> {
+    match try_config(plugin, &plugin.config.to_string()) {
+        Ok(()) | Err(Fault::Error(_)) => Ok(()),
+        Err(f) => Err(Error::Plugin(format!("trial decide {f}"))),
+    }
+}
+
+/// One tick of an empty canary with `config`: whatever `init` or `decide`
+/// refuses (`check` asks this of a plan's policy config).
+pub fn try_config(plugin: &Plugin, config: &str) -> Result<(), Fault> {
     let input = Context {
         service: "trial".into(),
         strategy: Strategy::Canary,
@@ -115,10 +124,7 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), Error> {
         rollout_totals: vec![],
         step_totals: vec![],
     };
-    match decide(plugin, &plugin.config.to_string(), &input) {
-        Ok(_) | Err(Fault::Error(_)) => Ok(()),
-        Err(f) => Err(Error::Plugin(format!("trial decide {f}"))),
-    }
+    decide(plugin, config, &input).map(|_| ())
 }
 
 fn to_wit(c: &Context) -> (wit::Context, Vec<wit::PoolWindow>) {
