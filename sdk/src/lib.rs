@@ -52,7 +52,7 @@ pub mod glue;
 
 pub use config::Config;
 pub use log::{log, Level};
-pub use policy::{Context, Decision, Phase, Policy, PoolWindow, Strategy, Verdict};
+pub use policy::{quantile, recorded_us, Context, Decision, Phase, Policy, PoolWindow, Strategy, Verdict};
 pub use request::{Request, RequestBuilder};
 pub use router::{Needs, Pool, Pools, Router};
 

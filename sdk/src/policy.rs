@@ -100,18 +100,10 @@ impl PoolWindow {
     }
 
     /// The latency at quantile `q` (0 to 1) by the histogram: the upper
-    /// bound of the bucket it falls in; 0 without latencies.
+    /// bound of the bucket it falls in; 0 without latencies. (`p99_us` and
+    /// the others are finer: read from the values as recorded.)
     pub fn quantile_us(&self, q: f64) -> u64 {
-        let total: u64 = self.latency.iter().map(|&(_, n)| n).sum();
-        let target = ((q * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        self.latency
-            .iter()
-            .find(|&&(_, n)| {
-                seen += n;
-                seen >= target
-            })
-            .map_or(0, |&(upper, _)| upper)
+        quantile(&self.latency, q)
     }
 
     /// Failed requests (5xx, proxy errors included).
@@ -254,6 +246,37 @@ fn find(pools: &[PoolWindow], name: &str) -> PoolWindow {
         .find(|p| p.name == name)
         .cloned()
         .unwrap_or_else(|| PoolWindow { name: name.to_owned(), ..Default::default() })
+}
+
+/// The latency the host's statistics record for `us` µs: clamped to 1 µs
+/// .. 60 s and rounded up within three significant digits (hdrhistogram's
+/// highest equivalent value at 3 significant figures). A window's
+/// `p50_us`..`p999_us` and `max_us` are read from these values, in the host
+/// and in the test harness alike.
+pub fn recorded_us(us: u64) -> u64 {
+    let v = us.clamp(1, 60_000_000);
+    if v < 2048 {
+        return v;
+    }
+    let size = 1u64 << (63 - v.leading_zeros() - 10);
+    (v & !(size - 1)) + size - 1
+}
+
+/// The value at quantile `q` (0 to 1) of `values` (`(value, count)`,
+/// sorted by value), by hdrhistogram's rule: the first value whose
+/// cumulative count reaches `ceil(q × total)`; 0 when there are none. The
+/// host's windows and the test harness both read their quantiles with it.
+pub fn quantile(values: &[(u64, u64)], q: f64) -> u64 {
+    let total: u64 = values.iter().map(|&(_, n)| n).sum();
+    let target = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    values
+        .iter()
+        .find(|&&(_, n)| {
+            seen += n;
+            seen >= target
+        })
+        .map_or(0, |&(v, _)| v)
 }
 
 /// The upper bound (µs) of the histogram bucket holding `us`: values keep

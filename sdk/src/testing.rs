@@ -122,14 +122,17 @@ pub fn post_switch(pre_switch: Window, baseline_now: Window, candidate: Window) 
     }
 }
 
-/// Builds a synthetic [`PoolWindow`].
+/// Builds a synthetic [`PoolWindow`]: counts, the bucketed histogram, and
+/// `p50_us`..`p999_us` and `max_us` read from the latencies as the host
+/// records them ([`recorded_us`](crate::recorded_us)), so a policy decides
+/// on the same figures here as in the proxy.
 #[derive(Clone, Debug)]
-pub struct Window(PoolWindow);
+pub struct Window(PoolWindow, Vec<(u64, u64)>);
 
 impl Window {
     /// An empty window for pool `name`.
     pub fn new(name: &str) -> Self {
-        Window(PoolWindow { name: name.into(), ..Default::default() })
+        Window(PoolWindow { name: name.into(), ..Default::default() }, Vec::new())
     }
 
     /// Adds `n` successful (2xx) requests.
@@ -152,21 +155,22 @@ impl Window {
         self.latency_us(ms * 1000, n)
     }
 
-    /// Adds `n` latencies of `us` microseconds to the histogram.
+    /// Adds `n` latencies of `us` microseconds.
     pub fn latency_us(mut self, us: u64, n: u64) -> Self {
-        let upper = latency_bucket(us);
-        match self.0.latency.binary_search_by_key(&upper, |&(u, _)| u) {
-            Ok(i) => self.0.latency[i].1 += n,
-            Err(i) => self.0.latency.insert(i, (upper, n)),
-        }
+        let add = |into: &mut Vec<(u64, u64)>, v: u64| match into.binary_search_by_key(&v, |&(u, _)| u) {
+            Ok(i) => into[i].1 += n,
+            Err(i) => into.insert(i, (v, n)),
+        };
+        add(&mut self.0.latency, latency_bucket(us));
+        add(&mut self.1, crate::recorded_us(us));
         self
     }
 
-    /// The window, with percentiles computed from the histogram.
+    /// The window, its percentiles read as the host reads them.
     pub fn build(mut self) -> PoolWindow {
-        let q = |v: f64| self.0.quantile_us(v);
+        let q = |v: f64| crate::quantile(&self.1, v);
         (self.0.p50_us, self.0.p90_us, self.0.p99_us, self.0.p999_us) = (q(0.5), q(0.9), q(0.99), q(0.999));
-        self.0.max_us = self.0.latency.last().map_or(0, |&(u, _)| u);
+        self.0.max_us = self.1.last().map_or(0, |&(u, _)| u);
         self.0
     }
 }
@@ -191,6 +195,15 @@ mod tests {
         fn route(&self, req: &Request) -> Result<Option<Pool>, String> {
             Ok((req.header("x-beta") == Some("1")).then_some(self.canary))
         }
+    }
+
+    #[test]
+    fn windows_read_percentiles_from_latencies_as_the_host_records_them() {
+        let w = super::Window::new("canary").ok(100).latency_ms(200, 99).latency_ms(900, 1).build();
+        assert_eq!(w.p50_us, 200_063, "200 ms within 3 significant digits, not its 12.5 % bucket's top");
+        assert_eq!(w.p99_us, 200_063);
+        assert_eq!(w.max_us, crate::recorded_us(900_000));
+        assert_eq!(w.quantile_us(0.5), crate::policy::latency_bucket(200_000), "the histogram keeps its buckets");
     }
 
     #[test]

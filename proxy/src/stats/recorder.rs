@@ -101,3 +101,22 @@ pub(super) fn take() -> Vec<(usize, Second)> {
         out
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SDK's harness records latencies as this histogram does (one
+    /// definition of a window's p50..p999 for host and harness).
+    #[test]
+    fn the_sdk_records_latencies_as_the_histogram_does() {
+        let mut h = histogram::<u64>();
+        for us in (0..5_000).chain((5_000..70_000_000).step_by(9_973)) {
+            let v = us.clamp(LOW_US, HIGH_US);
+            h.record(v).unwrap();
+            let recorded = h.iter_recorded().find(|r| r.count_at_value() > 0).unwrap().value_iterated_to();
+            assert_eq!(switchyard_sdk::recorded_us(us), recorded, "{us} µs");
+            h.reset();
+        }
+    }
+}

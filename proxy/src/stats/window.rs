@@ -84,18 +84,8 @@ impl Figures {
             }
             same
         });
-        let total: u64 = latencies.iter().map(|&(_, n)| n).sum();
-        let at = |q: f64| {
-            let target = ((q * total as f64).ceil() as u64).max(1);
-            let mut seen = 0;
-            latencies
-                .iter()
-                .find(|&&(_, n)| {
-                    seen += n;
-                    seen >= target
-                })
-                .map_or(0, |&(v, _)| v)
-        };
+        // The SDK's rule, so a policy tested with its harness decides the same here.
+        let at = |q: f64| switchyard_sdk::quantile(&latencies, q);
         (self.p50_us, self.p90_us, self.p99_us, self.p999_us) = (at(0.5), at(0.9), at(0.99), at(0.999));
         self.max_us = latencies.last().map_or(0, |&(v, _)| v);
         self.latency = latencies;
