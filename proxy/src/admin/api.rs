@@ -150,6 +150,9 @@ pub struct PluginView {
     pub mean_us: f64,
     /// 99th percentile call time, µs.
     pub p99_us: f64,
+    /// Fuel burned in calls (about one unit per WebAssembly instruction), faulted ones included.
+    #[serde(default)]
+    pub fuel: u64,
     /// The default configuration `init` gets (rules and policies may give their own).
     #[serde(default)]
     pub config: serde_json::Value,

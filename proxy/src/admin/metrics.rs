@@ -27,6 +27,8 @@ pub const PLUGIN_CALLS_TOTAL: &str = "switchyard_plugin_calls_total";
 pub const PLUGIN_FAULTS_TOTAL: &str = "switchyard_plugin_faults_total";
 /// Time spent in plugin calls, by plugin (router calls are timed one in eight).
 pub const PLUGIN_CALL_SECONDS_TOTAL: &str = "switchyard_plugin_call_seconds_total";
+/// Fuel (about one unit per WebAssembly instruction) burned in plugin calls, faulted ones included.
+pub const PLUGIN_FUEL_TOTAL: &str = "switchyard_plugin_fuel_total";
 /// Rollouts started here, by service and strategy.
 pub const ROLLOUTS_STARTED_TOTAL: &str = "switchyard_rollouts_started_total";
 /// Rollouts whose end was written here, by service and outcome (`promoted`, `rolled-back`, `aborted`).
@@ -51,7 +53,7 @@ pub struct SwitchyardCollector {
 }
 
 /// Every family: name, help, labels, type — in the order `collect` returns them.
-const FAMILIES: [(&str, &str, &[&str], MetricType); 9] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 10] = [
     (REQUESTS_TOTAL, "Requests by service, pool and status class.", &["service", "pool", "class"], MetricType::COUNTER),
     (
         REQUEST_DURATION_SECONDS,
@@ -81,6 +83,12 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 9] = [
     (PLUGIN_CALLS_TOTAL, "Plugin calls by plugin and kind.", &["plugin", "kind"], MetricType::COUNTER),
     (PLUGIN_FAULTS_TOTAL, "Plugin faults by plugin and fault.", &["plugin", "fault"], MetricType::COUNTER),
     (PLUGIN_CALL_SECONDS_TOTAL, "Time spent in plugin calls, by plugin.", &["plugin"], MetricType::COUNTER),
+    (
+        PLUGIN_FUEL_TOTAL,
+        "Fuel burned in plugin calls (about one unit per WebAssembly instruction), faulted calls included.",
+        &["plugin"],
+        MetricType::COUNTER,
+    ),
 ];
 
 impl SwitchyardCollector {
@@ -199,7 +207,7 @@ impl Collector for SwitchyardCollector {
                 }
             }
         }
-        let (mut calls, mut faults, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut calls, mut faults, mut seconds, mut fuel) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for p in self.shared.plugins.all() {
             let s = p.calls.summary();
             let kind = p.kind.as_str();
@@ -213,8 +221,9 @@ impl Collector for SwitchyardCollector {
             m.set_label(labels(&[("plugin", &p.name)]));
             m.set_counter(c);
             seconds.push(m);
+            fuel.push(counter(labels(&[("plugin", &p.name)]), s.fuel));
         }
-        [requests, durations, errors, client, weights, health, calls, faults, seconds]
+        [requests, durations, errors, client, weights, health, calls, faults, seconds, fuel]
             .into_iter()
             .enumerate()
             .map(|(i, m)| family(i, m))

@@ -18,6 +18,7 @@ pub(super) fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
         faults_by_kind: s.faults_by_kind.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         mean_us: s.mean_us,
         p99_us: s.p99_us,
+        fuel: s.fuel,
         config: p.config.clone(),
     }
 }

@@ -21,6 +21,8 @@ pub struct CallStats {
 struct Shard {
     calls: AtomicU64,
     total_ns: AtomicU64,
+    /// Fuel burned (wasmtime's instruction budget), faulted calls included.
+    fuel: AtomicU64,
     faults: [AtomicU64; super::Fault::LABELS.len()],
     buckets: [AtomicU64; BUCKETS],
 }
@@ -30,6 +32,7 @@ impl Default for CallStats {
         let shard = || Shard {
             calls: AtomicU64::new(0),
             total_ns: AtomicU64::new(0),
+            fuel: AtomicU64::new(0),
             faults: std::array::from_fn(|_| AtomicU64::new(0)),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         };
@@ -50,8 +53,26 @@ pub struct Summary {
     pub mean_us: f64,
     /// 99th percentile call time, µs (the bucket's upper bound, within 19 %).
     pub p99_us: f64,
-    /// Estimated time in calls, seconds (mean × calls).
+    /// Estimated time in calls, seconds (mean × calls), faulted ones included.
     pub total_seconds: f64,
+    /// Fuel burned in calls (about one unit per WebAssembly instruction),
+    /// faulted ones included: a budget run out counts in full.
+    pub fuel: u64,
+}
+
+thread_local! {
+    /// Router calls on this thread, for timing one in [`TIME_ONE_IN`] (kept
+    /// by the thread, not by an instance that may be rebuilt).
+    static ROUTER_CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether to time this router call.
+pub fn time_this_call() -> bool {
+    ROUTER_CALLS.with(|c| {
+        let n = c.get().wrapping_add(1);
+        c.set(n);
+        n.is_multiple_of(TIME_ONE_IN)
+    })
 }
 
 impl CallStats {
@@ -61,12 +82,13 @@ impl CallStats {
         &self.shards[INDEX.with(|i| *i)]
     }
 
-    /// Records one call, and how long it took when it was timed (the
+    /// Records one call, the fuel it burned, and how long it took when it was timed (the
     /// request path times one call in [`TIME_ONE_IN`]; the mean and p99 come
     /// from the timed ones).
-    pub fn call(&self, took: Option<Duration>) {
+    pub fn call(&self, took: Option<Duration>, fuel: u64) {
         let s = self.shard();
         s.calls.fetch_add(1, Relaxed);
+        s.fuel.fetch_add(fuel, Relaxed);
         if let Some(took) = took {
             let ns = took.as_nanos().min(u128::from(u64::MAX)) as u64;
             s.total_ns.fetch_add(ns, Relaxed);
@@ -88,6 +110,7 @@ impl CallStats {
         let mut buckets = [0u64; BUCKETS];
         for s in self.shards.iter() {
             out.calls += s.calls.load(Relaxed);
+            out.fuel += s.fuel.load(Relaxed);
             total_ns = total_ns.saturating_add(s.total_ns.load(Relaxed));
             for (i, label) in super::Fault::LABELS.iter().enumerate() {
                 let n = s.faults[i].load(Relaxed);
@@ -156,7 +179,7 @@ mod tests {
                 let s = s.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        s.call(Some(Duration::from_micros(2)));
+                        s.call(Some(Duration::from_micros(2)), 10);
                     }
                     s.fault(1);
                 })

@@ -65,7 +65,7 @@ pub fn decide(plugin: &Plugin, config: &str, input: &Context) -> Result<Verdict,
         let (ctx, pools) = to_wit(input);
         policy.call_decide(&mut store, &ctx, &pools).map(Ok)
     })();
-    plugin.calls.call(Some(start.elapsed()));
+    plugin.calls.call(Some(start.elapsed()), POLICY_FUEL - store.get_fuel().unwrap_or(0));
     let verdict = match result {
         Ok(Ok(v)) => v,
         Ok(Err(msg)) => return Err(Fault::Error(format!("init: {msg}"))),

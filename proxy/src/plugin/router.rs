@@ -197,8 +197,9 @@ struct Warm {
     router: bindings::Router,
     buf: Vec<u8>,
     needs: bindings::switchyard::plugin::routing::Needs,
-    /// Calls made, for sampling call times.
-    calls: u32,
+    /// No call made yet: the first is always timed (an instance rebuilt
+    /// after each fault is, so a plugin that always faults shows its cost).
+    fresh: bool,
 }
 
 impl Warm {
@@ -215,7 +216,7 @@ impl Warm {
             Ok(Err(msg)) => return Err(Fault::Error(msg)),
             Err(e) => return Err(classify(&e, store.data(), POLICY_FUEL)),
         };
-        Ok(Warm { store, router, buf: Vec::with_capacity(256), needs, calls: 0 })
+        Ok(Warm { store, router, buf: Vec::with_capacity(256), needs, fresh: true })
     }
 
     fn call(&mut self, b: &RouterBinding, input: &RouteInput<'_>) -> Result<Option<usize>, Fault> {
@@ -237,10 +238,10 @@ impl Warm {
         self.store.set_fuel(ROUTER_FUEL).map_err(|e| Fault::Trap(e.to_string()))?;
         self.store.data_mut().log_calls = 0;
         self.store.data_mut().panicked = None;
-        self.calls = self.calls.wrapping_add(1);
-        let start = self.calls.is_multiple_of(super::calls::TIME_ONE_IN).then(Instant::now);
+        let start = (std::mem::take(&mut self.fresh) | super::calls::time_this_call()).then(Instant::now);
         let result = self.router.call_route(&mut self.store, &bytes);
-        b.plugin.calls.call(start.map(|s| s.elapsed()));
+        let burned = ROUTER_FUEL - self.store.get_fuel().unwrap_or(0);
+        b.plugin.calls.call(start.map(|s| s.elapsed()), burned);
         self.buf = bytes;
         match result {
             Ok(-1) => Ok(None),

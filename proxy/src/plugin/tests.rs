@@ -213,3 +213,19 @@ fn misbehaving_policies_are_contained() {
     let nonsense = decide(&p, r#"{"mode": "unknown-pool"}"#, &input).unwrap();
     assert!(matches!(nonsense.decision, Decision::SetWeights(_)), "passed on for the controller to refuse");
 }
+
+/// What a misbehaving plugin costs is visible: its faulted calls' time and
+/// the fuel they burn are counted (a budget run out counts in full).
+#[test]
+fn faulted_calls_count_their_time_and_fuel() {
+    let p = load("misbehaving-router", serde_json::Value::Null);
+    let b = RouterBinding::new(p.clone(), &serde_json::json!({ "mode": "loop" }), pools(), &[], &[]).unwrap();
+    // Faulting every call, the instance is rebuilt each time: each first call is timed.
+    for _ in 0..16 {
+        route(&b, &[("x-misbehave", "1")], None);
+    }
+    let s = p.calls.summary();
+    assert!(s.faults >= 5, "{s:?}");
+    assert!(s.mean_us > 0.0 && s.total_seconds > 0.0, "faulted calls are timed: {s:?}");
+    assert!(s.fuel >= s.faults * ROUTER_FUEL, "every run-out budget counted in full: {s:?}");
+}

@@ -382,9 +382,10 @@ async fn plugins(c: &Client, json: bool) -> anyhow::Result<()> {
     if json {
         return print_raw(&body);
     }
-    let mut rows = vec![["PLUGIN", "KIND", "SHA256", "LOADED", "CALLS", "FAULTS", "MEAN µs", "P99 µs", "SOURCE"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows =
+        vec![["PLUGIN", "KIND", "SHA256", "LOADED", "CALLS", "FAULTS", "MEAN µs", "P99 µs", "FUEL", "SOURCE"]
+            .map(String::from)
+            .to_vec()];
     for p in serde_json::from_slice::<Vec<PluginView>>(&body)? {
         rows.push(vec![
             p.name,
@@ -395,6 +396,7 @@ async fn plugins(c: &Client, json: bool) -> anyhow::Result<()> {
             p.faults.to_string(),
             format!("{:.2}", p.mean_us),
             format!("{:.1}", p.p99_us),
+            p.fuel.to_string(),
             p.source,
         ]);
     }
