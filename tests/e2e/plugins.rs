@@ -446,3 +446,62 @@ fn check_refuses_plugin_uses_that_serve_or_a_rollout_would_refuse() {
         assert!(!out.status.success() && err.contains(says), "{says}: {err}");
     }
 }
+
+/// A plugin's status and SHA-256.
+async fn sha(p: &Proxy, name: &str) -> (u16, serde_json::Value) {
+    let (status, v) = p.admin("GET", &format!("/v1/plugins/{name}"), None, None).await;
+    (status, v["sha256"].clone())
+}
+
+async fn del(p: &Proxy, name: &str) -> (u16, serde_json::Value) {
+    p.admin("DELETE", &format!("/v1/plugins/{name}"), Some(TOKEN), None).await
+}
+
+/// An uploaded plugin's life ends with `DELETE /v1/plugins/{name}`: gone
+/// for good when only the API gave it, the file's version back when the
+/// file has one; refused while a rollout uses it, or when only the file gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_plugins_are_removed_unless_in_use() {
+    let rule =
+        "      rules:\n        - { plugin: cohort, config: { header: { name: x-cohort, values: [beta] } } }\n      \
+                weights: { stable: 100, canary: 0 }\n";
+    let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
+    let svc = service("web", "", &[("stable", &[stable.addr]), ("canary", &[canary.addr])], rule);
+    let section = plugins_section(&["cohort-router"]).replace("name: cohort-router", "name: cohort");
+    let p = start_with_admin(&format!("{svc}state: {{ dir: state }}\n{section}")).await;
+    // Only the API gave it, nothing uses it: gone, and a restart keeps it gone.
+    let judge = std::fs::read(wasm("canary-judge")).unwrap();
+    assert_eq!(upload(&p, "extra", judge.clone(), "application/wasm").await.0, 200);
+    let (status, ev) = del(&p, "extra").await;
+    assert_eq!(status, 200, "{ev}");
+    assert_eq!(ev["message"], "plugin extra removed");
+    assert_eq!(sha(&p, "extra").await.0, 404);
+
+    // A new version of the file's plugin: removing it brings the file's back.
+    let (_, file_sha) = sha(&p, "cohort").await;
+    let cohort = std::fs::read(wasm("cohort-router")).unwrap();
+    assert_eq!(upload(&p, "cohort", new_version(cohort, "t"), "application/wasm").await.0, 200);
+    assert_ne!(sha(&p, "cohort").await.1, file_sha);
+    assert_eq!(del(&p, "cohort").await.0, 200);
+    assert_eq!(sha(&p, "cohort").await.1, file_sha, "the config file's version again");
+    assert_eq!(get(p.addr, "/", &[("x-cohort", "beta")]).await.2, "canary", "and its rule still routes");
+    let (status, v) = del(&p, "cohort").await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("comes from the config file"), "{v}");
+
+    // A policy a running rollout uses stays.
+    assert_eq!(upload(&p, "judge", judge, "application/wasm").await.0, 200);
+    let plan = r#"{"steps": [{"weight": 10, "hold": "1h"}], "analysis": {"policy": {"plugin": "judge"}}}"#;
+    let (status, v) = p.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(plan)).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = del(&p, "judge").await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("the running rollout of web uses `judge`"), "{v}");
+    assert_eq!(del(&p, "nope").await.0, 404);
+    assert_eq!(p.admin("DELETE", "/v1/plugins/judge", None, None).await.0, 401);
+
+    let p = p.kill9_and_restart().await;
+    assert_eq!(sha(&p, "extra").await.0, 404, "a removal is durable");
+    assert_eq!(sha(&p, "cohort").await.1, file_sha);
+    assert_eq!(sha(&p, "judge").await.0, 200);
+}

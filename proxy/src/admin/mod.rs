@@ -67,6 +67,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/plugins"),
     ("GET", "/v1/plugins/{name}"),
     ("PUT", "/v1/plugins/{name}"),
+    ("DELETE", "/v1/plugins/{name}"),
     ("PUT", "/v1/plugins/{name}/config"),
 ];
 
@@ -369,6 +370,7 @@ impl Admin {
                 Err(msg) => return bad(msg),
             },
             (Method::PUT, ["v1", "plugins", name]) => answer(c.load_plugin(name, &body, &actor, reason).await),
+            (Method::DELETE, ["v1", "plugins", name]) => answer(c.remove_plugin(name, &actor, reason).await),
             _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         };
         // Writes that got this far were recorded by the control path.

@@ -42,7 +42,7 @@ impl Control {
             }
             None => format!("plugin {name} loaded: {} ({})", short(&sha), plugin.kind.as_str()),
         };
-        self.put_plugin(ev, plugin, Change::Plugin(name, bytes), actor)
+        self.put_plugin(ev, plugin, Change::Plugin(name, Some(bytes)), actor)
     }
 
     /// Sets plugin `name`'s default configuration (what `init` gets where a
@@ -68,7 +68,60 @@ impl Control {
         };
         ev.old = serde_json::json!({ "name": name, "config": old.config });
         ev.message = format!("plugin {name}: configuration set to {value}");
-        self.put_plugin(ev, plugin, Change::PluginConfig(name, &value), actor)
+        self.put_plugin(ev, plugin, Change::PluginConfig(name, Some(&value)), actor)
+    }
+
+    /// Removes what the admin API set for plugin `name` (its uploaded
+    /// version, its configuration): the config file's version applies again
+    /// when the file names it with a `path`; otherwise the plugin is gone.
+    /// Refused (409), changing nothing, for a plugin only the file gives,
+    /// one the file names without a path, or one a rule or a running
+    /// rollout still uses.
+    pub async fn remove_plugin(&self, name: &str, actor: &str, reason: Option<String>) -> Result<Event, ControlError> {
+        let _w = self.writes.lock().await;
+        let mut ev = event("plugin-remove", None, actor, reason);
+        ev.new = serde_json::json!({ "name": name });
+        let Some(old) = self.shared.plugins.get(name) else {
+            return Err(self.refuse(ev, ControlError::NotFound(format!("no plugin named `{name}` is loaded"))));
+        };
+        let conflict = |msg: String| ControlError::Conflict(msg);
+        let mut overrides = self.plugin_overrides()?;
+        if !overrides.uploaded.contains_key(name) && !overrides.configs.contains_key(name) {
+            let msg = format!("`{name}` comes from the config file: remove it there, then reload");
+            return Err(self.refuse(ev, conflict(msg)));
+        }
+        let config = self.config();
+        let in_file = config.plugins.iter().find(|p| p.name == name).cloned();
+        if in_file.as_ref().is_some_and(|p| p.path.is_none()) {
+            let msg = format!("the config file names `{name}` without a `path`: remove it there first, then reload");
+            return Err(self.refuse(ev, conflict(msg)));
+        }
+        if in_file.is_none() {
+            for (service, h) in self.rollouts.lock().await.iter() {
+                let t = h.lock().await;
+                if !t.is_done() && t.plan.analysis.policy.as_ref().is_some_and(|p| p.plugin == name) {
+                    let msg = format!("the running rollout of {service} uses `{name}` as its policy");
+                    return Err(self.refuse(ev, conflict(msg)));
+                }
+            }
+        }
+        overrides.uploaded.remove(name);
+        overrides.configs.remove(name);
+        let current = self.shared.snapshot.load_full();
+        let (plugins, next) = match self.build(&config, &current.run_time(), &overrides) {
+            Ok(built) => built,
+            Err(e) => return Err(self.refuse(ev, conflict(format!("cannot remove `{name}`, it is in use: {e}")))),
+        };
+        ev.old = serde_json::json!({ "name": name, "sha256": old.sha256, "config": old.config });
+        ev.message = match &in_file {
+            Some(_) => format!("plugin {name}: what the admin API set is removed; the config file's version applies"),
+            None => format!("plugin {name} removed"),
+        };
+        let ev = self.commit(&[Change::Plugin(name, None), Change::PluginConfig(name, None)], ev)?;
+        self.shared.plugins.replace(plugins);
+        self.shared.snapshot.store(Arc::new(next));
+        tracing::info!(actor, "{}", ev.message);
+        Ok(ev)
     }
 
     /// The common end of a plugin change: binds every rule to `plugin` in a

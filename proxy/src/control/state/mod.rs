@@ -40,10 +40,10 @@ pub enum Change<'a> {
     Weights(&'a str, Option<&'a WeightMap>),
     /// A flag's override: set (`Some`) or back to the file's (`None`).
     Flag(&'a str, Option<&'a serde_json::Value>),
-    /// A plugin's component bytes, uploaded through the admin API.
-    Plugin(&'a str, &'a [u8]),
-    /// A plugin's default configuration, set through the admin API.
-    PluginConfig(&'a str, &'a serde_json::Value),
+    /// A plugin's component bytes, uploaded through the admin API (`None`: removed).
+    Plugin(&'a str, Option<&'a [u8]>),
+    /// A plugin's default configuration, set through the admin API (`None`: removed).
+    PluginConfig(&'a str, Option<&'a serde_json::Value>),
     /// A service's suspended pools (rules to them are skipped); empty lifts.
     Suspended(&'a str, &'a BTreeSet<String>),
     /// A service's rollout (its progress, as JSON: the latest, active or finished).

@@ -36,9 +36,9 @@ pub fn rows(changes: &[Change<'_>]) -> Result<Vec<Row>, Error> {
                     Row { table: "weights", key: k.into(), value: bytes(w.map(json).transpose()?) }
                 }
                 Change::Flag(k, f) => Row { table: "flags", key: k.into(), value: bytes(f.map(json).transpose()?) },
-                Change::Plugin(k, b) => Row { table: "plugins", key: k.into(), value: Some(b.to_vec()) },
+                Change::Plugin(k, b) => Row { table: "plugins", key: k.into(), value: b.map(<[u8]>::to_vec) },
                 Change::PluginConfig(k, c) => {
-                    Row { table: "plugin_configs", key: k.into(), value: Some(json(c)?.into_bytes()) }
+                    Row { table: "plugin_configs", key: k.into(), value: bytes(c.map(json).transpose()?) }
                 }
                 Change::Suspended(k, pools) => Row {
                     table: "suspended",

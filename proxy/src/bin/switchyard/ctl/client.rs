@@ -116,3 +116,31 @@ fn server_error(status: StatusCode, body: &[u8]) -> String {
         .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
     format!("{} {}: {msg}", status.as_u16(), status.canonical_reason().unwrap_or(""))
 }
+
+/// The client's token: `--token` (or `SWITCHYARD_CTL_TOKEN`), else
+/// `--token-file`, else — with a warning, since the server reads it too —
+/// `SWITCHYARD_ADMIN_TOKEN`.
+pub(crate) fn client_token(token: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(t) = token {
+        return Ok(Some(t.to_owned()));
+    }
+    if let Some(f) = file {
+        return token_from_file(f).map(Some);
+    }
+    match std::env::var("SWITCHYARD_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => {
+            eprintln!(
+                "switchyard: taking the token from SWITCHYARD_ADMIN_TOKEN, which `switchyard serve` also reads \
+                 (as a token it accepts); give the client SWITCHYARD_CTL_TOKEN instead"
+            );
+            Ok(Some(t.trim().to_owned()))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn token_from_file(f: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
+    Ok(line.split_once(':').map_or(line, |(_, t)| t.trim()).to_owned())
+}

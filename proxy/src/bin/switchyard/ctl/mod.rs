@@ -11,6 +11,7 @@ use switchyard::admin::api::{FleetView, PluginView, RolloutView, ServiceView, St
 use switchyard::control::state::Event;
 
 pub(crate) mod client;
+pub(crate) use client::client_token;
 pub mod follow;
 mod render;
 
@@ -153,6 +154,15 @@ pub enum PluginsCommand {
         name: String,
         /// The `.wasm` component.
         file: std::path::PathBuf,
+        /// Why, recorded in the history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove what the API set for a plugin (upload, configuration): the
+    /// config file's version applies again, or the plugin is gone.
+    Remove {
+        /// The plugin's name.
+        name: String,
         /// Why, recorded in the history.
         #[arg(long)]
         reason: Option<String>,
@@ -315,6 +325,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let body = c.call(Method::PUT, &path, Some(serde_json::to_vec(&value)?), reason.as_deref()).await?;
             print_event(&body, json)
         }
+        CtlCommand::Plugins { command: Some(PluginsCommand::Remove { name, reason }) } => {
+            let body = c.call(Method::DELETE, &format!("/v1/plugins/{name}"), None, reason.as_deref()).await?;
+            print_event(&body, json)
+        }
         CtlCommand::Plugins { command: Some(PluginsCommand::Load { name, file, reason }) } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let path = format!("/v1/plugins/{name}");
@@ -334,33 +348,6 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 /// The first token in a tokens file (`name: token` lines, as the server's
 /// `admin.tokens_file`; `#` comments).
-/// The client's token: `--token` (or `SWITCHYARD_CTL_TOKEN`), else
-/// `--token-file`, else — with a warning, since the server reads it too —
-/// `SWITCHYARD_ADMIN_TOKEN`.
-pub(crate) fn client_token(token: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    if let Some(t) = token {
-        return Ok(Some(t.to_owned()));
-    }
-    if let Some(f) = file {
-        return token_from_file(f).map(Some);
-    }
-    match std::env::var("SWITCHYARD_ADMIN_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => {
-            eprintln!(
-                "switchyard: taking the token from SWITCHYARD_ADMIN_TOKEN, which `switchyard serve` also reads \
-                 (as a token it accepts); give the client SWITCHYARD_CTL_TOKEN instead"
-            );
-            Ok(Some(t.trim().to_owned()))
-        }
-        _ => Ok(None),
-    }
-}
-
-fn token_from_file(f: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
-    Ok(line.split_once(':').map_or(line, |(_, t)| t.trim()).to_owned())
-}
 
 /// `pool=weight` pairs as a weight map.
 fn parse_weights(weights: &[String]) -> anyhow::Result<BTreeMap<String, u32>> {
