@@ -139,6 +139,8 @@ pub(crate) fn client_token(token: Option<&str>, file: Option<&std::path::Path>) 
     }
 }
 
+/// The first token in a tokens file (`name: token` lines, as the server's
+/// `admin.tokens_file`; `#` comments).
 fn token_from_file(f: &std::path::Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
     let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");

@@ -346,9 +346,6 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The first token in a tokens file (`name: token` lines, as the server's
-/// `admin.tokens_file`; `#` comments).
-
 /// `pool=weight` pairs as a weight map.
 fn parse_weights(weights: &[String]) -> anyhow::Result<BTreeMap<String, u32>> {
     if weights.is_empty() {
