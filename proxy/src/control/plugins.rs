@@ -78,6 +78,16 @@ impl Control {
     /// one the file names without a path, or one a rule or a running
     /// rollout still uses.
     pub async fn remove_plugin(&self, name: &str, actor: &str, reason: Option<String>) -> Result<Event, ControlError> {
+        // Read before taking the write lock: a rollout's controller takes its
+        // rollout's lock, then the write lock, never the other way round.
+        let mut users = Vec::new();
+        let handles: Vec<_> = self.rollouts.lock().await.iter().map(|(s, h)| (s.clone(), h.clone())).collect();
+        for (service, h) in handles {
+            let t = h.lock().await;
+            if !t.is_done() && t.plan.analysis.policy.as_ref().is_some_and(|p| p.plugin == name) {
+                users.push(service);
+            }
+        }
         let _w = self.writes.lock().await;
         let mut ev = event("plugin-remove", None, actor, reason);
         ev.new = serde_json::json!({ "name": name });
@@ -96,14 +106,9 @@ impl Control {
             let msg = format!("the config file names `{name}` without a `path`: remove it there first, then reload");
             return Err(self.refuse(ev, conflict(msg)));
         }
-        if in_file.is_none() {
-            for (service, h) in self.rollouts.lock().await.iter() {
-                let t = h.lock().await;
-                if !t.is_done() && t.plan.analysis.policy.as_ref().is_some_and(|p| p.plugin == name) {
-                    let msg = format!("the running rollout of {service} uses `{name}` as its policy");
-                    return Err(self.refuse(ev, conflict(msg)));
-                }
-            }
+        if let (None, Some(service)) = (&in_file, users.first()) {
+            let msg = format!("the running rollout of {service} uses `{name}` as its policy");
+            return Err(self.refuse(ev, conflict(msg)));
         }
         overrides.uploaded.remove(name);
         overrides.configs.remove(name);
