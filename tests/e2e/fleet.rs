@@ -74,6 +74,22 @@ async fn a_weight_change_on_any_replica_is_applied_by_all() {
     .await;
     assert!(moved, "the first replica runs the pool the third set");
 
+    // A plugin uploaded on one replica is loaded by all; removed on another, by none.
+    let judge = std::fs::read(switchyard_test_support::plugins::wasm("canary-judge")).unwrap();
+    let (status, v) = crate::plugins::upload(&proxies[2], "extra", judge, "application/wasm").await;
+    assert_eq!(status, 200, "{v}");
+    let has = |p: &Proxy, want: u16| {
+        let p = p.admin.unwrap();
+        async move {
+            let mut c = Client::connect(p).await;
+            c.get("/v1/plugins/extra", &[("authorization", &format!("Bearer {TOKEN}"))]).await.0 == want
+        }
+    };
+    assert!(until(Duration::from_secs(10), || has(p0, 200)).await, "the first replica loads the upload");
+    let (status, v) = proxies[1].admin("DELETE", "/v1/plugins/extra", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(until(Duration::from_secs(10), || has(p0, 404)).await, "and drops it when another removes it");
+
     // Every replica shows the whole fleet, through the API, `ctl status` and readiness.
     let p1 = &proxies[1];
     let all_three = until(Duration::from_secs(10), || async {

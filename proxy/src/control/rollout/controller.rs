@@ -97,7 +97,7 @@ async fn drive(ctrl: &Arc<Control>, handle: &Handle) {
         if decision != Decision::Hold {
             t.record(describe(&decision), why);
         } else if ticks.is_multiple_of(sample_every) {
-            t.record(format!("hold ({})", verdict_name(&judgement)), why);
+            t.record(hold_label(&judgement), why);
         }
         let written = match checkpoint {
             true => apply(ctrl, &mut t, &decision, ended::CONTROLLER, true).await,
@@ -259,6 +259,15 @@ fn describe(a: &Decision) -> String {
         Decision::Promote => "promote".into(),
         Decision::Rollback(_) => "rollback".into(),
         Decision::Pause(_) => "pause".into(),
+    }
+}
+
+/// A sampled hold, with why it holds: a pass (a policy's promote included)
+/// waits for the step's hold time; anything else for better evidence.
+fn hold_label(v: &Judgement) -> String {
+    match v {
+        Judgement::Pass(_) => "hold (pass: until the step's hold is done)".into(),
+        v => format!("hold ({})", verdict_name(v)),
     }
 }
 
