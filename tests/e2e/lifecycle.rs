@@ -116,14 +116,8 @@ fn check_names_the_field_and_line() {
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/flags.json"), dir.path().join("flags.json"))
         .unwrap();
     let yaml = good.replace(switchyard_test_support::plugins::wasm("canary-judge").to_str().unwrap(), "bad.wasm");
-    std::fs::write(dir.path().join("bad.yaml"), yaml).unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["check", "--config"])
-        .arg(dir.path().join("bad.yaml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("plugins[0] (`canary-judge`): not a valid component"), "{err}");
+    let (ok, err) = check_yaml(dir.path(), &yaml, &[]);
+    assert!(!ok && err.contains("plugins[0] (`canary-judge`): not a valid component"), "{err}");
     // TLS files are loaded by `check`, not only looked for.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.pem"), "not a certificate").unwrap();

@@ -22,15 +22,8 @@ fn yaml(text: &str) -> Value {
 /// `switchyard check` on `config` with `token` beside it, as deployed.
 fn check(config: &str, token: &str, args: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("switchyard.yaml"), config).unwrap();
     std::fs::write(dir.path().join("admin.token"), token).unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["check", "--config"])
-        .arg(dir.path().join("switchyard.yaml"))
-        .args(args)
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    check_yaml(dir.path(), config, args)
 }
 
 fn port_of(bind: &Value) -> u64 {

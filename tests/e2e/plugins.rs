@@ -436,14 +436,8 @@ fn check_refuses_plugin_uses_that_serve_or_a_rollout_would_refuse() {
         let stable: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         let svc = service("web", extra, &[("stable", &[stable]), ("canary", &[stable])], &split);
         let yaml = format!("{}{}", config(&svc), plugins_section(&["canary-judge", "cohort-router"]));
-        std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
-        let out = std::process::Command::new(binary())
-            .args(["check", "--config"])
-            .arg(dir.path().join("c.yaml"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(says), "{says}: {err}");
+        let (ok, err) = check_yaml(dir.path(), &yaml, &[]);
+        assert!(!ok && err.contains(says), "{says}: {err}");
     }
 }
 

@@ -237,13 +237,7 @@ fn check_refuses_upstream_tls_and_protocols_that_cannot_work() {
     ];
     for (extra, says) in cases {
         let yaml = config(&format!("  - name: s\n    pools:\n      p: {{ endpoints: [\"127.0.0.1:9\"]{extra} }}\n"));
-        std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
-        let out = std::process::Command::new(binary())
-            .args(["check", "--config"])
-            .arg(dir.path().join("c.yaml"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(says), "{extra}: {err}");
+        let (ok, err) = check_yaml(dir.path(), &yaml, &[]);
+        assert!(!ok && err.contains(says), "{extra}: {err}");
     }
 }

@@ -190,6 +190,17 @@ pub async fn rollout_end(proxy: &Proxy) -> serde_json::Value {
     }
 }
 
+/// Runs `switchyard check --config DIR/c.yaml ARGS...` on `yaml` (written
+/// there, so relative paths resolve in `dir`); returns success and what it
+/// printed (stdout and stderr).
+pub fn check_yaml(dir: &Path, yaml: &str, args: &[&str]) -> (bool, String) {
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(binary()).args(["check", "--config"]).arg(&path).args(args).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
+}
+
 /// Runs `switchyard ctl --addr ADMIN --token TOKEN ARGS...`; returns success, stdout, stderr.
 pub fn ctl(admin: SocketAddr, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(binary())
