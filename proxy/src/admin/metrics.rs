@@ -94,17 +94,7 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 10] = [
 impl SwitchyardCollector {
     /// A collector over `shared`'s stats and snapshot.
     pub fn new(shared: Arc<Shared>) -> Result<Self, prometheus::Error> {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, labels, _)| {
-                Desc::new(
-                    (*name).into(),
-                    (*help).into(),
-                    labels.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-            })
-            .collect::<Result<_, _>>()?;
+        let descs = descs(&FAMILIES.map(|(name, help, labels, _)| (name, help, labels)))?;
         Ok(Self { shared, descs })
     }
 }
@@ -250,15 +240,12 @@ pub struct FleetCollector {
 impl FleetCollector {
     /// A collector over `control`'s fleet view.
     pub fn new(control: Arc<crate::control::Control>) -> Result<Self, prometheus::Error> {
-        let descs = [
-            (FLEET_IN_STEP, "1 while in step with the fleet's etcd, 0 while degraded.", vec![]),
-            (FLEET_APPLIED_REVISION, "The etcd revision of the fleet's state this replica applied.", vec![]),
-            (FLEET_REPLICA_LAG, "Revisions each present replica is behind the newest.", vec!["replica".to_owned()]),
-            (FLEET_LEADER, "1 while this replica is the fleet's elected leader, else 0.", vec![]),
-        ]
-        .into_iter()
-        .map(|(name, help, labels)| Desc::new(name.into(), help.into(), labels, Default::default()))
-        .collect::<Result<_, _>>()?;
+        let descs = descs(&[
+            (FLEET_IN_STEP, "1 while in step with the fleet's etcd, 0 while degraded.", &[]),
+            (FLEET_APPLIED_REVISION, "The etcd revision of the fleet's state this replica applied.", &[]),
+            (FLEET_REPLICA_LAG, "Revisions each present replica is behind the newest.", &["replica"]),
+            (FLEET_LEADER, "1 while this replica is the fleet's elected leader, else 0.", &[]),
+        ])?;
         Ok(Self { control, descs })
     }
 }
@@ -293,7 +280,7 @@ pub struct RolloutCollector {
 impl RolloutCollector {
     /// A collector over `control`'s rollouts.
     pub fn new(control: Arc<crate::control::Control>) -> Result<Self, prometheus::Error> {
-        let descs = [
+        let descs = descs(&[
             (ROLLOUTS_STARTED_TOTAL, "Rollouts started here, by service and strategy.", &["service", "strategy"][..]),
             (
                 ROLLOUTS_FINISHED_TOTAL,
@@ -311,14 +298,23 @@ impl RolloutCollector {
                 "Time to restore: from a rollout's failing verdict to traffic back on the baseline, by service.",
                 &["service"],
             ),
-        ]
-        .into_iter()
-        .map(|(name, help, l)| {
-            Desc::new(name.into(), help.into(), l.iter().map(|s| s.to_string()).collect(), Default::default())
-        })
-        .collect::<Result<_, _>>()?;
+        ])?;
         Ok(Self { control, descs })
     }
+}
+
+/// The descriptions of a collector's families: name, help, label names.
+fn descs(list: &[(&str, &str, &[&str])]) -> Result<Vec<Desc>, prometheus::Error> {
+    list.iter()
+        .map(|(name, help, labels)| {
+            Desc::new(
+                (*name).into(),
+                (*help).into(),
+                labels.iter().map(|l| l.to_string()).collect(),
+                Default::default(),
+            )
+        })
+        .collect()
 }
 
 /// A family named and explained by `desc`.

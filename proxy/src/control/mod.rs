@@ -516,14 +516,9 @@ fn check_plugin_uses(
         for (j, rule) in s.split.rules.iter().enumerate() {
             let Some(pr) = &rule.plugin else { continue };
             let Some(plugin) = plugins.get(&pr.name) else { continue };
-            let at = format!("services[{i}].split.rules[{j}]");
-            if plugin.kind != Kind::Router {
-                return Err(bad(at, format!("plugin `{}` is a policy; rules take router plugins", pr.name)));
-            }
-            let cfg = pr.config.as_ref().unwrap_or(&plugin.config);
-            let pools = s.pools.iter().map(|p| p.name.clone()).collect();
-            crate::plugin::router::RouterBinding::new(plugin.clone(), cfg, pools, &pr.headers, &pr.cookies)
-                .map_err(|e| bad(at, e.to_string()))?;
+            let pools: Vec<String> = s.pools.iter().map(|p| p.name.clone()).collect();
+            let at = format!("config: services[{i}].split.rules[{j}]");
+            crate::data::snapshot::bind_rule(plugin, pr, &pools, &at)?;
         }
         let Some(policy) = s.rollout.as_ref().and_then(|r| r.analysis.policy.as_ref()) else { continue };
         let Some(plugin) = plugins.get(&policy.plugin) else { continue };

@@ -262,18 +262,30 @@ fn bind_routers(
         let at = format!("service `{}`, split.rules[{i}]", s.name);
         let plugin =
             plugins.get(&pr.name).ok_or_else(|| Error::Config(format!("{at}: plugin `{}` is not loaded", pr.name)))?;
-        if plugin.kind != crate::plugin::Kind::Router {
-            return Err(Error::Config(format!("{at}: plugin `{}` is a policy, not a router", pr.name)));
-        }
         let config = pr.config.as_ref().unwrap_or(&plugin.config);
-        let kept = old.and_then(|o| o.routers().find(|b| b.same(plugin, config, pools)));
-        out.push(match kept {
+        out.push(match old.and_then(|o| o.routers().find(|b| b.same(plugin, config, pools))) {
             Some(b) => b.clone(),
-            None => RouterBinding::new(plugin.clone(), config, pools.to_vec(), &pr.headers, &pr.cookies)
-                .map_err(|e| Error::Plugin(format!("{at}: {e}")))?,
+            None => bind_rule(plugin, pr, pools, &at)?,
         });
     }
     Ok(out)
+}
+
+/// Binds rule `pr` (at `at`, for errors) to `plugin` for a service with
+/// `pools`: refused for a policy, or when the router refuses the rule's
+/// config. What `serve` does for every rule, and `check` too.
+pub fn bind_rule(
+    plugin: &Arc<Plugin>,
+    pr: &crate::config::PluginRule,
+    pools: &[String],
+    at: &str,
+) -> Result<Arc<RouterBinding>, Error> {
+    if plugin.kind != crate::plugin::Kind::Router {
+        return Err(Error::Config(format!("{at}: plugin `{}` is a policy; rules take router plugins", pr.name)));
+    }
+    let config = pr.config.as_ref().unwrap_or(&plugin.config);
+    RouterBinding::new(plugin.clone(), config, pools.to_vec(), &pr.headers, &pr.cookies)
+        .map_err(|e| Error::Plugin(format!("{at}: {e}")))
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
