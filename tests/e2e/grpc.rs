@@ -192,7 +192,15 @@ async fn calls_pass_with_their_trailers_and_count_by_their_grpc_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_grpc_timeout_cuts_the_wait_for_the_upstream_short() {
-    let p = proxy(&[("p", upstream("stable", Arc::default()).await)], "", "{ p: 1 }").await;
+    // An upstream that ignores the deadline (tonic's server keeps it too,
+    // which would race the proxy's), slower than the caller allows.
+    let slow = Upstream::start(|_| async {
+        tokio::time::sleep(Duration::from_secs(2)).await; // slower than the caller's deadline
+        http::Response::new(full("too late"))
+    })
+    .await;
+    let svc = format!("  - name: web\n    pools:\n      p: {{ endpoints: [\"{}\"] }}\n", slow.addr);
+    let p = start_with_admin(&svc).await;
     // A raw HTTP/2 call, so no client-side deadline hides the proxy's.
     let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     let (mut h2, conn) = hyper::client::conn::http2::handshake(
