@@ -14,6 +14,7 @@ mod fleet;
 mod grpc;
 mod hardening;
 mod lifecycle;
+mod mirror;
 mod packaging;
 mod plugins;
 mod protocols;

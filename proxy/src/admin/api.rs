@@ -93,6 +93,11 @@ pub struct PoolStatsView {
     /// `bad_body`, `client_closed`): not in `requests` or any figure above.
     #[serde(default)]
     pub client_errors: BTreeMap<String, u64>,
+    /// A mirror pool's copies (`compared` with the primary's answer, of
+    /// which `mismatched` in status class, and `dropped` unsent); absent
+    /// for a pool that got none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<BTreeMap<String, u64>>,
     /// 5xx responses / requests.
     pub error_rate: f64,
     /// Latency to the response head, milliseconds.

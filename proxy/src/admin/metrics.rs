@@ -3,7 +3,7 @@
 //! constants below; every one is documented in the README.
 
 use crate::data::Shared;
-use crate::stats::{Stats, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
+use crate::stats::{Stats, CLIENT_LABELS, ERROR_LABELS, MIRROR_LABELS, STATUS_LABELS};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use std::sync::Arc;
@@ -17,6 +17,10 @@ pub const UPSTREAM_ERRORS_TOTAL: &str = "switchyard_upstream_errors_total";
 /// Failures the client caused, by service, pool and kind (`payload_too_large`,
 /// `request_timeout`, `bad_body`, `client_closed`); in no other family.
 pub const CLIENT_ERRORS_TOTAL: &str = "switchyard_client_errors_total";
+/// Copies of requests a mirror pool got, by service, pool and outcome
+/// (`compared` with the primary's answer, of which `mismatched` in status
+/// class, and `dropped` unsent).
+pub const MIRROR_TOTAL: &str = "switchyard_mirror_requests_total";
 /// Current relative weight of each pool.
 pub const POOL_WEIGHT: &str = "switchyard_pool_weight";
 /// 1 when an endpoint takes traffic (not ejected, checks passing), else 0.
@@ -53,7 +57,7 @@ pub struct SwitchyardCollector {
 }
 
 /// Every family: name, help, labels, type — in the order `collect` returns them.
-const FAMILIES: [(&str, &str, &[&str], MetricType); 10] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 11] = [
     (REQUESTS_TOTAL, "Requests by service, pool and status class.", &["service", "pool", "class"], MetricType::COUNTER),
     (
         REQUEST_DURATION_SECONDS,
@@ -71,6 +75,12 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 10] = [
         CLIENT_ERRORS_TOTAL,
         "Failures the client caused, by service, pool and kind; counted against no pool.",
         &["service", "pool", "kind"],
+        MetricType::COUNTER,
+    ),
+    (
+        MIRROR_TOTAL,
+        "Copies of requests sent to a mirror pool, by service, pool and outcome (compared, mismatched, dropped).",
+        &["service", "pool", "outcome"],
         MetricType::COUNTER,
     ),
     (POOL_WEIGHT, "Current relative weight of each pool.", &["service", "pool"], MetricType::GAUGE),
@@ -152,6 +162,7 @@ impl Collector for SwitchyardCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let stats: &Stats = &self.shared.stats;
         let (mut requests, mut durations, mut errors, mut client) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut mirror = Vec::new();
         stats.each_lifetime(|svc, pool, p| {
             for (class, n) in STATUS_LABELS.iter().zip(p.status) {
                 requests.push(counter(labels(&[("service", svc), ("pool", pool), ("class", class)]), n));
@@ -161,6 +172,11 @@ impl Collector for SwitchyardCollector {
             }
             for (kind, n) in CLIENT_LABELS.iter().zip(p.client) {
                 client.push(counter(labels(&[("service", svc), ("pool", pool), ("kind", kind)]), n));
+            }
+            if p.mirror != [0; crate::stats::MIRROR_KINDS] {
+                for (outcome, n) in MIRROR_LABELS.iter().zip(p.mirror) {
+                    mirror.push(counter(labels(&[("service", svc), ("pool", pool), ("outcome", outcome)]), n));
+                }
             }
             let mut h = Histogram::default();
             h.set_sample_count(p.latency.len());
@@ -213,7 +229,7 @@ impl Collector for SwitchyardCollector {
             seconds.push(m);
             fuel.push(counter(labels(&[("plugin", &p.name)]), s.fuel));
         }
-        [requests, durations, errors, client, weights, health, calls, faults, seconds, fuel]
+        [requests, durations, errors, client, mirror, weights, health, calls, faults, seconds, fuel]
             .into_iter()
             .enumerate()
             .map(|(i, m)| family(i, m))

@@ -3,7 +3,7 @@
 
 use super::api::*;
 use crate::control::rollout::Rollout;
-use crate::stats::{Figures, CLIENT_LABELS, ERROR_LABELS, STATUS_LABELS};
+use crate::stats::{Figures, CLIENT_LABELS, ERROR_LABELS, MIRROR_LABELS, STATUS_LABELS};
 
 pub(super) fn plugin_view(p: &crate::plugin::Plugin) -> PluginView {
     let s = p.calls.summary();
@@ -151,6 +151,8 @@ pub(super) fn figures_view(f: &Figures) -> PoolStatsView {
         status: STATUS_LABELS.iter().zip(f.status).map(|(l, n)| (l.to_string(), n)).collect(),
         errors: ERROR_LABELS.iter().zip(f.errors).map(|(l, n)| (l.to_string(), n)).collect(),
         client_errors: CLIENT_LABELS.iter().zip(f.client_errors).map(|(l, n)| (l.to_string(), n)).collect(),
+        mirror: (f.mirror != [0; crate::stats::MIRROR_KINDS])
+            .then(|| MIRROR_LABELS.iter().zip(f.mirror).map(|(l, n)| (l.to_string(), n)).collect()),
         error_rate: f.error_rate(),
         latency_ms: LatencyView {
             p50: ms(f.p50_us),

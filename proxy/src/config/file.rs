@@ -317,6 +317,28 @@ pub(crate) struct FileSplit {
     #[serde(default)]
     pub rules: Vec<FileRule>,
     pub weights: Option<Spanned<BTreeMap<String, u32>>>,
+    pub mirror: Option<Spanned<FileMirror>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMirror {
+    pub pool: Spanned<String>,
+    pub percent: Option<Spanned<f64>>,
+    pub methods: Option<Spanned<Vec<String>>>,
+    #[serde(rename = "match", default)]
+    pub matcher: FileMirrorMatch,
+    pub max_body: Option<ByteSize>,
+    pub queue: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMirrorMatch {
+    #[serde(default)]
+    pub header: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cookie: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

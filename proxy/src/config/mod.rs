@@ -8,6 +8,7 @@
 
 mod file;
 mod fleet;
+mod mirror;
 pub mod rollout;
 mod run_time;
 mod server;
@@ -19,6 +20,7 @@ pub use service::*;
 
 pub use file::{LbKind, Protocol};
 pub use fleet::{EtcdTls, FleetConfig};
+pub use mirror::MirrorConfig;
 pub use run_time::{weights_for, PoolSet, PoolSets, RunTime, WeightMap};
 
 use crate::error::Error;

@@ -165,6 +165,8 @@ pub struct SplitConfig {
     pub rules: Vec<RuleConfig>,
     /// Relative weights, indexed like the service's pools.
     pub weights: Vec<u32>,
+    /// Where copies of requests go, if anywhere.
+    pub mirror: Option<super::MirrorConfig>,
 }
 
 /// What identifies a user for sticky assignment.
@@ -293,7 +295,9 @@ fn validate_split(split: FileSplit, pool_names: &[String], plugins: &[&str], p: 
             weights_for(&w.value, pool_names).map_err(|m| fail(format!("{p}.split.weights"), &w.referenced, m))?
         }
     };
-    Ok(SplitConfig { sticky, rules, weights })
+    let mirror =
+        split.mirror.map(|m| super::mirror::validate(m, pool_names, &format!("{p}.split.mirror"))).transpose()?;
+    Ok(SplitConfig { sticky, rules, weights, mirror })
 }
 
 fn validate_sticky(sticky: Option<Spanned<FileSticky>>, p: &str) -> Result<Option<StickyKey>, Error> {

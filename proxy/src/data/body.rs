@@ -92,6 +92,17 @@ struct Stream<L> {
     lease: Option<L>,
     /// A request body: its progress (and its errors are the client's).
     upload: Option<Arc<Upload>>,
+    /// A request body being copied for a mirror.
+    tee: Option<Tee>,
+}
+
+/// A copy of a request body for a mirror, up to a cap, handed over whole at
+/// the body's end; dropped unsent (so the mirror gives up) past the cap or
+/// when the body fails.
+struct Tee {
+    copy: bytes::BytesMut,
+    cap: u64,
+    to: tokio::sync::oneshot::Sender<Bytes>,
 }
 
 // === impl ProxyBody ===
@@ -123,9 +134,23 @@ impl<L: Release> ProxyBody<L> {
                 remaining: cap,
                 lease: None,
                 upload: Some(upload.clone()),
+                tee: None,
             })),
         };
         (body, Some(upload))
+    }
+
+    /// Copies this request body, up to `cap` bytes, for a mirror: the copy
+    /// arrives whole when the body has been read to its end (an empty body
+    /// at once); the sender is dropped instead when the body is larger or fails.
+    pub fn tee(&mut self, cap: u64) -> tokio::sync::oneshot::Receiver<Bytes> {
+        let (to, copy) = tokio::sync::oneshot::channel();
+        match &mut self.kind {
+            Kind::Stream(s) => s.tee = Some(Tee { copy: bytes::BytesMut::new(), cap, to }),
+            Kind::Empty => drop(to.send(Bytes::new())),
+            Kind::Full(b) => drop(to.send(b.clone().unwrap_or_default())),
+        }
+        copy
     }
 
     /// A response body that releases `lease` when it ends cleanly.
@@ -143,6 +168,7 @@ impl<L: Release> ProxyBody<L> {
                 remaining: None,
                 lease: Some(lease),
                 upload: None,
+                tee: None,
             })),
         }
     }
@@ -211,6 +237,13 @@ impl<L: Release> Stream<L> {
                     }
                     *remaining -= len;
                 }
+                if let Some(data) = frame.data_ref() {
+                    let fits = self.tee.as_ref().is_some_and(|t| t.copy.len() as u64 + data.len() as u64 <= t.cap);
+                    match fits {
+                        true => self.tee.iter_mut().for_each(|t| t.copy.extend_from_slice(data)),
+                        false => self.tee = None,
+                    }
+                }
                 if let (Some(lease), Some(t)) = (&mut self.lease, frame.trailers_ref()) {
                     lease.trailers(t);
                 }
@@ -235,15 +268,21 @@ impl<L: Release> Stream<L> {
         }
     }
 
-    /// The exchange ended cleanly: the connection may carry the next request.
+    /// The exchange ended cleanly: the connection may carry the next
+    /// request, and a mirror gets its copy of the body.
     fn finish(&mut self) {
+        if let Some(t) = self.tee.take() {
+            let _ = t.to.send(t.copy.freeze());
+        }
         if let Some(lease) = self.lease.take() {
             lease.release();
         }
     }
 
-    /// The exchange failed: the connection goes with the body.
+    /// The exchange failed: the connection goes with the body (and a
+    /// mirror's copy is dropped).
     fn fail(&mut self) {
+        self.tee = None;
         if let Some(mut lease) = self.lease.take() {
             lease.fail();
         }

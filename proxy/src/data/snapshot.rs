@@ -12,7 +12,7 @@
 use crate::config::{Config, HostMatch, ServiceConfig};
 use crate::config::{PoolSets, RunTime, WeightMap};
 use crate::data::pool::Pool;
-use crate::data::split::Split;
+use crate::data::split::{Mirror, Split};
 use crate::error::Error;
 use crate::plugin::router::RouterBinding;
 use crate::plugin::Plugin;
@@ -45,6 +45,8 @@ pub struct Service {
     pub pool_header_values: Box<[HeaderValue]>,
     /// The split.
     pub split: Split,
+    /// Where copies of requests go, if anywhere.
+    pub mirror: Option<Mirror>,
     /// Upstream response-head timeout.
     pub timeout: Duration,
     /// Upstream connect timeout.
@@ -135,7 +137,11 @@ impl Snapshot {
                     .collect();
                 let routers = bind_routers(&config, &names, old.map(|o| &o.split), plugins)?;
                 let split = Split::new(&config.split, &names, routers, &suspended);
-                Ok(Arc::new(Service::new(config, pools, split, (from_api, pool_sets), suspended)))
+                let mirror = config.split.mirror.as_ref().map(|m| {
+                    Mirror::new(m, pools[m.pool].stats_slot, old.and_then(|o| o.mirror.as_ref()))
+                });
+                let traffic = (split, mirror);
+                Ok(Arc::new(Service::new(config, pools, traffic, (from_api, pool_sets), suspended)))
             })
             .collect::<Result<_, Error>>()?;
         Ok(Self::index(services))
@@ -164,7 +170,8 @@ impl Snapshot {
                 config.split.weights = weights;
                 let suspended = suspended.cloned().unwrap_or_else(|| s.suspended.clone());
                 let split = s.split.with_traffic(&config.split.weights, &s.pool_names(), &suspended);
-                Arc::new(Service::new(config, s.pools.to_vec(), split, (from_api, s.pool_sets.clone()), suspended))
+                let traffic = (split, s.mirror.clone());
+                Arc::new(Service::new(config, s.pools.to_vec(), traffic, (from_api, s.pool_sets.clone()), suspended))
             })
             .collect();
         found.then(|| Self::index(services))
@@ -304,7 +311,7 @@ impl Service {
     fn new(
         config: ServiceConfig,
         pools: Vec<Arc<Pool>>,
-        split: Split,
+        (split, mirror): (Split, Option<Mirror>),
         (weights_from_api, pool_sets): (bool, PoolSets),
         suspended: BTreeSet<String>,
     ) -> Self {
@@ -318,6 +325,7 @@ impl Service {
                 .map(|n| HeaderValue::from_str(n).unwrap_or(HeaderValue::from_static("invalid")))
                 .collect(),
             split,
+            mirror,
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             max_request_body: config.max_request_body,

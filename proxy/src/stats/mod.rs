@@ -32,6 +32,8 @@ pub const STATUS_CLASSES: usize = 5;
 pub const ERROR_KINDS: usize = 4;
 /// Client fault kinds kept.
 pub const CLIENT_KINDS: usize = 4;
+/// Mirror outcomes kept.
+pub const MIRROR_KINDS: usize = 3;
 
 /// The class of a response status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +95,20 @@ pub const CLIENT_LABELS: [&str; CLIENT_KINDS] = [
     ErrorClass::ClientClosed.metric_label(),
 ];
 
+/// What became of a copy sent to a mirror pool (counted on that pool).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MirrorKind {
+    /// The copy's answer was compared with the primary's.
+    Compared = 0,
+    /// ... and its status class differed.
+    Mismatched = 1,
+    /// The copy was not sent: too many in flight, or its body was too large.
+    Dropped = 2,
+}
+
+/// Labels of the mirror outcomes, by index.
+pub const MIRROR_LABELS: [&str; MIRROR_KINDS] = ["compared", "mismatched", "dropped"];
+
 impl ClientKind {
     /// The kind of a request-path error, when the client caused it.
     pub fn of(class: ErrorClass) -> Option<Self> {
@@ -142,7 +158,14 @@ pub struct Second {
     status: [u64; STATUS_CLASSES],
     errors: [u64; ERROR_KINDS],
     client: [u64; CLIENT_KINDS],
+    mirror: [u64; MIRROR_KINDS],
     requests: u64,
+}
+
+/// Records what became of a mirrored copy against the mirror pool `slot`
+/// (`Mismatched` counts as compared too).
+pub fn record_mirror(slot: usize, kind: MirrorKind) {
+    recorder::record_mirror(slot, kind);
 }
 
 /// Records one request's outcome against pool `slot`; a client fault counts
@@ -345,7 +368,9 @@ impl Stats {
                 let figures = pools.iter().map(|(name, p)| (name.to_string(), p.range(t, t)));
                 (
                     t + self.origin,
-                    figures.filter(|(_, f)| f.requests + f.client_errors.iter().sum::<u64>() > 0).collect(),
+                    figures
+                        .filter(|(_, f)| f.requests + f.client_errors.iter().chain(&f.mirror).sum::<u64>() > 0)
+                        .collect(),
                 )
             })
             .filter(|(_, pools): &(u64, Vec<_>)| !pools.is_empty())

@@ -5,7 +5,9 @@
 //! and no locks. Every resolution tick the worker turns what it recorded into
 //! compact [`Second`]s and sends them to the control path, then resets.
 
-use super::{ClientKind, ErrorKind, Second, StatusClass, CLIENT_KINDS, ERROR_KINDS, STATUS_CLASSES};
+use super::{
+    ClientKind, ErrorKind, MirrorKind, Second, StatusClass, CLIENT_KINDS, ERROR_KINDS, MIRROR_KINDS, STATUS_CLASSES,
+};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 
@@ -28,6 +30,7 @@ struct Recorder {
     status: [u64; STATUS_CLASSES],
     errors: [u64; ERROR_KINDS],
     client: [u64; CLIENT_KINDS],
+    mirror: [u64; MIRROR_KINDS],
     requests: u64,
 }
 
@@ -47,6 +50,7 @@ fn with_recorder(slot: usize, f: impl FnOnce(&mut Recorder)) {
             status: [0; STATUS_CLASSES],
             errors: [0; ERROR_KINDS],
             client: [0; CLIENT_KINDS],
+            mirror: [0; MIRROR_KINDS],
             requests: 0,
         }))
     })
@@ -55,6 +59,16 @@ fn with_recorder(slot: usize, f: impl FnOnce(&mut Recorder)) {
 /// Records a client fault against pool `slot` on this thread.
 pub(super) fn record_client(slot: usize, kind: ClientKind) {
     with_recorder(slot, |rec| rec.client[kind as usize] += 1);
+}
+
+/// Records a mirrored copy's outcome against pool `slot` on this thread.
+pub(super) fn record_mirror(slot: usize, kind: MirrorKind) {
+    with_recorder(slot, |rec| {
+        if kind == MirrorKind::Mismatched {
+            rec.mirror[MirrorKind::Compared as usize] += 1;
+        }
+        rec.mirror[kind as usize] += 1;
+    });
 }
 
 /// Records one request against pool `slot` on this thread.
@@ -76,7 +90,7 @@ pub(super) fn take() -> Vec<(usize, Second)> {
         let mut out = Vec::new();
         for (slot, rec) in r.iter_mut().enumerate() {
             let Some(rec) = rec else { continue };
-            if rec.requests == 0 && rec.client == [0; CLIENT_KINDS] {
+            if rec.requests == 0 && rec.client == [0; CLIENT_KINDS] && rec.mirror == [0; MIRROR_KINDS] {
                 continue;
             }
             let latencies =
@@ -89,6 +103,7 @@ pub(super) fn take() -> Vec<(usize, Second)> {
                     status: rec.status,
                     errors: rec.errors,
                     client: rec.client,
+                    mirror: rec.mirror,
                     requests: rec.requests,
                 },
             ));
@@ -96,6 +111,7 @@ pub(super) fn take() -> Vec<(usize, Second)> {
             rec.status = [0; STATUS_CLASSES];
             rec.errors = [0; ERROR_KINDS];
             rec.client = [0; CLIENT_KINDS];
+            rec.mirror = [0; MIRROR_KINDS];
             rec.requests = 0;
         }
         out

@@ -5,7 +5,7 @@
 //! controllable clock.
 
 use super::recorder::histogram;
-use super::{Second, CLIENT_KINDS, ERROR_KINDS, STATUS_CLASSES};
+use super::{Second, CLIENT_KINDS, ERROR_KINDS, MIRROR_KINDS, STATUS_CLASSES};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 
@@ -22,6 +22,10 @@ pub struct Figures {
     /// `requests`, `status`, `errors` or the latencies.
     #[serde(default)]
     pub client_errors: [u64; CLIENT_KINDS],
+    /// A mirror pool's copies by [`super::MirrorKind`]: compared with the
+    /// primary's answer, of which mismatched, and dropped.
+    #[serde(default)]
+    pub mirror: [u64; MIRROR_KINDS],
     /// Latency quantiles in microseconds: p50, p90, p99, p99.9, max (0 without data).
     pub p50_us: u64,
     /// 90th percentile.
@@ -41,6 +45,17 @@ impl Figures {
     /// Failed requests: 5xx responses plus proxy-side errors that produced none of them.
     pub fn failed(&self) -> u64 {
         self.status[4]
+    }
+
+    /// Mirrored copies whose status class differed from the primary's,
+    /// over those compared; 0 without any.
+    pub fn mismatch_rate(&self) -> f64 {
+        let [compared, mismatched, _] = self.mirror;
+        if compared == 0 {
+            0.0
+        } else {
+            mismatched as f64 / compared as f64
+        }
     }
 
     /// `failed / requests`, 0 without requests.
@@ -67,6 +82,7 @@ impl Figures {
             add_into(&mut out.status, &f.status);
             add_into(&mut out.errors, &f.errors);
             add_into(&mut out.client_errors, &f.client_errors);
+            add_into(&mut out.mirror, &f.mirror);
             latencies.extend_from_slice(&f.latency);
         }
         latencies.sort_unstable_by_key(|&(v, _)| v);
@@ -91,19 +107,15 @@ impl Figures {
         self.latency = latencies;
     }
 
-    fn from_hist(
-        h: &Histogram<u64>,
-        status: [u64; STATUS_CLASSES],
-        errors: [u64; ERROR_KINDS],
-        client_errors: [u64; CLIENT_KINDS],
-        requests: u64,
-    ) -> Self {
+    fn from_lifetime(l: &Lifetime) -> Self {
+        let h = &l.latency;
         let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
         Figures {
-            requests,
-            status,
-            errors,
-            client_errors,
+            requests: l.requests,
+            status: l.status,
+            errors: l.errors,
+            client_errors: l.client,
+            mirror: l.mirror,
             p50_us: q(0.5),
             p90_us: q(0.9),
             p99_us: q(0.99),
@@ -133,6 +145,8 @@ pub struct Lifetime {
     pub errors: [u64; ERROR_KINDS],
     /// Client faults by kind.
     pub client: [u64; CLIENT_KINDS],
+    /// Mirrored copies by outcome.
+    pub mirror: [u64; MIRROR_KINDS],
     /// Requests recorded.
     pub requests: u64,
     /// Sum of recorded latencies in microseconds (for the Prometheus `_sum`).
@@ -149,6 +163,7 @@ impl PoolStats {
                 status: [0; STATUS_CLASSES],
                 errors: [0; ERROR_KINDS],
                 client: [0; CLIENT_KINDS],
+                mirror: [0; MIRROR_KINDS],
                 requests: 0,
                 sum_us: 0,
             },
@@ -164,6 +179,7 @@ impl PoolStats {
         add_into(&mut self.since_start.status, &s.status);
         add_into(&mut self.since_start.errors, &s.errors);
         add_into(&mut self.since_start.client, &s.client);
+        add_into(&mut self.since_start.mirror, &s.mirror);
         self.since_start.requests += s.requests;
         s.at = at;
         match self.ring.back_mut() {
@@ -192,6 +208,7 @@ impl PoolStats {
             add_into(&mut f.status, &s.status);
             add_into(&mut f.errors, &s.errors);
             add_into(&mut f.client_errors, &s.client);
+            add_into(&mut f.mirror, &s.mirror);
             f.requests += s.requests;
         }
         latencies.sort_unstable_by_key(|&(v, _)| v);
@@ -206,13 +223,7 @@ impl PoolStats {
     }
 
     pub(super) fn lifetime(&self) -> Figures {
-        Figures::from_hist(
-            &self.since_start.latency,
-            self.since_start.status,
-            self.since_start.errors,
-            self.since_start.client,
-            self.since_start.requests,
-        )
+        Figures::from_lifetime(&self.since_start)
     }
 }
 
@@ -222,6 +233,7 @@ impl Second {
         add_into(&mut self.status, &other.status);
         add_into(&mut self.errors, &other.errors);
         add_into(&mut self.client, &other.client);
+        add_into(&mut self.mirror, &other.mirror);
         self.requests += other.requests;
     }
 }
@@ -246,6 +258,7 @@ mod tests {
             status,
             errors: [0; ERROR_KINDS],
             client: [0; CLIENT_KINDS],
+            mirror: [0; MIRROR_KINDS],
             requests: latencies.len() as u64,
         }
     }

@@ -72,10 +72,16 @@ struct Exchange<'a> {
 impl Exchange<'_> {
     fn end(&mut self, status: u16) {
         self.done = true;
-        let log = &self.log;
         // A gRPC answer with its status in the head is counted by that
         // status; one with it in the trailers, when they arrive.
-        let counted = log.grpc_status.unwrap_or(status);
+        let counted = self.log.grpc_status.unwrap_or(status);
+        if let Some(to) = self.log.mirror.take() {
+            // A client's fault says nothing of the upstream's answer.
+            if !self.log.error.is_some_and(ErrorClass::is_client_fault) {
+                let _ = to.send(counted);
+            }
+        }
+        let log = &self.log;
         if let (true, Some(slot), false) = (self.shared.record_stats, log.stats_slot, log.deferred) {
             stats::record(slot, log.latency(self.start), counted, log.error);
         }
@@ -124,6 +130,8 @@ struct Log {
     grpc_status: Option<u16>,
     /// Recorded when the response's trailers arrive, not at its head.
     deferred: bool,
+    /// Where the primary's status goes, for a mirror's copy to compare with.
+    mirror: Option<tokio::sync::oneshot::Sender<u16>>,
 }
 
 impl Log {
@@ -187,6 +195,13 @@ async fn proxy(
             return Err(ErrorClass::PayloadTooLarge);
         }
     }
+    let copy = match &service.mirror {
+        Some(m) if !wants_tunnel => {
+            let len = if body.is_end_stream() { Some(0) } else { content_length(&parts.headers) };
+            m.copy(pool_index, &parts.method, &parts.headers, len)
+        }
+        _ => None,
+    };
 
     // The upstream request: origin-form URI with the normalised path, cleaned headers.
     let flags = checked.flags;
@@ -203,24 +218,21 @@ async fn proxy(
         parts.method = Method::GET;
         parts.extensions.remove::<hyper::ext::Protocol>();
     }
-    if pool.config.protocol == Protocol::Http1 {
-        parts.version = Version::HTTP_11;
-        // hyper sends no body for a GET or HEAD of unknown length unless told to:
-        // the upstream must get the body the client sent.
-        if !body.is_end_stream()
-            && !parts.headers.contains_key(header::CONTENT_LENGTH)
-            && matches!(parts.method, Method::GET | Method::HEAD)
-        {
-            parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        }
-    } else {
-        to_h2(&mut parts, pool.endpoints[0].dialer.scheme(), te_trailers);
-    }
+    // A copy for the mirror, as the upstream hears it (the mirror pool's protocol applied later).
+    let copy = copy.map(|c| (c, parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    for_pool(&mut parts, pool, !body.is_end_stream(), te_trailers);
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
     // A gRPC caller's deadline, when sooner than the service's timeout.
     let timeout = grpc::timeout(&parts.headers).map_or(service.timeout, |t| t.min(service.timeout));
-    let (body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
+    let (mut body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
     log.upload = upload.clone();
+    if let (Some((copying, method, uri, headers)), Some(m)) = (copy, &service.mirror) {
+        let copied = body.tee(m.config.max_body);
+        let (primary, answered) = tokio::sync::oneshot::channel();
+        log.mirror = Some(primary);
+        let copy = mirror::Copy { copying, method, uri, headers, body: copied, primary: answered };
+        mirror::send(service.clone(), copy, shared.server.body_idle_timeout, shared.record_stats);
+    }
 
     // 4. forward
     let (endpoint_index, resp, sender) =
@@ -321,6 +333,24 @@ async fn upstream_deadline<F: std::future::Future>(
                 }
             }
         }
+    }
+}
+
+/// Shapes an upstream request for `pool`'s protocol (`has_body`: the
+/// request has a body; `te_trailers`: the client asked for trailers).
+fn for_pool(parts: &mut http::request::Parts, pool: &Pool, has_body: bool, te_trailers: bool) {
+    if pool.config.protocol == Protocol::Http1 {
+        parts.version = Version::HTTP_11;
+        // hyper sends no body for a GET or HEAD of unknown length unless told to:
+        // the upstream must get the body the client sent.
+        if has_body
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+            && matches!(parts.method, Method::GET | Method::HEAD)
+        {
+            parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+    } else {
+        to_h2(parts, pool.endpoints[0].dialer.scheme(), te_trailers);
     }
 }
 
@@ -492,3 +522,5 @@ pub fn error_response(class: ErrorClass, version: Version) -> Response<ProxyBody
 
 #[cfg(test)]
 mod tests;
+
+mod mirror;

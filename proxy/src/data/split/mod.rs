@@ -6,7 +6,10 @@
 //! when the request carries one ([`sticky`]), else in proportion along a
 //! low-discrepancy sequence ([`Weights::spread`]).
 
+mod mirror;
 mod sticky;
+
+pub use mirror::{Copying, Mirror};
 
 use crate::config::{AttrSource, FlagCondition, RuleConfig, SplitConfig, StickyKey};
 use crate::flags::FlagSet;
@@ -256,9 +259,14 @@ impl Rule {
     }
 
     fn matches(&self, headers: &HeaderMap) -> bool {
-        self.headers.iter().all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
-            && self.cookies.iter().all(|(name, value)| cookie_value(headers, name) == Some(value.as_bytes()))
+        carries(headers, &self.headers, &self.cookies)
     }
+}
+
+/// Whether a request carries every one of these headers and cookies, with these values.
+fn carries(headers: &HeaderMap, want: &[(HeaderName, HeaderValue)], cookies: &[(String, String)]) -> bool {
+    want.iter().all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+        && cookies.iter().all(|(name, value)| cookie_value(headers, name) == Some(value.as_bytes()))
 }
 
 fn suspension_mask(pool_names: &[String], suspended: &BTreeSet<String>) -> Box<[bool]> {
@@ -324,7 +332,7 @@ mod tests {
     }
 
     fn split(weights: Vec<u32>, sticky: Option<StickyKey>, rules: Vec<RuleConfig>) -> Split {
-        Split::new(&SplitConfig { sticky, rules, weights }, &names(), vec![], &BTreeSet::new())
+        Split::new(&SplitConfig { sticky, rules, weights, mirror: None }, &names(), vec![], &BTreeSet::new())
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! Traffic mirroring: a share of a service's requests copied to a pool that
+//! never answers the client; the copies are recorded in that pool's figures
+//! (with whether their status class matched the primary's), and a dead,
+//! slow or saturated mirror costs the primary requests nothing.
+
+use http::{Request, Response};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchyard_test_support::*;
+
+/// A proxy whose `web` service answers from `stable` and mirrors to `shadow` with `mirror` (YAML flow map).
+async fn mirrored(stable: &Upstream, shadow: std::net::SocketAddr, mirror: &str) -> Proxy {
+    let split = format!("      weights: {{ stable: 100, shadow: 0 }}\n      mirror: {mirror}\n");
+    start_with_admin(&service("web", "", &[("stable", &[stable.addr]), ("shadow", &[shadow])], &split)).await
+}
+
+async fn lifetime(proxy: &Proxy, pool: &str) -> serde_json::Value {
+    proxy.admin("GET", "/v1/services/web/stats", None, None).await.1["lifetime"][pool].clone()
+}
+
+/// Waits until the shadow pool's figures count `n` mirror outcomes of `kind`; returns its figures.
+async fn mirror_count(proxy: &Proxy, kind: &str, n: u64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..100 {
+        last = lifetime(proxy, "shadow").await;
+        if last["mirror"][kind].as_u64().unwrap_or(0) >= n {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll: figures arrive each stats tick
+    }
+    panic!("the shadow pool never counted {n} `{kind}`: {last}");
+}
+
+#[tokio::test]
+async fn ten_percent_of_safe_requests_are_mirrored_and_compared() {
+    let stable = Upstream::text("stable").await;
+    let shadow = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        // The copy's answer is discarded: one path fails on the shadow only.
+        let status = if req.uri().path() == "/bad" { 500 } else { 200 };
+        Response::builder().status(status).body(full("shadow")).unwrap()
+    })
+    .await;
+    let proxy = mirrored(&stable, shadow.addr, "{ pool: shadow, percent: 10 }").await;
+    let mut c = Client::connect(proxy.addr).await;
+    let n = 2_000;
+    for i in 0..n {
+        let path = if i % 2 == 0 { "/bad" } else { "/ok" };
+        let (status, _, body) = c.get(path, &[]).await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "stable"), "the client hears only the primary");
+    }
+    assert_eq!(stable.hits(), n, "every request is served by its primary pool");
+    // Binomial(2000, 0.1): mean 200, sd 13.4; ±5 sd.
+    let copies = {
+        assert!(until(Duration::from_secs(5), || async { shadow.hits() >= 130 }).await);
+        tokio::time::sleep(Duration::from_millis(300)).await; // delay: let copies in flight land
+        shadow.hits()
+    };
+    assert!((133..=267).contains(&copies), "{copies} of {n} mirrored at 10 %");
+    let seen = shadow.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| s.method == "GET" && s.headers.get("x-switchyard-mirrored").is_some()));
+    assert!(seen.iter().all(|s| s.headers.get("x-forwarded-for").is_some()), "a copy is the request the primary heard");
+    let f = mirror_count(&proxy, "compared", copies as u64).await;
+    assert_eq!(f["requests"].as_u64(), Some(copies as u64), "copies are the shadow pool's requests: {f}");
+    let bad = seen.iter().filter(|s| s.uri == "/bad").count() as u64;
+    assert_eq!(f["mirror"]["mismatched"].as_u64(), Some(bad), "a 5xx copy of a 2xx answer is a mismatch: {f}");
+    assert_eq!(f["status"]["5xx"].as_u64(), Some(bad));
+    let stable_f = lifetime(&proxy, "stable").await;
+    assert_eq!(stable_f["requests"].as_u64(), Some(n as u64));
+    assert!(stable_f.get("mirror").is_none(), "the primary pool counts no copies: {stable_f}");
+    let metrics = get(proxy.admin.unwrap(), "/metrics", &[]).await.2;
+    let line =
+        format!("switchyard_mirror_requests_total{{service=\"web\",pool=\"shadow\",outcome=\"mismatched\"}} {bad}");
+    assert!(metrics.contains(&line), "{line} not in /metrics");
+}
+
+#[tokio::test]
+async fn unsafe_methods_are_not_mirrored_unless_named_and_bodies_are_copied_whole() {
+    let stable = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        let n = drain_len(req.into_body()).await.unwrap_or(0);
+        Response::new(full(format!("stable {n}")))
+    })
+    .await;
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    let shadow = Upstream::start(move |req: Request<hyper::body::Incoming>| {
+        let b = b.clone();
+        async move {
+            let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+            b.lock().unwrap().push(body);
+            Response::new(full("shadow"))
+        }
+    })
+    .await;
+    let proxy = mirrored(&stable, shadow.addr, "{ pool: shadow, percent: 100 }").await;
+    let mut c = Client::connect(proxy.addr).await;
+    for _ in 0..20 {
+        let req = Request::post("/orders").header("host", "web").body(full("{\"item\": 1}")).unwrap();
+        assert_eq!(c.send(req).await.unwrap().status(), 200);
+    }
+    assert_eq!(c.get("/read", &[]).await.0, 200);
+    assert!(until(Duration::from_secs(5), || async { shadow.hits() >= 1 }).await);
+    tokio::time::sleep(Duration::from_millis(300)).await; // delay: any POST copy would have landed
+    assert_eq!(shadow.hits(), 1, "POST is not mirrored by default; the GET is");
+    drop(proxy);
+
+    let proxy = mirrored(
+        &stable,
+        shadow.addr,
+        "{ pool: shadow, percent: 100, methods: [POST], max_body: 1KiB, match: { header: { x-mirror: \"yes\" } } }",
+    )
+    .await;
+    let mut c = Client::connect(proxy.addr).await;
+    let post = |body: Vec<u8>, mirror: bool| {
+        let mut r = Request::post("/orders").header("host", "web");
+        if mirror {
+            r = r.header("x-mirror", "yes");
+        }
+        r.body(full(body)).unwrap()
+    };
+    let small = b"{\"item\": 2}".to_vec();
+    let resp = c.send(post(small.clone(), true)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // A streamed (chunked) body is copied too, once the primary has read it whole.
+    let chunked = b"POST /orders HTTP/1.1\r\nHost: web\r\nx-mirror: yes\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    2\r\nab\r\n2\r\ncd\r\n2\r\nef\r\n0\r\n\r\n";
+    let answer = raw(proxy.addr, chunked, Duration::from_secs(2)).await;
+    assert!(answer.contains("stable 6"), "{answer}");
+    let resp = c.send(post(vec![b'x'; 4096], true)).await.unwrap();
+    assert_eq!(resp.status(), 200, "a body over the mirror's cap still reaches the primary");
+    assert_eq!(c.send(post(small.clone(), false)).await.unwrap().status(), 200);
+    let f = mirror_count(&proxy, "dropped", 1).await;
+    assert!(until(Duration::from_secs(5), || async { bodies.lock().unwrap().len() >= 2 }).await);
+    tokio::time::sleep(Duration::from_millis(300)).await; // delay: nothing else may land
+                                                          // The first body is the earlier GET's (empty).
+    let got = bodies.lock().unwrap()[1..].to_vec();
+    assert_eq!(got, vec![bytes::Bytes::from(small), bytes::Bytes::from("abcdef")], "{f}");
+}
+
+#[tokio::test]
+async fn a_dead_slow_or_saturated_mirror_costs_the_primary_nothing() {
+    let stable = Upstream::text("stable").await;
+    // Dead: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let proxy = mirrored(&stable, dead, "{ pool: shadow, percent: 100 }").await;
+    let mut c = Client::connect(proxy.addr).await;
+    for _ in 0..50 {
+        let (status, _, body) = c.get("/", &[]).await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "stable"));
+    }
+    let f = mirror_count(&proxy, "mismatched", 1).await;
+    assert!(
+        f["errors"]["connect"].as_u64().unwrap_or(0) + f["errors"]["no_healthy_endpoint"].as_u64().unwrap_or(0) >= 1,
+        "{f}"
+    );
+    assert_eq!(lifetime(&proxy, "stable").await["status"]["2xx"].as_u64(), Some(50));
+    drop(proxy);
+
+    // Slow: the shadow holds every copy until the test lets go. Primary
+    // requests are all answered while 8 copies are still held (the queue),
+    // and the copies past the queue are dropped and counted.
+    let release = Arc::new(AtomicBool::new(false));
+    let r = release.clone();
+    let shadow = Upstream::start(move |_req| {
+        let r = r.clone();
+        async move {
+            while !r.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await; // slow upstream: held until released
+            }
+            Response::new(full("shadow"))
+        }
+    })
+    .await;
+    let proxy = mirrored(&stable, shadow.addr, "{ pool: shadow, percent: 100, queue: 8 }").await;
+    let mut c = Client::connect(proxy.addr).await;
+    for _ in 0..40 {
+        let (status, _, body) = c.get("/", &[]).await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "stable"));
+    }
+    assert!(until(Duration::from_secs(5), || async { shadow.hits() == 8 }).await, "8 copies in flight");
+    let f = mirror_count(&proxy, "dropped", 32).await;
+    assert_eq!(f["mirror"]["dropped"].as_u64(), Some(32), "{f}");
+    assert_eq!(shadow.hits(), 8, "none past the queue reached the mirror");
+    release.store(true, Ordering::SeqCst);
+    mirror_count(&proxy, "compared", 8).await;
+    assert_eq!(c.get("/", &[]).await.0, 200);
+    assert!(until(Duration::from_secs(5), || async { shadow.hits() == 9 }).await, "room again once copies ended");
+}
