@@ -196,7 +196,7 @@ function renderRollout(s) {
       el("p", {},
         el("span", { class: `state ${r.status}` }, r.status), " · ",
         r.plan && r.plan.strategy === "blue-green" ? `phase ${step.phase || "–"}` : `step ${Math.min(r.step + 1, r.steps_total)} of ${r.steps_total}`,
-        ` · candidate weight ${r.weight}`, r.reason ? ` · ${r.reason}` : ""),
+        step.mirror_percent ? ` · mirroring ${step.mirror_percent}% to the candidate` : ` · candidate weight ${r.weight}`, r.reason ? ` · ${r.reason}` : ""),
       el("div", { class: "bar", title: hold ? `${fmt(r.time_in_step_seconds, 0)} s of ${fmt(hold, 0)} s held` : "" },
         el("div", { style: false })),
       el("ol", { class: "decisions" }, r.decisions.slice(-5).reverse().map((d) =>

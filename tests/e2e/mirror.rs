@@ -186,3 +186,78 @@ async fn a_dead_slow_or_saturated_mirror_costs_the_primary_nothing() {
     assert_eq!(c.get("/", &[]).await.0, 200);
     assert!(until(Duration::from_secs(5), || async { shadow.hits() == 9 }).await, "room again once copies ended");
 }
+
+/// A canary whose rollout starts with a mirror step: `canary` answers with `canary_status`.
+async fn mirror_first_rollout(canary_status: u16) -> (Upstream, Upstream, Proxy, serde_json::Value) {
+    let stable = Upstream::text("stable").await;
+    let canary =
+        Upstream::start(
+            move |_req| async move { Response::builder().status(canary_status).body(full("canary")).unwrap() },
+        )
+        .await;
+    let split = "      weights: { stable: 100, canary: 0 }\n";
+    let proxy =
+        start_with_admin(&service("web", "", &[("stable", &[stable.addr]), ("canary", &[canary.addr])], split)).await;
+    let plan = r#"{"steps": [{"mirror": {"percent": 100, "hold": "2s"}}, {"weight": 50, "hold": "1s"}],
+        "analysis": {"interval": "200ms", "window": "2s", "min_requests": 20,
+                     "success": {"max_mirror_mismatch": 0.05, "max_error_rate": 0.05},
+                     "rollback_when": {"mirror_mismatch_above": 0.2, "min_requests": 20}}}"#;
+    let (status, v) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(plan)).await;
+    assert_eq!(status, 200, "{v}");
+    (stable, canary, proxy, v)
+}
+
+/// Sends requests until the rollout ends; returns the bodies clients heard at each step.
+async fn through_the_rollout(proxy: &Proxy) -> (Vec<(u64, String)>, serde_json::Value) {
+    let mut c = Client::connect(proxy.addr).await;
+    let mut heard = Vec::new();
+    for _ in 0..3000 {
+        let (_, _, body) = c.get("/", &[]).await;
+        let r = proxy.admin("GET", "/v1/services/web/rollout", None, None).await.1;
+        heard.push((r["step"].as_u64().unwrap_or(0), body));
+        if r["status"] != "running" {
+            return (heard, r);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await; // pace the requests
+    }
+    panic!("the rollout did not end");
+}
+
+#[tokio::test]
+async fn a_mirror_step_judges_the_candidate_on_copies_before_any_user_sees_it() {
+    let (_stable, canary, proxy, started) = mirror_first_rollout(200).await;
+    assert_eq!(started["current_step"]["mirror_percent"], 100.0, "{started}");
+    let view = proxy.admin("GET", "/v1/services/web", None, None).await.1;
+    assert_eq!(view["mirror"]["source"], "rollout", "{view}");
+    assert_eq!(view["mirror"]["pool"], "canary");
+    let (heard, end) = through_the_rollout(&proxy).await;
+    assert_eq!(end["status"], "promoted", "{end}");
+    let in_mirror_step: Vec<_> = heard.iter().filter(|(step, _)| *step == 0).collect();
+    assert!(in_mirror_step.len() > 20, "{} requests during the mirror step", in_mirror_step.len());
+    assert!(in_mirror_step.iter().all(|(_, b)| b == "stable"), "no client hears the candidate while it is mirrored to");
+    assert!(heard.iter().any(|(step, b)| *step == 1 && b == "canary"), "then the weight step sends it traffic");
+    let copies = canary.seen.lock().unwrap().iter().filter(|s| s.headers.contains_key("x-switchyard-mirrored")).count();
+    assert!(copies >= in_mirror_step.len() - 2, "{copies} copies for {} requests", in_mirror_step.len());
+    let view = proxy.admin("GET", "/v1/services/web", None, None).await.1;
+    assert!(view.get("mirror").is_none(), "the rollout's mirror ended with its step: {view}");
+    let events = proxy.admin("GET", "/v1/events?limit=20", None, None).await.1;
+    assert!(events.to_string().contains("100% of its requests mirrored to canary"), "{events}");
+}
+
+#[tokio::test]
+async fn copies_answered_unlike_the_baseline_roll_the_candidate_back_before_any_user_sees_it() {
+    let (_stable, canary, proxy, _) = mirror_first_rollout(500).await;
+    let (heard, end) = through_the_rollout(&proxy).await;
+    assert_eq!(end["status"], "rolled-back", "{end}");
+    assert!(end["reason"].as_str().unwrap().contains("mirrored requests"), "{end}");
+    assert!(heard.iter().all(|(_, b)| b == "stable"), "no client ever heard the broken candidate");
+    assert!(canary.hits() >= 20, "it was judged on copies");
+    let view = proxy.admin("GET", "/v1/services/web", None, None).await.1;
+    assert!(view.get("mirror").is_none(), "{view}");
+    let before = canary.hits();
+    for _ in 0..20 {
+        get(proxy.addr, "/", &[]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // delay: a copy would have landed
+    assert_eq!(canary.hits(), before, "no more copies after the rollback");
+}

@@ -37,10 +37,26 @@ pub struct ServiceView {
     pub suspended_rules: Vec<SuspendedRule>,
     /// Pools in name order.
     pub pools: Vec<PoolView>,
+    /// Where copies of requests go, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorView>,
     /// The latest rollout's status (`running`, `paused`, `promoted`,
     /// `rolled-back`, `aborted`); `null` when the service has had none.
     #[serde(default)]
     pub rollout: Option<String>,
+}
+
+/// A service's mirror.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MirrorView {
+    /// The pool that gets the copies.
+    pub pool: String,
+    /// Percent of the eligible requests copied.
+    pub percent: f64,
+    /// Methods copied.
+    pub methods: Vec<String>,
+    /// `config`, or `rollout` while a rollout's mirror step sets it.
+    pub source: String,
 }
 
 /// A rule suspended by a rollback.
@@ -215,6 +231,9 @@ pub struct StepView {
     /// A manual gate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause: Option<bool>,
+    /// Canary: a mirror step's percent of the baseline's requests copied to the candidate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_percent: Option<f64>,
     /// Blue-green: `preview` or `switched`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,

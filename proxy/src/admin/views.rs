@@ -85,6 +85,12 @@ pub(super) fn service_view(s: &crate::data::snapshot::Service) -> ServiceView {
                 source: if s.pool_sets.contains_key(&p.name) { "api" } else { "config" }.into(),
             })
             .collect(),
+        mirror: s.mirror.as_ref().map(|m| MirrorView {
+            pool: s.pools[m.pool].name.clone(),
+            percent: m.config.percent,
+            methods: m.config.methods.iter().map(|m| m.to_string()).collect(),
+            source: if s.mirror_set.is_some() { "rollout" } else { "config" }.into(),
+        }),
         rollout: None,
     }
 }
@@ -97,6 +103,9 @@ pub(super) fn rollout_view(r: &Rollout) -> RolloutView {
             StepView { weight: Some(*weight), hold_seconds: Some(hold.as_secs_f64()), ..StepView::default() }
         }
         Step::Pause => StepView { pause: Some(true), ..StepView::default() },
+        Step::Mirror { percent, hold } => {
+            StepView { mirror_percent: Some(*percent), hold_seconds: Some(hold.as_secs_f64()), ..StepView::default() }
+        }
     };
     let phase = |p: &str| StepView { phase: Some(p.into()), ..StepView::default() };
     let (current_step, next_step) = match r.plan.strategy {

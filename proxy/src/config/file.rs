@@ -188,6 +188,14 @@ pub(crate) struct FileStep {
     pub weight: Option<u32>,
     pub hold: Option<Dur>,
     pub pause: Option<FilePause>,
+    pub mirror: Option<FileMirrorStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMirrorStep {
+    pub percent: Option<f64>,
+    pub hold: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +232,7 @@ pub(crate) struct FileSuccess {
     pub max_p99: Option<Dur>,
     pub max_error_rate_vs_baseline: Option<f64>,
     pub max_p99_vs_baseline: Option<f64>,
+    pub max_mirror_mismatch: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +242,7 @@ pub(crate) struct FileRollbackWhen {
     pub p99_above: Option<Dur>,
     pub error_rate_vs_baseline_above: Option<f64>,
     pub p99_vs_baseline_above: Option<f64>,
+    pub mirror_mismatch_above: Option<f64>,
     pub min_requests: Option<u64>,
 }
 

@@ -21,7 +21,7 @@ pub use service::*;
 pub use file::{LbKind, Protocol};
 pub use fleet::{EtcdTls, FleetConfig};
 pub use mirror::MirrorConfig;
-pub use run_time::{weights_for, PoolSet, PoolSets, RunTime, WeightMap};
+pub use run_time::{weights_for, MirrorSet, PoolSet, PoolSets, RunTime, WeightMap};
 
 use crate::error::Error;
 use file::*;

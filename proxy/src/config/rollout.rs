@@ -43,6 +43,17 @@ pub enum Step {
     },
     /// Wait for a person (`promote`).
     Pause,
+    /// Copy `percent` % of the baseline's safe requests to the candidate,
+    /// which answers no client, and hold it for `hold`: the candidate is
+    /// judged on real traffic before any user sees it. Mirror steps come
+    /// before a canary's first weight step.
+    Mirror {
+        /// Percent of the baseline's requests copied.
+        percent: f64,
+        /// Time to hold before the step's analysis may advance.
+        #[serde(with = "millis")]
+        hold: Duration,
+    },
 }
 
 /// Thresholds that end a step well.
@@ -57,6 +68,10 @@ pub struct Success {
     pub max_error_rate_vs_baseline: Option<f64>,
     /// Highest candidate p99 as a multiple of the baseline's.
     pub max_p99_vs_baseline: Option<f64>,
+    /// Mirror steps: highest share of the candidate's copies whose status
+    /// class differed from the baseline's answer.
+    #[serde(default)]
+    pub max_mirror_mismatch: Option<f64>,
 }
 
 /// Thresholds that roll back at once, mid-step.
@@ -71,6 +86,9 @@ pub struct RollbackWhen {
     pub error_rate_vs_baseline_above: Option<f64>,
     /// Candidate p99 above this multiple of the baseline's.
     pub p99_vs_baseline_above: Option<f64>,
+    /// Mirror steps: the share of mismatched copies above this.
+    #[serde(default)]
+    pub mirror_mismatch_above: Option<f64>,
     /// Requests the candidate needs in the window before a breach counts.
     pub min_requests: u64,
 }
@@ -89,6 +107,8 @@ pub struct Thresholds {
     pub error_rate_vs_baseline: Option<f64>,
     /// Candidate p99 as a multiple of the baseline's.
     pub p99_vs_baseline: Option<f64>,
+    /// Share of the candidate's mirrored copies answered in another status class.
+    pub mirror_mismatch: Option<f64>,
 }
 
 impl Success {
@@ -99,6 +119,7 @@ impl Success {
             p99: self.max_p99,
             error_rate_vs_baseline: self.max_error_rate_vs_baseline,
             p99_vs_baseline: self.max_p99_vs_baseline,
+            mirror_mismatch: self.max_mirror_mismatch,
         }
     }
 }
@@ -111,6 +132,7 @@ impl RollbackWhen {
             p99: self.p99_above,
             error_rate_vs_baseline: self.error_rate_vs_baseline_above,
             p99_vs_baseline: self.p99_vs_baseline_above,
+            mirror_mismatch: self.mirror_mismatch_above,
         }
     }
 }
@@ -219,20 +241,33 @@ pub(crate) fn validate(f: FileRollout, pools: &[String], p: &str, at: &Location)
     }
     let mut steps = Vec::new();
     for (i, s) in f.steps.into_iter().enumerate() {
-        steps.push(match (s.weight, s.hold, s.pause) {
-            (Some(w), hold, None) if w <= 100 => Step::Weight { weight: w, hold: hold.map_or(Duration::ZERO, |h| h.0) },
-            (Some(_), _, None) => {
+        let step = match (s.weight, s.hold, s.pause, s.mirror) {
+            (Some(w), hold, None, None) if w <= 100 => {
+                Step::Weight { weight: w, hold: hold.map_or(Duration::ZERO, |h| h.0) }
+            }
+            (Some(_), _, None, None) => {
                 return Err(fail(format!("{p}.steps[{i}].weight"), at, "a step's weight is a percentage, 0 to 100"))
             }
-            (None, None, Some(_)) => Step::Pause,
-            _ => {
-                return Err(fail(
-                    format!("{p}.steps[{i}]"),
-                    at,
-                    "a step is `{ weight: N, hold: DURATION }` or `pause: {}`",
-                ))
+            (None, None, Some(_), None) => Step::Pause,
+            (None, None, None, Some(m)) => {
+                let percent = m.percent.unwrap_or(100.0);
+                if !(percent > 0.0 && percent <= 100.0) {
+                    let msg = "a mirror step's percent is above 0 and at most 100";
+                    return Err(fail(format!("{p}.steps[{i}].mirror.percent"), at, msg));
+                }
+                if steps.iter().any(|s| !matches!(s, Step::Mirror { .. })) {
+                    let msg = "mirror steps come first, before the candidate gets any traffic";
+                    return Err(fail(format!("{p}.steps[{i}]"), at, msg));
+                }
+                Step::Mirror { percent, hold: m.hold.map_or(Duration::ZERO, |h| h.0) }
             }
-        });
+            _ => return Err(fail(
+                format!("{p}.steps[{i}]"),
+                at,
+                "a step is `{ weight: N, hold: DURATION }`, `pause: {}` or `mirror: { percent: N, hold: DURATION }`",
+            )),
+        };
+        steps.push(step);
     }
     if strategy == Strategy::Canary && steps.is_empty() {
         return Err(fail(format!("{p}.steps"), at, "a canary needs at least one step"));
@@ -305,6 +340,7 @@ fn validate_analysis(a: FileAnalysis, p: &str, at: &Location) -> Result<Analysis
                 "success.max_error_rate_vs_baseline",
             )?,
             max_p99_vs_baseline: ratio(a.success.max_p99_vs_baseline, "success.max_p99_vs_baseline")?,
+            max_mirror_mismatch: rate(a.success.max_mirror_mismatch, "success.max_mirror_mismatch")?,
         },
         rollback_when: RollbackWhen {
             error_rate_above: rate(a.rollback_when.error_rate_above, "rollback_when.error_rate_above")?,
@@ -314,6 +350,7 @@ fn validate_analysis(a: FileAnalysis, p: &str, at: &Location) -> Result<Analysis
                 "rollback_when.error_rate_vs_baseline_above",
             )?,
             p99_vs_baseline_above: ratio(a.rollback_when.p99_vs_baseline_above, "rollback_when.p99_vs_baseline_above")?,
+            mirror_mismatch_above: rate(a.rollback_when.mirror_mismatch_above, "rollback_when.mirror_mismatch_above")?,
             min_requests: a.rollback_when.min_requests.unwrap_or(10),
         },
         policy: match a.policy {

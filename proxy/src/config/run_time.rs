@@ -1,5 +1,5 @@
-//! What operators set at run time over the file — weights, suspended rules
-//! and pools' endpoints and versions — which the state store keeps and every
+//! What operators set at run time over the file — weights, suspended rules,
+//! pools' endpoints and versions, and a rollout's mirror — which the state store keeps and every
 //! snapshot built from the config applies.
 
 use super::Release;
@@ -19,6 +19,18 @@ pub struct RunTime {
     pub suspended: HashMap<String, BTreeSet<String>>,
     /// Pools set through the API, by service and pool.
     pub pools: HashMap<String, PoolSets>,
+    /// Mirrors set by a rollout's mirror step, by service.
+    pub mirrors: HashMap<String, MirrorSet>,
+}
+
+/// A mirror set at run time: copies of `percent` % of the service's
+/// requests go to `pool` (the file's other mirror settings, or the defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MirrorSet {
+    /// The pool copies go to.
+    pub pool: String,
+    /// Percent of the eligible requests copied.
+    pub percent: f64,
 }
 
 /// A service's pools set at run time, by pool name.

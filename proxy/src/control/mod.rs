@@ -21,10 +21,10 @@ pub mod upgrade;
 pub use flags::{load_flags, watch_flags};
 pub use rollout::{Command, Handle};
 
-use crate::config::WeightMap;
 use crate::config::{weights_for, Config};
+use crate::config::{MirrorSet, WeightMap};
 use crate::control::state::{event, Change, Event, Guard, Store};
-use crate::data::snapshot::Snapshot;
+use crate::data::snapshot::{Snapshot, Traffic};
 use crate::data::Shared;
 use crate::flags::FlagSet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,16 +126,17 @@ impl Control {
         if let Some(err) = self.rollout_conflict(service, "weights") {
             return Err(self.refuse(ev, err));
         }
-        self.change_traffic(ev, service, asked, None, None)
+        self.change_traffic(ev, service, asked, (None, None), None)
     }
 
-    /// A rollout's weights, and the suspension of the rules to a rolled-back
-    /// candidate (`suspend`), in one event and one snapshot swap, with the
+    /// A rollout's weights, the suspension of the rules to a rolled-back
+    /// candidate (`suspend`) and its mirror (`mirror`: the mirror step's, or
+    /// `None` for the file's), in one event and one snapshot swap, with the
     /// rollout's row (`rollout`: its JSON, stored under its guard).
     pub(crate) async fn rollout_traffic(
         &self,
         service: &str,
-        weights: WeightMap,
+        (weights, mirror): (WeightMap, Option<&MirrorSet>),
         suspend: Option<&BTreeSet<String>>,
         (actor, reason): (&str, String),
         rollout: (&str, &Guard),
@@ -143,7 +144,7 @@ impl Control {
         let _w = self.writes.lock().await;
         let mut ev = event("weights", Some(service), actor, Some(reason));
         ev.new = serde_json::json!(weights);
-        self.change_traffic(ev, service, weights, suspend, Some(rollout))
+        self.change_traffic(ev, service, weights, (suspend, Some(mirror)), Some(rollout))
     }
 
     /// The common body of a weight change (writes held).
@@ -152,7 +153,7 @@ impl Control {
         mut ev: Event,
         service: &str,
         asked: WeightMap,
-        suspend: Option<&BTreeSet<String>>,
+        (suspend, mirror): (Option<&BTreeSet<String>>, Option<Option<&MirrorSet>>),
         rollout: Option<(&str, &Guard)>,
     ) -> Result<Event, ControlError> {
         let snap = self.shared.snapshot.load_full();
@@ -169,9 +170,16 @@ impl Control {
         ev.new = serde_json::json!(full);
         ev.message =
             format!("weights of {service}: {} → {}", describe(&names, svc.split.weights()), describe(&names, &weights));
-        let next = snap.with_traffic(service, Some((weights, true)), suspend);
+        let next = snap.with_traffic(service, Traffic { weights: Some((weights, true)), suspended: suspend, mirror });
         let mut changes = vec![Change::Weights(service, Some(&full))];
         changes.extend(rollout.map(|(row, _)| Change::Rollout(service, row)));
+        if let Some(m) = mirror.filter(|m| *m != svc.mirror_set.as_ref()) {
+            changes.push(Change::Mirror(service, m));
+            ev.message.push_str(&match m {
+                Some(m) => format!("; {}% of its requests mirrored to {}", m.percent, m.pool),
+                None => "; the rollout's mirror ends".to_owned(),
+            });
+        }
         if let Some(pools) = suspend.filter(|p| **p != svc.suspended) {
             changes.push(Change::Suspended(service, pools));
             let rules = next.as_ref().and_then(|n| n.service(service)).map(|s| s.split.suspended_rules());
@@ -228,7 +236,7 @@ impl Control {
         ev.old = serde_json::json!(weight_map(&names, svc.split.weights()));
         ev.new = serde_json::json!(weight_map(&names, &file_weights));
         ev.message = format!("weights of {service} back to the config file's: {}", describe(&names, &file_weights));
-        let next = snap.with_traffic(service, Some((file_weights, false)), None);
+        let next = snap.with_traffic(service, Traffic { weights: Some((file_weights, false)), ..Traffic::default() });
         self.swap_traffic(ev, service, next, &[Change::Weights(service, None)], None)
     }
 
@@ -259,7 +267,7 @@ impl Control {
             if rules.is_empty() { "none was suspended".to_owned() } else { format!("rules {}", rule_list(&rules)) }
         );
         let none = BTreeSet::new();
-        let next = snap.with_traffic(service, None, Some(&none));
+        let next = snap.with_traffic(service, Traffic { suspended: Some(&none), ..Traffic::default() });
         self.swap_traffic(ev, service, next, &[Change::Suspended(service, &none)], None)
     }
 

@@ -10,7 +10,7 @@
 //! prefix, matched on whole path segments.
 
 use crate::config::{Config, HostMatch, ServiceConfig};
-use crate::config::{PoolSets, RunTime, WeightMap};
+use crate::config::{MirrorConfig, MirrorSet, PoolSets, RunTime, WeightMap};
 use crate::data::pool::Pool;
 use crate::data::split::{Mirror, Split};
 use crate::error::Error;
@@ -45,8 +45,11 @@ pub struct Service {
     pub pool_header_values: Box<[HeaderValue]>,
     /// The split.
     pub split: Split,
-    /// Where copies of requests go, if anywhere.
+    /// Where copies of requests go, if anywhere: the file's mirror, or
+    /// the one a rollout set (`mirror_set`).
     pub mirror: Option<Mirror>,
+    /// The mirror a rollout set at run time, over the file's.
+    pub mirror_set: Option<MirrorSet>,
     /// Upstream response-head timeout.
     pub timeout: Duration,
     /// Upstream connect timeout.
@@ -137,25 +140,20 @@ impl Snapshot {
                     .collect();
                 let routers = bind_routers(&config, &names, old.map(|o| &o.split), plugins)?;
                 let split = Split::new(&config.split, &names, routers, &suspended);
-                let mirror = config.split.mirror.as_ref().map(|m| {
-                    Mirror::new(m, pools[m.pool].stats_slot, old.and_then(|o| o.mirror.as_ref()))
-                });
-                let traffic = (split, mirror);
+                let set = overrides.mirrors.get(&s.name).filter(|m| names.contains(&m.pool)).cloned();
+                let mirror = compile_mirror(&config, &pools, set.as_ref(), old.and_then(|o| o.mirror.as_ref()));
+                let traffic = (split, mirror, set);
                 Ok(Arc::new(Service::new(config, pools, traffic, (from_api, pool_sets), suspended)))
             })
             .collect::<Result<_, Error>>()?;
         Ok(Self::index(services))
     }
 
-    /// This snapshot with one service's weights (`Some((weights, from_api))`)
-    /// and suspended pools replaced, each when given; `None` if there is no
-    /// such service. Everything else, pools included, is shared.
-    pub fn with_traffic(
-        &self,
-        service: &str,
-        weights: Option<(Vec<u32>, bool)>,
-        suspended: Option<&BTreeSet<String>>,
-    ) -> Option<Self> {
+    /// This snapshot with one service's traffic replaced where `t` says;
+    /// `None` if there is no such service. Everything else, pools included,
+    /// is shared.
+    pub fn with_traffic(&self, service: &str, t: Traffic<'_>) -> Option<Self> {
+        let Traffic { weights, suspended, mirror } = t;
         let mut found = false;
         let services = self
             .services
@@ -170,7 +168,9 @@ impl Snapshot {
                 config.split.weights = weights;
                 let suspended = suspended.cloned().unwrap_or_else(|| s.suspended.clone());
                 let split = s.split.with_traffic(&config.split.weights, &s.pool_names(), &suspended);
-                let traffic = (split, s.mirror.clone());
+                let set = mirror.map_or_else(|| s.mirror_set.clone(), |m| m.cloned());
+                let mirror = compile_mirror(&config, &s.pools, set.as_ref(), s.mirror.as_ref());
+                let traffic = (split, mirror, set);
                 Arc::new(Service::new(config, s.pools.to_vec(), traffic, (from_api, s.pool_sets.clone()), suspended))
             })
             .collect();
@@ -242,6 +242,7 @@ impl Snapshot {
                 .filter(|s| !s.pool_sets.is_empty())
                 .map(|s| (s.name.clone(), s.pool_sets.clone()))
                 .collect(),
+            mirrors: self.services.iter().filter_map(|s| Some((s.name.clone(), s.mirror_set.clone()?))).collect(),
         }
     }
 
@@ -254,6 +255,38 @@ impl Snapshot {
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.iter().find(|s| s.name == name)
     }
+}
+
+/// What a change to one service's traffic replaces (the rest is kept).
+#[derive(Default)]
+pub struct Traffic<'a> {
+    /// The weights, and whether they were set through the API.
+    pub weights: Option<(Vec<u32>, bool)>,
+    /// The suspended pools.
+    pub suspended: Option<&'a BTreeSet<String>>,
+    /// The mirror a rollout sets (`Some(None)`: back to the file's).
+    pub mirror: Option<Option<&'a MirrorSet>>,
+}
+
+/// The service's mirror: the one a rollout `set` (to its pool, with the
+/// file's other mirror settings or the defaults), else the file's; keeping
+/// `previous`'s count of copies in flight.
+fn compile_mirror(
+    config: &ServiceConfig,
+    pools: &[Arc<Pool>],
+    set: Option<&MirrorSet>,
+    previous: Option<&Mirror>,
+) -> Option<Mirror> {
+    let file = config.split.mirror.as_ref();
+    let chosen = match set {
+        None => file.cloned(),
+        Some(set) => {
+            let pool = pools.iter().position(|p| p.name == set.pool)?;
+            let base = file.cloned().unwrap_or_else(|| MirrorConfig::to(pool, set.percent));
+            Some(MirrorConfig { pool, percent: set.percent, ..base })
+        }
+    };
+    chosen.map(|m| Mirror::new(&m, pools[m.pool].stats_slot, previous))
 }
 
 /// Binds the service's router rules, keeping `old`'s bindings where nothing changed.
@@ -311,7 +344,7 @@ impl Service {
     fn new(
         config: ServiceConfig,
         pools: Vec<Arc<Pool>>,
-        (split, mirror): (Split, Option<Mirror>),
+        (split, mirror, mirror_set): (Split, Option<Mirror>, Option<MirrorSet>),
         (weights_from_api, pool_sets): (bool, PoolSets),
         suspended: BTreeSet<String>,
     ) -> Self {
@@ -326,6 +359,7 @@ impl Service {
                 .collect(),
             split,
             mirror,
+            mirror_set,
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             max_request_body: config.max_request_body,

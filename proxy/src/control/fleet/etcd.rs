@@ -534,6 +534,7 @@ fn row(key: &[u8], value: Option<&[u8]>, prefix: &str) -> Option<Row> {
             "weights" => serde_json::from_slice::<crate::config::WeightMap>(v).is_ok(),
             "suspended" => serde_json::from_slice::<std::collections::BTreeSet<String>>(v).is_ok(),
             "pools" => serde_json::from_slice::<crate::config::PoolSets>(v).is_ok(),
+            "mirrors" => serde_json::from_slice::<crate::config::MirrorSet>(v).is_ok(),
             "events" => key.parse::<u64>().is_ok() && serde_json::from_slice::<Event>(v).is_ok(),
             _ => serde_json::from_slice::<serde_json::Value>(v).is_ok(),
         };

@@ -175,8 +175,7 @@ fn breached(a: &Analysis, p: &Pair) -> Option<Judgement> {
     if p.candidate.requests < r.min_requests {
         return None;
     }
-    let breaches =
-        exceeded(&r.thresholds(), rates(&p.candidate), rates(&p.baseline), relative_on_window(a, &p.baseline));
+    let breaches = exceeded(&r.thresholds(), &p.candidate, &p.baseline, relative_on_window(a, &p.baseline));
     (!breaches.is_empty())
         .then(|| Judgement::Breach(format!("{} ({})", breaches.join("; "), describe(&p.candidate, &p.baseline))))
 }
@@ -191,7 +190,7 @@ fn judge_success(a: &Analysis, p: &Pair) -> Judgement {
             candidate.requests, a.min_requests
         ));
     }
-    let fails = exceeded(&a.success.thresholds(), rates(candidate), rates(baseline), relative_on_window(a, baseline));
+    let fails = exceeded(&a.success.thresholds(), candidate, baseline, relative_on_window(a, baseline));
     if fails.is_empty() {
         Judgement::Pass(figures)
     } else {
@@ -205,15 +204,20 @@ fn relative_on_window(a: &Analysis, baseline: &Figures) -> bool {
     a.method == Method::Window && baseline.requests >= a.min_requests
 }
 
-/// Which of `limits` the candidate's `(error rate, p99 ms)` exceeds; the
-/// relative ones only when the baseline has enough requests to compare.
-fn exceeded(
-    limits: &Thresholds,
-    (c_rate, c_p99): (f64, f64),
-    (b_rate, b_p99): (f64, f64),
-    baseline_ok: bool,
-) -> Vec<String> {
+/// Which of `limits` the candidate's figures exceed (error rate, p99, the
+/// share of its mirrored copies that mismatched); the relative ones only
+/// when the baseline has enough requests to compare.
+fn exceeded(limits: &Thresholds, candidate: &Figures, baseline: &Figures, baseline_ok: bool) -> Vec<String> {
+    let ((c_rate, c_p99), (b_rate, b_p99)) = (rates(candidate), rates(baseline));
     let mut out = Vec::new();
+    let [compared, mismatched, _] = candidate.mirror;
+    if let Some(max) = limits.mirror_mismatch.filter(|m| compared > 0 && candidate.mismatch_rate() > *m) {
+        out.push(format!(
+            "{mismatched} of {compared} mirrored requests ({:.2}%) answered unlike the baseline, above {:.2}%",
+            candidate.mismatch_rate() * 100.0,
+            max * 100.0
+        ));
+    }
     if let Some(max) = limits.error_rate.filter(|m| c_rate > *m) {
         out.push(format!("error rate {:.2}% above {:.2}%", c_rate * 100.0, max * 100.0));
     }

@@ -14,9 +14,10 @@ use super::machine::{Decision, Rollout};
 use super::policy::consult;
 use super::{ended, notify, Handle, Tracked};
 use crate::config::rollout::Strategy;
-use crate::config::WeightMap;
+use crate::config::{MirrorSet, WeightMap};
 use crate::control::state::{event, Change, Guard};
 use crate::control::{Control, ControlError};
+use crate::data::snapshot::Traffic;
 use crate::plugin::policy::window;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -210,12 +211,15 @@ pub(super) async fn apply(
     // suspended in the same snapshot swap as the weights.
     let suspend: Option<BTreeSet<String>> = matches!(decision, Decision::Rollback(_)).then(|| [cand.clone()].into());
     if let Some(pools) = &suspend {
-        let next = snap.with_traffic(&service, None, Some(pools));
+        let next = snap.with_traffic(&service, Traffic { suspended: Some(pools), ..Traffic::default() });
         t.suspended_rules = next.as_ref().and_then(|n| n.service(&service)).map(|s| s.split.suspended_rules());
     }
+    // A mirror step copies the baseline's requests to the candidate; any other state copies none.
+    let mirror = t.mirroring().map(|percent| MirrorSet { pool: cand.clone(), percent });
     let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
     let (row, guard) = (row(t)?, guard(t, leader));
-    let ev = ctrl.rollout_traffic(&service, weights, suspend.as_ref(), (actor, message), (&row, &guard)).await?;
+    let traffic = (weights, mirror.as_ref());
+    let ev = ctrl.rollout_traffic(&service, traffic, suspend.as_ref(), (actor, message), (&row, &guard)).await?;
     t.stored = Some(row);
     if t.is_done() {
         // Under the row just written (the guard above holds the one before it).

@@ -214,8 +214,9 @@ impl Rollout {
     }
 
     fn tick_canary(&mut self, elapsed_ms: u64, judgement: &Judgement) -> Decision {
-        let Some(Step::Weight { hold, .. }) = self.plan.steps.get(self.step).cloned() else {
-            return Decision::Hold; // a `pause` step waits for promote
+        let hold = match self.plan.steps.get(self.step) {
+            Some(Step::Weight { hold, .. } | Step::Mirror { hold, .. }) => *hold,
+            _ => return Decision::Hold, // a `pause` step waits for promote
         };
         self.in_step_ms += elapsed_ms;
         if self.in_step_ms < hold.as_millis() as u64 {
@@ -331,7 +332,18 @@ impl Rollout {
     fn enter_step(&self) -> Decision {
         match self.plan.steps.get(self.step) {
             Some(Step::Weight { weight, .. }) => Decision::SetWeight(*weight),
+            // The candidate answers no client while it is mirrored to.
+            Some(Step::Mirror { .. }) => Decision::SetWeight(0),
             _ => Decision::Hold,
+        }
+    }
+
+    /// The percent of the baseline's requests copied to the candidate now:
+    /// `Some` while the rollout stands (running or paused) at a mirror step.
+    pub fn mirroring(&self) -> Option<f64> {
+        match (self.status, self.plan.steps.get(self.step)) {
+            (Status::Running | Status::Paused, Some(Step::Mirror { percent, .. })) => Some(*percent),
+            _ => None,
         }
     }
 
@@ -499,6 +511,27 @@ mod tests {
         let (mut r, _) = Rollout::start("checkout", plan(""));
         assert!(matches!(r.stop(true, "aborted by ops"), Decision::Rollback(_)));
         assert_eq!((r.status, r.weight), (Status::Aborted, 0));
+    }
+
+    #[test]
+    fn mirror_steps_hold_the_candidate_at_zero_and_then_hand_over_to_the_weights() {
+        let plan = parse_plan(
+            "steps: [{ mirror: { percent: 50, hold: 10s } }, { weight: 20, hold: 10s }]\n\
+             analysis: { min_requests: 50, success: { max_error_rate: 0.01 } }\n",
+            &["canary".into(), "stable".into()],
+        )
+        .unwrap();
+        let (mut r, a) = Rollout::start("checkout", plan);
+        assert_eq!((a, r.mirroring()), (Decision::SetWeight(0), Some(50.0)), "copies only: no user sees it");
+        assert!(run(&mut r, 9, &fig(1000, 0)).is_empty(), "holds the mirror step");
+        assert_eq!(run(&mut r, 1, &fig(1000, 0)), [Decision::SetWeight(20)]);
+        assert_eq!(r.mirroring(), None, "the mirror ends when the candidate gets traffic");
+        let (mut r, _) = Rollout::start("checkout", r.plan.clone());
+        assert!(matches!(&run(&mut r, 10, &fig(1000, 50))[..], [Decision::Rollback(_)]), "judged on the copies");
+        assert_eq!(r.mirroring(), None, "a rolled-back rollout mirrors nothing");
+        let bad = "steps: [{ weight: 5, hold: 1s }, { mirror: { percent: 10 } }]\n";
+        let e = parse_plan(bad, &["canary".into(), "stable".into()]).unwrap_err().to_string();
+        assert!(e.contains("steps[1]") && e.contains("mirror steps come first"), "{e}");
     }
 
     #[test]

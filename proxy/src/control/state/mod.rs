@@ -31,6 +31,7 @@ const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
 const PLUGIN_CONFIGS: TableDefinition<&str, &str> = TableDefinition::new("plugin_configs");
 const SUSPENDED: TableDefinition<&str, &str> = TableDefinition::new("suspended");
 const POOLS: TableDefinition<&str, &str> = TableDefinition::new("pools");
+const MIRRORS: TableDefinition<&str, &str> = TableDefinition::new("mirrors");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// A run-time change stored with its event.
@@ -50,6 +51,8 @@ pub enum Change<'a> {
     Rollout(&'a str, &'a str),
     /// A service's pools set through the API (`None`, or none left: the file's).
     Pools(&'a str, Option<&'a crate::config::PoolSets>),
+    /// A service's mirror set by a rollout (`None`: the file's).
+    Mirror(&'a str, Option<&'a crate::config::MirrorSet>),
 }
 
 /// What a guarded write requires of the stored state, checked in the same
@@ -251,6 +254,7 @@ impl StateStore {
         tx.open_table(PLUGIN_CONFIGS).map_err(db_err)?;
         tx.open_table(SUSPENDED).map_err(db_err)?;
         tx.open_table(POOLS).map_err(db_err)?;
+        tx.open_table(MIRRORS).map_err(db_err)?;
         tx.open_table(META).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db: std::sync::RwLock::new(Some(db)), path, events: broadcast::channel(1024).0 })
@@ -303,7 +307,12 @@ impl Store for StateStore {
     }
 
     fn run_time(&self) -> Result<RunTime, Error> {
-        Ok(RunTime { weights: self.weights()?, suspended: self.json_table(SUSPENDED)?, pools: self.json_table(POOLS)? })
+        Ok(RunTime {
+            weights: self.weights()?,
+            suspended: self.json_table(SUSPENDED)?,
+            pools: self.json_table(POOLS)?,
+            mirrors: self.json_table(MIRRORS)?,
+        })
     }
 
     fn flag_overrides(&self) -> Result<BTreeMap<String, serde_json::Value>, Error> {

@@ -3,8 +3,8 @@
 //! per row, and what a replica's local copy mirrors from it.
 
 use super::{
-    db_err, json, Change, Error, Event, StateStore, EVENTS, FLAGS, META, PLUGINS, PLUGIN_CONFIGS, POOLS, ROLLOUTS,
-    SUSPENDED, WEIGHTS,
+    db_err, json, Change, Error, Event, StateStore, EVENTS, FLAGS, META, MIRRORS, PLUGINS, PLUGIN_CONFIGS, POOLS,
+    ROLLOUTS, SUSPENDED, WEIGHTS,
 };
 use redb::TableDefinition;
 
@@ -13,7 +13,7 @@ use redb::TableDefinition;
 /// number, so a fleet's store can hold every table under one key prefix.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
-    /// `weights`, `flags`, `plugins`, `plugin_configs`, `suspended`, `pools`, `rollouts` or `events`.
+    /// `weights`, `flags`, `plugins`, `plugin_configs`, `suspended`, `pools`, `mirrors`, `rollouts` or `events`.
     pub table: &'static str,
     /// The service, flag, plugin or (for events) the sequence number.
     pub key: String,
@@ -22,8 +22,8 @@ pub struct Row {
 }
 
 /// Every table a [`Row`] may name.
-pub const TABLES: [&str; 8] =
-    ["weights", "flags", "plugins", "plugin_configs", "suspended", "pools", "rollouts", "events"];
+pub const TABLES: [&str; 9] =
+    ["weights", "flags", "plugins", "plugin_configs", "suspended", "pools", "mirrors", "rollouts", "events"];
 
 /// The rows that carry `changes`.
 pub fn rows(changes: &[Change<'_>]) -> Result<Vec<Row>, Error> {
@@ -45,6 +45,7 @@ pub fn rows(changes: &[Change<'_>]) -> Result<Vec<Row>, Error> {
                     key: k.into(),
                     value: bytes((!pools.is_empty()).then(|| json(pools)).transpose()?),
                 },
+                Change::Mirror(k, m) => Row { table: "mirrors", key: k.into(), value: bytes(m.map(json).transpose()?) },
                 Change::Rollout(k, r) => Row { table: "rollouts", key: k.into(), value: Some(r.as_bytes().to_vec()) },
                 Change::Pools(k, p) => Row {
                     table: "pools",
@@ -103,6 +104,7 @@ fn json_table_named(name: &str) -> Result<TableDefinition<'static, &'static str,
         "plugin_configs" => PLUGIN_CONFIGS,
         "suspended" => SUSPENDED,
         "pools" => POOLS,
+        "mirrors" => MIRRORS,
         "rollouts" => ROLLOUTS,
         other => return Err(Error::State(format!("state store: no table `{other}`"))),
     })

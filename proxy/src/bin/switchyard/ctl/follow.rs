@@ -82,7 +82,11 @@ fn progress(r: &RolloutView) -> String {
         .and_then(|s| s.hold_seconds)
         .map_or(String::new(), |h| format!(", held {}s of {}s", r.in_step_ms / 1000, h.round() as u64));
     let reason = r.reason.as_ref().map_or(String::new(), |why| format!(" ({why})"));
-    format!("{}, step {}/{}: {}% on the candidate{hold}{reason}", r.status, shown(r.step, r), r.steps_total, r.weight)
+    let traffic = match r.current_step.as_ref().and_then(|s| s.mirror_percent) {
+        Some(p) => format!("{p}% mirrored to the candidate"),
+        None => format!("{}% on the candidate", r.weight),
+    };
+    format!("{}, step {}/{}: {traffic}{hold}{reason}", r.status, shown(r.step, r), r.steps_total)
 }
 
 /// Step index `step` as people count (a finished canary's index is one past its last step).

@@ -30,6 +30,9 @@ pub(super) fn rollout_text(r: &RolloutView, stats: Option<&StatsView>) -> String
     let step_text = |s: Option<&StepView>| match s {
         Some(StepView { weight: Some(w), hold_seconds: Some(h), .. }) => format!("{cand} at {w}% for {h:.0}s"),
         Some(StepView { pause: Some(true), .. }) => "pause (waits for `ctl rollout promote`)".to_owned(),
+        Some(StepView { mirror_percent: Some(p), hold_seconds: Some(h), .. }) => {
+            format!("{p}% of the requests mirrored to {cand} (answering no client) for {h:.0}s")
+        }
         s => s.and_then(|s| s.phase.clone()).unwrap_or_else(|| "-".to_owned()),
     };
     if total > 0 {
