@@ -195,8 +195,10 @@ function renderRollout(s) {
     parts.push(
       el("p", {},
         el("span", { class: `state ${r.status}` }, r.status), " · ",
-        r.plan && r.plan.strategy === "blue-green" ? `phase ${step.phase || "–"}` : `step ${Math.min(r.step + 1, r.steps_total)} of ${r.steps_total}`,
-        step.mirror_percent ? ` · mirroring ${step.mirror_percent}% to the candidate` : ` · candidate weight ${r.weight}`, r.reason ? ` · ${r.reason}` : ""),
+        r.plan && r.plan.strategy === "blue-green" ? `phase ${step.phase || "–"}`
+          : r.plan && r.plan.strategy === "rolling" ? `batch ${Math.min(r.step + 1, r.steps_total)} of ${r.steps_total} (${step.phase || "–"})` : `step ${Math.min(r.step + 1, r.steps_total)} of ${r.steps_total}`,
+        step.mirror_percent ? ` · mirroring ${step.mirror_percent}% to the candidate`
+          : r.plan && r.plan.strategy === "rolling" ? ` · new endpoints serving ${r.weight}%` : ` · candidate weight ${r.weight}`, r.reason ? ` · ${r.reason}` : ""),
       el("div", { class: "bar", title: hold ? `${fmt(r.time_in_step_seconds, 0)} s of ${fmt(hold, 0)} s held` : "" },
         el("div", { style: false })),
       el("ol", { class: "decisions" }, r.decisions.slice(-5).reverse().map((d) =>

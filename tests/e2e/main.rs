@@ -20,6 +20,7 @@ mod plugins;
 mod protocols;
 mod release;
 mod report;
+mod rolling;
 mod rollout;
 mod routing;
 mod split;

@@ -234,7 +234,14 @@ pub struct StepView {
     /// Canary: a mirror step's percent of the baseline's requests copied to the candidate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<f64>,
-    /// Blue-green: `preview` or `switched`.
+    /// Rolling: the batch's new endpoints, admitted once ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admit: Vec<String>,
+    /// Rolling: the batch's old endpoints drained (before and after its hold).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drain: Vec<String>,
+    /// Blue-green: `preview` or `switched`; rolling: `readiness` (its new
+    /// endpoints are probed) or `hold` (they serve, judged against the old).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Blue-green: how long the switched pool is watched.

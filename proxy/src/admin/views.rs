@@ -115,13 +115,29 @@ pub(super) fn rollout_view(r: &Rollout) -> RolloutView {
             Some(StepView { watch_seconds: Some(r.plan.post_switch_window.as_secs_f64()), ..phase("switched") }),
         ),
         Strategy::BlueGreen => (Some(phase("switched")), None),
+        Strategy::Rolling => {
+            let hold = r.plan.rolling.as_ref().map(|p| p.hold.as_secs_f64());
+            let batch = |i: usize, phase: &str| {
+                let b = r.rolling.as_ref()?.batches.get(i)?;
+                let list = |v: &[std::net::SocketAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+                Some(StepView {
+                    admit: list(&b.admit),
+                    drain: list(&[&b.drain_before[..], &b.drain_after[..]].concat()),
+                    hold_seconds: hold,
+                    phase: Some(phase.into()),
+                    ..StepView::default()
+                })
+            };
+            let now = if r.awaiting().is_empty() { "hold" } else { "readiness" };
+            (batch(r.step, now), batch(r.step + 1, "readiness"))
+        }
     };
     RolloutView {
         service: r.service.clone(),
         plan: serde_json::to_value(&r.plan).unwrap_or_default(),
         status: r.status.as_str().into(),
         step: r.step,
-        steps_total: r.plan.steps.len(),
+        steps_total: r.steps_total(),
         in_step_ms: r.in_step_ms,
         time_in_step_seconds: r.in_step_ms as f64 / 1000.0,
         inconclusive_ms: r.inconclusive_ms,

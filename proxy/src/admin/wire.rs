@@ -92,7 +92,7 @@ pub fn parse_pool(body: &[u8]) -> Result<(crate::config::PoolSet, Option<String>
         build_url: b.build_url,
         commit_time: b.commit_time,
     };
-    Ok((crate::config::PoolSet { endpoints, release }, b.reason))
+    Ok((crate::config::PoolSet { endpoints, release, new: Vec::new() }, b.reason))
 }
 
 /// Accepts `{"stable": 90, "canary": 10}` or `{"weights": {...}, "reason": "..."}`.

@@ -180,6 +180,30 @@ pub(crate) struct FileRollout {
     pub post_switch_window: Option<Dur>,
     #[serde(default)]
     pub webhooks: Vec<String>,
+    pub pool: Option<String>,
+    pub endpoints: Option<Vec<String>>,
+    pub max_surge: Option<FileCount>,
+    pub max_unavailable: Option<FileCount>,
+    pub readiness: Option<FileReadiness>,
+    pub hold: Option<Dur>,
+}
+
+/// A count of endpoints: `2`, or a share of the new set: `"25%"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum FileCount {
+    Count(u32),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileReadiness {
+    pub path: Option<String>,
+    pub period: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub success_threshold: Option<u32>,
+    pub deadline: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

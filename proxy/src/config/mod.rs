@@ -9,6 +9,7 @@
 mod file;
 mod fleet;
 mod mirror;
+pub mod rolling;
 pub mod rollout;
 mod run_time;
 mod server;

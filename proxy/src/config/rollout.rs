@@ -17,6 +17,8 @@ pub enum Strategy {
     Canary,
     /// All at once after an optional check; switch back on failure.
     BlueGreen,
+    /// One pool's endpoints replaced a batch at a time, the new judged against the old.
+    Rolling,
 }
 
 impl Strategy {
@@ -25,6 +27,7 @@ impl Strategy {
         match self {
             Strategy::Canary => "canary",
             Strategy::BlueGreen => "blue-green",
+            Strategy::Rolling => "rolling",
         }
     }
 }
@@ -38,7 +41,7 @@ pub enum Step {
         /// Percent of traffic on the candidate.
         weight: u32,
         /// Time to hold before the step's analysis may advance.
-        #[serde(with = "millis")]
+        #[serde(with = "super::units::millis")]
         hold: Duration,
     },
     /// Wait for a person (`promote`).
@@ -51,7 +54,7 @@ pub enum Step {
         /// Percent of the baseline's requests copied.
         percent: f64,
         /// Time to hold before the step's analysis may advance.
-        #[serde(with = "millis")]
+        #[serde(with = "super::units::millis")]
         hold: Duration,
     },
 }
@@ -62,7 +65,7 @@ pub struct Success {
     /// Highest candidate error rate (5xx / requests).
     pub max_error_rate: Option<f64>,
     /// Highest candidate p99.
-    #[serde(with = "opt_millis", default)]
+    #[serde(with = "super::units::opt_millis", default)]
     pub max_p99: Option<Duration>,
     /// Highest candidate error rate as a multiple of the baseline's.
     pub max_error_rate_vs_baseline: Option<f64>,
@@ -80,7 +83,7 @@ pub struct RollbackWhen {
     /// Candidate error rate above this.
     pub error_rate_above: Option<f64>,
     /// Candidate p99 above this.
-    #[serde(with = "opt_millis", default)]
+    #[serde(with = "super::units::opt_millis", default)]
     pub p99_above: Option<Duration>,
     /// Candidate error rate above this multiple of the baseline's.
     pub error_rate_vs_baseline_above: Option<f64>,
@@ -154,10 +157,10 @@ pub enum Method {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
     /// Time between judgements.
-    #[serde(with = "millis")]
+    #[serde(with = "super::units::millis")]
     pub interval: Duration,
     /// The span of recent figures judged.
-    #[serde(with = "millis")]
+    #[serde(with = "super::units::millis")]
     pub window: Duration,
     /// Requests the candidate needs in the window for a verdict; fewer is inconclusive.
     pub min_requests: u64,
@@ -202,24 +205,42 @@ pub struct RolloutPlan {
     /// Analysis settings.
     pub analysis: Analysis,
     /// Inconclusive this long at the end of a step: pause for a person.
-    #[serde(with = "opt_millis", default)]
+    #[serde(with = "super::units::opt_millis", default)]
     pub progress_deadline: Option<Duration>,
     /// Blue-green: switch by itself once the preview passes analysis.
     pub auto_switch: bool,
     /// Blue-green: how long analysis keeps watching after the switch.
-    #[serde(with = "millis")]
+    #[serde(with = "super::units::millis")]
     pub post_switch_window: Duration,
     /// URLs that receive every rollout event as JSON.
     pub webhooks: Vec<String>,
+    /// A rolling update's pool, new endpoints, batches and readiness probe.
+    #[serde(default)]
+    pub rolling: Option<super::rolling::Rolling>,
 }
 
 /// Validates a plan for a service with `pools`; `p` is the field path for errors.
-pub(crate) fn validate(f: FileRollout, pools: &[String], p: &str, at: &Location) -> Result<RolloutPlan, Error> {
+pub(crate) fn validate(mut f: FileRollout, pools: &[String], p: &str, at: &Location) -> Result<RolloutPlan, Error> {
     let strategy = match f.strategy.as_deref() {
         None | Some("canary") => Strategy::Canary,
         Some("blue-green") => Strategy::BlueGreen,
+        Some("rolling") => Strategy::Rolling,
         Some(other) => {
-            return Err(fail(format!("{p}.strategy"), at, format!("`{other}` is not `canary` or `blue-green`")))
+            let msg = format!("`{other}` is not `canary`, `blue-green` or `rolling`");
+            return Err(fail(format!("{p}.strategy"), at, msg));
+        }
+    };
+    let rolling = match strategy {
+        Strategy::Rolling => Some(super::rolling::validate(&mut f, pools, p, at)?),
+        _ => {
+            let given = [("pool", f.pool.is_some()), ("endpoints", f.endpoints.is_some()), ("hold", f.hold.is_some())]
+                .into_iter()
+                .chain([("max_surge", f.max_surge.is_some()), ("max_unavailable", f.max_unavailable.is_some())])
+                .chain([("readiness", f.readiness.is_some())]);
+            if let Some((field, _)) = given.into_iter().find(|(_, set)| *set) {
+                return Err(fail(format!("{p}.{field}"), at, "only a rolling update (`strategy: rolling`) has it"));
+            }
+            None
         }
     };
     let pool = |name: Option<String>, field: &str, default: &str| -> Result<String, Error> {
@@ -230,12 +251,14 @@ pub(crate) fn validate(f: FileRollout, pools: &[String], p: &str, at: &Location)
             Err(fail(format!("{p}.{field}"), at, format!("unknown pool `{name}` (pools: {})", pools.join(", "))))
         }
     };
-    let (b, c) = match strategy {
-        Strategy::Canary => ("stable", "canary"),
-        Strategy::BlueGreen => ("blue", "green"),
+    let (baseline, candidate) = match (strategy, &rolling) {
+        // A rolling update judges the pool's new endpoints against its old ones.
+        (_, Some(r)) => (super::rolling::old_group(&r.pool), super::rolling::new_group(&r.pool)),
+        (Strategy::BlueGreen, None) => {
+            (pool(f.baseline, "baseline", "blue")?, pool(f.candidate, "candidate", "green")?)
+        }
+        _ => (pool(f.baseline, "baseline", "stable")?, pool(f.candidate, "candidate", "canary")?),
     };
-    let baseline = pool(f.baseline, "baseline", b)?;
-    let candidate = pool(f.candidate, "candidate", c)?;
     if baseline == candidate {
         return Err(fail(format!("{p}.candidate"), at, "baseline and candidate must be different pools"));
     }
@@ -275,7 +298,14 @@ pub(crate) fn validate(f: FileRollout, pools: &[String], p: &str, at: &Location)
     if strategy == Strategy::BlueGreen && !steps.is_empty() {
         return Err(fail(format!("{p}.steps"), at, "blue-green has no steps (it switches all at once)"));
     }
+    if strategy == Strategy::Rolling && !steps.is_empty() {
+        return Err(fail(format!("{p}.steps"), at, "a rolling update has batches, not steps (see max_surge, hold)"));
+    }
     let analysis = validate_analysis(f.analysis.unwrap_or_default(), p, at)?;
+    if strategy == Strategy::Rolling && analysis.policy.is_some() {
+        let msg = "a rolling update is judged by the built-in analysis (policy plugins judge canary and blue-green)";
+        return Err(fail(format!("{p}.analysis.policy"), at, msg));
+    }
     for url in &f.webhooks {
         let valid = ["http://", "https://"].iter().any(|s| url.starts_with(s)) && url.parse::<http::Uri>().is_ok();
         if !valid {
@@ -293,6 +323,7 @@ pub(crate) fn validate(f: FileRollout, pools: &[String], p: &str, at: &Location)
         auto_switch: f.auto_switch.unwrap_or(false),
         post_switch_window: f.post_switch_window.map_or(Duration::from_secs(300), |d| d.0),
         webhooks: f.webhooks,
+        rolling,
     })
 }
 
@@ -371,30 +402,4 @@ fn validate_analysis(a: FileAnalysis, p: &str, at: &Location) -> Result<Analysis
 
 fn default_alpha() -> f64 {
     0.01
-}
-
-/// Durations as milliseconds in stored JSON.
-mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
-mod opt_millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
-    }
 }

@@ -44,6 +44,10 @@ pub struct PoolSet {
     /// What they run, replacing the file's.
     #[serde(default)]
     pub release: Release,
+    /// During a rolling update: the endpoints that are new (recorded apart
+    /// from the old ones, so the update can judge them against each other).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new: Vec<SocketAddr>,
 }
 
 /// Turns a `pool → weight` map into weights indexed like `pools`; pools not

@@ -66,6 +66,8 @@ pub struct PoolConfig {
     pub protocol: Protocol,
     /// TLS to the endpoints, when on.
     pub tls: Option<UpstreamTls>,
+    /// During a rolling update: the endpoints that are new (see [`super::PoolSet::new`]).
+    pub new_endpoints: Vec<SocketAddr>,
 }
 
 /// TLS to a pool's endpoints.
@@ -445,7 +447,17 @@ pub(super) fn validate_pool(name: String, fp: FilePool, p: &str, base: &std::pat
         }
         _ => {}
     }
-    Ok(PoolConfig { name, endpoints, release, lb: fp.lb.unwrap_or_default(), health_check, outlier, protocol, tls })
+    Ok(PoolConfig {
+        name,
+        endpoints,
+        release,
+        lb: fp.lb.unwrap_or_default(),
+        health_check,
+        outlier,
+        protocol,
+        tls,
+        new_endpoints: Vec::new(),
+    })
 }
 
 fn validate_upstream_tls(

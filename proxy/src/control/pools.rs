@@ -26,6 +26,34 @@ impl Control {
         if let Some(err) = self.rollout_conflict(service, "pools") {
             return Err(self.refuse(ev, err));
         }
+        self.change_pool(ev, service, pool, set, None)
+    }
+
+    /// A rolling update's move of `pool` of `service` to `set` (`None`: the
+    /// file's endpoints), in one event (`message`) and one snapshot swap,
+    /// with the rollout's row (`rollout`: its JSON, stored under its guard).
+    pub(crate) async fn rollout_pool(
+        &self,
+        (service, pool): (&str, &str),
+        set: Option<PoolSet>,
+        (actor, message): (&str, String),
+        rollout: (&str, &Guard),
+    ) -> Result<Event, ControlError> {
+        let _w = self.writes.lock().await;
+        let mut ev = event(if set.is_some() { "pool" } else { "pool-reset" }, Some(service), actor, Some(message));
+        ev.new = serde_json::json!(set);
+        self.change_pool(ev, service, pool, set, Some(rollout))
+    }
+
+    /// The common body of a pool change (writes held).
+    fn change_pool(
+        &self,
+        mut ev: Event,
+        service: &str,
+        pool: &str,
+        set: Option<PoolSet>,
+        rollout: Option<(&str, &Guard)>,
+    ) -> Result<Event, ControlError> {
         let snap = self.shared.snapshot.load_full();
         let Some(svc) = snap.service(service) else {
             return Err(self.refuse(ev, no_service(service)));
@@ -47,7 +75,7 @@ impl Control {
             Some(s) => sets.insert(pool.to_owned(), s.clone()),
             None => sets.remove(pool),
         };
-        if set.is_none() && had.is_none() {
+        if set.is_none() && had.is_none() && rollout.is_none() {
             let msg = format!("pool `{pool}` of `{service}` already has the config file's endpoints");
             return Err(self.refuse(ev, ControlError::NotFound(msg)));
         }
@@ -64,7 +92,12 @@ impl Control {
         ev.old = pool_json(&current);
         ev.new = pool_json(&after);
         ev.message = format!("pool {pool} of {service}: {} → {}", describe_pool(&current), describe_pool(&after));
-        let ev = self.commit(&[Change::Pools(service, Some(&sets))], ev)?;
+        let mut changes = vec![Change::Pools(service, Some(&sets))];
+        changes.extend(rollout.map(|(row, _)| Change::Rollout(service, row)));
+        let ev = match rollout {
+            Some((_, guard)) => self.commit_under(&changes, Some(ev.clone()), guard)?.unwrap_or(ev),
+            None => self.commit(&changes, ev)?,
+        };
         self.shared.snapshot.store(Arc::new(next));
         tracing::info!(service, actor = %ev.actor, "{}", ev.message);
         Ok(ev)
@@ -87,7 +120,10 @@ fn check(set: &PoolSet) -> Result<(), String> {
 }
 
 fn pool_json(p: &PoolConfig) -> serde_json::Value {
-    serde_json::json!({ "endpoints": p.endpoints, "release": p.release })
+    match p.new_endpoints.is_empty() {
+        true => serde_json::json!({ "endpoints": p.endpoints, "release": p.release }),
+        false => serde_json::json!({ "endpoints": p.endpoints, "release": p.release, "new": p.new_endpoints }),
+    }
 }
 
 /// `127.0.0.1:9001, 127.0.0.1:9002 (v1.2.3)`.

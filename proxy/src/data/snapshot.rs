@@ -9,7 +9,7 @@
 //! wildcard, then services without a host — and inside a group the longest
 //! prefix, matched on whole path segments.
 
-use crate::config::{Config, HostMatch, ServiceConfig};
+use crate::config::{rolling, Config, HostMatch, ServiceConfig};
 use crate::config::{MirrorConfig, MirrorSet, PoolSets, RunTime, WeightMap};
 use crate::data::pool::Pool;
 use crate::data::split::{Mirror, Split};
@@ -103,6 +103,7 @@ impl Snapshot {
                 for pc in &mut config.pools {
                     if let Some(set) = pool_sets.get(&pc.name) {
                         (pc.endpoints, pc.release) = (set.endpoints.clone(), set.release.clone());
+                        pc.new_endpoints = set.new.clone();
                     }
                 }
                 let pools = config
@@ -114,7 +115,14 @@ impl Snapshot {
                         let reused = old.and_then(|o| o.pools.iter().find(|p| p.name == pc.name && same(p)));
                         match reused {
                             Some(p) => Ok(p.clone()),
-                            None => Pool::new(pc, cfg.server.workers, stats.slot(&s.name, &pc.name)).map(Arc::new),
+                            None => {
+                                // A rolling update records its new and old endpoints apart too.
+                                let groups = (!pc.new_endpoints.is_empty()).then(|| {
+                                    let slot = |g: String| stats.slot(&s.name, &g);
+                                    (slot(rolling::old_group(&pc.name)), slot(rolling::new_group(&pc.name)))
+                                });
+                                Pool::new(pc, cfg.server.workers, stats.slot(&s.name, &pc.name), groups).map(Arc::new)
+                            }
                         }
                     })
                     .collect::<Result<Vec<_>, Error>>()?;

@@ -48,12 +48,21 @@ impl Control {
         if !svc.suspended.is_empty() {
             ctrl.lift_suspension(service, actor, Some("a new rollout started".into())).await?;
         }
-        let (rollout, decision) = Rollout::start(service, plan);
+        let (mut rollout, mut decision) = Rollout::start(service, plan);
+        if let Some(r) = rollout.plan.rolling.clone() {
+            // The pool as it serves now is what the update starts from and a rollback restores.
+            let now = svc.config.pools.iter().find(|p| p.name == r.pool).map(|p| p.endpoints.clone());
+            let before = svc.pool_sets.get(&r.pool).cloned();
+            decision = rollout.begin_rolling(&now.unwrap_or_default(), before);
+        }
         let mut t = Tracked { rollout, stored, driven: false };
-        let steps = t.plan.steps.len();
-        let strategy = match t.plan.strategy {
-            Strategy::Canary => format!("canary, {steps} step(s)"),
-            Strategy::BlueGreen => "blue-green".to_owned(),
+        let steps = t.steps_total();
+        let strategy = match (&t.plan.strategy, &t.plan.rolling) {
+            (Strategy::Rolling, Some(r)) => {
+                format!("rolling update of pool {} to {} endpoint(s), {steps} batch(es)", r.pool, r.endpoints.len())
+            }
+            (Strategy::BlueGreen, _) => "blue-green".to_owned(),
+            _ => format!("canary, {steps} step(s)"),
         };
         lifecycle(ctrl, &mut t, "rollout-start", actor, format!("rollout of {service} started ({strategy})"), None)?;
         ctrl.set_rollout_running(service, true);

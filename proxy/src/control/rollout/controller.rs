@@ -12,10 +12,10 @@ use super::analysis::{judge, Judgement, Observed, Pair};
 use super::evidence::{Evidence, Since};
 use super::machine::{Decision, Rollout};
 use super::policy::consult;
-use super::{ended, notify, Handle, Tracked};
+use super::{ended, notify, replace, Handle, Tracked};
 use crate::config::rollout::Strategy;
 use crate::config::{MirrorSet, WeightMap};
-use crate::control::state::{event, Change, Guard};
+use crate::control::state::{event, Change};
 use crate::control::{Control, ControlError};
 use crate::data::snapshot::Traffic;
 use crate::plugin::policy::window;
@@ -25,21 +25,10 @@ use tokio::time::Instant;
 
 /// Stores `t`'s row alone, under its guard.
 pub(super) fn save(ctrl: &Control, t: &mut Tracked, leader: bool) -> Result<(), ControlError> {
-    let row = row(t)?;
-    ctrl.commit_under(&[Change::Rollout(&t.service, &row)], None, &guard(t, leader))?;
+    let row = t.row()?;
+    ctrl.commit_under(&[Change::Rollout(&t.service, &row)], None, &t.guard(leader))?;
     t.stored = Some(row);
     Ok(())
-}
-
-/// The row of `t`'s rollout as it is now.
-pub(super) fn row(t: &Tracked) -> Result<String, ControlError> {
-    serde_json::to_string(&t.rollout).map_err(|e| ControlError::Internal(format!("a rollout's row: {e}")))
-}
-
-/// What a write of `t` requires: the row it was read from still stored, and
-/// for the controller (`leader`) this replica still leading.
-pub(super) fn guard(t: &Tracked, leader: bool) -> Guard {
-    Guard { leader, rollout: Some((t.service.clone(), t.stored.clone())) }
 }
 
 /// The controller loop of one rollout, while this replica runs the rollouts.
@@ -61,10 +50,15 @@ async fn drive(ctrl: &Arc<Control>, handle: &Handle) {
     let mut evidence = {
         let r = handle.lock().await;
         let snap = ctrl.shared.snapshot.load();
-        let slots: Vec<usize> =
+        let mut slots: Vec<usize> =
             snap.service(&r.service).map(|s| s.pools.iter().map(|p| p.stats_slot).collect()).unwrap_or_default();
+        if r.plan.rolling.is_some() {
+            // A rolling update judges the pool's new endpoints against its old ones.
+            slots.extend([&r.plan.baseline, &r.plan.candidate].map(|g| stats.slot(&r.service, g)));
+        }
         Evidence::new(&stats, &slots, (r.step, r.weight))
     };
+    let mut probes = replace::Probes::default();
     loop {
         ticker.tick().await;
         let elapsed = last.elapsed().as_millis() as u64;
@@ -90,6 +84,12 @@ async fn drive(ctrl: &Arc<Control>, handle: &Handle) {
         let mut decision = t.tick(elapsed, &judgement);
         if let (Decision::Hold, Some(w)) = (&decision, weight) {
             decision = t.set_weight(w);
+        }
+        if let (Decision::Hold, Some(r), false) = (&decision, t.plan.rolling.clone(), t.awaiting().is_empty()) {
+            let awaiting = t.awaiting().to_vec();
+            if probes.ready(ctrl, (&t.service, &r.pool), &awaiting, &r.readiness).await {
+                decision = t.admit();
+            }
         }
         let why = judgement.why().to_owned();
         // Decisions are saved at once; mere progress once per second of step
@@ -151,7 +151,9 @@ fn analyse(ctrl: &Control, r: &Rollout, evidence: &Evidence) -> Judgement {
     let Some(svc) = snap.service(&r.service) else {
         return Judgement::Inconclusive("the service is gone".into());
     };
-    let slot = |name: &str| svc.pools.iter().find(|p| p.name == name).map(|p| p.stats_slot);
+    // A rolling update's baseline and candidate are its pool's old and new endpoints.
+    let group = |name: &str| r.plan.rolling.is_some().then(|| ctrl.shared.stats.slot(&r.service, name));
+    let slot = |name: &str| svc.pools.iter().find(|p| p.name == name).map(|p| p.stats_slot).or_else(|| group(name));
     let (Some(b), Some(c)) = (slot(&r.plan.baseline), slot(&r.plan.candidate)) else {
         return Judgement::Inconclusive("a pool of the plan is gone".into());
     };
@@ -187,8 +189,13 @@ pub(super) async fn apply(
 ) -> Result<(), ControlError> {
     let (base, cand) = (t.plan.baseline.clone(), t.plan.candidate.clone());
     let service = t.service.clone();
+    let rolling = t.plan.strategy == Strategy::Rolling;
     let (weight, message) = match decision {
         Decision::Hold => return save(ctrl, t, leader),
+        Decision::SetEndpoints | Decision::Promote | Decision::Rollback(_) if rolling => {
+            return replace::apply(ctrl, t, decision, actor, leader).await
+        }
+        Decision::SetEndpoints => return save(ctrl, t, leader),
         Decision::SetWeight(w) => (Some(*w), format!("rollout of {service}: {cand} at {w}% (step {})", t.step + 1)),
         Decision::Promote => (Some(100), format!("rollout of {service} promoted: {cand} has all traffic")),
         Decision::Rollback(why) => (Some(0), format!("rollout of {service} ended, all traffic on {base}: {why}")),
@@ -217,13 +224,13 @@ pub(super) async fn apply(
     // A mirror step copies the baseline's requests to the candidate; any other state copies none.
     let mirror = t.mirroring().map(|percent| MirrorSet { pool: cand.clone(), percent });
     let weights: WeightMap = [(base, 100 - w), (cand, w)].into();
-    let (row, guard) = (row(t)?, guard(t, leader));
+    let (row, guard) = (t.row()?, t.guard(leader));
     let traffic = (weights, mirror.as_ref());
     let ev = ctrl.rollout_traffic(&service, traffic, suspend.as_ref(), (actor, message), (&row, &guard)).await?;
     t.stored = Some(row);
     if t.is_done() {
         // Under the row just written (the guard above holds the one before it).
-        ended::record(ctrl, t, actor, &ev.time, &self::guard(t, leader));
+        ended::record(ctrl, t, actor, &ev.time, &t.guard(leader));
     }
     notify::send(&t.plan.webhooks, &ev, ctrl.webhook_ca().as_deref());
     Ok(())
@@ -244,9 +251,9 @@ pub(super) fn lifecycle(
     let mut ev = event(kind, Some(&t.service), actor, None);
     ev.message = message;
     ev.new = serde_json::json!({ "status": t.status, "step": t.step, "weight": t.weight });
-    let row = row_of.map(|_| row(t)).transpose()?;
+    let row = row_of.map(|_| t.row()).transpose()?;
     let changes: Vec<Change> = row.iter().map(|r| Change::Rollout(&t.service, r)).collect();
-    let stored = ctrl.commit_under(&changes, Some(ev.clone()), &guard(t, row_of.unwrap_or(false)))?;
+    let stored = ctrl.commit_under(&changes, Some(ev.clone()), &t.guard(row_of.unwrap_or(false)))?;
     if row.is_some() {
         t.stored = row;
     }
@@ -263,6 +270,7 @@ fn describe(a: &Decision) -> String {
         Decision::Promote => "promote".into(),
         Decision::Rollback(_) => "rollback".into(),
         Decision::Pause(_) => "pause".into(),
+        Decision::SetEndpoints => "set-endpoints".into(),
     }
 }
 

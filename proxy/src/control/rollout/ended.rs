@@ -120,8 +120,8 @@ pub fn summary(service: Option<&crate::data::snapshot::Service>, r: &Rollout, ac
         started: r.started.clone(),
         rollback: rollback.into(),
         reason: r.reason.clone(),
-        step: (r.step + 1).min(r.plan.steps.len().max(1)),
-        steps_total: r.plan.steps.len(),
+        step: (r.step + 1).min(r.steps_total().max(1)),
+        steps_total: r.steps_total(),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Rollouts: a managed move of traffic from a baseline pool to a candidate,
-//! step by step (canary) or all at once (blue-green), judged every analysis
-//! interval from the pools' windows.
+//! step by step (canary) or all at once (blue-green), or of one pool from
+//! its endpoints to new ones a batch at a time (rolling), judged every
+//! analysis interval from the windows.
 //!
 //! The pure parts, which read nothing and write nothing:
-//! - [`machine`]: the state machine (its lifecycle note is there);
+//! - [`machine`]: the state machine (its lifecycle note is there), with
+//!   [`machine::rolling`]: a rolling update's batches;
 //! - [`analysis`]: the built-in judgement (thresholds, relative to baseline);
 //! - [`evidence`]: what analysis may judge — windows and totals that start
 //!   no earlier than the rollout and its current weights.
@@ -26,6 +28,7 @@ pub mod evidence;
 pub mod machine;
 mod notify;
 mod policy;
+mod replace;
 pub mod tally;
 
 pub use analysis::{judge, Judgement};
@@ -45,6 +48,20 @@ pub struct Tracked {
     pub stored: Option<String>,
     /// Its controller runs on this replica.
     pub driven: bool,
+}
+
+impl Tracked {
+    /// The row of its rollout as it is now.
+    pub fn row(&self) -> Result<String, crate::control::ControlError> {
+        serde_json::to_string(&self.rollout)
+            .map_err(|e| crate::control::ControlError::Internal(format!("a rollout's row: {e}")))
+    }
+
+    /// What a write of it requires: the row it was read from still stored,
+    /// and for the controller (`leader`) this replica still leading.
+    pub fn guard(&self, leader: bool) -> crate::control::state::Guard {
+        crate::control::state::Guard { leader, rollout: Some((self.service.clone(), self.stored.clone())) }
+    }
 }
 
 impl std::ops::Deref for Tracked {

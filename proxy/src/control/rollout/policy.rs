@@ -110,7 +110,8 @@ fn policy_input(ctrl: &Control, r: &Rollout, elapsed_ms: u64, evidence: Option<&
             .collect()
     };
     let (strategy, phase) = match (r.plan.strategy, r.step) {
-        (Strategy::Canary, _) => (switchyard_sdk::Strategy::Canary, Phase::Stepping),
+        // A rolling update takes no policy (refused at validation); its batches are steps.
+        (Strategy::Canary | Strategy::Rolling, _) => (switchyard_sdk::Strategy::Canary, Phase::Stepping),
         (Strategy::BlueGreen, 0) => (switchyard_sdk::Strategy::BlueGreen, Phase::Preview),
         (Strategy::BlueGreen, _) => (switchyard_sdk::Strategy::BlueGreen, Phase::PostSwitch),
     };

@@ -83,7 +83,12 @@ impl Exchange<'_> {
         }
         let log = &self.log;
         if let (true, Some(slot), false) = (self.shared.record_stats, log.stats_slot, log.deferred) {
-            stats::record(slot, log.latency(self.start), counted, log.error);
+            let latency = log.latency(self.start);
+            stats::record(slot, latency, counted, log.error);
+            // A rolling update's endpoint group, beside the pool.
+            if let Some(group) = log.group_slot {
+                stats::record(group, latency, counted, log.error);
+            }
         }
         if self.shared.access_log {
             tracing::info!(
@@ -122,6 +127,8 @@ struct Log {
     /// Why the request went to its pool.
     assigned_by: Option<AssignedBy>,
     stats_slot: Option<usize>,
+    /// During a rolling update: the endpoint's group (old or new endpoints).
+    group_slot: Option<usize>,
     endpoint: Option<std::net::SocketAddr>,
     error: Option<ErrorClass>,
     /// The request body's progress, when it has one.
@@ -264,6 +271,7 @@ async fn forward(
         };
         let endpoint = &pool.endpoints[i];
         log.endpoint = Some(endpoint.addr);
+        log.group_slot = endpoint.group_slot;
         let (mut sender, fresh) = match endpoint.checkout(service.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {

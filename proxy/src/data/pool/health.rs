@@ -4,11 +4,13 @@
 //! `healthy_threshold` passes in a row mark it healthy again. The tasks run
 //! on the control path; the request path only reads the resulting flag.
 
-use super::Endpoint;
+use super::{Dialer, Endpoint};
 use crate::config::HealthCheckConfig;
 use crate::data::body::ProxyBody;
 use http::{header, Request};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Starts checking `endpoint`; the task ends when aborted (its pool is dropped).
@@ -20,7 +22,8 @@ pub(super) fn spawn(endpoint: Arc<Endpoint>, cfg: HealthCheckConfig) -> JoinHand
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let ok = tokio::time::timeout(cfg.timeout, probe(&endpoint, &cfg.path)).await.unwrap_or(false);
+            let check = probe(&endpoint.dialer, endpoint.addr, &cfg.path, cfg.timeout);
+            let ok = tokio::time::timeout(cfg.timeout, check).await.unwrap_or(false);
             if ok {
                 passes += 1;
                 fails = 0;
@@ -38,15 +41,18 @@ pub(super) fn spawn(endpoint: Arc<Endpoint>, cfg: HealthCheckConfig) -> JoinHand
     })
 }
 
-async fn probe(endpoint: &Endpoint, path: &str) -> bool {
-    let Ok(mut sender) = endpoint.dialer.connect(endpoint.addr, std::time::Duration::from_secs(5)).await else {
+/// One probe of `addr` through `dialer`: `GET path` on a fresh connection
+/// (made within `connect_timeout`), passed by any 2xx. Health checks and a
+/// rolling update's readiness probes both use it.
+pub async fn probe(dialer: &Dialer, addr: SocketAddr, path: &str, connect_timeout: Duration) -> bool {
+    let Ok(mut sender) = dialer.connect(addr, connect_timeout).await else {
         return false;
     };
     // HTTP/2 takes the authority in the URI and no connection headers.
     let req = if sender.is_h2() {
-        Request::get(format!("{}://{}{path}", endpoint.dialer.scheme(), endpoint.addr))
+        Request::get(format!("{}://{addr}{path}", dialer.scheme()))
     } else {
-        Request::get(path).header(header::HOST, endpoint.addr.to_string()).header(header::CONNECTION, "close")
+        Request::get(path).header(header::HOST, addr.to_string()).header(header::CONNECTION, "close")
     };
     let Ok(req) = req.header(header::USER_AGENT, "switchyard-health-check").body(ProxyBody::<super::Lease>::empty())
     else {

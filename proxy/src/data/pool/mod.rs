@@ -12,6 +12,7 @@ mod conn;
 pub mod health;
 
 pub use conn::{enter_worker, ConnectError, Dialer, Sender};
+pub use health::probe;
 
 use crate::data::body::Release;
 
@@ -54,6 +55,9 @@ pub struct Endpoint {
     idle: conn::Idle,
     /// How its connections are made (shared by the pool's endpoints).
     pub dialer: Arc<Dialer>,
+    /// During a rolling update: the statistics slot of its group (the
+    /// pool's old or new endpoints), recorded beside the pool's.
+    pub group_slot: Option<usize>,
 }
 
 // === impl Pool ===
@@ -61,8 +65,14 @@ pub struct Endpoint {
 impl Pool {
     /// Builds a pool (loading its TLS files) and starts its active health
     /// checks, if configured. Must be called inside a tokio runtime when
-    /// health checks are configured.
-    pub fn new(cfg: &PoolConfig, workers: usize, stats_slot: usize) -> Result<Self, crate::Error> {
+    /// health checks are configured. `groups`: during a rolling update, the
+    /// statistics slots of its old and new endpoints.
+    pub fn new(
+        cfg: &PoolConfig,
+        workers: usize,
+        stats_slot: usize,
+        groups: Option<(usize, usize)>,
+    ) -> Result<Self, crate::Error> {
         let tls = match &cfg.tls {
             None => None,
             Some(t) => {
@@ -74,8 +84,9 @@ impl Pool {
             }
         };
         let dialer = Arc::new(Dialer::new(cfg.protocol, tls));
+        let group = |a: &SocketAddr| groups.map(|(old, new)| if cfg.new_endpoints.contains(a) { new } else { old });
         let endpoints: Box<[Arc<Endpoint>]> =
-            cfg.endpoints.iter().map(|a| Arc::new(Endpoint::new(*a, workers, dialer.clone()))).collect();
+            cfg.endpoints.iter().map(|a| Arc::new(Endpoint::new(*a, workers, dialer.clone(), group(a)))).collect();
         let checks = match &cfg.health_check {
             Some(hc) => endpoints.iter().map(|e| health::spawn(e.clone(), hc.clone())).collect(),
             None => Vec::new(),
@@ -161,9 +172,10 @@ impl Drop for Pool {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn new(addr: SocketAddr, workers: usize, dialer: Arc<Dialer>) -> Self {
+    fn new(addr: SocketAddr, workers: usize, dialer: Arc<Dialer>, group_slot: Option<usize>) -> Self {
         Self {
             addr,
+            group_slot,
             idle: conn::Idle::new(workers, dialer.multiplexed()),
             dialer,
             in_flight: AtomicU32::new(0),
@@ -288,9 +300,11 @@ mod tests {
                 },
                 protocol: crate::config::Protocol::Http1,
                 tls: None,
+                new_endpoints: Vec::new(),
             },
             1,
             0,
+            None,
         )
         .unwrap()
     }

@@ -30,6 +30,10 @@ pub(super) fn rollout_text(r: &RolloutView, stats: Option<&StatsView>) -> String
     let step_text = |s: Option<&StepView>| match s {
         Some(StepView { weight: Some(w), hold_seconds: Some(h), .. }) => format!("{cand} at {w}% for {h:.0}s"),
         Some(StepView { pause: Some(true), .. }) => "pause (waits for `ctl rollout promote`)".to_owned(),
+        Some(StepView { admit, drain, phase: Some(phase), .. }) if !admit.is_empty() || !drain.is_empty() => {
+            let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+            format!("admit {} once ready, drain {} ({phase})", list(admit), list(drain))
+        }
         Some(StepView { mirror_percent: Some(p), hold_seconds: Some(h), .. }) => {
             format!("{p}% of the requests mirrored to {cand} (answering no client) for {h:.0}s")
         }
@@ -47,8 +51,16 @@ pub(super) fn rollout_text(r: &RolloutView, stats: Option<&StatsView>) -> String
     if live && r.next_step.is_some() {
         let _ = writeln!(out, "  next: {}", step_text(r.next_step.as_ref()));
     }
-    let _ =
-        writeln!(out, "  weights: {base} {}%  {cand} {weight}%  {}", 100 - weight.min(100), bar(weight as f64 / 100.0));
+    let rolling = r.plan.get("strategy").and_then(|v| v.as_str()) == Some("rolling");
+    let _ = match rolling {
+        true => writeln!(out, "  new endpoints serving: {weight}%  {}", bar(weight as f64 / 100.0)),
+        false => writeln!(
+            out,
+            "  weights: {base} {}%  {cand} {weight}%  {}",
+            100 - weight.min(100),
+            bar(weight as f64 / 100.0)
+        ),
+    };
     if let Some(s) = stats {
         for (pool, f) in &s.pools {
             let _ = writeln!(

@@ -20,6 +20,8 @@
 //! machine returns an [`Decision`]; the controller applies it and persists the
 //! state, so progress (the time spent in the step included) survives a restart.
 
+pub mod rolling;
+
 use super::analysis::Judgement;
 use crate::config::rollout::{RolloutPlan, Step, Strategy};
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,8 @@ pub enum Decision {
     Rollback(String),
     /// Stop and wait for a person.
     Pause(String),
+    /// A rolling update: the pool's endpoints become [`Rollout::endpoints_now`].
+    SetEndpoints,
 }
 
 /// One decision as the rollout's history records it.
@@ -149,6 +153,9 @@ pub struct Rollout {
     /// After a rollback: the rules (by index) it suspended; `None` before.
     #[serde(default)]
     pub suspended_rules: Option<Vec<usize>>,
+    /// A rolling update's batches and where the current one stands.
+    #[serde(default)]
+    pub rolling: Option<rolling::RollingState>,
 }
 
 /// Decisions kept per rollout.
@@ -173,10 +180,12 @@ impl Rollout {
             policy_faults: 0,
             pre_switch: None,
             suspended_rules: None,
+            rolling: None,
         };
         let decision = match r.plan.strategy {
             Strategy::BlueGreen => Decision::SetWeight(0),
             Strategy::Canary => r.enter_step(),
+            Strategy::Rolling => Decision::Hold, // its batches start with `begin_rolling`
         };
         r.apply(&decision);
         (r, decision)
@@ -208,6 +217,7 @@ impl Rollout {
         let decision = match self.plan.strategy {
             Strategy::Canary => self.tick_canary(elapsed_ms, judgement),
             Strategy::BlueGreen => self.tick_blue_green(elapsed_ms, judgement),
+            Strategy::Rolling => self.tick_rolling(elapsed_ms, judgement),
         };
         self.apply(&decision);
         decision
@@ -245,7 +255,7 @@ impl Rollout {
         }
     }
 
-    fn inconclusive(&mut self, elapsed_ms: u64) -> Decision {
+    pub(super) fn inconclusive(&mut self, elapsed_ms: u64) -> Decision {
         self.inconclusive_ms += elapsed_ms;
         match self.plan.progress_deadline {
             Some(d) if self.inconclusive_ms >= d.as_millis() as u64 => {
@@ -278,7 +288,9 @@ impl Rollout {
             Strategy::Canary if full => Decision::Promote,
             Strategy::Canary => self.advance(),
             Strategy::BlueGreen if self.step == 0 && !full => self.switch(),
+            Strategy::BlueGreen | Strategy::Rolling if full => Decision::Promote,
             Strategy::BlueGreen => Decision::Promote,
+            Strategy::Rolling => self.promote_rolling(),
         };
         self.apply(&decision);
         decision
@@ -362,8 +374,9 @@ impl Rollout {
             Decision::Promote => {
                 self.weight = 100;
                 self.status = Status::Promoted;
-                self.step = self.plan.steps.len().max(self.step);
+                self.step = self.steps_total().max(self.step);
             }
+            Decision::SetEndpoints => self.weight = self.rolling_weight(),
             Decision::Rollback(why) => {
                 self.weight = 0;
                 self.status = Status::RolledBack;
