@@ -77,8 +77,19 @@ async fn through(mut proxy: Proxy, restart_at_batch: Option<u64>) -> (Vec<u16>, 
     panic!("the rolling update did not end");
 }
 
+/// The old version: `/slow` takes 3.5 s (a request in flight while its endpoint is drained).
+async fn old_version() -> Upstream {
+    Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(3500)).await; // slow upstream: in flight across a drain
+        }
+        Response::new(full("v1"))
+    })
+    .await
+}
+
 async fn old_fleet() -> (Upstream, Upstream, Proxy) {
-    let (a, b) = (Upstream::text("v1").await, Upstream::text("v1").await);
+    let (a, b) = (old_version().await, old_version().await);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("admin.token"), format!("ci:{TOKEN}\n")).unwrap();
     let yaml =
@@ -88,20 +99,28 @@ async fn old_fleet() -> (Upstream, Upstream, Proxy) {
 }
 
 #[tokio::test]
-async fn endpoints_are_replaced_batch_by_batch_once_ready_and_survive_a_restart() {
+async fn endpoints_are_replaced_batch_by_batch_once_ready_and_drained_without_dropping_a_request() {
     let (_a, _b, proxy) = old_fleet().await;
     let (slow, quick) = (new_version(200, false).await, new_version(200, true).await);
     let (status, v) =
         proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(&plan(&[&slow, &quick], ""))).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["steps_total"], 2, "two batches of one (surge 1, none unavailable): {v}");
+    // In flight on both old endpoints while they are drained: they finish.
+    let in_flight: Vec<_> = (0..2).map(|_| tokio::spawn(get(proxy.addr, "/slow", &[]))).collect();
     let ready = slow.ready.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await; // slow upstream: ready after 1.5 s
         ready.store(true, Ordering::SeqCst);
     });
-    let (statuses, proxy, end) = through(proxy, Some(1)).await;
+    let (statuses, proxy, end) = through(proxy, None).await;
     assert_eq!(end["status"], "promoted", "{end}");
+    let drained_at = proxy.admin("GET", "/v1/events?limit=50", None, None).await.1.to_string();
+    assert!(drained_at.contains("batch 2 of 2"), "the first old endpoint was drained while /slow ran: {drained_at}");
+    for r in in_flight {
+        let (status, _, body) = r.await.unwrap();
+        assert_eq!((status.as_u16(), body.as_str()), (200, "v1"), "a drained endpoint finishes what it has");
+    }
     assert!(statuses.iter().all(|s| *s == 200), "no client saw an error while endpoints moved");
     assert_eq!(slow.early.load(Ordering::SeqCst), 0, "no request reached an endpoint before it was ready");
     let mut want = vec![slow.up.addr.to_string(), quick.up.addr.to_string()];
@@ -116,6 +135,29 @@ async fn endpoints_are_replaced_batch_by_batch_once_ready_and_survive_a_restart(
     let metrics = get(proxy.admin.unwrap(), "/metrics", &[]).await.2;
     assert!(metrics.contains("pool=\"web@new\""), "the new endpoints' figures are their own");
     drop(proxy);
+}
+
+#[tokio::test]
+async fn a_rolling_update_resumes_at_its_batch_after_kill_9() {
+    let (_a, _b, proxy) = old_fleet().await;
+    let (one, two) = (new_version(200, true).await, new_version(200, true).await);
+    let (status, v) =
+        proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(&plan(&[&one, &two], ""))).await;
+    assert_eq!(status, 200, "{v}");
+    let (statuses, proxy, end) = through(proxy, Some(1)).await;
+    assert_eq!(end["status"], "promoted", "{end}");
+    assert!(statuses.iter().all(|s| *s == 200));
+    let mut want = vec![one.up.addr.to_string(), two.up.addr.to_string()];
+    want.sort();
+    assert_eq!(pool_endpoints(&proxy).await, want);
+    let events = proxy.admin("GET", "/v1/events?limit=50", None, None).await.1;
+    let batch2 = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"].as_str().is_some_and(|r| r.contains("batch 2 of 2, 1 new")))
+        .count();
+    assert!(batch2 <= 1, "batch 2 is not repeated after the restart: {events}");
 }
 
 #[tokio::test]
