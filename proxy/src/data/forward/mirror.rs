@@ -10,6 +10,7 @@ use crate::data::pool::Lease;
 use crate::data::snapshot::Service;
 use crate::data::split::Copying;
 use crate::data::ProxyBody;
+use crate::error::ErrorClass;
 use crate::stats::{self, MirrorKind, StatusClass};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
@@ -41,7 +42,7 @@ pub(super) fn send(service: Arc<Service>, copy: Copy, idle: Duration, record: bo
     tokio::spawn(async move {
         let Some(m) = &service.mirror else { return };
         let pool = &service.pools[m.pool];
-        let Copy { copying: _copying, method, uri, mut headers, body, primary } = copy;
+        let Copy { copying, method, uri, mut headers, body, primary } = copy;
         // The primary's body never came whole (too large, failed): no copy.
         let Ok(body) = body.await else {
             stats::record_mirror(m.stats_slot, MirrorKind::Dropped);
@@ -80,6 +81,9 @@ pub(super) fn send(service: Arc<Service>, copy: Copy, idle: Duration, record: bo
                 status
             }
             Err(class) => {
+                if matches!(class, ErrorClass::UpstreamConnect | ErrorClass::NoHealthyEndpoint) {
+                    copying.unreachable();
+                }
                 if record {
                     stats::record(pool.stats_slot, start.elapsed(), class.status().as_u16(), Some(class));
                 }

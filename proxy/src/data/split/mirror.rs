@@ -1,12 +1,14 @@
 //! Which requests a service's mirror copies: the method, the match, the
-//! share, the body's size, and the bound on copies in flight. Decided on
-//! the request path with a thread-local draw and one atomic counter.
+//! share, the body's size, the bound on copies in flight, and a rest after
+//! the mirror could not be reached. Decided on the request path with a
+//! thread-local draw and two atomics.
 
 use super::carries;
 use crate::config::MirrorConfig;
+use crate::data::pool::clock_ms;
 use crate::stats::{self, MirrorKind};
 use http::{HeaderMap, Method};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A service's mirror, compiled.
@@ -20,18 +22,37 @@ pub struct Mirror {
     threshold: u64,
     /// The settings it was compiled from.
     pub config: MirrorConfig,
-    /// Copies in flight; shared with the next snapshot's mirror of the
-    /// same service, so the bound holds across rebuilds.
-    in_flight: Arc<AtomicUsize>,
+    /// Copies in flight and when copies may go again (see [`Mirror::unreachable`]);
+    /// shared with the next snapshot's mirror of the same service, so they hold across rebuilds.
+    shared: Arc<Shared>,
 }
+
+#[derive(Debug, Default)]
+struct Shared {
+    in_flight: AtomicUsize,
+    /// [`clock_ms`] before which copies are dropped: the mirror could not be reached.
+    resting_until: AtomicU64,
+}
+
+/// How long a mirror that could not be reached rests before the next copy tries it.
+const REST_MS: u64 = 1_000;
 
 /// A copy under way: holds its place among the copies in flight until dropped.
 #[derive(Debug)]
-pub struct Copying(Arc<AtomicUsize>);
+pub struct Copying(Arc<Shared>);
 
 impl Drop for Copying {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Copying {
+    /// The copy found no endpoint of the mirror to connect to: the copies
+    /// of the next second are dropped (and counted) rather than each paying
+    /// for a failing connect.
+    pub fn unreachable(&self) {
+        self.0.resting_until.store(clock_ms() + REST_MS, Ordering::Relaxed);
     }
 }
 
@@ -44,7 +65,7 @@ impl Mirror {
             stats_slot,
             threshold: (config.percent / 100.0 * 4_294_967_296.0).round() as u64,
             config: config.clone(),
-            in_flight: previous.map_or_else(Arc::default, |m| m.in_flight.clone()),
+            shared: previous.map_or_else(Arc::default, |m| m.shared.clone()),
         }
     }
 
@@ -62,14 +83,15 @@ impl Mirror {
         if u64::from(fastrand::u32(..)) >= self.threshold {
             return None;
         }
-        let too_large = body_len.is_some_and(|n| n > self.config.max_body);
-        if too_large || self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.config.queue {
-            if !too_large {
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let unsent = body_len.is_some_and(|n| n > self.config.max_body)
+            || self.shared.resting_until.load(Ordering::Relaxed) > clock_ms();
+        if unsent || self.shared.in_flight.fetch_add(1, Ordering::Relaxed) >= self.config.queue {
+            if !unsent {
+                self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
             stats::record_mirror(self.stats_slot, MirrorKind::Dropped);
             return None;
         }
-        Some(Copying(self.in_flight.clone()))
+        Some(Copying(self.shared.clone()))
     }
 }
