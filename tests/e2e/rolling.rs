@@ -133,7 +133,13 @@ async fn endpoints_are_replaced_batch_by_batch_once_ready_and_drained_without_dr
     assert!(events.contains("batch 1 of 2") && events.contains("batch 2 of 2"), "{events}");
     assert!(events.contains("rolling update of pool web"), "{events}");
     let metrics = get(proxy.admin.unwrap(), "/metrics", &[]).await.2;
-    assert!(metrics.contains("pool=\"web@new\""), "the new endpoints' figures are their own");
+    assert!(
+        metrics.contains(
+            "switchyard_rolling_requests_total{service=\"web\",pool=\"web\",endpoints=\"new\",class=\"2xx\"}"
+        ),
+        "the new endpoints' figures are their own"
+    );
+    assert!(!metrics.contains("pool=\"web@new\""), "and not counted twice among the pools");
     drop(proxy);
 }
 

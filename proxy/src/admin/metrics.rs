@@ -17,6 +17,10 @@ pub const UPSTREAM_ERRORS_TOTAL: &str = "switchyard_upstream_errors_total";
 /// Failures the client caused, by service, pool and kind (`payload_too_large`,
 /// `request_timeout`, `bad_body`, `client_closed`); in no other family.
 pub const CLIENT_ERRORS_TOTAL: &str = "switchyard_client_errors_total";
+/// During a rolling update: requests to a pool's old and new endpoints, by
+/// service, pool, `endpoints` (`old`, `new`) and status class (already in
+/// the pool's `switchyard_requests_total`).
+pub const ROLLING_REQUESTS_TOTAL: &str = "switchyard_rolling_requests_total";
 /// Copies of requests a mirror pool got, by service, pool and outcome
 /// (`compared` with the primary's answer, of which `mismatched` in status
 /// class, and `dropped` unsent).
@@ -57,7 +61,7 @@ pub struct SwitchyardCollector {
 }
 
 /// Every family: name, help, labels, type — in the order `collect` returns them.
-const FAMILIES: [(&str, &str, &[&str], MetricType); 11] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 12] = [
     (REQUESTS_TOTAL, "Requests by service, pool and status class.", &["service", "pool", "class"], MetricType::COUNTER),
     (
         REQUEST_DURATION_SECONDS,
@@ -75,6 +79,12 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 11] = [
         CLIENT_ERRORS_TOTAL,
         "Failures the client caused, by service, pool and kind; counted against no pool.",
         &["service", "pool", "kind"],
+        MetricType::COUNTER,
+    ),
+    (
+        ROLLING_REQUESTS_TOTAL,
+        "During a rolling update: requests to a pool's old and new endpoints, by status class.",
+        &["service", "pool", "endpoints", "class"],
         MetricType::COUNTER,
     ),
     (
@@ -162,8 +172,16 @@ impl Collector for SwitchyardCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let stats: &Stats = &self.shared.stats;
         let (mut requests, mut durations, mut errors, mut client) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut mirror = Vec::new();
+        let (mut mirror, mut rolling) = (Vec::new(), Vec::new());
         stats.each_lifetime(|svc, pool, p| {
+            // A rolling update's endpoint groups: in their own family, not counted twice.
+            if let Some((pool, group)) = crate::config::rolling::group_of(pool) {
+                for (class, n) in STATUS_LABELS.iter().zip(p.status) {
+                    let l = labels(&[("service", svc), ("pool", pool), ("endpoints", group), ("class", class)]);
+                    rolling.push(counter(l, n));
+                }
+                return;
+            }
             for (class, n) in STATUS_LABELS.iter().zip(p.status) {
                 requests.push(counter(labels(&[("service", svc), ("pool", pool), ("class", class)]), n));
             }
@@ -229,7 +247,7 @@ impl Collector for SwitchyardCollector {
             seconds.push(m);
             fuel.push(counter(labels(&[("plugin", &p.name)]), s.fuel));
         }
-        [requests, durations, errors, client, mirror, weights, health, calls, faults, seconds, fuel]
+        [requests, durations, errors, client, rolling, mirror, weights, health, calls, faults, seconds, fuel]
             .into_iter()
             .enumerate()
             .map(|(i, m)| family(i, m))

@@ -79,6 +79,12 @@ pub fn new_group(pool: &str) -> String {
     format!("{pool}@new")
 }
 
+/// `(pool, "old" | "new")` when `name` is one of a rolling update's stats groups.
+pub fn group_of(name: &str) -> Option<(&str, &str)> {
+    let (pool, group) = name.rsplit_once('@')?;
+    matches!(group, "old" | "new").then_some((pool, group))
+}
+
 /// Validates the rolling fields of `f` for a service with `pools`.
 pub(super) fn validate(f: &mut FileRollout, pools: &[String], p: &str, at: &Location) -> Result<Rolling, Error> {
     let pool = f.pool.take().ok_or_else(|| fail(format!("{p}.pool"), at, "a rolling update names its `pool`"))?;

@@ -18,6 +18,8 @@
 //! timeout runs from the request's last byte, and latency is measured from
 //! it too, so a slow upload is never the upstream's slowness.
 
+mod mirror;
+
 use super::ProxyBody;
 use super::Shared;
 use crate::config::Protocol;
@@ -530,5 +532,3 @@ pub fn error_response(class: ErrorClass, version: Version) -> Response<ProxyBody
 
 #[cfg(test)]
 mod tests;
-
-mod mirror;
