@@ -227,12 +227,7 @@ pub(super) async fn apply(
     let (row, guard) = (t.row()?, t.guard(leader));
     let traffic = (weights, mirror.as_ref());
     let ev = ctrl.rollout_traffic(&service, traffic, suspend.as_ref(), (actor, message), (&row, &guard)).await?;
-    t.stored = Some(row);
-    if t.is_done() {
-        // Under the row just written (the guard above holds the one before it).
-        ended::record(ctrl, t, actor, &ev.time, &t.guard(leader));
-    }
-    notify::send(&t.plan.webhooks, &ev, ctrl.webhook_ca().as_deref());
+    t.written(ctrl, row, &ev, actor, leader);
     Ok(())
 }
 

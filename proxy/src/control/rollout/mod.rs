@@ -62,6 +62,24 @@ impl Tracked {
     pub fn guard(&self, leader: bool) -> crate::control::state::Guard {
         crate::control::state::Guard { leader, rollout: Some((self.service.clone(), self.stored.clone())) }
     }
+
+    /// After a decision's write (`row` stored with event `ev`): the row is
+    /// the one to guard the next write with; a rollout that ended records
+    /// its end (under the row just written); webhooks hear of it.
+    fn written(
+        &mut self,
+        ctrl: &crate::control::Control,
+        row: String,
+        ev: &crate::control::state::Event,
+        actor: &str,
+        leader: bool,
+    ) {
+        self.stored = Some(row);
+        if self.is_done() {
+            ended::record(ctrl, self, actor, &ev.time, &self.guard(leader));
+        }
+        notify::send(&self.plan.webhooks, ev, ctrl.webhook_ca().as_deref());
+    }
 }
 
 impl std::ops::Deref for Tracked {

@@ -4,7 +4,7 @@
 //! its guard) — the file's or the API's set restored on a rollback.
 
 use super::machine::Decision;
-use super::{ended, notify, Tracked};
+use super::Tracked;
 use crate::config::rolling::Readiness;
 use crate::config::PoolSet;
 use crate::control::{Control, ControlError};
@@ -50,11 +50,7 @@ pub(super) async fn apply(
     };
     let (row, guard) = (t.row()?, t.guard(leader));
     let ev = ctrl.rollout_pool((&service, &r.pool), set, (actor, message), (&row, &guard)).await?;
-    t.stored = Some(row);
-    if t.is_done() {
-        ended::record(ctrl, t, actor, &ev.time, &t.guard(leader));
-    }
-    notify::send(&t.plan.webhooks, &ev, ctrl.webhook_ca().as_deref());
+    t.written(ctrl, row, &ev, actor, leader);
     Ok(())
 }
 
