@@ -102,8 +102,9 @@ async fn old_fleet() -> (Upstream, Upstream, Proxy) {
 async fn endpoints_are_replaced_batch_by_batch_once_ready_and_drained_without_dropping_a_request() {
     let (_a, _b, proxy) = old_fleet().await;
     let (slow, quick) = (new_version(200, false).await, new_version(200, true).await);
-    let (status, v) =
-        proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(&plan(&[&slow, &quick], ""))).await;
+    let body = plan(&[&slow, &quick], "")
+        .replace(r#""strategy": "rolling""#, r#""strategy": "rolling", "release": {"version": "v2"}"#);
+    let (status, v) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), Some(&body)).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["steps_total"], 2, "two batches of one (surge 1, none unavailable): {v}");
     // In flight on both old endpoints while they are drained: they finish.
@@ -126,6 +127,10 @@ async fn endpoints_are_replaced_batch_by_batch_once_ready_and_drained_without_dr
     let mut want = vec![slow.up.addr.to_string(), quick.up.addr.to_string()];
     want.sort();
     assert_eq!(pool_endpoints(&proxy).await, want, "the pool runs on the new endpoints");
+    let view = proxy.admin("GET", "/v1/services/web", None, None).await.1;
+    assert_eq!(view["pools"][0]["version"], "v2", "and says what they run: {view}");
+    let report = proxy.admin("GET", "/v1/report?format=json", Some(TOKEN), None).await.1.to_string();
+    assert!(report.contains("\"version\":\"v2\""), "the deployment report has the new version: {report}");
     for _ in 0..20 {
         assert_eq!(get(proxy.addr, "/", &[]).await.2, "v2");
     }

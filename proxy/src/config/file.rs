@@ -186,6 +186,7 @@ pub(crate) struct FileRollout {
     pub max_unavailable: Option<FileCount>,
     pub readiness: Option<FileReadiness>,
     pub hold: Option<Dur>,
+    pub release: Option<super::Release>,
 }
 
 /// A count of endpoints: `2`, or a share of the new set: `"25%"`.

@@ -67,6 +67,10 @@ pub struct Rolling {
     /// How long each batch is held and judged before the next.
     #[serde(with = "super::units::millis")]
     pub hold: Duration,
+    /// What the new endpoints run (the pool's release once promoted; the
+    /// deployment report's version).
+    #[serde(default)]
+    pub release: super::Release,
 }
 
 /// The stats group of a rolling update's old endpoints in `pool`.
@@ -138,12 +142,8 @@ pub(super) fn validate(f: &mut FileRollout, pools: &[String], p: &str, at: &Loca
         success_threshold: r.success_threshold.unwrap_or(1).max(1),
         deadline: r.deadline.map_or(Duration::from_secs(300), |d| d.0),
     };
-    Ok(Rolling {
-        pool,
-        endpoints,
-        max_surge,
-        max_unavailable,
-        readiness,
-        hold: f.hold.take().map_or(Duration::from_secs(30), |d| d.0),
-    })
+    let release = f.release.take().unwrap_or_default();
+    release.check().map_err(|(field, m)| fail(format!("{p}.release.{field}"), at, m))?;
+    let hold = f.hold.take().map_or(Duration::from_secs(30), |d| d.0);
+    Ok(Rolling { pool, endpoints, max_surge, max_unavailable, readiness, hold, release })
 }

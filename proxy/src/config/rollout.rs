@@ -236,7 +236,7 @@ pub(crate) fn validate(mut f: FileRollout, pools: &[String], p: &str, at: &Locat
             let given = [("pool", f.pool.is_some()), ("endpoints", f.endpoints.is_some()), ("hold", f.hold.is_some())]
                 .into_iter()
                 .chain([("max_surge", f.max_surge.is_some()), ("max_unavailable", f.max_unavailable.is_some())])
-                .chain([("readiness", f.readiness.is_some())]);
+                .chain([("readiness", f.readiness.is_some()), ("release", f.release.is_some())]);
             if let Some((field, _)) = given.into_iter().find(|(_, set)| *set) {
                 return Err(fail(format!("{p}.{field}"), at, "only a rolling update (`strategy: rolling`) has it"));
             }

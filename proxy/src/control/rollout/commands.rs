@@ -53,7 +53,7 @@ impl Control {
             // The pool as it serves now is what the update starts from and a rollback restores.
             let now = svc.config.pools.iter().find(|p| p.name == r.pool).map(|p| p.endpoints.clone());
             let before = svc.pool_sets.get(&r.pool).cloned();
-            decision = rollout.begin_rolling(&now.unwrap_or_default(), before);
+            decision = rollout.begin_rolling((&now.unwrap_or_default(), svc.release(&r.pool)), before);
         }
         let mut t = Tracked { rollout, stored, driven: false };
         let steps = t.steps_total();

@@ -90,7 +90,11 @@ fn label(e: &Ended) -> String {
 /// `service`: where the pools' releases are read.
 pub fn summary(service: Option<&crate::data::snapshot::Service>, r: &Rollout, actor: &str, at: &str) -> Ended {
     let release = |pool: &str| service.map(|s| s.release(pool)).unwrap_or_default();
-    let (cand, base) = (release(&r.plan.candidate), release(&r.plan.baseline));
+    let (cand, base) = match &r.plan.rolling {
+        // A rolling update's new endpoints run what its plan says; the old, what the pool ran then.
+        Some(p) => (p.release.clone(), r.rolling.as_ref().map(|rs| rs.old_release.clone()).unwrap_or_default()),
+        None => (release(&r.plan.candidate), release(&r.plan.baseline)),
+    };
     // Never negative, though a fleet's clocks may disagree a little.
     let between = |a: &str, b: &str| seconds_between(a, b).map(|s| s.max(0.0));
     let status = r.status.as_str().to_owned();

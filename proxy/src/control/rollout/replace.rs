@@ -35,7 +35,8 @@ pub(super) async fn apply(
             format!("rollout of {service} ended, pool {} back on its endpoints {}: {why}", r.pool, list(&rs.old)),
         ),
         Decision::Promote => (
-            Some(PoolSet { endpoints: now, release, new: Vec::new() }),
+            // The pool now runs what the plan says its new endpoints run.
+            Some(PoolSet { endpoints: now, release: promoted_release(&r.release, release), new: Vec::new() }),
             format!("rollout of {service} promoted: pool {} runs on {}", r.pool, list(&r.endpoints)),
         ),
         _ => {
@@ -52,6 +53,15 @@ pub(super) async fn apply(
     let ev = ctrl.rollout_pool((&service, &r.pool), set, (actor, message), (&row, &guard)).await?;
     t.written(ctrl, row, &ev, actor, leader);
     Ok(())
+}
+
+/// What the pool runs once every endpoint is new: the plan's release, where
+/// it says anything, else what the pool ran.
+fn promoted_release(plan: &crate::config::Release, before: crate::config::Release) -> crate::config::Release {
+    match *plan == crate::config::Release::default() {
+        true => before,
+        false => plan.clone(),
+    }
 }
 
 /// Readiness of a batch's new endpoints: consecutive passes per endpoint.

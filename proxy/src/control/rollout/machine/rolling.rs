@@ -37,6 +37,9 @@ pub struct RollingState {
     pub old: Vec<SocketAddr>,
     /// The pool as the API had set it then (`None`: the file's), restored on rollback.
     pub before: Option<PoolSet>,
+    /// What the old endpoints ran.
+    #[serde(default)]
+    pub old_release: crate::config::Release,
     /// The batches, in order.
     pub batches: Vec<Batch>,
     /// The current batch's new endpoints are in the pool: it holds and is judged.
@@ -80,12 +83,18 @@ pub fn plan(old: &[SocketAddr], r: &Rolling) -> Vec<Batch> {
 }
 
 impl Rollout {
-    /// Starts a rolling update of a pool whose endpoints are `old` now (set
-    /// by the API as `before`, if it was): plans the batches and enters the first.
-    pub fn begin_rolling(&mut self, old: &[SocketAddr], before: Option<PoolSet>) -> Decision {
+    /// Starts a rolling update of a pool whose endpoints are `old` now,
+    /// running `old_release` (set by the API as `before`, if it was): plans
+    /// the batches and enters the first.
+    pub fn begin_rolling(
+        &mut self,
+        (old, old_release): (&[SocketAddr], crate::config::Release),
+        before: Option<PoolSet>,
+    ) -> Decision {
         let Some(r) = &self.plan.rolling else { return Decision::Hold };
         let batches = plan(old, r);
-        self.rolling = Some(RollingState { old: old.to_vec(), before, batches, admitted: false, waited_ms: 0 });
+        self.rolling =
+            Some(RollingState { old: old.to_vec(), before, old_release, batches, admitted: false, waited_ms: 0 });
         self.enter_batch()
     }
 
@@ -278,7 +287,7 @@ mod tests {
     fn a_batch_waits_for_readiness_holds_is_judged_then_drains() {
         let (mut r, d) = Rollout::start("svc", rolling(&[11, 12], "1", "0"));
         assert_eq!(d, Decision::Hold);
-        assert_eq!(r.begin_rolling(&addrs(&[1, 2]), None), Decision::SetEndpoints);
+        assert_eq!(r.begin_rolling((&addrs(&[1, 2]), Default::default()), None), Decision::SetEndpoints);
         assert_eq!(r.awaiting(), &addrs(&[11])[..]);
         assert_eq!(r.endpoints_now().unwrap(), addrs(&[1, 2]), "not in the pool before it is ready");
         let pass = Judgement::Pass(String::new());
@@ -304,7 +313,7 @@ mod tests {
     #[test]
     fn an_endpoint_never_ready_rolls_back_at_the_deadline_and_promote_admits_by_hand() {
         let (mut r, _) = Rollout::start("svc", rolling(&[11], "1", "0"));
-        r.begin_rolling(&addrs(&[1]), None);
+        r.begin_rolling((&addrs(&[1]), Default::default()), None);
         let inconclusive = Judgement::Inconclusive(String::new());
         for _ in 0..29 {
             assert_eq!(r.tick(1000, &inconclusive), Decision::Hold);
@@ -313,7 +322,7 @@ mod tests {
             matches!(r.tick(1000, &inconclusive), Decision::Rollback(why) if why.contains("127.0.0.1:11 not ready after 30 s"))
         );
         let (mut r, _) = Rollout::start("svc", rolling(&[11], "1", "0"));
-        r.begin_rolling(&addrs(&[1]), None);
+        r.begin_rolling((&addrs(&[1]), Default::default()), None);
         assert_eq!(r.promote(false), Decision::SetEndpoints, "a person admits it");
         assert_eq!(r.promote(false), Decision::Promote, "and passes the last batch");
         assert_eq!(r.endpoints_now().unwrap(), addrs(&[11]));
