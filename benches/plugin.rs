@@ -96,7 +96,8 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("router");
     for cohort in ["beta", "other"] {
         let h = headers(cohort);
-        let input = RouteInput { method: "GET", path: "/cart", sticky_key: Some(b"8d7f6e5a4b3c2d1e"), headers: &h };
+        let input =
+            RouteInput { path: "/cart", sticky_key: Some(b"8d7f6e5a4b3c2d1e"), client: None, ..RouteInput::trial(&h) };
         g.bench_function(format!("cohort-router plugin, x-cohort: {cohort}"), |b| {
             b.iter(|| black_box(router.route(black_box(&input))))
         });

@@ -115,6 +115,7 @@ fn bench(c: &mut Criterion) {
         headers: &h2,
         path: "/checkout",
         method: &Method::GET,
+        query: None,
         client: None,
         flags: Some(&flags),
         context: &context,

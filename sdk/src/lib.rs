@@ -54,7 +54,7 @@ pub use config::Config;
 pub use log::{log, Level};
 pub use policy::{quantile, recorded_us, Context, Decision, Phase, Policy, PoolWindow, Strategy, Verdict};
 pub use request::{Request, RequestBuilder};
-pub use router::{Needs, Pool, Pools, Router};
+pub use router::{Needs, Pool, Pools, Router, CLIENT_ADDRESS};
 
 /// The WIT package version this SDK speaks.
 pub const INTERFACE_VERSION: &str = "0.1.1";

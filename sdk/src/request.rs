@@ -59,7 +59,22 @@ impl Request {
 
     /// The value of a header the rule lists (`name` in any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        match name.starts_with(['?', ':']) {
+            true => self.pairs(&self.headers).find(|(n, _)| *n == name).map(|(_, v)| v),
+            false => self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v),
+        }
+    }
+
+    /// The first value of query parameter `name` (percent-decoded), when
+    /// `needs` lists it ([`crate::Needs::query`]) and the request has it.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.pairs(&self.headers).find(|(n, _)| n.strip_prefix('?') == Some(name)).map(|(_, v)| v)
+    }
+
+    /// The client's address as the proxy saw it (`203.0.113.7`, `2001:db8::1`),
+    /// when `needs` asks for it ([`crate::Needs::client_address`]).
+    pub fn client_address(&self) -> Option<&str> {
+        self.header(crate::CLIENT_ADDRESS)
     }
 
     /// The value of a cookie the rule lists.
@@ -67,9 +82,10 @@ impl Request {
         self.cookies().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    /// The listed headers present on the request, `(lower-case name, value)`.
+    /// The listed headers present on the request, `(lower-case name, value)`
+    /// (not the query parameters or the client's address).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs(&self.headers)
+        self.pairs(&self.headers).filter(|(n, _)| !n.starts_with(['?', ':']))
     }
 
     /// The listed cookies present on the request, `(name, value)`.
@@ -129,7 +145,7 @@ impl RequestBuilder {
     pub fn sticky_key(self, key: &str) -> Self {
         let r = self.build();
         let mut b = RequestBuilder::new(Vec::new(), r.method(), r.path(), Some(key));
-        for (n, v) in r.headers() {
+        for (n, v) in r.pairs(&r.headers) {
             b = b.header(n, v);
         }
         for (n, v) in r.cookies() {
@@ -150,12 +166,25 @@ impl RequestBuilder {
         self
     }
 
+    /// Adds a query parameter (decoded). Like headers, before any cookie.
+    pub fn query(mut self, name: &str, value: &str) -> Self {
+        self.push_header(&format!("?{name}"), value);
+        self
+    }
+
+    /// Sets the client's address. Like headers, before any cookie.
+    pub fn client_address(mut self, address: &str) -> Self {
+        self.push_header(crate::CLIENT_ADDRESS, address);
+        self
+    }
+
     /// Adds a header in place (the host's path). Ignored after a cookie.
     pub fn push_header(&mut self, name: &str, value: &str) {
         if self.cookies_count_at.is_some() {
             return;
         }
-        let lower = name.bytes().any(|b| b.is_ascii_uppercase());
+        // Query parameter names keep their case.
+        let lower = !name.starts_with('?') && name.bytes().any(|b| b.is_ascii_uppercase());
         if lower {
             put_str(&mut self.buf, &name.to_ascii_lowercase());
         } else {
@@ -250,6 +279,24 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_parameters_and_the_client_address_travel_apart_from_headers() {
+        let r = Request::builder("GET", "/")
+            .header("X-Tenant", "acme")
+            .query("utmSource", "mail")
+            .client_address("203.0.113.7")
+            .cookie("session", "s1")
+            .build();
+        assert_eq!(r.query("utmSource"), Some("mail"), "names keep their case");
+        assert_eq!(r.query("utmsource"), None);
+        assert_eq!(r.client_address(), Some("203.0.113.7"));
+        assert_eq!(r.headers().collect::<Vec<_>>(), [("x-tenant", "acme")], "not among the headers");
+        assert_eq!(r.header("x-tenant"), Some("acme"));
+        assert_eq!(r.cookie("session"), Some("s1"));
+        let needs = crate::Needs::default().query("utmSource").client_address().header("x-tenant");
+        assert_eq!(needs.headers, ["?utmSource", ":client-address", "x-tenant"]);
+    }
 
     #[test]
     fn round_trip() {

@@ -25,12 +25,47 @@ pub trait Router: Sized {
 }
 
 /// The parts of a request a router reads, beyond method, path and sticky key.
+///
+/// Query parameters and the client's address travel among the headers
+/// under names no header can have (see [`Needs::query`] and
+/// [`Needs::client_address`]), so components built for any 0.1 host load.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// Header names.
+    /// Header names; `?name` for a query parameter, [`CLIENT_ADDRESS`] for the client's address.
     pub headers: Vec<String>,
     /// Cookie names.
     pub cookies: Vec<String>,
+}
+
+/// The name under which the client's address (the peer the proxy saw, never
+/// a client-sent `x-forwarded-for`) travels among a request's headers.
+pub const CLIENT_ADDRESS: &str = ":client-address";
+
+impl Needs {
+    /// Also the header `name`.
+    pub fn header(mut self, name: &str) -> Self {
+        self.headers.push(name.to_owned());
+        self
+    }
+
+    /// Also the cookie `name`.
+    pub fn cookie(mut self, name: &str) -> Self {
+        self.cookies.push(name.to_owned());
+        self
+    }
+
+    /// Also the query parameter `name` (its first value, percent-decoded;
+    /// read it with [`Request::query`]).
+    pub fn query(mut self, name: &str) -> Self {
+        self.headers.push(format!("?{name}"));
+        self
+    }
+
+    /// Also the client's address (read it with [`Request::client_address`]).
+    pub fn client_address(mut self) -> Self {
+        self.headers.push(CLIENT_ADDRESS.to_owned());
+        self
+    }
 }
 
 /// The service's pools, by name.

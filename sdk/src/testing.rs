@@ -38,9 +38,10 @@ pub struct RouterHarness<R> {
 
 impl<R: Router> RouterHarness<R> {
     /// The pool name `req` goes to, or `None`. The router sees what the host
-    /// would hand it: method, path, sticky key, and only the headers and
-    /// cookies its `needs()` declares (the first value of each), so a router
-    /// that reads a header it forgot to declare fails here as in the proxy.
+    /// would hand it: method, path, sticky key, and only the headers,
+    /// query parameters, client address and cookies its `needs()` declares
+    /// (the first value of each), so a router that reads one it forgot to
+    /// declare fails here as in the proxy.
     /// An index outside the pools is an error, as the host treats it.
     pub fn route(&self, req: &Request) -> Result<Option<String>, String> {
         let needs = self.router.needs();

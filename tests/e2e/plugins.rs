@@ -109,6 +109,33 @@ async fn a_router_plugin_routes_live_traffic() {
     assert_eq!(svc["rules"][0], "plugin cohort-router → its choice");
 }
 
+#[tokio::test]
+async fn routers_read_query_parameters_and_the_client_address_the_proxy_saw() {
+    let stable = Upstream::text("stable").await;
+    let canary = Upstream::text("canary").await;
+    let with = |networks: &str| {
+        let rule = format!(
+            "      rules:\n        - plugin: cohort-router\n          \
+             config: {{ query: {{ name: preview, values: [\"1\"] }}, networks: [{networks}] }}\n      \
+             weights: {{ stable: 100, canary: 0 }}\n"
+        );
+        service("web", "", &[("stable", &[stable.addr]), ("canary", &[canary.addr])], &rule)
+    };
+    let proxy = start_with_admin(&format!("{}{}", with("\"10.20.0.0/16\""), plugins_section(&["cohort-router"]))).await;
+    let mut c = Client::connect(proxy.addr).await;
+    assert_eq!(c.get("/?preview=1", &[]).await.2, "canary");
+    assert_eq!(c.get("/?a=b&preview=%31", &[]).await.2, "canary", "percent-decoded, wherever it stands");
+    assert_eq!(c.get("/?preview=0", &[]).await.2, "stable");
+    assert_eq!(c.get("/?Preview=1", &[]).await.2, "stable", "names are case-sensitive");
+    assert_eq!(c.get("/", &[]).await.2, "stable", "127.0.0.1 is not in 10.20.0.0/16");
+    let spoofed = [("x-forwarded-for", "10.20.1.1")];
+    assert_eq!(c.get("/", &spoofed).await.2, "stable", "a client-sent x-forwarded-for is not the client's address");
+    drop(proxy);
+    let proxy = start_with_admin(&format!("{}{}", with("\"127.0.0.0/8\""), plugins_section(&["cohort-router"]))).await;
+    assert_eq!(get(proxy.addr, "/", &[]).await.2, "canary", "the address the proxy saw");
+    assert_eq!(plugin(&proxy, "cohort-router").await["faults"], 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_routers_never_fail_a_request() {
     let stable = Upstream::text("stable").await;

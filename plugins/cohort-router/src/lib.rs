@@ -4,6 +4,8 @@
 //! - its sticky key is on the `allow` list;
 //! - its `header` has one of the listed values;
 //! - its `cookie` has one of the listed values;
+//! - its `query` parameter has one of the listed values;
+//! - the client's address (as the proxy saw it) is in one of the `networks`;
 //! - its sticky key hashes into the first `percent` % of keys (stable per
 //!   key, and monotonic: raising `percent` only adds keys).
 //!
@@ -19,6 +21,8 @@
 //!         allow: [alice, bob]
 //!         header: { name: x-cohort, values: [beta] }
 //!         cookie: { name: cohort, values: [beta] }
+//!         query: { name: preview, values: ["1"] }
+//!         networks: ["10.20.0.0/16", "2001:db8::/32"]
 //!         percent: 5
 //! ```
 
@@ -37,6 +41,9 @@ struct Settings {
     allow: Vec<String>,
     header: Option<Match>,
     cookie: Option<Match>,
+    query: Option<Match>,
+    #[serde(default)]
+    networks: Vec<String>,
     #[serde(default)]
     percent: f64,
 }
@@ -58,8 +65,43 @@ pub struct CohortRouter {
     allow: HashSet<String>,
     header: Option<Match>,
     cookie: Option<Match>,
+    query: Option<Match>,
+    networks: Vec<Network>,
     /// Keys whose hash is below this (out of 2^64) are in.
     threshold: u64,
+}
+
+/// An address block: `10.20.0.0/16`, `2001:db8::/32` (a bare address is one host).
+#[derive(Debug)]
+struct Network {
+    base: u128,
+    mask: u128,
+    v6: bool,
+}
+
+impl Network {
+    fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a network like 10.0.0.0/8 or 2001:db8::/32");
+        let (addr, len) = s.split_once('/').map_or((s, None), |(a, l)| (a, Some(l)));
+        let ip: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let (bits, v6, max) = match ip {
+            std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), false, 32),
+            std::net::IpAddr::V6(v6) => (u128::from(v6), true, 128),
+        };
+        let len: u32 = len.map_or(Ok(max), |l| l.parse().map_err(|_| bad()))?;
+        if len > max {
+            return Err(bad());
+        }
+        let mask = if len == 0 { 0 } else { (u128::MAX << (max - len)) & (u128::MAX >> (128 - max)) };
+        Ok(Network { base: bits & mask, mask, v6 })
+    }
+
+    fn contains(&self, ip: std::net::IpAddr) -> bool {
+        match ip {
+            std::net::IpAddr::V4(v4) => !self.v6 && u128::from(u32::from(v4)) & self.mask == self.base,
+            std::net::IpAddr::V6(v6) => self.v6 && u128::from(v6) & self.mask == self.base,
+        }
+    }
 }
 
 impl Router for CohortRouter {
@@ -74,6 +116,8 @@ impl Router for CohortRouter {
             allow: s.allow.into_iter().collect(),
             header: s.header,
             cookie: s.cookie,
+            query: s.query,
+            networks: s.networks.iter().map(|n| Network::parse(n)).collect::<Result<_, _>>()?,
             threshold,
         })
     }
@@ -86,15 +130,27 @@ impl Router for CohortRouter {
         };
         let inside = key.is_some_and(|k| self.allow.contains(k) || (self.threshold > 0 && hash(k) < self.threshold))
             || listed(&self.header, self.header.as_ref().and_then(|h| req.header(&h.name)))
-            || listed(&self.cookie, self.cookie.as_ref().and_then(|c| req.cookie(&c.name)));
+            || listed(&self.cookie, self.cookie.as_ref().and_then(|c| req.cookie(&c.name)))
+            || listed(&self.query, self.query.as_ref().and_then(|q| req.query(&q.name)))
+            || req
+                .client_address()
+                .and_then(|a| a.parse().ok())
+                .is_some_and(|ip| self.networks.iter().any(|n| n.contains(ip)));
         Ok(inside.then_some(self.pool))
     }
 
     fn needs(&self) -> Needs {
-        Needs {
+        let mut needs = Needs {
             headers: self.header.iter().map(|h| h.name.clone()).collect(),
             cookies: self.cookie.iter().map(|c| c.name.clone()).collect(),
+        };
+        if let Some(q) = &self.query {
+            needs = needs.query(&q.name);
         }
+        if !self.networks.is_empty() {
+            needs = needs.client_address();
+        }
+        needs
     }
 }
 
@@ -133,6 +189,23 @@ mod tests {
         assert_eq!(route(cfg, &get().header("x-cohort", "gamma").build()), None);
         assert_eq!(route(cfg, &get().cookie("cohort", "yes").build()).as_deref(), Some("canary"));
         assert_eq!(route(cfg, &get().build()), None);
+    }
+
+    #[test]
+    fn query_parameter_and_client_networks() {
+        let cfg = r#"{"query": {"name": "preview", "values": ["1"]}, "networks": ["10.20.0.0/16", "2001:db8::/32"]}"#;
+        let get = || Request::builder("GET", "/");
+        assert_eq!(route(cfg, &get().query("preview", "1").build()).as_deref(), Some("canary"));
+        assert_eq!(route(cfg, &get().query("preview", "0").build()), None);
+        assert_eq!(route(cfg, &get().client_address("10.20.3.4").build()).as_deref(), Some("canary"));
+        assert_eq!(route(cfg, &get().client_address("10.21.3.4").build()), None);
+        assert_eq!(route(cfg, &get().client_address("2001:db8:1::9").build()).as_deref(), Some("canary"));
+        assert_eq!(route(cfg, &get().client_address("2001:db9::9").build()), None);
+        // Undeclared, as in the proxy: a header spelling the client's address does not count.
+        let undeclared = r#"{"query": {"name": "preview", "values": ["1"]}}"#;
+        assert_eq!(route(undeclared, &get().client_address("10.20.3.4").build()), None);
+        let bad = testing::router::<super::CohortRouter>(r#"{"networks": ["10.0.0.0/33"]}"#, POOLS);
+        assert!(bad.err().unwrap().contains("is not a network"));
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct RouterBinding {
     pub pools: Vec<String>,
     /// Headers passed: the plugin's `needs` plus the rule's.
     headers: Vec<HeaderName>,
+    /// Query parameters passed: `(name, "?name")`, the second as the plugin reads it.
+    query: Vec<(String, String)>,
+    /// The client's address is passed.
+    client_address: bool,
     /// Cookies passed.
     cookies: Vec<String>,
     id: u64,
@@ -67,6 +71,18 @@ pub struct RouteInput<'a> {
     pub sticky_key: Option<&'a [u8]>,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
+    /// The client's address, as the proxy saw it.
+    pub client: Option<std::net::IpAddr>,
+}
+
+impl<'a> RouteInput<'a> {
+    /// The request a router is tried with when bound: `GET /`, a sticky key, `headers`.
+    pub fn trial(headers: &'a HeaderMap) -> Self {
+        let client = Some(std::net::IpAddr::from([192, 0, 2, 1]));
+        Self { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers, query: None, client }
+    }
 }
 
 impl RouterBinding {
@@ -83,8 +99,17 @@ impl RouterBinding {
         static IDS: AtomicU64 = AtomicU64::new(1);
         let mut warm = Warm::new(&plugin, config, &pools)
             .map_err(|f| Error::Plugin(format!("plugin `{}`: init {f}", plugin.name)))?;
-        let mut headers = Vec::new();
+        let (mut headers, mut query, mut client_address) = (Vec::new(), Vec::new(), false);
         for h in warm.needs.headers.iter() {
+            // Query parameters and the client's address travel under names no header has.
+            if let Some(param) = h.strip_prefix('?') {
+                query.push((param.to_owned(), h.clone()));
+                continue;
+            }
+            if h == switchyard_sdk::CLIENT_ADDRESS {
+                client_address = true;
+                continue;
+            }
             let name = HeaderName::try_from(h.as_str()).map_err(|_| {
                 Error::Plugin(format!("plugin `{}` needs `{h}`, which is not a header name", plugin.name))
             })?;
@@ -102,9 +127,10 @@ impl RouterBinding {
             }
         }
         let id = IDS.fetch_add(1, Ordering::Relaxed);
-        let binding = RouterBinding { plugin, config: config.clone(), pools, headers, cookies, id };
+        let binding =
+            RouterBinding { plugin, config: config.clone(), pools, headers, query, client_address, cookies, id };
         let sample = HeaderMap::new();
-        let input = RouteInput { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers: &sample };
+        let input = RouteInput::trial(&sample);
         warm.call(&binding, &input)
             .map_err(|f| Error::Plugin(format!("plugin `{}`: trial route {f}", binding.plugin.name)))?;
         Ok(Arc::new(binding))
@@ -227,6 +253,14 @@ impl Warm {
                 req.push_header(name.as_str(), v);
             }
         }
+        for (param, name) in &b.query {
+            if let Some(v) = input.query.and_then(|q| query_value(q, param)) {
+                req.push_header(name, &v);
+            }
+        }
+        if let (true, Some(ip)) = (b.client_address, input.client) {
+            req.push_header(switchyard_sdk::CLIENT_ADDRESS, &ip.to_string());
+        }
         for name in &b.cookies {
             if let Some(v) =
                 crate::parse::cookie::cookie_value(input.headers, name).and_then(|v| std::str::from_utf8(v).ok())
@@ -269,13 +303,28 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), Error> {
         config: plugin.config.clone(),
         pools,
         headers: vec![],
+        query: vec![],
+        client_address: false,
         cookies: vec![],
         id: 0,
     };
     let sample = HeaderMap::new();
-    let input = RouteInput { method: "GET", path: "/", sticky_key: Some(b"trial-user"), headers: &sample };
+    let input = RouteInput::trial(&sample);
     match warm.call(&binding, &input) {
         Ok(_) | Err(Fault::Error(_)) => Ok(()),
         Err(f) => Err(Error::Plugin(format!("trial route {f}"))),
     }
+}
+
+/// The first value of query parameter `name` in `query` (`a=1&b=2`),
+/// percent-decoded with `+` as a space; `None` when absent or not UTF-8.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    let decode = |s: &str| {
+        let spaced = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|v| v.into_owned())
+    };
+    query.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(n)? == name).then(|| decode(v)).flatten()
+    })
 }

@@ -23,7 +23,7 @@ fn route(b: &Arc<RouterBinding>, headers: &[(&'static str, &'static str)], key: 
     for (k, v) in headers {
         h.insert(*k, HeaderValue::from_static(v));
     }
-    b.route(&RouteInput { method: "GET", path: "/", sticky_key: key.map(str::as_bytes), headers: &h })
+    b.route(&RouteInput { sticky_key: key.map(str::as_bytes), ..RouteInput::trial(&h) })
 }
 
 fn fault_count(p: &Plugin, label: &str) -> u64 {

@@ -189,6 +189,7 @@ async fn proxy(
             headers: &parts.headers,
             path: &path,
             method: &parts.method,
+            query: parts.uri.query(),
             client: Some(conn.peer),
             flags: flags.as_deref().map(|f| &**f),
             context: &shared.flag_context,

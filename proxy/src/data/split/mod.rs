@@ -51,6 +51,8 @@ pub struct RequestView<'r> {
     pub path: &'r str,
     /// The method.
     pub method: &'r Method,
+    /// The raw query string, if any (router plugins read parameters from it).
+    pub query: Option<&'r str>,
     /// The client's address.
     pub client: Option<IpAddr>,
     /// The flags in force, for flag rules.
@@ -63,7 +65,7 @@ impl<'r> RequestView<'r> {
     /// A view of headers alone (no flags).
     pub fn headers(headers: &'r HeaderMap) -> Self {
         static GET: Method = Method::GET;
-        Self { headers, path: "/", method: &GET, client: None, flags: None, context: &[] }
+        Self { headers, path: "/", method: &GET, query: None, client: None, flags: None, context: &[] }
     }
 
     /// The flag evaluation context's attributes.
@@ -199,6 +201,8 @@ impl Split {
                     path: req.path,
                     sticky_key: self.sticky_key(headers),
                     headers,
+                    query: req.query,
+                    client: req.client,
                 };
                 match router.route(&input) {
                     Some(pool) if rule.keep_on_rollback || !self.is_suspended(pool) => {
@@ -425,6 +429,7 @@ mod tests {
             headers: &h,
             path: "/checkout/cart",
             method: &Method::POST,
+            query: None,
             client: Some(IpAddr::from([192, 0, 2, 7])),
             flags: None,
             context: &context,
