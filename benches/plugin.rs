@@ -1,7 +1,9 @@
 //! Plugin costs in the real host (release build, the real components):
 //! - a warm `cohort-router` call per request, on realistic request headers
 //!   (host encode + call + decode), beside the built-in header rule that
-//!   makes the same split;
+//!   makes the same split, and beside the JavaScript reference router
+//!   (`beta-router`, ComponentizeJS; built by `scripts/build-js-plugins.sh`)
+//!   on the same headers;
 //! - one `canary-judge` tick (fresh instance, `init`, `decide`) on windows
 //!   of 30 000 requests each;
 //! - how long a plugin that spins runs before its CPU budget stops it.
@@ -21,14 +23,14 @@ use std::time::{Duration, Instant};
 use switchyard::data::split::{RequestView, Split};
 use switchyard::plugin::policy::{decide, window};
 use switchyard::plugin::router::{RouteInput, RouterBinding};
-use switchyard::plugin::{Plugin, POLICY_FUEL, ROUTER_FUEL};
+use switchyard::plugin::{LoadOptions, Plugin, POLICY_FUEL, ROUTER_FUEL};
 use switchyard::stats::Figures;
 use switchyard::Config;
 use switchyard_sdk::{Context, Phase, Strategy};
 
 fn load(name: &str) -> Arc<Plugin> {
     let bytes = std::fs::read(wasm_plugins::wasm(name)).unwrap();
-    Plugin::load(name, &bytes, "bench", serde_json::Value::Null).unwrap()
+    Plugin::load(name, &bytes, ("bench", &Default::default()), serde_json::Value::Null).unwrap()
 }
 
 fn headers(cohort: &'static str) -> HeaderMap {
@@ -104,6 +106,22 @@ fn bench(c: &mut Criterion) {
         let view = RequestView::headers(&h);
         g.bench_function(format!("built-in header rule, x-cohort: {cohort}"), |b| {
             b.iter(|| black_box(split.assign(black_box(&view))))
+        });
+    }
+    // The JavaScript router, as large as a JavaScript engine makes it.
+    let bytes = std::fs::read(wasm_plugins::js_wasm()).unwrap();
+    let js =
+        Plugin::load("beta-router", &bytes, ("bench", &LoadOptions { max_size: 64 << 20 }), serde_json::Value::Null);
+    let js =
+        RouterBinding::new(js.unwrap(), &serde_json::Value::Null, vec!["canary".into(), "stable".into()], &[], &[]);
+    let js = js.unwrap();
+    for beta in ["1", "0"] {
+        let mut h = headers("other");
+        h.insert("x-beta", HeaderValue::from_static(if beta == "1" { "1" } else { "0" }));
+        let input =
+            RouteInput { path: "/cart", sticky_key: Some(b"8d7f6e5a4b3c2d1e"), client: None, ..RouteInput::trial(&h) };
+        g.bench_function(format!("beta-router JavaScript plugin, x-beta: {beta}"), |b| {
+            b.iter(|| black_box(js.route(black_box(&input))))
         });
     }
     g.finish();

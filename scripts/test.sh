@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with a Rust toolchain and Python 3:
 #   0. protoc and etcd from Debian's packages when missing (scripts/deps.sh);
-#   1. the reference plugins, built to WebAssembly (scripts/build-plugins.sh),
-#      and the library's layering checked (scripts/layers.py: no import
+#   1. the reference plugins, built to WebAssembly (scripts/build-plugins.sh;
+#      the JavaScript one with ComponentizeJS, pinned, from npm:
+#      scripts/build-js-plugins.sh), and the library's layering checked (scripts/layers.py: no import
 #      circles, every arrow down the layers);
 #   2. the dependency audit against the RustSec advisory database (scripts/audit.sh);
 #   3. schemathesis, for the admin API's contract test, and flagd's reference
@@ -16,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --tests
 bash scripts/build-plugins.sh
+bash scripts/build-js-plugins.sh
 python3 scripts/layers.py
 bash scripts/audit.sh
 schemathesis=4.32.5

@@ -129,7 +129,8 @@ impl Proxy {
             Some(s) => s.plugins()?,
             None => Default::default(),
         };
-        let plugins = plugin::load_all(&config.plugins, &plugin_overrides, &Default::default())
+        let limits = plugin::LoadOptions::of(&config);
+        let plugins = plugin::load_all(&config.plugins, &plugin_overrides, &Default::default(), &limits)
             .map_err(|e| Error::Config(format!("config: {e}")))?;
         let snapshot = Snapshot::build(&config, &stats, None, &overrides, &plugins)
             .map_err(|e| Error::Config(format!("config: {e}")))?;

@@ -136,6 +136,36 @@ async fn routers_read_query_parameters_and_the_client_address_the_proxy_saw() {
     assert_eq!(plugin(&proxy, "cohort-router").await["faults"], 0);
 }
 
+#[tokio::test]
+async fn a_javascript_router_routes_live_traffic_under_a_raised_size_cap() {
+    let stable = Upstream::text("stable").await;
+    let canary = Upstream::text("canary").await;
+    let js = switchyard_test_support::plugins::js_wasm();
+    let rule =
+        "      rules:\n        - { plugin: beta-router, config: { pool: canary, networks: [\"127.\"] } }\n      \
+                weights: { stable: 100, canary: 0 }\n";
+    let svc = service("web", "", &[("stable", &[stable.addr]), ("canary", &[canary.addr])], rule);
+    let section = format!("plugins:\n  - {{ name: beta-router, path: \"{}\" }}\n", js.display());
+    let dir = tempfile::tempdir().unwrap();
+    // About 11 MiB, over the default 10 MiB cap: refused with the setting named, then accepted with it raised.
+    let (ok, out) = check_yaml(dir.path(), &format!("{}{section}", config(&svc)), &[]);
+    assert!(!ok && out.contains("over the 10 MiB limit (server.max_plugin_size)"), "{out}");
+    let raised = format!("{svc}{section}server: {{ max_plugin_size: 32MiB }}\n");
+    let proxy = start_with_admin(&raised).await;
+    let mut c = Client::connect(proxy.addr).await;
+    assert_eq!(c.get("/", &[("x-beta", "1")]).await.2, "canary", "a declared header");
+    assert_eq!(c.get("/?preview=1", &[]).await.2, "canary", "a declared query parameter");
+    assert_eq!(c.get("/?preview=0", &[("x-beta", "0")]).await.2, "canary", "the client's address, 127.0.0.1");
+    let p = plugin(&proxy, "beta-router").await;
+    assert_eq!((p["kind"].as_str(), p["faults"].as_u64()), (Some("router"), Some(0)), "{p}");
+    drop(proxy);
+    let elsewhere = raised.replace("networks: [\"127.\"]", "networks: [\"10.\"]");
+    let proxy = start_with_admin(&elsewhere).await;
+    let mut c = Client::connect(proxy.addr).await;
+    assert_eq!(c.get("/", &[("x-forwarded-for", "10.1.2.3")]).await.2, "stable", "no opinion: the weights decide");
+    assert_eq!(c.get("/?preview=1", &[]).await.2, "canary");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_routers_never_fail_a_request() {
     let stable = Upstream::text("stable").await;

@@ -306,7 +306,7 @@ impl Admin {
             return (error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "writes need Content-Type: application/json"), false);
         }
         let query = req.uri().query().unwrap_or("").to_owned();
-        let limit = if upload { crate::plugin::MAX_SIZE } else { MAX_BODY };
+        let limit = if upload { self.control.config().server.max_plugin_size } else { MAX_BODY };
         let body = match Limited::new(req.into_body(), limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {

@@ -142,6 +142,7 @@ pub(crate) struct FileServer {
     pub max_header_bytes: Option<Spanned<ByteSize>>,
     pub max_headers: Option<Spanned<usize>>,
     pub max_uri_bytes: Option<Spanned<ByteSize>>,
+    pub max_plugin_size: Option<Spanned<ByteSize>>,
     pub h2_max_concurrent_streams: Option<u32>,
     pub h2_max_control_frames_per_second: Option<Spanned<u32>>,
     pub workers: Option<Spanned<usize>>,

@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub h2_max_control_frames_per_second: u32,
     /// Data-path worker threads (default: one per core).
     pub workers: usize,
+    /// Largest plugin component accepted, from a file or an upload.
+    pub max_plugin_size: usize,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +88,7 @@ impl Default for ServerConfig {
             h2_max_concurrent_streams: 100,
             h2_max_control_frames_per_second: 100,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_plugin_size: 10 << 20,
         }
     }
 }
@@ -133,6 +136,13 @@ pub(super) fn validate_server(f: FileServer) -> Result<ServerConfig, Error> {
         max_uri_bytes: size(f.max_uri_bytes, "max_uri_bytes", 16, d.max_uri_bytes)?,
         h2_max_concurrent_streams: f.h2_max_concurrent_streams.unwrap_or(d.h2_max_concurrent_streams).max(1),
         h2_max_control_frames_per_second,
+        max_plugin_size: match f.max_plugin_size {
+            Some(v) if !(1 << 20..=256 << 20).contains(&v.value.0) => {
+                return Err(fail("server.max_plugin_size", &v.referenced, "must be between 1MiB and 256MiB"))
+            }
+            Some(v) => v.value.0 as usize,
+            None => d.max_plugin_size,
+        },
     })
 }
 

@@ -397,7 +397,8 @@ impl Control {
         overrides: &crate::config::RunTime,
         plugin_overrides: &crate::plugin::Overrides,
     ) -> Result<(BTreeMap<String, Arc<crate::plugin::Plugin>>, Snapshot), crate::Error> {
-        let plugins = crate::plugin::load_all(&config.plugins, plugin_overrides, &self.shared.plugins.map())?;
+        let options = crate::plugin::LoadOptions::of(config);
+        let plugins = crate::plugin::load_all(&config.plugins, plugin_overrides, &self.shared.plugins.map(), &options)?;
         let current = self.shared.snapshot.load_full();
         let next = Snapshot::build(config, &self.shared.stats, Some(&current), overrides, &plugins)?;
         Ok((plugins, next))
@@ -487,7 +488,8 @@ fn describe(names: &[String], weights: &[u32]) -> String {
 /// and every plugin file compiles and passes its trial call.
 pub fn check(config: &Config) -> Result<(), crate::Error> {
     let with_path: Vec<_> = config.plugins.iter().filter(|p| p.path.is_some()).cloned().collect();
-    let plugins = crate::plugin::load_all(&with_path, &Default::default(), &Default::default())
+    let options = crate::plugin::LoadOptions::of(config);
+    let plugins = crate::plugin::load_all(&with_path, &Default::default(), &Default::default(), &options)
         .map_err(|e| crate::Error::Config(format!("config: {e}")))?;
     check_plugin_uses(config, &plugins)?;
     if let Some(f) = &config.flags {

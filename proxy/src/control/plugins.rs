@@ -30,7 +30,8 @@ impl Control {
             Some(o) => o.config.clone(),
             None => self.config().plugins.iter().find(|p| p.name == name).map(|p| p.config.clone()).unwrap_or_default(),
         };
-        let plugin = match crate::plugin::Plugin::load(name, bytes, "admin API", default_config) {
+        let options = crate::plugin::LoadOptions::of(&self.config());
+        let plugin = match crate::plugin::Plugin::load(name, bytes, ("admin API", &options), default_config) {
             Ok(p) => p,
             Err(e) => return Err(self.refuse(ev, ControlError::BadRequest(format!("plugin `{name}`: {e}")))),
         };

@@ -53,8 +53,25 @@ pub const POLICY_FUEL: u64 = 800_000_000;
 pub const MAX_LOG_CALLS: u32 = 16;
 /// Linear memory an instance may grow to (HARDENING.md: 64 MiB).
 pub const MEMORY_LIMIT: usize = 64 << 20;
-/// Largest component accepted (HARDENING.md: 10 MiB upload).
-pub const MAX_SIZE: usize = 10 << 20;
+/// What loading a component may take.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Largest component accepted (`server.max_plugin_size`; HARDENING.md: 10 MiB by default).
+    pub max_size: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { max_size: crate::config::ServerConfig::default().max_plugin_size }
+    }
+}
+
+impl LoadOptions {
+    /// The options `config` gives.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self { max_size: config.server.max_plugin_size }
+    }
+}
 /// Log lines a plugin may write per second; the rest are dropped.
 const LOG_LINES_PER_SECOND: u64 = 20;
 
@@ -158,9 +175,18 @@ impl Plugin {
     /// the router or the policy world and importing nothing but `log`, whose
     /// trial call on a sample input succeeds (a router with `config` and two
     /// sample pools; a policy on an empty canary). The error says what is wrong.
-    pub fn load(name: &str, bytes: &[u8], source: &str, config: serde_json::Value) -> Result<Arc<Self>, Error> {
-        if bytes.len() > MAX_SIZE {
-            return Err(Error::Plugin(format!("{} bytes is over the {} MiB limit", bytes.len(), MAX_SIZE >> 20)));
+    pub fn load(
+        name: &str,
+        bytes: &[u8],
+        (source, options): (&str, &LoadOptions),
+        config: serde_json::Value,
+    ) -> Result<Arc<Self>, Error> {
+        if bytes.len() > options.max_size {
+            return Err(Error::Plugin(format!(
+                "{} bytes is over the {} MiB limit (server.max_plugin_size)",
+                bytes.len(),
+                options.max_size >> 20
+            )));
         }
         // The commonest mistake: a core module, from a build without the component linker.
         if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
@@ -461,6 +487,7 @@ pub fn load_all(
     configured: &[crate::config::PluginConfig],
     overrides: &Overrides,
     previous: &BTreeMap<String, Arc<Plugin>>,
+    options: &LoadOptions,
 ) -> Result<BTreeMap<String, Arc<Plugin>>, Error> {
     let (uploaded, configs) = (&overrides.uploaded, &overrides.configs);
     let mut out = BTreeMap::new();
@@ -471,7 +498,7 @@ pub fn load_all(
         let plugin = match previous.get(name) {
             Some(p) if p.sha256 == sha && p.config == *config => p.clone(),
             Some(p) if p.sha256 == sha => p.with_config(config.clone())?,
-            _ => Plugin::load(name, bytes, &source, config.clone())?,
+            _ => Plugin::load(name, bytes, (&source, options), config.clone())?,
         };
         out.insert(name.to_owned(), plugin);
         Ok(())

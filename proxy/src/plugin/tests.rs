@@ -11,7 +11,7 @@ use switchyard_sdk::{Context, Decision, Phase, Strategy};
 
 fn load(name: &str, config: serde_json::Value) -> Arc<Plugin> {
     let bytes = std::fs::read(wasm_plugins::wasm(name)).unwrap();
-    Plugin::load(name, &bytes, "test", config).unwrap()
+    Plugin::load(name, &bytes, ("test", &Default::default()), config).unwrap()
 }
 
 fn pools() -> Vec<String> {
@@ -39,19 +39,22 @@ fn loads_and_classifies_the_reference_plugins() {
 
 #[test]
 fn refuses_what_is_not_a_plugin() {
-    let err = |bytes: &[u8]| Plugin::load("x", bytes, "test", serde_json::Value::Null).unwrap_err().to_string();
+    let err = |bytes: &[u8]| {
+        Plugin::load("x", bytes, ("test", &Default::default()), serde_json::Value::Null).unwrap_err().to_string()
+    };
     assert!(err(b"not wasm at all").contains("not a valid component"), "{}", err(b"nope"));
     // A core module (not a component): said so, with what to do.
     let core = b"\0asm\x01\0\0\0";
     assert!(err(core).contains("this is a core WebAssembly module, not a component"), "{}", err(core));
     assert!(err(core).contains("wasm-component-ld"), "{}", err(core));
-    assert!(err(&vec![0; MAX_SIZE + 1]).contains("over the 10 MiB limit"));
+    assert!(err(&vec![0; (10 << 20) + 1]).contains("over the 10 MiB limit (server.max_plugin_size)"));
 }
 
 #[test]
 fn refuses_a_component_that_imports_wasi() {
     let bytes = std::fs::read(wasm_plugins::wasi_component()).unwrap();
-    let err = Plugin::load("wasi", &bytes, "test", serde_json::Value::Null).unwrap_err().to_string();
+    let err =
+        Plugin::load("wasi", &bytes, ("test", &Default::default()), serde_json::Value::Null).unwrap_err().to_string();
     assert!(
         err.contains("plugins may import only the host's") && err.contains("this component imports wasi:"),
         "{err}"
@@ -163,7 +166,13 @@ fn canary(stable: Figures, canary: Figures) -> Context {
 #[test]
 fn a_policy_built_for_wit_0_1_0_still_loads_and_decides() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/canary_judge_wit_0_1_0.wasm");
-    let p = Plugin::load("old-judge", &std::fs::read(path).unwrap(), "test", serde_json::Value::Null).unwrap();
+    let p = Plugin::load(
+        "old-judge",
+        &std::fs::read(path).unwrap(),
+        ("test", &Default::default()),
+        serde_json::Value::Null,
+    )
+    .unwrap();
     assert_eq!(p.kind, Kind::Policy);
     let bad = decide(&p, "null", &canary(figures(2000, 0, 8000), figures(2000, 40, 8000))).unwrap();
     assert!(matches!(bad.decision, Decision::Rollback(ref r) if r.contains("Fisher")), "{bad:?}");

@@ -19,6 +19,14 @@ pub fn wasm(name: &str) -> PathBuf {
     }
 }
 
+/// The reference JavaScript router's component (`scripts/build-js-plugins.sh`
+/// builds it; the test command runs that first).
+pub fn js_wasm() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/js/beta_router.wasm");
+    assert!(path.exists(), "{} is missing: run `bash scripts/build-js-plugins.sh`", path.display());
+    path
+}
+
 /// `cohort-router` built for `wasm32-wasip2` the ordinary way: a component
 /// that imports WASI, which the host must refuse.
 pub fn wasi_component() -> PathBuf {
