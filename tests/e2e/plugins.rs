@@ -151,6 +151,12 @@ async fn a_javascript_router_routes_live_traffic_under_a_raised_size_cap() {
     let (ok, out) = check_yaml(dir.path(), &format!("{}{section}", config(&svc)), &[]);
     assert!(!ok && out.contains("over the 10 MiB limit (server.max_plugin_size)"), "{out}");
     let raised = format!("{svc}{section}server: {{ max_plugin_size: 32MiB }}\n");
+    let refused = config(&raised.replace("pool: canary, networks", "pool: nope, networks"));
+    let (ok, out) = check_yaml(dir.path(), &refused, &[]);
+    assert!(
+        !ok && out.contains("init returned an error: no pool `nope`"),
+        "a JavaScript init's error refuses the rule: {out}"
+    );
     let proxy = start_with_admin(&raised).await;
     let mut c = Client::connect(proxy.addr).await;
     assert_eq!(c.get("/", &[("x-beta", "1")]).await.2, "canary", "a declared header");
