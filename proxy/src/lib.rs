@@ -129,6 +129,9 @@ impl Proxy {
             Some(s) => s.plugins()?,
             None => Default::default(),
         };
+        if let Some(dir) = &config.state_dir {
+            plugin::keep_compiled_in(dir.join("compiled-plugins"));
+        }
         let limits = plugin::LoadOptions::of(&config);
         let plugins = plugin::load_all(&config.plugins, &plugin_overrides, &Default::default(), &limits)
             .map_err(|e| Error::Config(format!("config: {e}")))?;

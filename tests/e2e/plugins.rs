@@ -136,6 +136,12 @@ async fn routers_read_query_parameters_and_the_client_address_the_proxy_saw() {
     assert_eq!(plugin(&proxy, "cohort-router").await["faults"], 0);
 }
 
+/// Files under `dir`, at any depth (0 when it is missing).
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map_or(0, |entries| entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum())
+}
+
 #[tokio::test]
 async fn a_javascript_router_routes_live_traffic_under_a_raised_size_cap() {
     let stable = Upstream::text("stable").await;
@@ -150,7 +156,7 @@ async fn a_javascript_router_routes_live_traffic_under_a_raised_size_cap() {
     // About 11 MiB, over the default 10 MiB cap: refused with the setting named, then accepted with it raised.
     let (ok, out) = check_yaml(dir.path(), &format!("{}{section}", config(&svc)), &[]);
     assert!(!ok && out.contains("over the 10 MiB limit (server.max_plugin_size)"), "{out}");
-    let raised = format!("{svc}{section}server: {{ max_plugin_size: 32MiB }}\n");
+    let raised = format!("{svc}{section}server: {{ max_plugin_size: 32MiB }}\nstate: {{ dir: state }}\n");
     let refused = config(&raised.replace("pool: canary, networks", "pool: nope, networks"));
     let (ok, out) = check_yaml(dir.path(), &refused, &[]);
     assert!(
@@ -164,6 +170,11 @@ async fn a_javascript_router_routes_live_traffic_under_a_raised_size_cap() {
     assert_eq!(c.get("/?preview=0", &[("x-beta", "0")]).await.2, "canary", "the client's address, 127.0.0.1");
     let p = plugin(&proxy, "beta-router").await;
     assert_eq!((p["kind"].as_str(), p["faults"].as_u64()), (Some("router"), Some(0)), "{p}");
+    // Compiled once, kept in the state directory for the next start.
+    let kept = |dir: &std::path::Path| walk(&dir.join("state/compiled-plugins"));
+    assert!(kept(proxy.dir.path()) > 0, "the compiled component is kept");
+    let proxy = proxy.kill9_and_restart().await;
+    assert_eq!(get(proxy.addr, "/?preview=1", &[]).await.2, "canary", "a restart loads it from what was kept");
     drop(proxy);
     let elsewhere = raised.replace("networks: [\"127.\"]", "networks: [\"10.\"]");
     let proxy = start_with_admin(&elsewhere).await;

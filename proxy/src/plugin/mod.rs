@@ -363,6 +363,18 @@ fn classify(err: &wasmtime::Error, host: &Host, budget: u64) -> Fault {
     }
 }
 
+/// Where compiled components are kept (set once, before the first load).
+static COMPILED: OnceLock<std::path::PathBuf> = OnceLock::new();
+
+/// Keeps compiled components in `dir` (Wasmtime's cache, by content and
+/// engine settings), so a large component — a JavaScript plugin takes
+/// seconds to compile — is compiled once, not at every start. Takes effect
+/// only before the first plugin loads.
+pub fn keep_compiled_in(dir: std::path::PathBuf) {
+    // Wasmtime wants it absolute; a config's paths may be relative to where it runs.
+    let _ = COMPILED.set(std::path::absolute(&dir).unwrap_or(dir));
+}
+
 /// The engine every plugin shares.
 fn engine() -> Result<&'static Engine, Error> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
@@ -373,6 +385,18 @@ fn engine() -> Result<&'static Engine, Error> {
             c.consume_fuel(true);
             // Deep recursion traps well before it can hurt the worker's stack.
             c.max_wasm_stack(512 << 10);
+            if let Some(dir) = COMPILED.get() {
+                let mut cache = wasmtime::CacheConfig::new();
+                cache.with_directory(dir);
+                match wasmtime::Cache::new(cache) {
+                    Ok(cache) => {
+                        c.cache(Some(cache));
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "plugins: compiled components are not kept")
+                    }
+                }
+            }
             Engine::new(&c).map_err(|e| format!("cannot start the WebAssembly engine: {e:#}"))
         })
         .as_ref()
