@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     // The JavaScript router, as large as a JavaScript engine makes it.
-    let bytes = std::fs::read(wasm_plugins::js_wasm()).unwrap();
+    let bytes = std::fs::read(wasm_plugins::js_wasm("beta_router")).unwrap();
     let js =
         Plugin::load("beta-router", &bytes, ("bench", &LoadOptions { max_size: 64 << 20 }), serde_json::Value::Null);
     let js =

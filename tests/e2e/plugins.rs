@@ -146,7 +146,7 @@ fn walk(dir: &std::path::Path) -> usize {
 async fn a_javascript_router_routes_live_traffic_under_a_raised_size_cap() {
     let stable = Upstream::text("stable").await;
     let canary = Upstream::text("canary").await;
-    let js = switchyard_test_support::plugins::js_wasm();
+    let js = switchyard_test_support::plugins::js_wasm("beta_router");
     let rule =
         "      rules:\n        - { plugin: beta-router, config: { pool: canary, networks: [\"127.\"] } }\n      \
                 weights: { stable: 100, canary: 0 }\n";
@@ -330,8 +330,9 @@ async fn flaky(text: &'static str, every: u64) -> Upstream {
 }
 
 /// A proxy whose `web` service rolls out `canary` (failing one in `every`)
-/// under `policy`, with load running; returns the final rollout state.
-async fn judged_rollout(every: u64, policy: &str, plugin_names: &[&str]) -> serde_json::Value {
+/// under `policy` (loaded by config section `plugins`), with load running;
+/// returns the final rollout state.
+async fn judged_rollout(every: u64, policy: &str, plugins: &str) -> serde_json::Value {
     let stable = flaky("stable", 0).await;
     let canary = flaky("canary", every).await;
     let plan = format!(
@@ -344,7 +345,7 @@ async fn judged_rollout(every: u64, policy: &str, plugin_names: &[&str]) -> serd
         &[("stable", &[stable.addr]), ("canary", &[canary.addr])],
         "      weights: { stable: 100, canary: 0 }\n",
     );
-    let proxy = start_with_admin(&format!("{svc}{}", plugins_section(plugin_names))).await;
+    let proxy = start_with_admin(&format!("{svc}{plugins}")).await;
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(proxy.addr, 4, "/", &[], "", stop.clone());
     let (status, r) = proxy.admin("POST", "/v1/services/web/rollout", Some(TOKEN), None).await;
@@ -356,8 +357,29 @@ async fn judged_rollout(every: u64, policy: &str, plugin_names: &[&str]) -> serd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_policy_promotes_a_healthy_canary_and_rolls_back_a_failing_one() {
+    let js = switchyard_test_support::plugins::js_wasm("error_budget");
+    let section = format!(
+        "plugins:\n  - {{ name: error-budget, path: \"{}\" }}\nserver: {{ max_plugin_size: 32MiB }}\n",
+        js.display()
+    );
+    let policy = "{ plugin: error-budget, config: { max_error_rate: 0.05, min_requests: 50 } }";
+    let r = judged_rollout(0, policy, &section).await;
+    assert_eq!(r["status"], "promoted", "{r:#}");
+    assert!(r["decisions"].to_string().contains("0.00% errors over"), "the policy's explanation: {r:#}");
+    let r = judged_rollout(4, policy, &section).await;
+    assert_eq!(r["status"], "rolled-back", "{r:#}");
+    assert!(r["reason"].as_str().unwrap_or_default().contains("above 5.00%"), "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_judge_promotes_a_healthy_canary() {
-    let r = judged_rollout(0, "{ plugin: canary-judge, config: { min_requests: 100 } }", &["canary-judge"]).await;
+    let r = judged_rollout(
+        0,
+        "{ plugin: canary-judge, config: { min_requests: 100 } }",
+        &plugins_section(&["canary-judge"]),
+    )
+    .await;
     assert_eq!(r["status"], "promoted", "{r:#}");
     let decisions = r["decisions"].to_string();
     assert!(decisions.contains("no regression") && decisions.contains("log-LR"), "{decisions}");
@@ -365,7 +387,12 @@ async fn canary_judge_promotes_a_healthy_canary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_judge_rolls_back_a_canary_with_two_percent_errors() {
-    let r = judged_rollout(50, "{ plugin: canary-judge, config: { min_requests: 100 } }", &["canary-judge"]).await;
+    let r = judged_rollout(
+        50,
+        "{ plugin: canary-judge, config: { min_requests: 100 } }",
+        &plugins_section(&["canary-judge"]),
+    )
+    .await;
     assert_eq!(r["status"], "rolled-back", "{r:#}");
     let reason = r["reason"].as_str().unwrap();
     assert!(reason.starts_with("policy: candidate worse on failures"), "{reason}");
@@ -375,7 +402,7 @@ async fn canary_judge_rolls_back_a_canary_with_two_percent_errors() {
 async fn a_broken_policy_fails_closed() {
     for mode in ["loop", "unknown-pool"] {
         let policy = format!("{{ plugin: misbehaving-policy, config: {{ mode: {mode} }}, max_faults: 3 }}");
-        let r = judged_rollout(0, &policy, &["misbehaving-policy"]).await;
+        let r = judged_rollout(0, &policy, &plugins_section(&["misbehaving-policy"])).await;
         assert_eq!(r["status"], "rolled-back", "{mode}: {r:#}");
         let reason = r["reason"].as_str().unwrap();
         assert!(reason.contains("faulted 3 ticks in a row") && reason.contains("failing closed"), "{mode}: {reason}");

@@ -19,10 +19,11 @@ pub fn wasm(name: &str) -> PathBuf {
     }
 }
 
-/// The reference JavaScript router's component (`scripts/build-js-plugins.sh`
-/// builds it; the test command runs that first).
-pub fn js_wasm() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/js/beta_router.wasm");
+/// A reference JavaScript plugin's component, `beta_router` or
+/// `error_budget` (`scripts/build-js-plugins.sh` builds them; the test
+/// command runs that first).
+pub fn js_wasm(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/plugins/js/{name}.wasm"));
     assert!(path.exists(), "{} is missing: run `bash scripts/build-js-plugins.sh`", path.display());
     path
 }
