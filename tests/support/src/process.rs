@@ -83,9 +83,10 @@ impl Proxy {
                 l.lock().unwrap().push(v);
             }
         });
-        let addr = tokio::time::timeout(Duration::from_secs(20), rx)
+        // Generous: a JavaScript plugin compiles for seconds, longer on a loaded 2-core machine.
+        let addr = tokio::time::timeout(Duration::from_secs(90), rx)
             .await
-            .expect("switchyard did not report a listener within 20 s")
+            .expect("switchyard did not report a listener within 90 s")
             .expect("switchyard exited before listening");
         // The admin line is logged before the listeners' lines.
         let admin = lines
