@@ -13,6 +13,7 @@ mod flags;
 mod fleet;
 mod grpc;
 mod hardening;
+mod js_plugins;
 mod lifecycle;
 mod mirror;
 mod packaging;
