@@ -15,6 +15,7 @@
 use super::{classify, Fault, Host, Plugin, POLICY_FUEL, ROUTER_FUEL};
 use crate::error::Error;
 use http::{HeaderMap, HeaderName};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -318,13 +319,19 @@ pub(super) fn trial(plugin: &Arc<Plugin>) -> Result<(), Error> {
 
 /// The first value of query parameter `name` in `query` (`a=1&b=2`),
 /// percent-decoded with `+` as a space; `None` when absent or not UTF-8.
-fn query_value(query: &str, name: &str) -> Option<String> {
-    let decode = |s: &str| {
-        let spaced = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|v| v.into_owned())
-    };
+/// Plain names and values are read in place, without a copy.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
     query.split('&').find_map(|pair| {
         let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(n)? == name).then(|| decode(v)).flatten()
+        (form_decode(n)? == name).then(|| form_decode(v)).flatten()
     })
+}
+
+/// One query name or value decoded as forms encode it.
+fn form_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains(['+', '%']) {
+        return Some(Cow::Borrowed(s));
+    }
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|v| Cow::Owned(v.into_owned()))
 }
