@@ -118,18 +118,22 @@ pub fn load_flags(
 }
 
 /// Re-reads the flag file whenever it changes (polled every second; editors
-/// that replace the file are seen too).
-pub async fn watch_flags(control: Arc<Control>, file: PathBuf) {
+/// that replace the file are seen too). The file's stamp is taken when this
+/// is called, not when the task first runs: a change made between starting
+/// to serve and the task's first poll is a change too.
+pub fn watch_flags(control: Arc<Control>, file: PathBuf) -> impl std::future::Future<Output = ()> {
     let stamp = |f: &std::path::Path| std::fs::metadata(f).ok().map(|m| (m.modified().ok(), m.len()));
     let mut last = stamp(&file);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let now = stamp(&file);
-        if now != last {
-            last = now;
-            // Errors are logged and recorded by the control path.
-            let _ = control.reload_flags("flags-file").await;
+    async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = stamp(&file);
+            if now != last {
+                last = now;
+                // Errors are logged and recorded by the control path.
+                let _ = control.reload_flags("flags-file").await;
+            }
         }
     }
 }
