@@ -1,94 +1,194 @@
 #!/usr/bin/env bash
-# Side-by-side: Switchyard vs nginx vs HAProxy, same upstreams, same 90/10
-# split with a header override (x-canary: always -> canary), loopback only.
+# Side by side: Switchyard vs HAProxy vs nginx, same upstream, same 90/10
+# split with a header override (x-canary: always -> canary), on six workloads:
 #
-#   bash benches/compare.sh                # 3 rounds x 10 s per proxy
-#   ROUNDS=5 DURATION=15 CONNS=128 bash benches/compare.sh
+#   split      wrk, 50 keep-alive connections
+#   c1000      wrk, 1,000 keep-alive connections
+#   close      wrk, 50 connections, a new connection per request
+#   tls        wrk over TLS, 50 keep-alive connections
+#   tls-close  wrk over TLS, a new connection (and full handshake) per request
+#   h2         h2load, HTTP/2 (h2c), 10 connections x 10 streams
+#   body1m     wrk, 10 connections, a 1 MiB response body
 #
-# Installs nginx, haproxy and wrk from Debian packages when missing. The two
-# upstream pools (stable: two endpoints, canary: one) are one separate nginx
-# process answering a fixed 2-byte-ish body, so no proxy gets a faster
-# upstream than another. Runs alternate between proxies round by round; the
-# table shows the median of the rounds and the ratios Switchyard/nginx and
-# Switchyard/HAProxy. Everything stops by itself; nothing leaves 127.0.0.1.
+#   bash benches/compare.sh                          # all, 5 rounds x 10 s
+#   WORKLOADS="split close" ROUNDS=3 DURATION=5 bash benches/compare.sh
+#
+# Fairness: the load generator and the upstream (one nginx worker) share
+# core LOAD_CPU (0); each proxy runs one worker pinned to core PROXY_CPU (1):
+# Switchyard `server.workers: 1`, HAProxy `nbthread 1`, nginx
+# `worker_processes 1`. All three run at once; only one is loaded at a time,
+# in an order rotated round by round, and each round also loads the upstream
+# directly ("direct"), so "% direct" compares within one round. Per
+# contender: the median of the rounds of throughput, p99 (wrk; h2load gives
+# none), CPU per request of the proxy's process (user + system, all its
+# threads, from /proc) and its RSS late in the run. Every workload starts
+# fresh proxies, so its RSS is its own. Switchyard runs with
+# its per-pool statistics on and no access log; nginx with access_log off.
+# Installs nginx, haproxy, wrk and h2load (nghttp2-client) when missing.
+# Everything stops by itself; nothing leaves 127.0.0.1.
 set -euo pipefail
-
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10}
+WORKLOADS=${WORKLOADS:-split c1000 close tls tls-close h2 body1m}
+LOAD_CPU=${LOAD_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-$(( $(nproc) > 1 ? 1 : 0 ))}
+command -v h2load >/dev/null || {
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
+}
 source benches/lib.sh
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+PIN_PROXY=(taskset -c "$PROXY_CPU")
 
-P_SY=$(free_port); P_NG=$(free_port); P_HA=$(free_port)
-mkdir -p "$W/ng"
+# One certificate for every TLS listener (ECDSA P-256, as most sites serve).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+cat "$W/cert.pem" "$W/key.pem" > "$W/both.pem"
 
-# --- Switchyard ----------------------------------------------------------------
-switchyard_config "$P_SY" > "$W/switchyard.yaml"
-"$SY" serve --config "$W/switchyard.yaml" --no-access-log > "$W/switchyard.log" 2>&1 & pids+=($!)
+# Ports per contender: plain (h1 and h2c), TLS, and h2c where a peer wants its own.
+declare -A PLAIN TLS H2C PID
+for c in direct switchyard haproxy nginx; do PLAIN[$c]=$(free_port); TLS[$c]=$(free_port); H2C[$c]=$(free_port); done
+H2C[switchyard]=${PLAIN[switchyard]}
 
-# --- nginx as the proxy ----------------------------------------------------------
-cat > "$W/ng/nginx.conf" <<EOF
-worker_processes auto;
-pid $W/ng/nginx.pid;
-error_log $W/ng/error.log warn;
-events { worker_connections 4096; }
+# --- direct: a second worker of the upstream's kind, answering as it does -----
+mkdir -p "$W/direct"
+cat > "$W/direct/nginx.conf" <<NGINX
+worker_processes 1;
+pid $W/direct/nginx.pid;
+error_log $W/direct/error.log warn;
+events { worker_connections 8192; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  upstream stable { server 127.0.0.1:$S1; server 127.0.0.1:$S2; keepalive 128; }
-  upstream canary { server 127.0.0.1:$C1; keepalive 128; }
-  split_clients "\$request_id" \$weighted { 10% canary; * stable; }
-  map \$http_x_canary \$pool { always canary; default \$weighted; }
+  root $W/up/www;
+  ssl_certificate $W/cert.pem;
+  ssl_certificate_key $W/key.pem;
   server {
-    listen 127.0.0.1:$P_NG;
-    location / {
-      proxy_pass http://\$pool;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
+    listen 127.0.0.1:${PLAIN[direct]}; listen 127.0.0.1:${TLS[direct]} ssl http2; listen 127.0.0.1:${H2C[direct]} http2;
+    location / { return 200 "stable\n"; } location = /1m {}
   }
 }
-EOF
-nginx -c "$W/ng/nginx.conf" -g 'daemon off;' & pids+=($!)
+NGINX
+"${PIN_LOAD[@]}" nginx -c "$W/direct/nginx.conf" -g 'daemon off;' & pids+=($!)
 
-# --- HAProxy -----------------------------------------------------------------------
-cat > "$W/haproxy.cfg" <<EOF
-global
-  nbthread 2
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 15s
-  http-reuse always
-frontend bench
-  bind 127.0.0.1:$P_HA
-  use_backend canary if { req.hdr(x-canary) -m str always }
-  use_backend canary if { rand(100) lt 10 }
-  default_backend stable
-backend stable
-  balance roundrobin
-  server s1 127.0.0.1:$S1
-  server s2 127.0.0.1:$S2
-backend canary
-  server c1 127.0.0.1:$C1
-EOF
-haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & pids+=($!)
+# --- Switchyard ---------------------------------------------------------------
+{
+  echo "server: { workers: 1 }"
+  switchyard_config "${PLAIN[switchyard]}" | sed "s|^listeners:|listeners:\n  - { name: tls, bind: \"127.0.0.1:${TLS[switchyard]}\", tls: { cert: $W/cert.pem, key: $W/key.pem } }|"
+} > "$W/switchyard.yaml"
 
-# Wait until all three answer, and check the split and the override on each.
-for port in $P_SY $P_NG $P_HA; do
-  wait_up "$port"
-  canary=$(for _ in $(seq 200); do curl -s "http://127.0.0.1:$port/"; done | grep -c canary || true)
-  override=$(curl -s -H 'x-canary: always' "http://127.0.0.1:$port/")
-  echo "port $port: $canary/200 on canary without header; with x-canary: always -> $override"
+# --- HAProxy --------------------------------------------------------------------
+haproxy_config "  bind 127.0.0.1:${PLAIN[haproxy]}
+  bind 127.0.0.1:${TLS[haproxy]} ssl crt $W/both.pem alpn h2,http/1.1
+  bind 127.0.0.1:${H2C[haproxy]} proto h2" > "$W/haproxy.cfg"
+
+# --- nginx as the proxy ------------------------------------------------------------
+mkdir -p "$W/ng"
+nginx_proxy_config "$W/ng" \
+  "listen 127.0.0.1:${PLAIN[nginx]}; listen 127.0.0.1:${TLS[nginx]} ssl http2; listen 127.0.0.1:${H2C[nginx]} http2;" \
+  "ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;" > "$W/ng/nginx.conf"
+
+# Each workload gets fresh proxies, so one's peak memory is not the last's.
+running=()
+start_proxies() {
+  "${PIN_PROXY[@]}" "$SY" serve --config "$W/switchyard.yaml" --no-access-log > "$W/switchyard.log" 2>&1 &
+  PID[switchyard]=$!
+  "${PIN_PROXY[@]}" haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 &
+  PID[haproxy]=$!
+  "${PIN_PROXY[@]}" nginx -c "$W/ng/nginx.conf" -g 'daemon off;' &
+  running=("${PID[switchyard]}" "${PID[haproxy]}" $!)
+  pids+=("${running[@]}")
+  for c in direct switchyard haproxy nginx; do wait_up "${PLAIN[$c]}"; done
+  PID[nginx]=""
+  for _ in $(seq 50); do PID[nginx]=$(pgrep -P "${running[2]}" | head -1 || true); [ -n "${PID[nginx]}" ] && break; sleep 0.1; done # poll for the worker
+}
+stop_proxies() {
+  kill "${running[@]}" 2>/dev/null || true
+  for p in "${running[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+start_proxies
+PID[direct]=$(pgrep -P "$(cat "$W/direct/nginx.pid")" | head -1)
+# Check the split, the override and every listener of each proxy.
+for c in switchyard haproxy nginx; do
+  canary=$(for _ in $(seq 200); do curl -s "http://127.0.0.1:${PLAIN[$c]}/"; done | grep -c canary || true)
+  override=$(curl -s -H 'x-canary: always' "http://127.0.0.1:${PLAIN[$c]}/")
+  tls=$(curl -sk --http2 -o /dev/null -w '%{http_version}' "https://127.0.0.1:${TLS[$c]}/")
+  h2c=$(curl -s --http2-prior-knowledge -o /dev/null -w '%{http_version}' "http://127.0.0.1:${H2C[$c]}/")
+  big=$(curl -s "http://127.0.0.1:${PLAIN[$c]}/1m" | wc -c)
+  echo "$c: $canary/200 on canary; x-canary: always -> $override; TLS HTTP/$tls; h2c HTTP/$h2c; /1m $big bytes"
 done
 
-names=(switchyard nginx haproxy)
-declare -A PORT=([switchyard]=$P_SY [nginx]=$P_NG [haproxy]=$P_HA)
-bench_rounds
-for other in nginx haproxy; do
-  read -r a_rps _ a_p99 <<<"${M[switchyard]}"
-  read -r b_rps _ b_p99 <<<"${M[$other]}"
-  awk -v a="$a_rps" -v b="$b_rps" -v ap="$a_p99" -v bp="$b_p99" -v o="$other" \
-    'BEGIN { printf "switchyard/%s: throughput %.2fx, p99 latency %.2fx (lower is better)\n", o, a/b, ap/bp }'
+# One load run of workload $1 at contender $2 -> "rps p99_us" (p99 "-" from h2load).
+load() {
+  local w=$1 c=$2 out
+  case $w in
+    split) out=$("${PIN_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:${PLAIN[$c]}/") ;;
+    c1000) out=$("${PIN_LOAD[@]}" wrk -t1 -c1000 -d"${DURATION}s" --latency "http://127.0.0.1:${PLAIN[$c]}/") ;;
+    close) out=$("${PIN_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" --latency -H 'Connection: close' "http://127.0.0.1:${PLAIN[$c]}/") ;;
+    tls) out=$("${PIN_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" --latency "https://127.0.0.1:${TLS[$c]}/") ;;
+    tls-close) out=$("${PIN_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" --latency -H 'Connection: close' "https://127.0.0.1:${TLS[$c]}/") ;;
+    body1m) out=$("${PIN_LOAD[@]}" wrk -t1 -c10 -d"${DURATION}s" --latency "http://127.0.0.1:${PLAIN[$c]}/1m") ;;
+    h2)
+      out=$("${PIN_LOAD[@]}" h2load -t1 -c10 -m10 -D "$DURATION" "http://127.0.0.1:${H2C[$c]}/")
+      awk '/^finished in/ { gsub(",", ""); r=$4 } /^requests:/ { bad=$0 } END { print r, "-" }' <<<"$out"
+      grep -q ' 0 failed, 0 errored' <<<"$out" || echo "h2load at $c: $(grep '^requests:' <<<"$out")" >&2
+      return ;;
+    *) echo "unknown workload: $w" >&2; exit 2 ;;
+  esac
+  grep -q 'Non-2xx\|Socket errors' <<<"$out" && echo "wrk at $c ($w): $(grep 'Non-2xx\|Socket errors' <<<"$out" | tr '\n' ' ')" >&2
+  awk '/^Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}' <<<"$out" | { read -r r p; echo "$r $(echo "$p" | to_us)"; }
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A RPS P99 CPU RSS
+summary=()
+for w in $WORKLOADS; do
+  echo; echo "== $w =="
+  stop_proxies; start_proxies
+  names=(direct switchyard haproxy nginx)
+  for r in $(seq "$ROUNDS"); do
+    for k in 0 1 2 3; do
+      c=${names[$(( (k + r) % 4 ))]}
+      pid=${PID[$c]} before=$(cpu_ticks "${PID[$c]}")
+      # RSS read once, late in the run, from the load's core.
+      "${PIN_LOAD[@]}" bash -c "sleep $(( DURATION * 8 / 10 )).5; awk '/^VmRSS/ {print \$2}' /proc/$pid/status > $W/rss" & sampler=$!
+      read -r rps p99 <<<"$(load "$w" "$c")"
+      wait "$sampler" || true
+      cpu=$(awk -v a="$before" -v b="$(cpu_ticks "$pid")" -v t="$(getconf CLK_TCK)" -v rps="$rps" -v d="$DURATION" \
+        'BEGIN { printf "%.2f", (b - a) / t * 1e6 / (rps * d) }')
+      RPS[$w.$c]+="$rps "; P99[$w.$c]+="$p99 "; CPU[$w.$c]+="$cpu "; RSS[$w.$c]+="$(cat "$W/rss") "
+      echo "round $r $c: $rps req/s, p99 $p99 us, cpu $cpu us/req"
+    done
+  done
+  med() { tr ' ' '\n' <<<"$1" | awk 'NF && $1 != "-"' | median; }
+  d_rps=$(med "${RPS[$w.direct]}")
+  printf '\n%-11s %10s %8s %12s %9s %8s\n' contender "req/s" "% direct" "cpu us/req" "p99 us" "rss MB"
+  for c in direct switchyard haproxy nginx; do
+    rps=$(med "${RPS[$w.$c]}"); p99=$(med "${P99[$w.$c]}"); cpu=$(med "${CPU[$w.$c]}"); rss=$(med "${RSS[$w.$c]}")
+    printf '%-11s %10.0f %7.0f%% %12.2f %9s %8.1f\n' "$c" "$rps" "$(awk -v a="$rps" -v b="$d_rps" 'BEGIN{print a/b*100}')" \
+      "$cpu" "${p99:--}" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
+    eval "M_${c}_rps=$rps M_${c}_cpu=$cpu M_${c}_p99=${p99:-0} M_${c}_rss=$rss"
+  done
+  if [ "$w" = body1m ]; then
+    for c in switchyard haproxy nginx; do
+      eval "awk -v r=\$M_${c}_rps -v u=\$M_${c}_cpu -v c=$c 'BEGIN { printf \"%s: %.0f MiB/s, %.0f us CPU per MiB\\n\", c, r, u }'"
+    done
+  fi
+  for o in haproxy nginx; do
+    eval "awk -v a=\$M_switchyard_cpu -v b=\$M_${o}_cpu -v ar=\$M_switchyard_rps -v br=\$M_${o}_rps -v o=$o \
+      'BEGIN { printf \"switchyard/%s: CPU per request %.2fx, throughput %.2fx\\n\", o, a/b, ar/br }'"
+  done
+  summary+=("$(eval "awk -v w=$w -v d=$d_rps -v sc=\$M_switchyard_cpu -v hc=\$M_haproxy_cpu -v nc=\$M_nginx_cpu \
+    -v sr=\$M_switchyard_rps -v hr=\$M_haproxy_rps -v nr=\$M_nginx_rps -v sp=\$M_switchyard_p99 -v hp=\$M_haproxy_p99 -v np=\$M_nginx_p99 \
+    -v ss=\$M_switchyard_rss -v h2=$([ "$w" = h2 ] && echo 1 || echo 0) -v hs=\$M_haproxy_rss -v ns=\$M_nginx_rss \
+    'BEGIN { best = hc < nc ? hc : nc; printf \"| %s | %.2f | %.2f | %.2f | **%.2fx** | %.0f%% / %.0f%% / %.0f%% | %s | %.1f / %.1f / %.1f |\", \
+      w, sc, hc, nc, sc/best, sr/d*100, hr/d*100, nr/d*100, h2 ? \"-\" : sprintf(\"%.0f / %.0f / %.0f\", sp, hp, np), ss/1024, hs/1024, ns/1024 }'")")
 done
-echo "(${ROUNDS} rounds x ${DURATION}s, ${CONNS} connections, wrk -t${THREADS}; $(nproc) cores shared by wrk, proxy and upstream)"
+
+echo
+echo "| workload | Switchyard CPU µs/req | HAProxy | nginx | Switchyard / best peer | % of direct (S / H / N) | p99 µs (S / H / N) | RSS MB (S / H / N) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+printf '%s\n' "${summary[@]}"
+echo "(${ROUNDS} rounds x ${DURATION}s per contender and workload, medians; load and upstream on core $LOAD_CPU, each proxy one worker on core $PROXY_CPU; $(nproc) cores)"

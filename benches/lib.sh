@@ -33,9 +33,15 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# The upstream pools: one nginx answering on three ports (stable ×2, canary).
+# The upstream pools: one nginx answering on three ports (stable ×2, canary),
+# with a 1 MiB file at /1m on each. LOAD_CPU, when set, pins it (and the load
+# generators that use $PIN_LOAD) to that core.
+PIN_LOAD=()
+[ -n "${LOAD_CPU:-}" ] && PIN_LOAD=(taskset -c "$LOAD_CPU")
 S1=$(free_port); S2=$(free_port); C1=$(free_port)
-mkdir -p "$W/up"
+mkdir -p "$W/up/www"
+head -c 1048576 /dev/urandom > "$W/up/www/1m"
+chmod a+rx "$W" "$W/up" "$W/up/www" && chmod a+r "$W/up/www/1m" # nginx's workers run as nobody
 cat > "$W/up/nginx.conf" <<NGINX
 worker_processes 1;
 pid $W/up/nginx.pid;
@@ -44,12 +50,13 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$S1; location / { return 200 "stable\n"; } }
-  server { listen 127.0.0.1:$S2; location / { return 200 "stable\n"; } }
-  server { listen 127.0.0.1:$C1; location / { return 200 "canary\n"; } }
+  root $W/up/www;
+  server { listen 127.0.0.1:$S1; location / { return 200 "stable\n"; } location = /1m {} }
+  server { listen 127.0.0.1:$S2; location / { return 200 "stable\n"; } location = /1m {} }
+  server { listen 127.0.0.1:$C1; location / { return 200 "canary\n"; } location = /1m {} }
 }
 NGINX
-nginx -c "$W/up/nginx.conf" -g 'daemon off;' & pids+=($!)
+"${PIN_LOAD[@]}" nginx -c "$W/up/nginx.conf" -g 'daemon off;' & pids+=($!)
 
 # A Switchyard config for the 90/10 split with the x-canary override, on $1.
 switchyard_config() {
@@ -66,6 +73,57 @@ services:
         - { match: { header: { x-canary: always } }, pool: canary }
       weights: { stable: 90, canary: 10 }
 YAML
+}
+
+# HAProxy (one thread) as the same 90/10 split with the x-canary override;
+# $1: its frontend's `bind` lines.
+haproxy_config() {
+  cat <<CFG
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 15s
+  http-reuse always
+frontend bench
+$1
+  use_backend canary if { req.hdr(x-canary) -m str always }
+  use_backend canary if { rand(100) lt 10 }
+  default_backend stable
+backend stable
+  balance roundrobin
+  server s1 127.0.0.1:$S1
+  server s2 127.0.0.1:$S2
+backend canary
+  server c1 127.0.0.1:$C1
+CFG
+}
+
+# nginx (one worker) as the same split; $1: its directory (pid, error log),
+# $2: its `listen` directives, $3: more `http` directives (certificates).
+nginx_proxy_config() {
+  cat <<CFG
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  $3
+  upstream stable { server 127.0.0.1:$S1; server 127.0.0.1:$S2; keepalive 128; }
+  upstream canary { server 127.0.0.1:$C1; keepalive 128; }
+  split_clients "\$request_id" \$weighted { 10% canary; * stable; }
+  map \$http_x_canary \$pool { always canary; default \$weighted; }
+  server {
+    $2
+    location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CFG
 }
 
 # Waits until $1 answers; prints the logs and exits if it never does.

@@ -172,8 +172,17 @@ async fn broken_upstream_responses() {
     let half = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly ten b").await;
     let garbage = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello").await;
     let reset = raw_upstream(b"").await;
+    // Response heads under the 64 KiB an upstream connection reads at once,
+    // and over twice that (between the two, it depends on how reads fell).
+    let head = |n: usize| -> &'static [u8] {
+        let h = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\nContent-Length: 2\r\n\r\nok", "a".repeat(n));
+        Box::leak(h.into_bytes().into_boxed_slice())
+    };
+    let (near, over) = (raw_upstream(head(60 * 1024)).await, raw_upstream(head(200 * 1024)).await);
     let yaml = config(
         &[
+            service("near", "    match: { path_prefix: /near }\n", &[("p", &[near])], ""),
+            service("over", "    match: { path_prefix: /over }\n", &[("p", &[over])], ""),
             service("half", "    match: { path_prefix: /half }\n", &[("p", &[half])], ""),
             service("garbage", "    match: { path_prefix: /garbage }\n", &[("p", &[garbage])], ""),
             service("reset", "    match: { path_prefix: /reset }\n", &[("p", &[reset])], ""),
@@ -193,4 +202,12 @@ async fn broken_upstream_responses() {
     assert_eq!(err_header(&headers), "upstream-reset");
     let (status, _, _) = get(proxy.addr, "/reset", &[]).await;
     assert_eq!(status, 502);
+
+    let (status, headers, body) = get(proxy.addr, "/near", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "ok");
+    assert_eq!(headers["x-big"].len(), 60 * 1024);
+    let (status, headers, _) = get(proxy.addr, "/over", &[]).await;
+    assert_eq!(status, 502);
+    assert_eq!(err_header(&headers), "upstream-reset");
 }

@@ -209,10 +209,26 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// The hop-by-hop headers every message loses (besides those its
+/// `Connection` lists).
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
 /// Removes hop-by-hop headers: the fixed set and any the message's own
 /// `Connection` headers list, except those in `keep` (what must reach the
-/// other side whatever the sender says).
+/// other side whatever the sender says). One pass over the names first:
+/// most messages carry none, and a lookup per name costs more than the pass.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep: &[&HeaderName]) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -224,19 +240,28 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep: &[&HeaderName]) {
         for name in listed {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    for name in
-        [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE]
-    {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Whether `name` is one the upstream never hears from a client: the
+/// proxy's own `x-switchyard-*`, `Proxy-Authorization`, and (from an
+/// untrusted client) the client-address headers it could forge.
+fn is_withheld(name: &HeaderName, trust_forwarded: bool) -> bool {
+    *name == header::PROXY_AUTHORIZATION
+        || (!trust_forwarded && (*name == header::FORWARDED || *name == X_REAL_IP))
+        || name.as_str().starts_with("x-switchyard-")
 }
 
 /// Rewrites the client's headers into what the upstream receives.
 pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Option<&str>, conn: &ClientConn) {
     strip_hop_by_hop(headers, &[&header::HOST, &header::CONTENT_LENGTH]);
-    headers.remove(header::PROXY_AUTHORIZATION);
+    let withheld: Vec<HeaderName> = headers.keys().filter(|k| is_withheld(k, conn.trust_forwarded)).cloned().collect();
+    for k in withheld {
+        headers.remove(k);
+    }
     // A body framed by Transfer-Encoding travels chunked; a stray length must not.
     if flags.close {
         headers.remove(header::CONTENT_LENGTH);
@@ -249,11 +274,6 @@ pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Opti
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
     }
-    let internal: Vec<HeaderName> =
-        headers.keys().filter(|k| k.as_str().starts_with("x-switchyard-")).cloned().collect();
-    for k in internal {
-        headers.remove(k);
-    }
 
     if !headers.contains_key(header::HOST) {
         if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
@@ -262,11 +282,7 @@ pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Opti
     }
 
     // Every client-address header follows one policy: from an untrusted
-    // client none survives (it could claim any address).
-    if !conn.trust_forwarded {
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_REAL_IP);
-    }
+    // client none survives (it could claim any address; see `is_withheld`).
     if conn.set_forwarded {
         let ip = conn.peer.to_string();
         let node = if conn.peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };

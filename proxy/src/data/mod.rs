@@ -9,7 +9,8 @@
 //!   by the control path, swapped whole);
 //! - [`split`]: rules, sticky keys and weights;
 //! - [`pool`]: endpoints, load balancing, health, upstream connections;
-//! - [`body`]: the streamed body of both directions.
+//! - [`body`]: the streamed body of both directions;
+//! - [`sends`]: small vectored writes as one `send` on every socket.
 //!
 //! Below it: [`crate::config`], [`crate::parse`], [`crate::flags`],
 //! [`crate::plugin`] (routers) and [`crate::stats`] (each request's outcome
@@ -22,6 +23,7 @@ pub mod h2_guard;
 pub mod headers;
 pub mod listener;
 pub mod pool;
+pub mod sends;
 pub mod snapshot;
 pub mod split;
 pub mod tls;

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# What one request costs in system calls, and where its CPU goes: the 90/10
+# split at 50 keep-alive connections (as in compare.sh: load and upstream on
+# core 0, each proxy one worker on core 1), counted exactly by the kernel,
+# not timed.
+#
+#   bash benches/per_request.sh
+#   DURATION=10 bash benches/per_request.sh
+#
+# - System calls per request, by kind, for Switchyard, HAProxy and nginx:
+#   `perf stat` on the syscall tracepoints of the proxy's process.
+# - Where Switchyard's CPU goes: `perf record` (cpu-clock samples, no
+#   samples only) under the same load, the top entries by self time, each as a
+#   share of all samples and as µs per request.
+# Needs root (tracepoints) and Debian's linux-perf; installs it
+# when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-5}
+LOAD_CPU=${LOAD_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-$(( $(nproc) > 1 ? 1 : 0 ))}
+command -v perf >/dev/null || {
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+}
+source benches/lib.sh
+PIN_PROXY=(taskset -c "$PROXY_CPU")
+declare -A PORT PID
+for c in switchyard haproxy nginx; do PORT[$c]=$(free_port); done
+
+{ echo "server: { workers: 1 }"; switchyard_config "${PORT[switchyard]}"; } > "$W/switchyard.yaml"
+"${PIN_PROXY[@]}" "$SY" serve --config "$W/switchyard.yaml" --no-access-log > "$W/switchyard.log" 2>&1 & pids+=($!)
+PID[switchyard]=$!
+haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}" > "$W/haproxy.cfg"
+"${PIN_PROXY[@]}" haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & pids+=($!)
+PID[haproxy]=$!
+mkdir -p "$W/ng"
+nginx_proxy_config "$W/ng" "listen 127.0.0.1:${PORT[nginx]};" "" > "$W/ng/nginx.conf"
+"${PIN_PROXY[@]}" nginx -c "$W/ng/nginx.conf" -g 'daemon off;' & pids+=($!)
+for c in switchyard haproxy nginx; do wait_up "${PORT[$c]}"; done
+PID[nginx]=$(pgrep -P "$(cat "$W/ng/nginx.pid")" | head -1)
+
+# Runs wrk at contender $1 while `perf stat -e $2` watches its process;
+# prints "requests" then perf's counts as "event count" lines.
+counted() {
+  local out
+  "${PIN_LOAD[@]}" wrk -t1 -c50 -d"$((DURATION + 2))s" "http://127.0.0.1:${PORT[$1]}/" > "$W/wrk.txt" &
+  local load=$!
+  sleep 1 # let the load settle before counting
+  out=$(perf stat -x, -e "$2" -p "${PID[$1]}" -- sleep "$DURATION" 2>&1 >/dev/null)
+  wait "$load"
+  awk '/requests in/ {print $1}' "$W/wrk.txt"
+  awk -F, '$1 ~ /^[0-9]+$/ {print $3, $1}' <<<"$out"
+}
+
+KINDS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
+echo
+printf '%-11s %8s %8s %8s %8s %8s %8s %10s   (system calls per request)\n' contender all recvfrom sendto writev read write epoll_wait
+for c in switchyard haproxy nginx; do
+  mapfile -t lines < <(counted "$c" "$KINDS")
+  total=${lines[0]}
+  # wrk's count covers DURATION + 2 s; perf's, DURATION: scale to the counted window.
+  per() { awk -v n="$1" -v t="$total" -v d="$DURATION" 'BEGIN { printf "%.2f", n / (t * d / (d + 2)) }'; }
+  declare -A n=()
+  for l in "${lines[@]:1}"; do n[${l% *}]=${l#* }; done
+  printf '%-11s %8s %8s %8s %8s %8s %8s %10s\n' "$c" "$(per "${n[raw_syscalls:sys_enter]:-0}")" \
+    "$(per "${n[syscalls:sys_enter_recvfrom]:-0}")" "$(per "${n[syscalls:sys_enter_sendto]:-0}")" \
+    "$(per "${n[syscalls:sys_enter_writev]:-0}")" "$(per "${n[syscalls:sys_enter_read]:-0}")" \
+    "$(per "${n[syscalls:sys_enter_write]:-0}")" "$(per "${n[syscalls:sys_enter_epoll_wait]:-0}")"
+done
+
+
+# The profile: self time by symbol, as a share and in µs per request.
+"${PIN_LOAD[@]}" wrk -t1 -c50 -d"$((DURATION + 2))s" "http://127.0.0.1:${PORT[switchyard]}/" > "$W/wrk.txt" &
+load=$!
+sleep 1 # let the load settle before sampling
+perf record -q -F 4999 -p "${PID[switchyard]}" -o "$W/perf.data" -- sleep "$DURATION" >/dev/null 2>&1
+wait "$load"
+total=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
+cpu_s=$(perf report -i "$W/perf.data" --stdio --sort dso 2>/dev/null | awk '/Event count/ {print $NF / 1e9}')
+echo
+echo "switchyard's profile, top 30 by self time (% of samples; µs per request):"
+perf report -i "$W/perf.data" --stdio --no-children --sort dso,symbol -g none 2>/dev/null \
+  | awk -v t="$total" -v d="$DURATION" -v c="$cpu_s" '/^ +[0-9.]+%/ && n < 30 {
+      n++; pct = $1; sub(/%/, "", pct); sym = ""; for (i = 2; i <= NF; i++) sym = sym " " $i
+      printf "%6.2f%% %6.3f us %s\n", pct, pct / 100 * c * 1e6 / (t * d / (d + 2)), substr(sym, 1, 110) }'
+echo "(wrk -t1 -c50 for ${DURATION}s per count; load and upstream on core $LOAD_CPU, each proxy one worker on core $PROXY_CPU)"
