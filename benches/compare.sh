@@ -132,7 +132,7 @@ load() {
     body1m) out=$("${PIN_LOAD[@]}" wrk -t1 -c10 -d"${DURATION}s" --latency "http://127.0.0.1:${PLAIN[$c]}/1m") ;;
     h2)
       out=$("${PIN_LOAD[@]}" h2load -t1 -c10 -m10 -D "$DURATION" "http://127.0.0.1:${H2C[$c]}/")
-      awk '/^finished in/ { gsub(",", ""); r=$4 } /^requests:/ { bad=$0 } END { print r, "-" }' <<<"$out"
+      awk '/^finished in/ { gsub(",", ""); r=$4 } END { print r, "-" }' <<<"$out"
       grep -q ' 0 failed, 0 errored' <<<"$out" || echo "h2load at $c: $(grep '^requests:' <<<"$out")" >&2
       return ;;
     *) echo "unknown workload: $w" >&2; exit 2 ;;
