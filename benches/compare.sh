@@ -34,13 +34,9 @@ DURATION=${DURATION:-10}
 WORKLOADS=${WORKLOADS:-split c1000 close tls tls-close h2 body1m}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-$(( $(nproc) > 1 ? 1 : 0 ))}
-command -v h2load >/dev/null || {
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
-}
+BENCH_TOOLS=(h2load:nghttp2-client)
 source benches/lib.sh
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-PIN_PROXY=(taskset -c "$PROXY_CPU")
 
 # One certificate for every TLS listener (ECDSA P-256, as most sites serve).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=localhost" \
@@ -142,7 +138,7 @@ load() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-declare -A RPS P99 CPU RSS
+declare -A RPS P99 CPU RSS M
 summary=()
 for w in $WORKLOADS; do
   echo; echo "== $w =="
@@ -169,22 +165,29 @@ for w in $WORKLOADS; do
     rps=$(med "${RPS[$w.$c]}"); p99=$(med "${P99[$w.$c]}"); cpu=$(med "${CPU[$w.$c]}"); rss=$(med "${RSS[$w.$c]}")
     printf '%-11s %10.0f %7.0f%% %12.2f %9s %8.1f\n' "$c" "$rps" "$(awk -v a="$rps" -v b="$d_rps" 'BEGIN{print a/b*100}')" \
       "$cpu" "${p99:--}" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
-    eval "M_${c}_rps=$rps M_${c}_cpu=$cpu M_${c}_p99=${p99:-0} M_${c}_rss=$rss"
+    M[$c.rps]=$rps M[$c.cpu]=$cpu M[$c.p99]=${p99:-0} M[$c.rss]=$rss
   done
   if [ "$w" = body1m ]; then
     for c in switchyard haproxy nginx; do
-      eval "awk -v r=\$M_${c}_rps -v u=\$M_${c}_cpu -v c=$c 'BEGIN { printf \"%s: %.0f MiB/s, %.0f us CPU per MiB\\n\", c, r, u }'"
+      echo "$c: $(awk -v r="${M[$c.rps]}" -v u="${M[$c.cpu]}" 'BEGIN { printf "%.0f MiB/s, %.0f us CPU per MiB", r, u }')"
     done
   fi
   for o in haproxy nginx; do
-    eval "awk -v a=\$M_switchyard_cpu -v b=\$M_${o}_cpu -v ar=\$M_switchyard_rps -v br=\$M_${o}_rps -v o=$o \
-      'BEGIN { printf \"switchyard/%s: CPU per request %.2fx, throughput %.2fx\\n\", o, a/b, ar/br }'"
+    awk -v a="${M[switchyard.cpu]}" -v b="${M[$o.cpu]}" -v ar="${M[switchyard.rps]}" -v br="${M[$o.rps]}" -v o="$o" \
+      'BEGIN { printf "switchyard/%s: CPU per request %.2fx, throughput %.2fx\n", o, a / b, ar / br }'
   done
-  summary+=("$(eval "awk -v w=$w -v d=$d_rps -v sc=\$M_switchyard_cpu -v hc=\$M_haproxy_cpu -v nc=\$M_nginx_cpu \
-    -v sr=\$M_switchyard_rps -v hr=\$M_haproxy_rps -v nr=\$M_nginx_rps -v sp=\$M_switchyard_p99 -v hp=\$M_haproxy_p99 -v np=\$M_nginx_p99 \
-    -v ss=\$M_switchyard_rss -v h2=$([ "$w" = h2 ] && echo 1 || echo 0) -v hs=\$M_haproxy_rss -v ns=\$M_nginx_rss \
-    'BEGIN { best = hc < nc ? hc : nc; printf \"| %s | %.2f | %.2f | %.2f | **%.2fx** | %.0f%% / %.0f%% / %.0f%% | %s | %.1f / %.1f / %.1f |\", \
-      w, sc, hc, nc, sc/best, sr/d*100, hr/d*100, nr/d*100, h2 ? \"-\" : sprintf(\"%.0f / %.0f / %.0f\", sp, hp, np), ss/1024, hs/1024, ns/1024 }'")")
+  # One row of the summary: the three proxies' figures side by side.
+  three() { # figure, format, divisor
+    awk -v f="$2" -v d="${3:-1}" -v s="${M[switchyard.$1]}" -v h="${M[haproxy.$1]}" -v n="${M[nginx.$1]}" \
+      'BEGIN { printf f " / " f " / " f, s / d, h / d, n / d }'
+  }
+  best=$(awk -v h="${M[haproxy.cpu]}" -v n="${M[nginx.cpu]}" 'BEGIN { print h < n ? h : n }')
+  share() { awk -v a="$1" -v d="$d_rps" 'BEGIN { printf "%.0f%%", a / d * 100 }'; }
+  p99s=$([ "$w" = h2 ] && echo - || three p99 %.0f)
+  summary+=("$(printf '| %s | %.2f | %.2f | %.2f | **%.2fx** | %s / %s / %s | %s | %s |' "$w" \
+    "${M[switchyard.cpu]}" "${M[haproxy.cpu]}" "${M[nginx.cpu]}" "$(awk -v a="${M[switchyard.cpu]}" -v b="$best" 'BEGIN { print a / b }')" \
+    "$(share "${M[switchyard.rps]}")" "$(share "${M[haproxy.rps]}")" "$(share "${M[nginx.rps]}")" \
+    "$p99s" "$(three rss %.1f 1024)")")
 done
 
 echo

@@ -6,10 +6,12 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 
+# Debian packages for the tools: nginx, haproxy and wrk always; a script
+# needing more sets BENCH_TOOLS=("command:package" ...) before sourcing this.
 need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v wrk >/dev/null || need+=(wrk)
+for tool in nginx:nginx haproxy:haproxy wrk:wrk ${BENCH_TOOLS[@]+"${BENCH_TOOLS[@]}"}; do
+  command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool#*:}")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq >/dev/null
@@ -36,8 +38,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # The upstream pools: one nginx answering on three ports (stable ×2, canary),
 # with a 1 MiB file at /1m on each. LOAD_CPU, when set, pins it (and the load
 # generators that use $PIN_LOAD) to that core.
-PIN_LOAD=()
+# PROXY_CPU, when set, pins the proxies started with $PIN_PROXY.
+PIN_LOAD=() PIN_PROXY=()
 [ -n "${LOAD_CPU:-}" ] && PIN_LOAD=(taskset -c "$LOAD_CPU")
+[ -n "${PROXY_CPU:-}" ] && PIN_PROXY=(taskset -c "$PROXY_CPU")
 S1=$(free_port); S2=$(free_port); C1=$(free_port)
 mkdir -p "$W/up/www"
 head -c 1048576 /dev/urandom > "$W/up/www/1m"

@@ -20,12 +20,8 @@ ROOT=$PWD
 DURATION=${DURATION:-5}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-$(( $(nproc) > 1 ? 1 : 0 ))}
-command -v perf >/dev/null || {
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
-}
+BENCH_TOOLS=(perf:linux-perf)
 source benches/lib.sh
-PIN_PROXY=(taskset -c "$PROXY_CPU")
 declare -A PORT PID
 for c in switchyard haproxy nginx; do PORT[$c]=$(free_port); done
 
