@@ -143,7 +143,7 @@ to_us() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v } else if (v ~ 
 run_wrk() { # port -> "rps p50us p99us"
   local out rps p50 p99
   # WRK_HEADERS: extra `-H` arguments, as an array, when the caller sets it.
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${WRK_HEADERS[@]}" "http://127.0.0.1:$1/")
+  out=$("${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${WRK_HEADERS[@]}" "http://127.0.0.1:$1/")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_us)
   p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_us)

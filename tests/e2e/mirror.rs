@@ -19,17 +19,18 @@ async fn lifetime(proxy: &Proxy, pool: &str) -> serde_json::Value {
     proxy.admin("GET", "/v1/services/web/stats", None, None).await.1["lifetime"][pool].clone()
 }
 
-/// Waits until the shadow pool's figures count `n` mirror outcomes of `kind`; returns its figures.
-async fn mirror_count(proxy: &Proxy, kind: &str, n: u64) -> serde_json::Value {
+/// Waits until `pool`'s lifetime figure at `path` (say `["mirror", "dropped"]`)
+/// reaches `n`; returns the pool's figures.
+async fn counted(proxy: &Proxy, pool: &str, path: &[&str], n: u64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     for _ in 0..100 {
-        last = lifetime(proxy, "shadow").await;
-        if last["mirror"][kind].as_u64().unwrap_or(0) >= n {
+        last = lifetime(proxy, pool).await;
+        if path.iter().fold(&last, |v, k| &v[*k]).as_u64().unwrap_or(0) >= n {
             return last;
         }
         tokio::time::sleep(Duration::from_millis(50)).await; // poll: figures arrive each stats tick
     }
-    panic!("the shadow pool never counted {n} `{kind}`: {last}");
+    panic!("the {pool} pool never counted {n} at {path:?}: {last}");
 }
 
 #[tokio::test]
@@ -60,12 +61,12 @@ async fn ten_percent_of_safe_requests_are_mirrored_and_compared() {
     let seen = shadow.seen.lock().unwrap().clone();
     assert!(seen.iter().all(|s| s.method == "GET" && s.headers.get("x-switchyard-mirrored").is_some()));
     assert!(seen.iter().all(|s| s.headers.get("x-forwarded-for").is_some()), "a copy is the request the primary heard");
-    let f = mirror_count(&proxy, "compared", copies as u64).await;
+    let f = counted(&proxy, "shadow", &["mirror", "compared"], copies as u64).await;
     assert_eq!(f["requests"].as_u64(), Some(copies as u64), "copies are the shadow pool's requests: {f}");
     let bad = seen.iter().filter(|s| s.uri == "/bad").count() as u64;
     assert_eq!(f["mirror"]["mismatched"].as_u64(), Some(bad), "a 5xx copy of a 2xx answer is a mismatch: {f}");
     assert_eq!(f["status"]["5xx"].as_u64(), Some(bad));
-    let stable_f = lifetime(&proxy, "stable").await;
+    let stable_f = counted(&proxy, "stable", &["requests"], n as u64).await;
     assert_eq!(stable_f["requests"].as_u64(), Some(n as u64));
     assert!(stable_f.get("mirror").is_none(), "the primary pool counts no copies: {stable_f}");
     let metrics = get(proxy.admin.unwrap(), "/metrics", &[]).await.2;
@@ -129,7 +130,7 @@ async fn unsafe_methods_are_not_mirrored_unless_named_and_bodies_are_copied_whol
     let resp = c.send(post(vec![b'x'; 4096], true)).await.unwrap();
     assert_eq!(resp.status(), 200, "a body over the mirror's cap still reaches the primary");
     assert_eq!(c.send(post(small.clone(), false)).await.unwrap().status(), 200);
-    let f = mirror_count(&proxy, "dropped", 1).await;
+    let f = counted(&proxy, "shadow", &["mirror", "dropped"], 1).await;
     assert!(until(Duration::from_secs(5), || async { bodies.lock().unwrap().len() >= 2 }).await);
     tokio::time::sleep(Duration::from_millis(300)).await; // delay: nothing else may land
                                                           // The first body is the earlier GET's (empty).
@@ -148,14 +149,14 @@ async fn a_dead_slow_or_saturated_mirror_costs_the_primary_nothing() {
         let (status, _, body) = c.get("/", &[]).await;
         assert_eq!((status.as_u16(), body.as_str()), (200, "stable"));
     }
-    let f = mirror_count(&proxy, "mismatched", 1).await;
+    let f = counted(&proxy, "shadow", &["mirror", "mismatched"], 1).await;
     assert!(
         f["errors"]["connect"].as_u64().unwrap_or(0) + f["errors"]["no_healthy_endpoint"].as_u64().unwrap_or(0) >= 1,
         "{f}"
     );
     // After a copy found it unreachable, the mirror rests: copies are dropped, not each a failing connect.
     assert!(f["mirror"]["dropped"].as_u64().unwrap_or(0) >= 1, "{f}");
-    assert_eq!(lifetime(&proxy, "stable").await["status"]["2xx"].as_u64(), Some(50));
+    assert_eq!(counted(&proxy, "stable", &["status", "2xx"], 50).await["status"]["2xx"].as_u64(), Some(50));
     drop(proxy);
 
     // Slow: the shadow holds every copy until the test lets go. Primary
@@ -180,11 +181,11 @@ async fn a_dead_slow_or_saturated_mirror_costs_the_primary_nothing() {
         assert_eq!((status.as_u16(), body.as_str()), (200, "stable"));
     }
     assert!(until(Duration::from_secs(5), || async { shadow.hits() == 8 }).await, "8 copies in flight");
-    let f = mirror_count(&proxy, "dropped", 32).await;
+    let f = counted(&proxy, "shadow", &["mirror", "dropped"], 32).await;
     assert_eq!(f["mirror"]["dropped"].as_u64(), Some(32), "{f}");
     assert_eq!(shadow.hits(), 8, "none past the queue reached the mirror");
     release.store(true, Ordering::SeqCst);
-    mirror_count(&proxy, "compared", 8).await;
+    counted(&proxy, "shadow", &["mirror", "compared"], 8).await;
     assert_eq!(c.get("/", &[]).await.0, 200);
     assert!(until(Duration::from_secs(5), || async { shadow.hits() == 9 }).await, "room again once copies ended");
 }

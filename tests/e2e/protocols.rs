@@ -109,6 +109,36 @@ async fn tls_with_alpn_and_sni() {
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "https");
 }
 
+/// A TLS client that finished its handshake just before a drain began, and
+/// sends its first request only then, is served (with `Connection: close`),
+/// not closed unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_made_before_a_drain_is_served_its_first_request() {
+    let up = Upstream::text("served").await;
+    let c = certs();
+    let yaml = format!(
+        "listeners:\n  - name: tls\n    bind: \"127.0.0.1:0\"\n    tls: {{ cert: main.pem, key: main.key }}\nservices:\n{}",
+        service("s", "", &[("p", &[up.addr])], "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["main.pem", "main.key"] {
+        std::fs::copy(c.dir.path().join(f), dir.path().join(f)).unwrap();
+    }
+    let mut proxy = Proxy::start_in(dir, &yaml).await;
+    let tls = tls_connect(proxy.addr, &c, "shop.test", b"http/1.1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // delay: the proxy finishes its side of the handshake
+    proxy.signal("TERM");
+    assert!(until(Duration::from_secs(5), || async { !proxy.logged("shutting down: draining").is_empty() }).await);
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = h1.send_request(Request::get("/").header("host", "shop.test").body(full("")).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["connection"], "close", "the drain still closes the connection after it");
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "served");
+    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait()).await.unwrap().unwrap();
+    assert!(exit.success());
+}
+
 /// A WebSocket upgrade request, as a browser sends it.
 const WS_UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";

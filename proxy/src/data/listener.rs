@@ -9,7 +9,9 @@
 //! (HTTP/1.1, HTTP/2 by ALPN or prior knowledge, upgrades) behind the cap on
 //! HTTP/2 control frames ([`crate::data::h2_guard`]). Every connection watches the
 //! stop signal: on shutdown, HTTP/1 connections close after their current
-//! response and HTTP/2 ones send GOAWAY.
+//! response and HTTP/2 ones send GOAWAY; a connection whose first request has
+//! not begun yet (a TLS client just past its handshake, say) gets until the
+//! header timeout to send it, and is served.
 
 use super::{forward, tls, Shared};
 use crate::config::{ListenerConfig, ServerConfig};
@@ -23,8 +25,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -205,9 +210,9 @@ impl Acceptor {
             let first_bytes = shared.server.header_read_timeout;
             connections.spawn(async move {
                 let _permit = permit;
-                // Until a client sends its first bytes the connection is not
-                // handed to hyper: a drain starting meanwhile would close it
-                // unserved. No bytes within the header timeout: closed.
+                // Until a client sends its first bytes the connection is only
+                // its socket: no TLS or hyper state is built for it. No bytes
+                // within the header timeout: closed.
                 if tokio::time::timeout(first_bytes, stream.readable()).await.is_err() {
                     return;
                 }
@@ -258,7 +263,11 @@ async fn serve_conn<I>(
     // overwrites a task's whole stage when it ends. Unboxed, each of those
     // was a copy of the request path's whole state machine (memmove was 15 %
     // of an HTTP/2 profile); boxed, each copies a pointer.
+    let started = Arc::new(AtomicBool::new(false));
+    let first = started.clone();
+    let first_request_within = shared.server.header_read_timeout;
     let service = service_fn(move |req| {
+        first.store(true, Ordering::Relaxed);
         let handling = Box::pin(forward::handle(shared.clone(), conn.clone(), req));
         async move { Ok::<_, Infallible>(handling.await) }
     });
@@ -271,8 +280,22 @@ async fn serve_conn<I>(
         biased;
         r = connection.as_mut() => r,
         () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            // A client that connected but whose first request has not begun
+            // (its bytes still on the way) gets until the header timeout to
+            // send it, and is served: closing it now would fail a request
+            // the client has every right to send on a fresh connection.
+            let first_request = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending if started.load(Ordering::Relaxed) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            });
+            match tokio::time::timeout(first_request_within, first_request).await {
+                Ok(Some(ended)) => ended,
+                _ => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         }
     };
     if let Err(e) = result {
