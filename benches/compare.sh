@@ -21,7 +21,8 @@
 # directly ("direct"), so "% direct" compares within one round. Per
 # contender: the median of the rounds of throughput, p99 (wrk; h2load gives
 # none), CPU per request of the proxy's process (user + system, all its
-# threads, from /proc) and its RSS late in the run. Every workload starts
+# threads, from /proc) and its RSS late in the run (all of it, and the anonymous part: what is not
+# mapped from files, such as its own binary's code). Every workload starts
 # fresh proxies, so its RSS is its own. Switchyard runs with
 # its per-pool statistics on and no access log; nginx with access_log off.
 # Installs nginx, haproxy, wrk and h2load (nghttp2-client) when missing.
@@ -138,7 +139,7 @@ load() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-declare -A RPS P99 CPU RSS M
+declare -A RPS P99 CPU RSS ANON M
 summary=()
 for w in $WORKLOADS; do
   echo; echo "== $w =="
@@ -149,23 +150,24 @@ for w in $WORKLOADS; do
       c=${names[$(( (k + r) % 4 ))]}
       pid=${PID[$c]} before=$(cpu_ticks "${PID[$c]}")
       # RSS read once, late in the run, from the load's core.
-      "${PIN_LOAD[@]}" bash -c "sleep $(( DURATION * 8 / 10 )).5; awk '/^VmRSS/ {print \$2}' /proc/$pid/status > $W/rss" & sampler=$!
+      "${PIN_LOAD[@]}" bash -c "sleep $(( DURATION * 8 / 10 )).5; awk '/^(VmRSS|RssAnon)/ {print \$2}' /proc/$pid/status > $W/rss" & sampler=$!
       read -r rps p99 <<<"$(load "$w" "$c")"
       wait "$sampler" || true
       cpu=$(awk -v a="$before" -v b="$(cpu_ticks "$pid")" -v t="$(getconf CLK_TCK)" -v rps="$rps" -v d="$DURATION" \
         'BEGIN { printf "%.2f", (b - a) / t * 1e6 / (rps * d) }')
-      RPS[$w.$c]+="$rps "; P99[$w.$c]+="$p99 "; CPU[$w.$c]+="$cpu "; RSS[$w.$c]+="$(cat "$W/rss") "
+      RPS[$w.$c]+="$rps "; P99[$w.$c]+="$p99 "; CPU[$w.$c]+="$cpu "; RSS[$w.$c]+="$(sed -n 1p "$W/rss") "; ANON[$w.$c]+="$(sed -n 2p "$W/rss") "
       echo "round $r $c: $rps req/s, p99 $p99 us, cpu $cpu us/req"
     done
   done
   med() { tr ' ' '\n' <<<"$1" | awk 'NF && $1 != "-"' | median; }
   d_rps=$(med "${RPS[$w.direct]}")
-  printf '\n%-11s %10s %8s %12s %9s %8s\n' contender "req/s" "% direct" "cpu us/req" "p99 us" "rss MB"
+  printf '\n%-11s %10s %8s %12s %9s %8s %8s\n' contender "req/s" "% direct" "cpu us/req" "p99 us" "rss MB" "anon MB"
   for c in direct switchyard haproxy nginx; do
     rps=$(med "${RPS[$w.$c]}"); p99=$(med "${P99[$w.$c]}"); cpu=$(med "${CPU[$w.$c]}"); rss=$(med "${RSS[$w.$c]}")
-    printf '%-11s %10.0f %7.0f%% %12.2f %9s %8.1f\n' "$c" "$rps" "$(awk -v a="$rps" -v b="$d_rps" 'BEGIN{print a/b*100}')" \
-      "$cpu" "${p99:--}" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
-    M[$c.rps]=$rps M[$c.cpu]=$cpu M[$c.p99]=${p99:-0} M[$c.rss]=$rss
+    anon=$(med "${ANON[$w.$c]}")
+    printf '%-11s %10.0f %7.0f%% %12.2f %9s %8.1f %8.1f\n' "$c" "$rps" "$(awk -v a="$rps" -v b="$d_rps" 'BEGIN{print a/b*100}')" \
+      "$cpu" "${p99:--}" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$(awk -v k="$anon" 'BEGIN{print k/1024}')"
+    M[$c.rps]=$rps M[$c.cpu]=$cpu M[$c.p99]=${p99:-0} M[$c.rss]=$rss M[$c.anon]=$anon
   done
   if [ "$w" = body1m ]; then
     for c in switchyard haproxy nginx; do
@@ -184,14 +186,14 @@ for w in $WORKLOADS; do
   best=$(awk -v h="${M[haproxy.cpu]}" -v n="${M[nginx.cpu]}" 'BEGIN { print h < n ? h : n }')
   share() { awk -v a="$1" -v d="$d_rps" 'BEGIN { printf "%.0f%%", a / d * 100 }'; }
   p99s=$([ "$w" = h2 ] && echo - || three p99 %.0f)
-  summary+=("$(printf '| %s | %.2f | %.2f | %.2f | **%.2fx** | %s / %s / %s | %s | %s |' "$w" \
+  summary+=("$(printf '| %s | %.2f | %.2f | %.2f | **%.2fx** | %s / %s / %s | %s | %s | %s |' "$w" \
     "${M[switchyard.cpu]}" "${M[haproxy.cpu]}" "${M[nginx.cpu]}" "$(awk -v a="${M[switchyard.cpu]}" -v b="$best" 'BEGIN { print a / b }')" \
     "$(share "${M[switchyard.rps]}")" "$(share "${M[haproxy.rps]}")" "$(share "${M[nginx.rps]}")" \
-    "$p99s" "$(three rss %.1f 1024)")")
+    "$p99s" "$(three rss %.1f 1024)" "$(three anon %.1f 1024)")")
 done
 
 echo
-echo "| workload | Switchyard CPU µs/req | HAProxy | nginx | Switchyard / best peer | % of direct (S / H / N) | p99 µs (S / H / N) | RSS MB (S / H / N) |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| workload | Switchyard CPU µs/req | HAProxy | nginx | Switchyard / best peer | % of direct (S / H / N) | p99 µs (S / H / N) | RSS MB (S / H / N) | anonymous MB (S / H / N) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${summary[@]}"
 echo "(${ROUNDS} rounds x ${DURATION}s per contender and workload, medians; load and upstream on core $LOAD_CPU, each proxy one worker on core $PROXY_CPU; $(nproc) cores)"
