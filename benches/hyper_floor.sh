@@ -37,12 +37,7 @@ names=(floor switchyard haproxy)
 for c in "${names[@]}"; do PORT[$c]=$(free_port); done
 "${PIN_PROXY[@]}" "$FLOOR" "127.0.0.1:${PORT[floor]}" "127.0.0.1:$S1" > "$W/floor.log" 2>&1 & pids+=($!)
 PID[floor]=$!
-{ echo "server: { workers: 1 }"; switchyard_config "${PORT[switchyard]}"; } > "$W/switchyard.yaml"
-"${PIN_PROXY[@]}" "$SY" serve --config "$W/switchyard.yaml" --no-access-log > "$W/switchyard.log" 2>&1 & pids+=($!)
-PID[switchyard]=$!
-haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}" > "$W/haproxy.cfg"
-"${PIN_PROXY[@]}" haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & pids+=($!)
-PID[haproxy]=$!
+start_split_proxies
 for c in "${names[@]}"; do wait_up "${PORT[$c]}"; done
 
 bench_rounds

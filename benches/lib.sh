@@ -130,6 +130,18 @@ http {
 CFG
 }
 
+# Starts Switchyard (one worker, statistics on, no access log) and HAProxy
+# (one thread), both as the split above and pinned by $PIN_PROXY, on
+# ${PORT[switchyard]} and ${PORT[haproxy]}; sets their PID entries.
+start_split_proxies() {
+  { echo "server: { workers: 1 }"; switchyard_config "${PORT[switchyard]}"; } > "$W/switchyard.yaml"
+  "${PIN_PROXY[@]}" "$SY" serve --config "$W/switchyard.yaml" --no-access-log > "$W/switchyard.log" 2>&1 & pids+=($!)
+  PID[switchyard]=$!
+  haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}" > "$W/haproxy.cfg"
+  "${PIN_PROXY[@]}" haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & pids+=($!)
+  PID[haproxy]=$!
+}
+
 # Waits until $1 answers; prints the logs and exits if it never does.
 wait_up() {
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done
@@ -190,16 +202,16 @@ bench_rounds() {
   echo
 }
 
-# After bench_rounds with two contenders: prints "LABEL: throughput Nx (P% lower), p99 latency Mx" for $1 vs $2.
+# After bench_rounds with two contenders: prints "LABEL: throughput Nx (P% more or less), p99 latency Mx" for $1 vs $2.
 ratio_line() { # name_a name_b label
   local a_rps a_p99 b_rps b_p99
   read -r a_rps _ a_p99 <<<"${M[$1]}"
   read -r b_rps _ b_p99 <<<"${M[$2]}"
   awk -v a="$a_rps" -v b="$b_rps" -v ap="$a_p99" -v bp="$b_p99" -v l="$3" \
-    'BEGIN { printf "%s: throughput %.3fx (%.1f%% lower), p99 latency %.2fx\n", l, a/b, (1-a/b)*100, ap/bp }'
+    'BEGIN { printf "%s: throughput %.3fx (%+.1f%%), p99 latency %.2fx\n", l, a/b, (a/b-1)*100, ap/bp }'
   if [ -n "${C[$1]:-}" ] && [ -n "${C[$2]:-}" ]; then
     awk -v a="${C[$1]}" -v b="${C[$2]}" -v l="$3" \
-      'BEGIN { printf "%s: proxy CPU per request %.2f vs %.2f us: %.3fx (+%.2f us)\n", l, a, b, a/b, a-b }'
+      'BEGIN { printf "%s: proxy CPU per request %.2f vs %.2f us: %.3fx (%+.2f us)\n", l, a, b, a/b, a-b }'
   fi
   echo "(${ROUNDS} rounds x ${DURATION}s, ${CONNS} connections; both proxies run at once, only one is loaded at a time)"
 }

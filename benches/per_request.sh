@@ -25,12 +25,7 @@ source benches/lib.sh
 declare -A PORT PID
 for c in switchyard haproxy nginx; do PORT[$c]=$(free_port); done
 
-{ echo "server: { workers: 1 }"; switchyard_config "${PORT[switchyard]}"; } > "$W/switchyard.yaml"
-"${PIN_PROXY[@]}" "$SY" serve --config "$W/switchyard.yaml" --no-access-log > "$W/switchyard.log" 2>&1 & pids+=($!)
-PID[switchyard]=$!
-haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}" > "$W/haproxy.cfg"
-"${PIN_PROXY[@]}" haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & pids+=($!)
-PID[haproxy]=$!
+start_split_proxies
 mkdir -p "$W/ng"
 nginx_proxy_config "$W/ng" "listen 127.0.0.1:${PORT[nginx]};" "" > "$W/ng/nginx.conf"
 "${PIN_PROXY[@]}" nginx -c "$W/ng/nginx.conf" -g 'daemon off;' & pids+=($!)

@@ -258,14 +258,15 @@ async fn serve_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Set once the first request has begun (see the stop branch below).
+    let started = Arc::new(AtomicBool::new(false));
+    let first = started.clone();
+    let first_request_within = shared.server.header_read_timeout;
     // The request's future is boxed once: hyper moves the service future into
     // place (HTTP/1) or into a task of its own per stream (HTTP/2), and tokio
     // overwrites a task's whole stage when it ends. Unboxed, each of those
     // was a copy of the request path's whole state machine (memmove was 15 %
     // of an HTTP/2 profile); boxed, each copies a pointer.
-    let started = Arc::new(AtomicBool::new(false));
-    let first = started.clone();
-    let first_request_within = shared.server.header_read_timeout;
     let service = service_fn(move |req| {
         first.store(true, Ordering::Relaxed);
         let handling = Box::pin(forward::handle(shared.clone(), conn.clone(), req));
