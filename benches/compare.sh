@@ -138,8 +138,9 @@ load() {
   awk '/^Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}' <<<"$out" | { read -r r p; echo "$r $(echo "$p" | to_us)"; }
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A RPS P99 CPU RSS ANON M
+# The median of a space-separated list, leaving out h2load's missing p99 ("-").
+med() { tr ' ' '\n' <<<"$1" | awk 'NF && $1 != "-"' | median; }
 summary=()
 for w in $WORKLOADS; do
   echo; echo "== $w =="
@@ -159,7 +160,6 @@ for w in $WORKLOADS; do
       echo "round $r $c: $rps req/s, p99 $p99 us, cpu $cpu us/req"
     done
   done
-  med() { tr ' ' '\n' <<<"$1" | awk 'NF && $1 != "-"' | median; }
   d_rps=$(med "${RPS[$w.direct]}")
   printf '\n%-11s %10s %8s %12s %9s %8s %8s\n' contender "req/s" "% direct" "cpu us/req" "p99 us" "rss MB" "anon MB"
   for c in direct switchyard haproxy nginx; do

@@ -15,16 +15,12 @@ async fn mirrored(stable: &Upstream, shadow: std::net::SocketAddr, mirror: &str)
     start_with_admin(&service("web", "", &[("stable", &[stable.addr]), ("shadow", &[shadow])], &split)).await
 }
 
-async fn lifetime(proxy: &Proxy, pool: &str) -> serde_json::Value {
-    proxy.admin("GET", "/v1/services/web/stats", None, None).await.1["lifetime"][pool].clone()
-}
-
 /// Waits until `pool`'s lifetime figure at `path` (say `["mirror", "dropped"]`)
 /// reaches `n`; returns the pool's figures.
 async fn counted(proxy: &Proxy, pool: &str, path: &[&str], n: u64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     for _ in 0..100 {
-        last = lifetime(proxy, pool).await;
+        last = proxy.admin("GET", "/v1/services/web/stats", None, None).await.1["lifetime"][pool].clone();
         if path.iter().fold(&last, |v, k| &v[*k]).as_u64().unwrap_or(0) >= n {
             return last;
         }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most bytes joined into one `send`; larger writes go as one `writev`.
-pub const JOIN_LIMIT: usize = 4096;
+const JOIN_LIMIT: usize = 4096;
 
 thread_local! {
     /// The thread's buffer for joining slices: kept, so never zeroed or grown
@@ -42,12 +42,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Sends<T> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let mut slices = bufs.iter().filter(|b| !b.is_empty());
-        let (first, second) = (slices.next(), slices.next());
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        match (first, second) {
+        match (slices.next(), slices.next()) {
             (None, _) => Poll::Ready(Ok(0)),
             (Some(only), None) => Pin::new(&mut self.0).poll_write(cx, only),
-            (Some(_), Some(_)) if total <= JOIN_LIMIT => JOINED.with_borrow_mut(|joined| {
+            _ if bufs.iter().map(|b| b.len()).sum::<usize>() <= JOIN_LIMIT => JOINED.with_borrow_mut(|joined| {
                 joined.clear();
                 for b in bufs {
                     joined.extend_from_slice(b);
