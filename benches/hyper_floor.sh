@@ -24,13 +24,7 @@ CONNS=50
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-$(( $(nproc) > 1 ? 1 : 0 ))}
 source benches/lib.sh
-echo "building the floor (bench profile)..."
-FLOOR=$(cargo bench -q -p switchyard --bench hyper_floor --no-run --message-format=json | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hyper_floor" and m.get("executable"):
-        print(m["executable"])')
+build_floor
 
 declare -A PORT
 names=(floor switchyard haproxy)

@@ -19,6 +19,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export PATH="$PATH:/usr/sbin"
 
+bash "$ROOT/scripts/deps.sh" # protoc, for the etcd client's build
 echo "building switchyard (release)..."
 cargo build --release -q -p switchyard
 SY="$ROOT/target/release/switchyard"
@@ -32,6 +33,17 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
+
+# Builds benches/hyper_floor.rs (bench profile); sets FLOOR to its binary.
+build_floor() {
+  echo "building the floor (bench profile)..."
+  FLOOR=$(cargo bench -q -p switchyard --bench hyper_floor --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hyper_floor" and m.get("executable"):
+        print(m["executable"])')
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

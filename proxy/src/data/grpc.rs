@@ -8,8 +8,11 @@
 //! arrive (see [`Outcome`]).
 
 use crate::error::ErrorClass;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use std::time::Duration;
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Whether `headers` (a request's or a response's) are gRPC's.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -18,7 +21,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The `grpc-status` in `headers`, if one.
 pub fn status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+    headers.get(&GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The HTTP status a gRPC status code stands for.
@@ -42,7 +45,7 @@ pub fn as_http(code: u32) -> u16 {
 /// The caller's deadline, `grpc-timeout: 250m` (at most 8 digits, then one
 /// of `H M S m u n`); `None` when absent or malformed.
 pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.as_bytes();
+    let v = headers.get(&GRPC_TIMEOUT)?.as_bytes();
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;

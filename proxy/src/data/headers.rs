@@ -223,26 +223,36 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
 
 /// Removes hop-by-hop headers: the fixed set and any the message's own
 /// `Connection` headers list, except those in `keep` (what must reach the
-/// other side whatever the sender says). One pass over the names first:
-/// most messages carry none, and a lookup per name costs more than the pass.
+/// other side whatever the sender says). One pass over the names first, so
+/// only what is present is removed: most messages carry none, or only
+/// `Connection: keep-alive`, and a lookup per name costs more than the pass.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep: &[&HeaderName]) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k)) {
-        return;
+    let mut present = [false; HOP_BY_HOP.len()];
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == k) {
+            present[i] = true;
+        }
     }
-    if headers.contains_key(header::CONNECTION) {
+    // HOP_BY_HOP[0] is `Connection`. The tokens it lists that name a header
+    // of the fixed set (or are `close`) need no parsing: they go anyway.
+    if present[0] {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case(b"close") && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_ref()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .filter(|n| !keep.contains(&n))
             .collect();
         for name in listed {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(*name);
     }
 }
 

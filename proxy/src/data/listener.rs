@@ -277,10 +277,28 @@ async fn serve_conn<I>(
     // The connection is polled before the stop signal, so the request whose
     // bytes are already here is read and served before a graceful shutdown:
     // HTTP/1 closes after the response in progress, HTTP/2 sends GOAWAY.
-    let result = tokio::select! {
-        biased;
-        r = connection.as_mut() => r,
-        () = stopped(&mut stop) => {
+    // The signal's future is polled once, to be woken by it, and again only
+    // once it has changed: polling it on each of the connection's wake-ups
+    // (several per request) cost more than this cheap check.
+    let probe = stop.clone();
+    let mut stopping = std::pin::pin!(stopped(&mut stop));
+    let mut watching = false;
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        if !watching || probe.has_changed().unwrap_or(true) {
+            watching = true;
+            if stopping.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    let result = match ended {
+        Some(r) => r,
+        None => {
             // A client that connected but whose first request has not begun
             // (its bytes still on the way) gets until the header timeout to
             // send it, and is served: closing it now would fail a request

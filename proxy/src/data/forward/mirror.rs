@@ -59,7 +59,7 @@ pub(super) fn send(service: Arc<Service>, copy: Copy, idle: Duration, record: bo
         let req = Request::from_parts(parts, if body.is_empty() { ProxyBody::empty() } else { ProxyBody::full(body) });
         let start = Instant::now();
         let mut log = Log::default();
-        let answered = match forward(&service, pool, req, (true, service.timeout), None, &mut log).await {
+        let answered = match forward(&service, pool, req, (true, service.timeout, start), None, &mut log).await {
             Ok((i, resp, sender)) => {
                 let status = resp.status();
                 pool.report(i, !is_gateway_failure(status));

@@ -35,6 +35,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Vers
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -233,7 +234,8 @@ async fn proxy(
     for_pool(&mut parts, pool, !body.is_end_stream(), te_trailers);
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
     // A gRPC caller's deadline, when sooner than the service's timeout.
-    let timeout = grpc::timeout(&parts.headers).map_or(service.timeout, |t| t.min(service.timeout));
+    let deadline = grpc::is_grpc(&parts.headers).then(|| grpc::timeout(&parts.headers)).flatten();
+    let timeout = deadline.map_or(service.timeout, |t| t.min(service.timeout));
     let (mut body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
     log.upload = upload.clone();
     if let (Some((copying, method, uri, headers)), Some(m)) = (copy, &service.mirror) {
@@ -245,9 +247,15 @@ async fn proxy(
     }
 
     // 4. forward
-    let (endpoint_index, resp, sender) =
-        forward(service, pool, Request::from_parts(parts, body), (retry_connect, timeout), upload.as_deref(), log)
-            .await?;
+    let (endpoint_index, resp, sender) = forward(
+        service,
+        pool,
+        Request::from_parts(parts, body),
+        (retry_connect, timeout, start),
+        upload.as_deref(),
+        log,
+    )
+    .await?;
 
     // 5. respond
     let reply = Reply { service, pool_index, endpoint_index, flags, version, client_upgrade };
@@ -257,11 +265,12 @@ async fn proxy(
 /// Phase 4: picks an endpoint and sends, retrying once on another endpoint
 /// after a connect failure (`retry_connect`: idempotent, no body) and on a
 /// fresh connection when a pooled one closed before the request was written.
+/// `start`: when the request arrived.
 async fn forward(
     service: &Service,
     pool: &Pool,
     mut req: Request<ProxyBody>,
-    (retry_connect, timeout): (bool, Duration),
+    (retry_connect, timeout, start): (bool, Duration, Instant),
     upload: Option<&Upload>,
     log: &mut Log,
 ) -> Result<(usize, Response<Incoming>, crate::data::pool::Sender), ErrorClass> {
@@ -294,7 +303,11 @@ async fn forward(
                 return Err(ErrorClass::UpstreamConnect);
             }
         };
-        match upstream_deadline(sender.try_send_request(req), timeout, upload).await {
+        // On a pooled connection the request goes out as it arrived: the
+        // clock need not be read again.
+        let sent = if fresh { Instant::now() } else { start };
+        let exchange = std::pin::pin!(sender.try_send_request(req));
+        match upstream_deadline(exchange, (sent, timeout), upload).await {
             Ok(Ok(resp)) => return Ok((i, resp, sender)),
             Err(Elapsed) => {
                 pool.report(i, false);
@@ -323,21 +336,23 @@ async fn forward(
 struct Elapsed;
 
 /// Waits for the upstream's response head for `timeout` after the request's
-/// last byte was sent; while the proxy waits on the client's body, the
-/// body's idle timeout applies instead (a slow upload is not the upstream's).
+/// last byte was sent (at `sent` without a body); while the proxy waits on
+/// the client's body, the body's idle timeout applies instead (a slow upload
+/// is not the upstream's).
+/// The exchange comes pinned by its caller, so this future holds only a
+/// pointer to it and a timer.
 async fn upstream_deadline<F: std::future::Future>(
-    exchange: F,
-    timeout: Duration,
+    mut exchange: Pin<&mut F>,
+    (sent, timeout): (Instant, Duration),
     upload: Option<&Upload>,
 ) -> Result<F::Output, Elapsed> {
     let Some(upload) = upload else {
-        return tokio::time::timeout(timeout, exchange).await.map_err(|_| Elapsed);
+        return tokio::time::timeout_at(sent + timeout, exchange).await.map_err(|_| Elapsed);
     };
-    tokio::pin!(exchange);
     loop {
         let deadline = upload.deadline(timeout).unwrap_or_else(|| Instant::now() + timeout);
         tokio::select! {
-            out = &mut exchange => return Ok(out),
+            out = exchange.as_mut() => return Ok(out),
             () = tokio::time::sleep_until(deadline) => {
                 if upload.deadline(timeout).is_some_and(|d| d <= Instant::now()) {
                     return Err(Elapsed);

@@ -14,12 +14,14 @@ use crate::config::Protocol;
 use crate::data::body::ProxyBody;
 use crate::data::sends::Sends;
 use crossbeam_queue::ArrayQueue;
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,14 +56,16 @@ impl Sender {
         }
     }
 
-    /// Sends `req`; a request the connection never wrote comes back in the error.
-    pub async fn try_send_request(
+    /// Sends `req`; a request the connection never wrote comes back in the
+    /// error. hyper's own future, not an async wrapper around it: that would
+    /// hold the request twice, and the future is part of every request's.
+    pub fn try_send_request(
         &mut self,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
+    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<Body>>>> {
         match self {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(req).await,
+            Sender::H1(s) => Either::Left(s.try_send_request(req)),
+            Sender::H2(s) => Either::Right(s.try_send_request(req)),
         }
     }
 
@@ -162,6 +166,13 @@ impl Dialer {
     /// Dials `addr`: TCP, TLS if configured, then the HTTP handshake; spawns
     /// the connection's driver.
     pub(crate) async fn connect(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+        // Boxed: a dial's state (the TLS and HTTP/2 handshakes) is KiBs, and
+        // unboxed it is part of every request's future, though most requests
+        // reuse a connection, and copied whole each time that future moves.
+        Box::pin(self.dial(addr, connect_timeout)).await
+    }
+
+    async fn dial(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, ConnectError> {
         let deadline = Instant::now() + connect_timeout;
         let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
