@@ -234,8 +234,8 @@ async fn proxy(
     for_pool(&mut parts, pool, !body.is_end_stream(), te_trailers);
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
     // A gRPC caller's deadline, when sooner than the service's timeout.
-    let deadline = grpc::is_grpc(&parts.headers).then(|| grpc::timeout(&parts.headers)).flatten();
-    let timeout = deadline.map_or(service.timeout, |t| t.min(service.timeout));
+    let grpc_timeout = grpc::is_grpc(&parts.headers).then(|| grpc::timeout(&parts.headers)).flatten();
+    let timeout = grpc_timeout.map_or(service.timeout, |t| t.min(service.timeout));
     let (mut body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
     log.upload = upload.clone();
     if let (Some((copying, method, uri, headers)), Some(m)) = (copy, &service.mirror) {
