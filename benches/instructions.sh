@@ -45,8 +45,7 @@ for c in "${names[@]}"; do
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.$c" ${CMD[$c]} > "$W/$c.log" 2>&1 &
   pid=$!
   pids+=("$pid")
-  # Start-up under valgrind is slow: up to a minute.
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:${PORT[$c]}/" >/dev/null && break; sleep 0.1; done
+  wait_up "${PORT[$c]}" 600 # start-up under valgrind is slow: up to a minute
   load 2000 "${PORT[$c]}" >/dev/null # warm-up: connections, caches, the pool
   callgrind_control -i on "$pid" >/dev/null
   ok=$(load "$REQUESTS" "${PORT[$c]}")
@@ -58,7 +57,6 @@ for c in "${names[@]}"; do
   total=$(awk '/^totals:/ {print $2}' "$out")
   [ "$ok" = "$REQUESTS" ] || { echo "$c: $ok of $REQUESTS requests succeeded" >&2; exit 1; }
   IR[$c]=$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }')
-  cp "$out" "$W/$c.out"
   [ -n "${OUT:-}" ] && mkdir -p "$OUT" && cp "$out" "$OUT/$c.out"
   echo "$c: ${IR[$c]} instructions per request ($total over $REQUESTS requests)"
 done
@@ -74,12 +72,13 @@ awk -v a="${IR[switchyard]}" -v b="${IR[floor]}" \
 for c in switchyard floor; do
   echo
   echo "$c: top $TOP functions by own instructions per request"
-  callgrind_annotate --inclusive=no "$W/$c.out" 2>/dev/null |
+  callgrind_annotate --inclusive=no "$W/cg.$c.1" 2>/dev/null |
     awk -v n="$REQUESTS" -v top="$TOP" '
       /^-+$/ { rule++; next }
       rule >= 3 && $1 ~ /^[0-9,]+$/ && shown < top {
-        ir = $1; gsub(",", "", ir); $1 = ""; $2 = ""
-        sub(/^ +/, ""); sub(/ \[[^]]*\]$/, ""); sub(/^[^:]*:/, "")
+        ir = $1; gsub(",", "", ir)
+        # "1,234 ( 5.67%)  file:function [object]" -> "function"
+        sub(/^ *[0-9,]+ +\( *[0-9.]+%\) +/, ""); sub(/ \[[^]]*\]$/, ""); sub(/^[^:]*:/, "")
         printf "%8.1f  %s\n", ir / n, substr($0, 1, 110); shown++
       }'
 done

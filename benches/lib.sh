@@ -154,9 +154,10 @@ start_split_proxies() {
   PID[haproxy]=$!
 }
 
-# Waits until $1 answers; prints the logs and exits if it never does.
+# Waits until $1 answers, up to $2 tenths of a second (default 100); prints
+# the logs and exits if it never does.
 wait_up() {
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done
+  for _ in $(seq "${2:-100}"); do curl -sf "http://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done
   echo "nothing answers on port $1; logs:" >&2
   tail -n 5 "$W"/*.log "$W"/*/error.log >&2 || true
   exit 1
