@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How much of Switchyard's CPU per request is hyper's: the floor under any
-# hyper-based HTTP/1.1 proxy (benches/hyper_floor.rs: hyper's server and
+# hyper-based HTTP/1.1 proxy (benches/floor: hyper's server and
 # client on one current-thread runtime, one upstream connection per client
 # connection, nothing else) beside Switchyard and HAProxy, on compare.sh's
 # `split` workload (wrk, one thread, 50 keep-alive connections; load and

@@ -2,7 +2,7 @@
 # Instructions per request in user space, counted by valgrind's callgrind:
 # exact and repeatable (the same binary and load give the same count, whatever
 # else the machine does), where CPU time on a shared VM varies by ±10 %.
-# Contenders: hyper's floor (benches/hyper_floor.rs), Switchyard and HAProxy,
+# Contenders: hyper's floor (benches/floor), Switchyard and HAProxy,
 # on compare.sh's `split` workload (the 90/10 split at 50 keep-alive
 # connections; h2load sends a fixed number of HTTP/1.1 requests).
 #

@@ -34,15 +34,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Builds benches/hyper_floor.rs (bench profile); sets FLOOR to its binary.
+# Builds the floor (benches/floor, its own small crate); sets FLOOR to its binary.
 build_floor() {
-  echo "building the floor (bench profile)..."
-  FLOOR=$(cargo bench -q -p switchyard --bench hyper_floor --no-run --message-format=json | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hyper_floor" and m.get("executable"):
-        print(m["executable"])')
+  echo "building the floor (release)..."
+  cargo build --release -q -p hyper-floor
+  FLOOR="$ROOT/target/release/hyper_floor"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

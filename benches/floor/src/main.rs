@@ -10,8 +10,7 @@
 //! between the floor and HAProxy is hyper's.
 //!
 //! Run: `hyper_floor LISTEN_ADDR UPSTREAM_ADDR` (built by
-//! `cargo bench -p switchyard --bench hyper_floor --no-run`; with no
-//! arguments, as `cargo bench` starts it, it only says how to run it).
+//! `cargo build --release -p hyper-floor`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let [listen, upstream] = &args[..] else {
         eprintln!("usage: hyper_floor LISTEN_ADDR UPSTREAM_ADDR (see benches/hyper_floor.sh)");
         return;
