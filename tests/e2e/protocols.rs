@@ -30,6 +30,35 @@ async fn h2c_prior_knowledge_is_proxied_to_http1() {
     assert_eq!(seen.uri, "/x");
 }
 
+/// A plaintext client's protocol is told from its first bytes, also when
+/// they arrive in pieces: the HTTP/2 preface cut after "PRI ", and an
+/// HTTP/1.1 request whose first segment is the "P" of POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_first_segment_is_still_told_apart() {
+    let up = Upstream::text("over h1").await;
+    let proxy = Proxy::start(&config(&service("s", "    match: { host: h2.test }\n", &[("p", &[up.addr])], ""))).await;
+
+    let mut h2 = TcpStream::connect(proxy.addr).await.unwrap();
+    h2.set_nodelay(true).unwrap();
+    h2.write_all(b"PRI ").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await; // delay: the rest of the preface comes in a later segment
+    h2.write_all(b"* HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let mut frame = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), h2.read_exact(&mut frame)).await.unwrap().unwrap();
+    assert_eq!(frame[3], 0x4, "the server's first frame is its SETTINGS: {frame:?}");
+
+    let mut h1 = TcpStream::connect(proxy.addr).await.unwrap();
+    h1.set_nodelay(true).unwrap();
+    h1.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await; // delay: the rest of the request line comes later
+    h1.write_all(b"OST /x HTTP/1.1\r\nHost: h2.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), h1.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("over h1"), "{answer}");
+}
+
 struct Certs {
     dir: tempfile::TempDir,
     main: CertificateDer<'static>,

@@ -5,9 +5,10 @@
 //! them. Each accepted connection takes a permit (at most `max_connections`
 //! per listener across workers; beyond that new clients wait in the kernel
 //! backlog), gets a write-idle timeout, finishes its TLS handshake
-//! within the handshake timeout, and is served by hyper's auto builder
-//! (HTTP/1.1, HTTP/2 by ALPN or prior knowledge, upgrades) behind the cap on
-//! HTTP/2 control frames ([`crate::data::h2_guard`]). Every connection watches the
+//! within the handshake timeout, and is served by hyper's HTTP/1.1 server
+//! (with upgrades) or its HTTP/2 server: by ALPN over TLS, by the first
+//! bytes (the HTTP/2 preface or not) in plaintext. HTTP/2 connections pass
+//! the cap on control frames ([`crate::data::h2_guard`]). Every connection watches the
 //! stop signal: on shutdown, HTTP/1 connections close after their current
 //! response and HTTP/2 ones send GOAWAY; a connection whose first request has
 //! not begun yet (a TLS client just past its handshake, say) gets until the
@@ -15,24 +16,26 @@
 
 use super::{forward, tls, Shared};
 use crate::config::{ListenerConfig, ServerConfig};
-use crate::data::h2_guard::ControlFrameGuard;
+use crate::data::h2_guard::{ControlFrameGuard, PREFACE};
 use crate::data::headers::ClientConn;
 use crate::data::sends::Sends;
 use crate::error::Error;
 use http::HeaderValue;
-use hyper::service::service_fn;
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
@@ -104,7 +107,7 @@ pub fn bind(
 }
 
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(IpProtocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
@@ -135,16 +138,61 @@ impl BoundListener {
     }
 }
 
-/// hyper's connection builder with the limits of `server`.
-pub fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
+/// hyper's HTTP/1.1 and HTTP/2 servers, with the limits of a [`ServerConfig`].
+///
+/// The protocol is chosen before hyper sees the connection (see
+/// [`sniff`]), rather than by hyper-util's auto builder: that one reads the
+/// first bytes itself and hands them back to HTTP/1 in a read of their own,
+/// which made hyper double every connection's 8 KiB read buffer (16 KiB per
+/// client connection at rest), and it stood as one more layer in every read
+/// and write of the connection.
+pub struct Servers {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+/// The protocol a client connection speaks.
+#[derive(Clone, Copy, Debug)]
+enum ClientProtocol {
+    Http1,
+    Http2,
+}
+
+/// What a plaintext client speaks, from its first bytes, peeked so that they
+/// stay in the socket for hyper: HTTP/2 if they are its preface (prior
+/// knowledge), HTTP/1 otherwise. `None` when the client closes first. A
+/// client whose first bytes are only the start of the preface is peeked again
+/// (after 1, 2, 4 … 64 ms) until they tell; the caller bounds the wait.
+async fn sniff(stream: &TcpStream) -> Option<ClientProtocol> {
+    let mut first = [0u8; PREFACE.len()];
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let n = stream.peek(&mut first).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if !PREFACE.starts_with(&first[..n]) {
+            return Some(ClientProtocol::Http1);
+        }
+        if n == PREFACE.len() {
+            return Some(ClientProtocol::Http2);
+        }
+        tokio::time::sleep(pause).await; // the rest of a split preface is on its way: peek again shortly
+        pause = (pause * 2).min(Duration::from_millis(64));
+    }
+}
+
+/// hyper's servers with the limits of `server`.
+pub fn servers(server: &ServerConfig) -> Servers {
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes)
         .max_headers(server.max_headers)
         .keep_alive(true);
-    b.http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(server.h2_max_concurrent_streams)
         .initial_stream_window_size(64 * 1024)
@@ -154,7 +202,7 @@ pub fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .keep_alive_timeout(Duration::from_secs(20))
         // WebSockets over HTTP/2 (RFC 8441).
         .enable_connect_protocol();
-    b
+    Servers { http1, http2 }
 }
 
 // === impl Acceptor ===
@@ -166,7 +214,7 @@ impl Acceptor {
     pub async fn serve(
         self,
         shared: Arc<Shared>,
-        builder: Arc<auto::Builder<TokioExecutor>>,
+        servers: Arc<Servers>,
         connections: TaskTracker,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -179,7 +227,6 @@ impl Acceptor {
         };
         let permits = self.permits;
         let tls_timeout = shared.server.tls_handshake_timeout;
-        let control_frames = shared.server.h2_max_control_frames_per_second;
         let write_timeout = shared.server.write_idle_timeout;
         loop {
             let permit = tokio::select! {
@@ -206,34 +253,48 @@ impl Acceptor {
                 trust_forwarded: self.trust_forwarded,
                 set_forwarded: self.set_forwarded,
             });
-            let (shared, builder, stop, tls) = (shared.clone(), builder.clone(), stop.clone(), self.tls.clone());
+            let (shared, servers, stop, tls) = (shared.clone(), servers.clone(), stop.clone(), self.tls.clone());
             let first_bytes = shared.server.header_read_timeout;
             connections.spawn(async move {
                 let _permit = permit;
                 // Until a client sends its first bytes the connection is only
                 // its socket: no TLS or hyper state is built for it. No bytes
                 // within the header timeout: closed.
-                if tokio::time::timeout(first_bytes, stream.readable()).await.is_err() {
-                    return;
-                }
-                let mut io = TimeoutStream::new(Sends(stream));
-                io.set_write_timeout(Some(write_timeout));
-                let io = Box::pin(io);
+                let io = |stream| {
+                    let mut io = TimeoutStream::new(Sends(stream));
+                    io.set_write_timeout(Some(write_timeout));
+                    Box::pin(io)
+                };
                 match tls {
                     None => {
-                        let io = ControlFrameGuard::new(io, control_frames);
-                        serve_conn(io, shared, conn, &builder, stop).await
+                        let Ok(Some(protocol)) = tokio::time::timeout(first_bytes, sniff(&stream)).await else {
+                            return;
+                        };
+                        serve_conn(io(stream), protocol, shared, conn, &servers, stop).await
                     }
-                    Some(acceptor) => match tokio::time::timeout(tls_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let io = ControlFrameGuard::new(tls_stream, control_frames);
-                            serve_conn(io, shared, conn, &builder, stop).await
+                    // Boxed: a task is as large as the largest future it may
+                    // await, and the TLS one (handshake, TLS state) is twice the
+                    // plain one; unboxed, every plain connection carried it.
+                    Some(acceptor) => {
+                        if tokio::time::timeout(first_bytes, stream.readable()).await.is_err() {
+                            return;
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "tls handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %peer, "tls handshake timed out"),
-                    },
+                        Box::pin(async move {
+                            match tokio::time::timeout(tls_timeout, acceptor.accept(io(stream))).await {
+                                Ok(Ok(tls_stream)) => {
+                                    // HTTP/2 over TLS is by ALPN only (RFC 9113 §3.2).
+                                    let protocol = match tls_stream.get_ref().1.alpn_protocol() {
+                                        Some(b"h2") => ClientProtocol::Http2,
+                                        _ => ClientProtocol::Http1,
+                                    };
+                                    serve_conn(tls_stream, protocol, shared, conn, &servers, stop).await
+                                }
+                                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "tls handshake failed"),
+                                Err(_) => tracing::debug!(peer = %peer, "tls handshake timed out"),
+                            }
+                        })
+                        .await
+                    }
                 }
             });
         }
@@ -249,12 +310,15 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Serves one client connection in `protocol` until it ends or `stop` turns
+/// true (and the connection has finished gracefully).
 async fn serve_conn<I>(
     io: I,
+    protocol: ClientProtocol,
     shared: Arc<Shared>,
     conn: Arc<ClientConn>,
-    builder: &auto::Builder<TokioExecutor>,
-    mut stop: watch::Receiver<bool>,
+    servers: &Servers,
+    stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -262,6 +326,7 @@ async fn serve_conn<I>(
     let started = Arc::new(AtomicBool::new(false));
     let first = started.clone();
     let first_request_within = shared.server.header_read_timeout;
+    let control_frames = shared.server.h2_max_control_frames_per_second;
     // The request's future is boxed once: hyper moves the service future into
     // place (HTTP/1) or into a task of its own per stream (HTTP/2), and tokio
     // overwrites a task's whole stage when it ends. Unboxed, each of those
@@ -272,7 +337,62 @@ async fn serve_conn<I>(
         let handling = Box::pin(forward::handle(shared.clone(), conn.clone(), req));
         async move { Ok::<_, Infallible>(handling.await) }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let result = match protocol {
+        ClientProtocol::Http1 => {
+            let connection = servers.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+            drive(connection, &started, first_request_within, stop).await
+        }
+        // Boxed, as the TLS handshake is: HTTP/2's connection state is the larger.
+        ClientProtocol::Http2 => {
+            let io = TokioIo::new(ControlFrameGuard::new(io, control_frames));
+            Box::pin(drive(servers.http2.serve_connection(io, service), &started, first_request_within, stop)).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// A connection hyper serves, which can be asked to finish gracefully.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self)
+    }
+}
+
+/// Polls `connection` to its end; once `stop` turns true, asks it to finish
+/// gracefully. `started` tells whether its first request has begun.
+async fn drive<C: Graceful>(
+    connection: C,
+    started: &AtomicBool,
+    first_request_within: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
     tokio::pin!(connection);
     // The connection is polled before the stop signal, so the request whose
     // bytes are already here is read and served before a graceful shutdown:
@@ -296,7 +416,7 @@ async fn serve_conn<I>(
         Poll::Pending
     })
     .await;
-    let result = match ended {
+    match ended {
         Some(r) => r,
         None => {
             // A client that connected but whose first request has not begun
@@ -316,8 +436,5 @@ async fn serve_conn<I>(
                 }
             }
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }

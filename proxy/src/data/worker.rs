@@ -92,10 +92,10 @@ fn run(
         if shared.record_stats {
             tokio::spawn(stats::flush_loop(shared.stats_tx.clone(), shared.stats.tick()));
         }
-        let builder = Arc::new(super::listener::builder(&shared.server));
+        let servers = Arc::new(super::listener::servers(&shared.server));
         let loops: Vec<_> = acceptors
             .into_iter()
-            .map(|a| tokio::spawn(a.serve(shared.clone(), builder.clone(), connections.clone(), stop.clone())))
+            .map(|a| tokio::spawn(a.serve(shared.clone(), servers.clone(), connections.clone(), stop.clone())))
             .collect();
         for l in loops {
             let _ = l.await;
