@@ -24,7 +24,7 @@ pub fn request_head(data: &[u8]) {
     let Ok(request) = builder.body(()) else { return };
     let (mut parts, ()) = request.into_parts();
 
-    let Ok(checked) = headers::check_request(&parts, 8192) else { return };
+    let Ok(checked) = headers::check_request(&parts, 8192, 64 * 1024) else { return };
     let host = checked.host.into_owned();
     assert!(!host.bytes().any(|b| b.is_ascii_uppercase() || b" ,/\\@?#".contains(&b)), "routing host {host:?}");
     let flags = checked.flags;

@@ -77,6 +77,8 @@ pub enum ErrorClass {
     MethodNotAllowed,
     /// The request URI is longer than the limit.
     UriTooLong,
+    /// The request head (request line and header fields) is larger than the limit.
+    HeadersTooLarge,
     /// The request body is larger than the service's cap.
     PayloadTooLarge,
     /// The client stalled while sending its request body.
@@ -100,6 +102,7 @@ impl ErrorClass {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadBody => StatusCode::BAD_REQUEST,
@@ -119,6 +122,7 @@ impl ErrorClass {
             Self::BadRequest => "bad-request",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::UriTooLong => "uri-too-long",
+            Self::HeadersTooLarge => "headers-too-large",
             Self::PayloadTooLarge => "payload-too-large",
             Self::RequestTimeout => "request-timeout",
             Self::BadBody => "bad-body",
@@ -140,6 +144,7 @@ impl ErrorClass {
             Self::BadRequest => "bad_request",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::BadBody => "bad_body",
@@ -160,6 +165,7 @@ impl ErrorClass {
             Self::BadRequest
                 | Self::MethodNotAllowed
                 | Self::UriTooLong
+                | Self::HeadersTooLarge
                 | Self::PayloadTooLarge
                 | Self::RequestTimeout
                 | Self::BadBody

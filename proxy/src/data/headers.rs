@@ -77,8 +77,12 @@ pub fn is_websocket_connect(parts: &Parts) -> bool {
         && parts.extensions.get::<hyper::ext::Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
-/// Refuses malformed or ambiguous requests; returns what routing needs.
-pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>, ErrorClass> {
+/// Refuses malformed, ambiguous or oversized requests; returns what routing needs.
+///
+/// The head's size is checked here, not left to hyper: hyper checks its
+/// limit only on a head not yet complete, so one that arrives in a few large
+/// reads can pass it by up to the size of the last read (nearly twice).
+pub fn check_request(parts: &Parts, max_uri_bytes: usize, max_header_bytes: usize) -> Result<Checked<'_>, ErrorClass> {
     let h2_connect = is_websocket_connect(parts);
     if parts.method == Method::CONNECT && !h2_connect {
         return Err(ErrorClass::MethodNotAllowed);
@@ -134,8 +138,16 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize) -> Result<Checked<'_>,
         };
         name.contains(&b'_') && (spells("transfer-encoding") || spells("content-length"))
     };
-    if parts.headers.keys().any(|k| disguised(k.as_str().as_bytes())) {
-        return Err(ErrorClass::BadRequest);
+    // As HTTP/1.1 spells the head: the request line, then `name: value\r\n` each.
+    let mut head_bytes = parts.method.as_str().len() + uri_len + 12;
+    for (name, value) in &parts.headers {
+        if disguised(name.as_str().as_bytes()) {
+            return Err(ErrorClass::BadRequest);
+        }
+        head_bytes += name.as_str().len() + value.len() + 4;
+    }
+    if head_bytes > max_header_bytes {
+        return Err(ErrorClass::HeadersTooLarge);
     }
 
     let mut close = false;
@@ -388,19 +400,19 @@ mod tests {
     #[test]
     fn host_rules() {
         let p = parts(Request::get("/").header("host", "Shop.Example.com:8080"));
-        assert_eq!(check_request(&p, 8192).unwrap().host, "shop.example.com");
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap().host, "shop.example.com");
         let p = parts(Request::get("/"));
-        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::get("/").header("host", "a").header("host", "a"));
-        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::get("http://a.com/x").header("host", "b.com"));
-        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::get("http://a.com/x").header("host", "A.com"));
-        assert_eq!(check_request(&p, 8192).unwrap().host, "a.com");
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap().host, "a.com");
         let p = parts(Request::get("/").version(Version::HTTP_10));
-        assert_eq!(check_request(&p, 8192).unwrap().host, "");
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap().host, "");
         let p = parts(Request::get("/").header("host", "[::1]:80"));
-        assert_eq!(check_request(&p, 8192).unwrap().host, "[::1]");
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap().host, "[::1]");
         for bad in [
             "a.local:abc",
             "a.local/foo",
@@ -415,33 +427,47 @@ mod tests {
             ":80",
         ] {
             let p = parts(Request::get("/").header("host", bad));
-            assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest, "{bad}");
+            assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest, "{bad}");
         }
         for good in ["a.local", "a.local:8080", "10.0.0.1:80", "[2001:db8::1]:443", "my_host.internal"] {
             let p = parts(Request::get("/").header("host", good));
-            assert!(check_request(&p, 8192).is_ok(), "{good}");
+            assert!(check_request(&p, 8192, 64 * 1024).is_ok(), "{good}");
         }
         let p = parts(Request::get("http://a.com:8080/x").header("host", "a.com"));
-        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest, "the URI's port differs from Host's");
+        assert_eq!(
+            check_request(&p, 8192, 64 * 1024).unwrap_err(),
+            ErrorClass::BadRequest,
+            "the URI's port differs from Host's"
+        );
         let p = parts(Request::get("http://a.com:80/x").header("host", "a.com"));
-        assert!(check_request(&p, 8192).is_ok(), "80 is http's own port");
+        assert!(check_request(&p, 8192, 64 * 1024).is_ok(), "80 is http's own port");
     }
 
     #[test]
     fn limits_and_methods() {
         let p = parts(Request::connect("a.com:443").header("host", "a.com:443"));
-        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::MethodNotAllowed);
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::MethodNotAllowed);
         let long = format!("/{}", "a".repeat(9000));
         let p = parts(Request::get(long.as_str()).header("host", "a"));
-        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::UriTooLong);
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::UriTooLong);
         let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "chunked, chunked"));
-        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest);
+        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "Chunked"));
-        assert!(check_request(&p, 8192).is_ok());
+        assert!(check_request(&p, 8192, 64 * 1024).is_ok());
         let p = parts(Request::post("/").header("host", "a").header("transfer_encoding", "chunked"));
-        assert_eq!(check_request(&p, 8192).unwrap_err(), ErrorClass::BadRequest, "a framing header in disguise");
+        assert_eq!(
+            check_request(&p, 8192, 64 * 1024).unwrap_err(),
+            ErrorClass::BadRequest,
+            "a framing header in disguise"
+        );
         let p = parts(Request::post("/").header("host", "a").header("x_custom", "ok"));
-        assert!(check_request(&p, 8192).is_ok(), "other underscores are fine");
+        assert!(check_request(&p, 8192, 64 * 1024).is_ok(), "other underscores are fine");
+        // The head as HTTP/1.1 spells it: "GET / HTTP/1.1\r\n" (16), "host: a\r\n" (9), "x-big: …\r\n".
+        let head = |n: usize| parts(Request::get("/").header("host", "a").header("x-big", "b".repeat(n)));
+        let max = 16 + 9 + 9 + 1000;
+        assert!(check_request(&head(1000), 8192, max).is_ok(), "a head of exactly the limit");
+        assert_eq!(check_request(&head(1001), 8192, max).unwrap_err(), ErrorClass::HeadersTooLarge);
+        assert_eq!(ErrorClass::HeadersTooLarge.status(), 431);
     }
 
     #[test]

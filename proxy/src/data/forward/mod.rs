@@ -165,7 +165,7 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
 
     // 1. check
-    let checked = headers::check_request(&parts, shared.server.max_uri_bytes)?;
+    let checked = headers::check_request(&parts, shared.server.max_uri_bytes, shared.server.max_header_bytes)?;
     let path = crate::parse::path::normalize(parts.uri.path()).map_err(|_| ErrorClass::BadRequest)?;
     if shared.access_log {
         log.host = Some(checked.host.to_string());
