@@ -2,8 +2,9 @@
 //!
 //! The h2 crate acknowledges every SETTINGS and PING a client sends, so a
 //! client can make the proxy do work (and write) without ever sending a
-//! request. [`ControlFrameGuard`] wraps a client connection below hyper and
-//! reads the frame headers going by: past `limit` SETTINGS or PING frames
+//! request. [`ControlFrameGuard`] wraps an HTTP/2 client connection below
+//! hyper (the listener puts it on those only) and reads the frame headers
+//! going by: past `limit` SETTINGS or PING frames
 //! (acknowledgements do not count) in one second, it writes GOAWAY with
 //! ENHANCE_YOUR_CALM (RFC 9113 §5.4.1, §7) and ends the connection, as
 //! Envoy and nginx do. Connections that do not start with the HTTP/2 preface

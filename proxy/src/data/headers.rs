@@ -397,22 +397,27 @@ mod tests {
         build.body(()).unwrap().into_parts().0
     }
 
+    /// `check_request` with the default limits.
+    fn check(p: &Parts) -> Result<Checked<'_>, ErrorClass> {
+        check_request(p, 8192, 64 * 1024)
+    }
+
     #[test]
     fn host_rules() {
         let p = parts(Request::get("/").header("host", "Shop.Example.com:8080"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap().host, "shop.example.com");
+        assert_eq!(check(&p).unwrap().host, "shop.example.com");
         let p = parts(Request::get("/"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest);
+        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::get("/").header("host", "a").header("host", "a"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest);
+        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::get("http://a.com/x").header("host", "b.com"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest);
+        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::get("http://a.com/x").header("host", "A.com"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap().host, "a.com");
+        assert_eq!(check(&p).unwrap().host, "a.com");
         let p = parts(Request::get("/").version(Version::HTTP_10));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap().host, "");
+        assert_eq!(check(&p).unwrap().host, "");
         let p = parts(Request::get("/").header("host", "[::1]:80"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap().host, "[::1]");
+        assert_eq!(check(&p).unwrap().host, "[::1]");
         for bad in [
             "a.local:abc",
             "a.local/foo",
@@ -427,41 +432,33 @@ mod tests {
             ":80",
         ] {
             let p = parts(Request::get("/").header("host", bad));
-            assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest, "{bad}");
+            assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest, "{bad}");
         }
         for good in ["a.local", "a.local:8080", "10.0.0.1:80", "[2001:db8::1]:443", "my_host.internal"] {
             let p = parts(Request::get("/").header("host", good));
-            assert!(check_request(&p, 8192, 64 * 1024).is_ok(), "{good}");
+            assert!(check(&p).is_ok(), "{good}");
         }
         let p = parts(Request::get("http://a.com:8080/x").header("host", "a.com"));
-        assert_eq!(
-            check_request(&p, 8192, 64 * 1024).unwrap_err(),
-            ErrorClass::BadRequest,
-            "the URI's port differs from Host's"
-        );
+        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest, "the URI's port differs from Host's");
         let p = parts(Request::get("http://a.com:80/x").header("host", "a.com"));
-        assert!(check_request(&p, 8192, 64 * 1024).is_ok(), "80 is http's own port");
+        assert!(check(&p).is_ok(), "80 is http's own port");
     }
 
     #[test]
     fn limits_and_methods() {
         let p = parts(Request::connect("a.com:443").header("host", "a.com:443"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::MethodNotAllowed);
+        assert_eq!(check(&p).unwrap_err(), ErrorClass::MethodNotAllowed);
         let long = format!("/{}", "a".repeat(9000));
         let p = parts(Request::get(long.as_str()).header("host", "a"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::UriTooLong);
+        assert_eq!(check(&p).unwrap_err(), ErrorClass::UriTooLong);
         let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "chunked, chunked"));
-        assert_eq!(check_request(&p, 8192, 64 * 1024).unwrap_err(), ErrorClass::BadRequest);
+        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest);
         let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "Chunked"));
-        assert!(check_request(&p, 8192, 64 * 1024).is_ok());
+        assert!(check(&p).is_ok());
         let p = parts(Request::post("/").header("host", "a").header("transfer_encoding", "chunked"));
-        assert_eq!(
-            check_request(&p, 8192, 64 * 1024).unwrap_err(),
-            ErrorClass::BadRequest,
-            "a framing header in disguise"
-        );
+        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest, "a framing header in disguise");
         let p = parts(Request::post("/").header("host", "a").header("x_custom", "ok"));
-        assert!(check_request(&p, 8192, 64 * 1024).is_ok(), "other underscores are fine");
+        assert!(check(&p).is_ok(), "other underscores are fine");
         // The head as HTTP/1.1 spells it: "GET / HTTP/1.1\r\n" (16), "host: a\r\n" (9), "x-big: …\r\n".
         let head = |n: usize| parts(Request::get("/").header("host", "a").header("x-big", "b".repeat(n)));
         let max = 16 + 9 + 9 + 1000;

@@ -21,9 +21,8 @@ use crate::data::headers::ClientConn;
 use crate::data::sends::Sends;
 use crate::error::Error;
 use http::HeaderValue;
-use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
-use hyper::service::{service_fn, HttpService};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
 use std::convert::Infallible;
@@ -340,12 +339,15 @@ async fn serve_conn<I>(
     let result = match protocol {
         ClientProtocol::Http1 => {
             let connection = servers.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-            drive(connection, &started, first_request_within, stop).await
+            drive(connection, http1::UpgradeableConnection::graceful_shutdown, &started, first_request_within, stop)
+                .await
         }
         // Boxed, as the TLS handshake is: HTTP/2's connection state is the larger.
         ClientProtocol::Http2 => {
             let io = TokioIo::new(ControlFrameGuard::new(io, control_frames));
-            Box::pin(drive(servers.http2.serve_connection(io, service), &started, first_request_within, stop)).await
+            let connection = servers.http2.serve_connection(io, service);
+            Box::pin(drive(connection, http2::Connection::graceful_shutdown, &started, first_request_within, stop))
+                .await
         }
     };
     if let Err(e) = result {
@@ -353,42 +355,12 @@ async fn serve_conn<I>(
     }
 }
 
-/// A connection hyper serves, which can be asked to finish gracefully.
-trait Graceful: Future<Output = Result<(), hyper::Error>> {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
-where
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        http1::UpgradeableConnection::graceful_shutdown(self)
-    }
-}
-
-impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
-where
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        http2::Connection::graceful_shutdown(self)
-    }
-}
-
 /// Polls `connection` to its end; once `stop` turns true, asks it to finish
-/// gracefully. `started` tells whether its first request has begun.
-async fn drive<C: Graceful>(
+/// gracefully (`finish`: hyper's `graceful_shutdown` for its kind).
+/// `started` tells whether its first request has begun.
+async fn drive<C: Future<Output = Result<(), hyper::Error>>>(
     connection: C,
+    finish: fn(Pin<&mut C>),
     started: &AtomicBool,
     first_request_within: Duration,
     mut stop: watch::Receiver<bool>,
@@ -431,7 +403,7 @@ async fn drive<C: Graceful>(
             match tokio::time::timeout(first_request_within, first_request).await {
                 Ok(Some(ended)) => ended,
                 _ => {
-                    connection.as_mut().graceful_shutdown();
+                    finish(connection.as_mut());
                     connection.await
                 }
             }
