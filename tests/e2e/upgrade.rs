@@ -263,13 +263,16 @@ async fn weights_plugins_and_reloads_churning_for_a_minute_fail_no_request() {
     assert_none_failed(&all);
 
     // Per second: the canary's share against the weight in force at each
-    // request's start (the mean of two while a change was being made).
+    // request's start. While a change was being made (sent, not yet
+    // answered) either weight may have been in force — the swap falls
+    // somewhere in between, late when the store's write was slow — so such
+    // a request allows the range of the two.
     let weight_at = |t: Instant| {
         let i = changes.partition_point(|c| c.1 <= t);
         let done = changes[i.saturating_sub(1)].2;
         match changes.get(i) {
-            Some(c) if c.0 <= t => (done + c.2) / 2.0,
-            _ => done,
+            Some(c) if c.0 <= t => (done.min(c.2), done.max(c.2)),
+            _ => (done, done),
         }
     };
     let mut worst: f64 = 0.0;
@@ -280,18 +283,26 @@ async fn weights_plugins_and_reloads_churning_for_a_minute_fail_no_request() {
         if in_second.len() < 200 {
             continue;
         }
-        let want: f64 = in_second.iter().map(|o| weight_at(o.started)).sum::<f64>() / in_second.len() as f64;
-        let got = 100.0 * in_second.iter().filter(|o| o.result.as_deref() == Ok("canary")).count() as f64
-            / in_second.len() as f64;
-        worst = worst.max((got - want).abs());
+        let n_in = in_second.len() as f64;
+        let (low, high) = in_second
+            .iter()
+            .map(|o| weight_at(o.started))
+            .fold((0.0, 0.0), |(l, h), (a, b)| (l + a / n_in, h + b / n_in));
+        let got = 100.0 * in_second.iter().filter(|o| o.result.as_deref() == Ok("canary")).count() as f64 / n_in;
+        let off = (low - got).max(got - high).max(0.0);
+        worst = worst.max(off);
+        let slowest = changes.iter().filter(|c| c.1 >= lo && c.0 < hi).map(|c| c.1 - c.0).max().unwrap_or_default();
         assert!(
-            (got - want).abs() <= 2.0,
-            "second {second}: canary {got:.2} % of {} requests, weights {want:.2} %",
+            off <= 1.5,
+            "second {second}: canary {got:.2} % of {} requests, weights in force {low:.2} to {high:.2} % \
+             (slowest weight change {slowest:?})",
             in_second.len()
         );
     }
     eprintln!(
-        "churn: {} requests, {n} weight changes, {uploads} uploads, {reloads} reloads, 0 failed, worst second {worst:.2} points off",
-        all.len()
+        "churn: {} requests, {n} weight changes, {uploads} uploads, {reloads} reloads, 0 failed, worst second {worst:.2} points off, \
+         slowest weight change {:?}",
+        all.len(),
+        changes.iter().map(|c| c.1 - c.0).max().unwrap_or_default()
     );
 }
