@@ -6,6 +6,7 @@
 #
 #   bash benches/per_request.sh
 #   DURATION=10 bash benches/per_request.sh
+#   CLOSE=1 bash benches/per_request.sh   # a new connection per request (compare.sh's `close`)
 #
 # - System calls per request, by kind, for Switchyard, HAProxy and nginx:
 #   `perf stat` on the syscall tracepoints of the proxy's process.
@@ -18,6 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${DURATION:-5}
+CLOSE=${CLOSE:-0}
+WRK_ARGS=(-t1 -c50)
+[ "$CLOSE" = 1 ] && WRK_ARGS+=(-H "Connection: close")
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-$(( $(nproc) > 1 ? 1 : 0 ))}
 BENCH_TOOLS=(perf:linux-perf)
@@ -36,7 +40,7 @@ PID[nginx]=$(pgrep -P "$(cat "$W/ng/nginx.pid")" | head -1)
 # prints "requests" then perf's counts as "event count" lines.
 counted() {
   local out
-  "${PIN_LOAD[@]}" wrk -t1 -c50 -d"$((DURATION + 2))s" "http://127.0.0.1:${PORT[$1]}/" > "$W/wrk.txt" &
+  "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d"$((DURATION + 2))s" "http://127.0.0.1:${PORT[$1]}/" > "$W/wrk.txt" &
   local load=$!
   sleep 1 # let the load settle before counting
   out=$(perf stat -x, -e "$2" -p "${PID[$1]}" -- sleep "$DURATION" 2>&1 >/dev/null)
@@ -45,25 +49,27 @@ counted() {
   awk -F, '$1 ~ /^[0-9]+$/ {print $3, $1}' <<<"$out"
 }
 
-KINDS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
+# The kinds counted; a new connection per request adds those of setting one up.
+KINDS=(recvfrom sendto writev read write epoll_wait)
+[ "$CLOSE" = 1 ] && KINDS+=(accept4 setsockopt getsockname epoll_ctl shutdown close)
+events=raw_syscalls:sys_enter$(printf ',syscalls:sys_enter_%s' "${KINDS[@]}")
 echo
-printf '%-11s %8s %8s %8s %8s %8s %8s %10s   (system calls per request)\n' contender all recvfrom sendto writev read write epoll_wait
+printf '%-11s %6s' contender all; printf ' %8.8s' "${KINDS[@]}"; echo '   (system calls per request)'
 for c in switchyard haproxy nginx; do
-  mapfile -t lines < <(counted "$c" "$KINDS")
+  mapfile -t lines < <(counted "$c" "$events")
   total=${lines[0]}
   # wrk's count covers DURATION + 2 s; perf's, DURATION: scale to the counted window.
   per() { awk -v n="$1" -v t="$total" -v d="$DURATION" 'BEGIN { printf "%.2f", n / (t * d / (d + 2)) }'; }
   declare -A n=()
   for l in "${lines[@]:1}"; do n[${l% *}]=${l#* }; done
-  printf '%-11s %8s %8s %8s %8s %8s %8s %10s\n' "$c" "$(per "${n[raw_syscalls:sys_enter]:-0}")" \
-    "$(per "${n[syscalls:sys_enter_recvfrom]:-0}")" "$(per "${n[syscalls:sys_enter_sendto]:-0}")" \
-    "$(per "${n[syscalls:sys_enter_writev]:-0}")" "$(per "${n[syscalls:sys_enter_read]:-0}")" \
-    "$(per "${n[syscalls:sys_enter_write]:-0}")" "$(per "${n[syscalls:sys_enter_epoll_wait]:-0}")"
+  printf '%-11s %6s' "$c" "$(per "${n[raw_syscalls:sys_enter]:-0}")"
+  for k in "${KINDS[@]}"; do printf ' %8s' "$(per "${n[syscalls:sys_enter_$k]:-0}")"; done
+  echo
 done
 
 
 # The profile: self time by symbol, as a share and in µs per request.
-"${PIN_LOAD[@]}" wrk -t1 -c50 -d"$((DURATION + 2))s" "http://127.0.0.1:${PORT[switchyard]}/" > "$W/wrk.txt" &
+"${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d"$((DURATION + 2))s" "http://127.0.0.1:${PORT[switchyard]}/" > "$W/wrk.txt" &
 load=$!
 sleep 1 # let the load settle before sampling
 perf record -q -F 4999 -p "${PID[switchyard]}" -o "$W/perf.data" -- sleep "$DURATION" >/dev/null 2>&1
@@ -76,4 +82,4 @@ perf report -i "$W/perf.data" --stdio --no-children --sort dso,symbol -g none 2>
   | awk -v t="$total" -v d="$DURATION" -v c="$cpu_s" '/^ +[0-9.]+%/ && n < 30 {
       n++; pct = $1; sub(/%/, "", pct); sym = ""; for (i = 2; i <= NF; i++) sym = sym " " $i
       printf "%6.2f%% %6.3f us %s\n", pct, pct / 100 * c * 1e6 / (t * d / (d + 2)), substr(sym, 1, 110) }'
-echo "(wrk -t1 -c50 for ${DURATION}s per count; load and upstream on core $LOAD_CPU, each proxy one worker on core $PROXY_CPU)"
+echo "(wrk ${WRK_ARGS[*]} for ${DURATION}s per count; load and upstream on core $LOAD_CPU, each proxy one worker on core $PROXY_CPU)"

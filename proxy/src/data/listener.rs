@@ -16,10 +16,12 @@
 
 use super::{forward, tls, Shared};
 use crate::config::{ListenerConfig, ServerConfig};
-use crate::data::h2_guard::{ControlFrameGuard, PREFACE};
+use crate::data::first_bytes::{self, ClientProtocol, Prefixed};
+use crate::data::h2_guard::ControlFrameGuard;
 use crate::data::headers::ClientConn;
 use crate::data::sends::Sends;
 use crate::error::Error;
+use bytes::Bytes;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -34,7 +36,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
@@ -140,7 +142,7 @@ impl BoundListener {
 /// hyper's HTTP/1.1 and HTTP/2 servers, with the limits of a [`ServerConfig`].
 ///
 /// The protocol is chosen before hyper sees the connection (see
-/// [`sniff`]), rather than by hyper-util's auto builder: that one reads the
+/// [`first_bytes`]), rather than by hyper-util's auto builder: that one reads the
 /// first bytes itself and hands them back to HTTP/1 in a read of their own,
 /// which made hyper double every connection's 8 KiB read buffer (16 KiB per
 /// client connection at rest), and it stood as one more layer in every read
@@ -148,37 +150,6 @@ impl BoundListener {
 pub struct Servers {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
-}
-
-/// The protocol a client connection speaks.
-#[derive(Clone, Copy, Debug)]
-enum ClientProtocol {
-    Http1,
-    Http2,
-}
-
-/// What a plaintext client speaks, from its first bytes, peeked so that they
-/// stay in the socket for hyper: HTTP/2 if they are its preface (prior
-/// knowledge), HTTP/1 otherwise. `None` when the client closes first. A
-/// client whose first bytes are only the start of the preface is peeked again
-/// (after 1, 2, 4 … 64 ms) until they tell; the caller bounds the wait.
-async fn sniff(stream: &TcpStream) -> Option<ClientProtocol> {
-    let mut first = [0u8; PREFACE.len()];
-    let mut pause = Duration::from_millis(1);
-    loop {
-        let n = stream.peek(&mut first).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        if !PREFACE.starts_with(&first[..n]) {
-            return Some(ClientProtocol::Http1);
-        }
-        if n == PREFACE.len() {
-            return Some(ClientProtocol::Http2);
-        }
-        tokio::time::sleep(pause).await; // the rest of a split preface is on its way: peek again shortly
-        pause = (pause * 2).min(Duration::from_millis(64));
-    }
 }
 
 /// hyper's servers with the limits of `server`.
@@ -232,7 +203,7 @@ impl Acceptor {
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = stopped(&mut stop) => return,
             };
-            let (stream, peer) = tokio::select! {
+            let (mut stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
@@ -253,33 +224,35 @@ impl Acceptor {
                 set_forwarded: self.set_forwarded,
             });
             let (shared, servers, stop, tls) = (shared.clone(), servers.clone(), stop.clone(), self.tls.clone());
-            let first_bytes = shared.server.header_read_timeout;
+            let first_within = shared.server.header_read_timeout;
             connections.spawn(async move {
                 let _permit = permit;
                 // Until a client sends its first bytes the connection is only
                 // its socket: no TLS or hyper state is built for it. No bytes
                 // within the header timeout: closed.
-                let io = |stream| {
-                    let mut io = TimeoutStream::new(Sends(stream));
+                let io = |first, stream| {
+                    let mut io = TimeoutStream::new(Sends(Prefixed::new(first, stream)));
                     io.set_write_timeout(Some(write_timeout));
                     Box::pin(io)
                 };
                 match tls {
                     None => {
-                        let Ok(Some(protocol)) = tokio::time::timeout(first_bytes, sniff(&stream)).await else {
+                        let Ok(Some((protocol, first))) =
+                            tokio::time::timeout(first_within, first_bytes::read(&mut stream)).await
+                        else {
                             return;
                         };
-                        serve_conn(io(stream), protocol, shared, conn, &servers, stop).await
+                        serve_conn(io(first, stream), protocol, shared, conn, &servers, stop).await
                     }
                     // Boxed: a task is as large as the largest future it may
                     // await, and the TLS one (handshake, TLS state) is twice the
                     // plain one; unboxed, every plain connection carried it.
                     Some(acceptor) => {
-                        if tokio::time::timeout(first_bytes, stream.readable()).await.is_err() {
+                        if tokio::time::timeout(first_within, stream.readable()).await.is_err() {
                             return;
                         }
                         Box::pin(async move {
-                            match tokio::time::timeout(tls_timeout, acceptor.accept(io(stream))).await {
+                            match tokio::time::timeout(tls_timeout, acceptor.accept(io(Bytes::new(), stream))).await {
                                 Ok(Ok(tls_stream)) => {
                                     // HTTP/2 over TLS is by ALPN only (RFC 9113 §3.2).
                                     let protocol = match tls_stream.get_ref().1.alpn_protocol() {

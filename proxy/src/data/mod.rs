@@ -1,8 +1,9 @@
 //! The data path, in the order a request meets it:
 //!
 //! - [`worker`]: thread-per-core workers, each with its own runtime;
-//! - [`listener`], [`tls`], [`h2_guard`]: bind, accept, TLS, hyper's
-//!   connection settings, the cap on HTTP/2 control frames;
+//! - [`listener`], [`first_bytes`], [`tls`], [`h2_guard`]: bind, accept,
+//!   the protocol of plaintext clients, TLS, hyper's connection settings,
+//!   the cap on HTTP/2 control frames;
 //! - [`forward`]: the request phases — check, match, split, forward, respond;
 //! - [`headers`]: request checks and header rewriting;
 //! - [`snapshot`]: the immutable compiled state every request reads (built
@@ -17,6 +18,7 @@
 //! goes to a thread-local recorder). Nothing here imports the control path.
 
 pub mod body;
+pub mod first_bytes;
 pub mod forward;
 pub mod grpc;
 pub mod h2_guard;
