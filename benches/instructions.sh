@@ -10,6 +10,9 @@
 #   REQUESTS=50000 TOP=40 bash benches/instructions.sh
 #   OUT=/tmp/cg bash benches/instructions.sh   # keeps the profiles, for
 #     callgrind_annotate --tree=caller /tmp/cg/switchyard.out (who calls what)
+#   H2=1 bash benches/instructions.sh          # HTTP/2 (h2c) from the client, as
+#     compare.sh's `h2` (10 connections x 10 streams); Switchyard and HAProxy
+#     only (the floor speaks HTTP/1.1)
 #
 # Counting starts after a warm-up and stops before shutdown, so start-up and
 # the first connections are not in it. The kernel's share (about two thirds
@@ -27,17 +30,24 @@ source benches/lib.sh
 build_floor
 
 declare -A PORT
+H2=${H2:-0}
 names=(floor switchyard haproxy)
-for c in "${names[@]}"; do PORT[$c]=$(free_port); done
+[ "$H2" = 1 ] && names=(switchyard haproxy)
+declare -A LOADED # the port loaded: HAProxy takes h2c on a port of its own
+for c in "${names[@]}"; do PORT[$c]=$(free_port); LOADED[$c]=${PORT[$c]}; done
+[ "$H2" = 1 ] && LOADED[haproxy]=$(free_port)
 { echo "server: { workers: 1 }"; switchyard_config "${PORT[switchyard]}"; } > "$W/switchyard.yaml"
-haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}" > "$W/haproxy.cfg"
+haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}
+  bind 127.0.0.1:${LOADED[haproxy]}$([ "$H2" = 1 ] && echo " proto h2")" > "$W/haproxy.cfg"
 declare -A CMD=(
-  [floor]="$FLOOR 127.0.0.1:${PORT[floor]} 127.0.0.1:$S1"
+  [floor]="$FLOOR 127.0.0.1:${PORT[floor]:-0} 127.0.0.1:$S1"
   [switchyard]="$SY serve --config $W/switchyard.yaml --no-access-log"
   [haproxy]="haproxy -f $W/haproxy.cfg -db"
 )
 
-load() { h2load --h1 -t1 -c50 -n"$1" "http://127.0.0.1:$2/" | awk '/^requests:/ {print $8}'; }
+LOAD_ARGS=(--h1 -t1 -c50)
+[ "$H2" = 1 ] && LOAD_ARGS=(-t1 -c10 -m10)
+load() { h2load "${LOAD_ARGS[@]}" -n"$1" "http://127.0.0.1:$2/" | awk '/^requests:/ {print $8}'; }
 
 declare -A IR
 for c in "${names[@]}"; do
@@ -46,9 +56,9 @@ for c in "${names[@]}"; do
   pid=$!
   pids+=("$pid")
   wait_up "${PORT[$c]}" 600 # start-up under valgrind is slow: up to a minute
-  load 2000 "${PORT[$c]}" >/dev/null # warm-up: connections, caches, the pool
+  load 2000 "${LOADED[$c]}" >/dev/null # warm-up: connections, caches, the pool
   callgrind_control -i on "$pid" >/dev/null
-  ok=$(load "$REQUESTS" "${PORT[$c]}")
+  ok=$(load "$REQUESTS" "${LOADED[$c]}")
   callgrind_control -i off "$pid" >/dev/null
   callgrind_control -d "$pid" >/dev/null
   kill "$pid" 2>/dev/null || true
@@ -66,10 +76,10 @@ printf '%-12s %16s %12s\n' contender "instructions/req" "÷ HAProxy"
 for c in "${names[@]}"; do
   printf '%-12s %16s %11.2fx\n' "$c" "${IR[$c]}" "$(awk -v a="${IR[$c]}" -v b="${IR[haproxy]}" 'BEGIN { print a / b }')"
 done
-awk -v a="${IR[switchyard]}" -v b="${IR[floor]}" \
+[ "$H2" = 1 ] || awk -v a="${IR[switchyard]}" -v b="${IR[floor]}" \
   'BEGIN { printf "Switchyard above the floor: %d instructions per request (%.2fx the floor)\n", a - b, a / b }'
 
-for c in switchyard floor; do
+for c in switchyard $([ "$H2" = 1 ] || echo floor); do
   echo
   echo "$c: top $TOP functions by own instructions per request"
   callgrind_annotate --inclusive=no "$W/cg.$c.1" 2>/dev/null |
