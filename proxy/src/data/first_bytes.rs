@@ -1,8 +1,9 @@
 //! A plaintext client's first bytes: read once, to tell HTTP/2's preface
 //! from HTTP/1, then handed to hyper ahead of the socket's ([`Prefixed`]).
 //! Peeking them instead left them in the socket for hyper to read again: one
-//! more `recv` on every connection (3.8 per request against HAProxy's 3.0
-//! with a new connection per request, `CLOSE=1 bash benches/per_request.sh`).
+//! more `recv` on every connection (with a new connection per request, 3.6
+//! `recv` per request then, 2.8 now, HAProxy 2.9: `CLOSE=1 bash
+//! benches/per_request.sh`).
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::io;
