@@ -21,12 +21,11 @@ use crate::data::h2_guard::ControlFrameGuard;
 use crate::data::headers::ClientConn;
 use crate::data::sends::Sends;
 use crate::error::Error;
-use bytes::Bytes;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -108,7 +107,7 @@ pub fn bind(
 }
 
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(IpProtocol::TCP))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
@@ -230,11 +229,6 @@ impl Acceptor {
                 // Until a client sends its first bytes the connection is only
                 // its socket: no TLS or hyper state is built for it. No bytes
                 // within the header timeout: closed.
-                let io = |first, stream| {
-                    let mut io = TimeoutStream::new(Sends(Prefixed::new(first, stream)));
-                    io.set_write_timeout(Some(write_timeout));
-                    Box::pin(io)
-                };
                 match tls {
                     None => {
                         let Ok(Some((protocol, first))) =
@@ -242,7 +236,8 @@ impl Acceptor {
                         else {
                             return;
                         };
-                        serve_conn(io(first, stream), protocol, shared, conn, &servers, stop).await
+                        let io = client_io(Prefixed::new(first, stream), write_timeout);
+                        serve_conn(io, protocol, shared, conn, &servers, stop).await
                     }
                     // Boxed: a task is as large as the largest future it may
                     // await, and the TLS one (handshake, TLS state) is twice the
@@ -252,7 +247,8 @@ impl Acceptor {
                             return;
                         }
                         Box::pin(async move {
-                            match tokio::time::timeout(tls_timeout, acceptor.accept(io(Bytes::new(), stream))).await {
+                            let handshake = acceptor.accept(client_io(stream, write_timeout));
+                            match tokio::time::timeout(tls_timeout, handshake).await {
                                 Ok(Ok(tls_stream)) => {
                                     // HTTP/2 over TLS is by ALPN only (RFC 9113 §3.2).
                                     let protocol = match tls_stream.get_ref().1.alpn_protocol() {
@@ -271,6 +267,17 @@ impl Acceptor {
             });
         }
     }
+}
+
+/// A client socket as hyper (or the TLS handshake) gets it: small writes
+/// joined into one `send`, a write-idle timeout.
+fn client_io<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    write_timeout: Duration,
+) -> Pin<Box<TimeoutStream<Sends<S>>>> {
+    let mut io = TimeoutStream::new(Sends(stream));
+    io.set_write_timeout(Some(write_timeout));
+    Box::pin(io)
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
