@@ -235,33 +235,42 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
 
 /// Removes hop-by-hop headers: the fixed set and any the message's own
 /// `Connection` headers list, except those in `keep` (what must reach the
-/// other side whatever the sender says). One pass over the names first, so
+/// other side whatever the sender says), and every header `withheld` names
+/// (what this direction never passes on). One pass over the names first, so
 /// only what is present is removed: most messages carry none, or only
 /// `Connection: keep-alive`, and a lookup per name costs more than the pass.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep: &[&HeaderName]) {
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep: &[&HeaderName], withheld: impl Fn(&HeaderName) -> bool) {
     let mut present = [false; HOP_BY_HOP.len()];
+    let mut dropped = Vec::new();
     for k in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == k) {
             present[i] = true;
+        } else if withheld(k) {
+            dropped.push(k.clone());
         }
     }
     // HOP_BY_HOP[0] is `Connection`. The tokens it lists that name a header
     // of the fixed set (or are `close`) need no parsing: they go anyway.
+    // Most list nothing else (`keep-alive`, `close`), so the names are
+    // collected only when a token is not one of those.
     if present[0] {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| {
-                !t.eq_ignore_ascii_case(b"close") && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_ref()))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .filter(|n| !keep.contains(&n))
-            .collect();
-        for name in listed {
-            headers.remove(name);
+        let other = |t: &&[u8]| {
+            !t.eq_ignore_ascii_case(b"close") && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_ref()))
+        };
+        let tokens = || {
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .map(<[u8]>::trim_ascii)
+        };
+        if tokens().any(|t| other(&t)) {
+            let listed = tokens().filter(other).filter_map(|t| HeaderName::from_bytes(t).ok());
+            dropped.extend(listed.filter(|n| !keep.contains(&n)));
         }
+    }
+    for name in dropped {
+        headers.remove(name);
     }
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(*name);
@@ -279,11 +288,7 @@ fn is_withheld(name: &HeaderName, trust_forwarded: bool) -> bool {
 
 /// Rewrites the client's headers into what the upstream receives.
 pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Option<&str>, conn: &ClientConn) {
-    strip_hop_by_hop(headers, &[&header::HOST, &header::CONTENT_LENGTH]);
-    let withheld: Vec<HeaderName> = headers.keys().filter(|k| is_withheld(k, conn.trust_forwarded)).cloned().collect();
-    for k in withheld {
-        headers.remove(k);
-    }
+    strip_hop_by_hop(headers, &[&header::HOST, &header::CONTENT_LENGTH], |k| is_withheld(k, conn.trust_forwarded));
     // A body framed by Transfer-Encoding travels chunked; a stray length must not.
     if flags.close {
         headers.remove(header::CONTENT_LENGTH);
@@ -377,11 +382,9 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 /// the accept key its request never carried.
 pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool, h2_connect: bool) {
     let upgrade = if switching_protocols && !h2_connect { headers.get(header::UPGRADE).cloned() } else { None };
-    strip_hop_by_hop(headers, &[]);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    if h2_connect {
-        headers.remove("sec-websocket-accept");
-    }
+    strip_hop_by_hop(headers, &[], |k| {
+        *k == header::PROXY_AUTHENTICATE || (h2_connect && k.as_str() == "sec-websocket-accept")
+    });
     if let Some(u) = upgrade {
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -536,5 +539,37 @@ mod tests {
         assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "https");
         assert_eq!(p.headers["host"], "b.com");
+    }
+
+    #[test]
+    fn client_headers() {
+        let response = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let names = |h: &HeaderMap| h.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
+        let mut h = response(&[("connection", "keep-alive"), ("keep-alive", "timeout=5"), ("x-a", "1")]);
+        to_client(&mut h, false, false);
+        assert_eq!(names(&h), ["x-a"]);
+        let mut h = response(&[
+            ("connection", "Close, X-Secret"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "1"),
+            ("proxy-authenticate", "Basic"),
+            ("x-a", "1"),
+        ]);
+        to_client(&mut h, false, false);
+        assert_eq!(names(&h), ["x-a"], "listed, in any case and in any Connection header");
+        let handshake = [("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-accept", "k")];
+        let mut h = response(&handshake);
+        to_client(&mut h, true, false);
+        assert_eq!(names(&h), ["sec-websocket-accept", "upgrade", "connection"], "an HTTP/1.1 upgrade keeps its own");
+        let mut h = response(&handshake);
+        to_client(&mut h, true, true);
+        assert!(h.is_empty(), "an HTTP/2 WebSocket gets none of them: {h:?}");
     }
 }
