@@ -158,6 +158,9 @@ async fn a_weight_change_applies_to_the_next_request_and_stats_follow() {
         r#"switchyard_pool_weight{service="web",pool="canary"} 1"#,
         r#"switchyard_pool_weight{service="web",pool="stable"} 0"#,
         "# TYPE switchyard_request_duration_seconds histogram",
+        // The weight change, made durable before the API answered.
+        "switchyard_state_commit_seconds_count 1\n",
+        r#"switchyard_state_commit_seconds_bucket{le="+Inf"} 1"#,
         "switchyard_build_info{version=",
         "process_open_fds ",
         "process_resident_memory_bytes ",

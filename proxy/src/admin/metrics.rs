@@ -47,6 +47,9 @@ pub const ROLLOUT_DURATION_SECONDS: &str = "switchyard_rollout_duration_seconds"
 pub const ROLLOUT_ACTIVE: &str = "switchyard_rollout_active";
 /// From a failing verdict to traffic back on the baseline, by service.
 pub const ROLLOUT_RESTORE_SECONDS: &str = "switchyard_rollout_restore_seconds";
+/// How long commits to the state store took (redb with fsync, or etcd in a
+/// fleet): each change is durable before the admin API answers.
+pub const STATE_COMMIT_SECONDS: &str = "switchyard_state_commit_seconds";
 /// Always 1, labelled with the running version.
 pub const BUILD_INFO: &str = "switchyard_build_info";
 
@@ -305,7 +308,7 @@ impl Collector for FleetCollector {
 }
 
 /// Deployment metrics: rollouts started, finished (by outcome, with their
-/// durations) and active.
+/// durations) and active; the times to restore and to commit a change.
 pub struct RolloutCollector {
     control: Arc<crate::control::Control>,
     descs: Vec<Desc>,
@@ -332,6 +335,7 @@ impl RolloutCollector {
                 "Time to restore: from a rollout's failing verdict to traffic back on the baseline, by service.",
                 &["service"],
             ),
+            (STATE_COMMIT_SECONDS, "How long commits to the state store took, refused and failed ones included.", &[]),
         ])?;
         Ok(Self { control, descs })
     }
@@ -362,7 +366,7 @@ impl Collector for RolloutCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        use crate::control::rollout::tally::{DURATION_BUCKETS, RESTORE_BUCKETS};
+        use crate::control::rollout::tally::{COMMIT_BUCKETS, DURATION_BUCKETS, RESTORE_BUCKETS};
         let (started, finished, restored) = self.control.tally.read();
         let started =
             started.iter().map(|((svc, strategy), n)| counter(labels(&[("service", svc), ("strategy", strategy)]), *n));
@@ -393,6 +397,11 @@ impl Collector for RolloutCollector {
             described(&self.descs[2], MetricType::HISTOGRAM, durations),
             described(&self.descs[3], MetricType::GAUGE, active),
             described(&self.descs[4], MetricType::HISTOGRAM, restores),
+            described(
+                &self.descs[5],
+                MetricType::HISTOGRAM,
+                vec![histogram(vec![], &self.control.tally.commits(), &COMMIT_BUCKETS)],
+            ),
         ]
     }
 }

@@ -73,7 +73,7 @@ pub struct Control {
     epoch: std::sync::atomic::AtomicU64,
     /// The control path is with a successor now.
     handed_over: std::sync::atomic::AtomicBool,
-    /// Rollouts started and finished here, for `/metrics`.
+    /// Rollouts started and finished here, and commit times, for `/metrics`.
     pub tally: rollout::tally::Tally,
 }
 
@@ -417,7 +417,7 @@ impl Control {
         guard: &Guard,
     ) -> Result<Option<Event>, ControlError> {
         match &self.store {
-            Some(store) => store.commit_guarded(changes, ev, guard).map_err(|e| match e {
+            Some(store) => self.timed_commit(store.as_ref(), changes, ev, guard).map_err(|e| match e {
                 crate::Error::Unavailable(m) => ControlError::Unavailable(m),
                 crate::Error::Stale(m) => ControlError::Stale(m),
                 e => {
@@ -427,6 +427,20 @@ impl Control {
             }),
             None => Ok(ev),
         }
+    }
+
+    /// `store`'s commit, its time counted (`switchyard_state_commit_seconds`).
+    fn timed_commit(
+        &self,
+        store: &dyn Store,
+        changes: &[Change<'_>],
+        ev: Option<Event>,
+        guard: &Guard,
+    ) -> Result<Option<Event>, crate::Error> {
+        let start = std::time::Instant::now();
+        let stored = store.commit_guarded(changes, ev, guard);
+        self.tally.committed(start.elapsed().as_secs_f64());
+        stored
     }
 
     /// Whether this replica runs the rollouts: always, except in a fleet
@@ -442,7 +456,7 @@ impl Control {
         ev.outcome = "refused".into();
         ev.message = message;
         if let Some(store) = &self.store {
-            if let Err(e) = store.commit(&[], ev) {
+            if let Err(e) = self.timed_commit(store.as_ref(), &[], Some(ev), &Guard::default()) {
                 tracing::error!(error = %e, "cannot record a refused change");
             }
         }
@@ -453,7 +467,7 @@ impl Control {
         ev.outcome = "refused".into();
         ev.message = err.to_string();
         if let Some(store) = &self.store {
-            if let Err(e) = store.commit(&[], ev) {
+            if let Err(e) = self.timed_commit(store.as_ref(), &[], Some(ev), &Guard::default()) {
                 tracing::error!(error = %e, "cannot record a refused change");
             }
         }

@@ -1,6 +1,7 @@
-//! What rollouts this process started and finished: the deployment metrics
-//! on `/metrics` (a fleet's replicas each count the ends they wrote, so the
-//! fleet's sum counts each rollout once).
+//! What rollouts this process started and finished, and how long its
+//! commits to the state store took: the deployment metrics on `/metrics`
+//! (a fleet's replicas each count the ends they wrote, so the fleet's sum
+//! counts each rollout once).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,6 +13,10 @@ pub const DURATION_BUCKETS: [f64; 9] = [60.0, 300.0, 900.0, 1800.0, 3600.0, 7200
 /// the baseline), in seconds: 100 ms (the analysis acting) to 1 day (a person).
 pub const RESTORE_BUCKETS: [f64; 9] = [0.1, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 14400.0, 86400.0];
 
+/// Bucket bounds of commits to the state store, in seconds: 0.5 ms (redb's
+/// fsync on a fast disk) to 5 s (a slow disk, or etcd far away).
+pub const COMMIT_BUCKETS: [f64; 9] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0];
+
 /// A histogram of times: how many, their sum, and cumulative counts per bound.
 #[derive(Clone, Debug, Default)]
 pub struct Timings {
@@ -19,7 +24,8 @@ pub struct Timings {
     pub count: u64,
     /// Added up, seconds.
     pub sum_seconds: f64,
-    /// Cumulative counts per bound ([`DURATION_BUCKETS`] or [`RESTORE_BUCKETS`]).
+    /// Cumulative counts per bound ([`DURATION_BUCKETS`], [`RESTORE_BUCKETS`]
+    /// or [`COMMIT_BUCKETS`]).
     pub buckets: [u64; 9],
 }
 
@@ -49,6 +55,7 @@ struct Counts {
     started: BTreeMap<(String, String), u64>,
     finished: BTreeMap<(String, String), Timings>,
     restored: BTreeMap<String, Timings>,
+    committed: Timings,
 }
 
 impl Tally {
@@ -69,6 +76,16 @@ impl Tally {
     /// Traffic of `service` was back on its baseline `seconds` after a failing verdict.
     pub fn restored(&self, service: &str, seconds: f64) {
         self.lock().restored.entry(service.to_owned()).or_default().add(&RESTORE_BUCKETS, seconds);
+    }
+
+    /// A commit to the state store (applied, refused or failed) took `seconds`.
+    pub fn committed(&self, seconds: f64) {
+        self.lock().committed.add(&COMMIT_BUCKETS, seconds);
+    }
+
+    /// How long the commits to the state store took.
+    pub fn commits(&self) -> Timings {
+        self.lock().committed.clone()
     }
 
     /// `((service, strategy), started)`, `((service, outcome), durations)`
