@@ -140,12 +140,14 @@ CFG
 
 # Starts Switchyard (one worker, statistics on, no access log) and HAProxy
 # (one thread), both as the split above and pinned by $PIN_PROXY, on
-# ${PORT[switchyard]} and ${PORT[haproxy]}; sets their PID entries.
+# ${PORT[switchyard]} and ${PORT[haproxy]}; sets their PID entries. $1, when
+# given: more `bind` lines for HAProxy's frontend.
 start_split_proxies() {
   { echo "server: { workers: 1 }"; switchyard_config "${PORT[switchyard]}"; } > "$W/switchyard.yaml"
   "${PIN_PROXY[@]}" "$SY" serve --config "$W/switchyard.yaml" --no-access-log > "$W/switchyard.log" 2>&1 & pids+=($!)
   PID[switchyard]=$!
-  haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}" > "$W/haproxy.cfg"
+  haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}${1:+
+$1}" > "$W/haproxy.cfg"
   "${PIN_PROXY[@]}" haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & pids+=($!)
   PID[haproxy]=$!
 }

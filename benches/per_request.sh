@@ -7,6 +7,8 @@
 #   bash benches/per_request.sh
 #   DURATION=10 bash benches/per_request.sh
 #   CLOSE=1 bash benches/per_request.sh   # a new connection per request (compare.sh's `close`)
+#   H2=1 bash benches/per_request.sh      # HTTP/2 (h2c) from the client, as compare.sh's `h2`
+#     (h2load, 10 connections x 10 streams; HAProxy and nginx on h2c ports of their own)
 #
 # - System calls per request, by kind, for Switchyard, HAProxy and nginx:
 #   `perf stat` on the syscall tracepoints of the proxy's process.
@@ -20,32 +22,47 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${DURATION:-5}
 CLOSE=${CLOSE:-0}
+H2=${H2:-0}
 WRK_ARGS=(-t1 -c50)
 [ "$CLOSE" = 1 ] && WRK_ARGS+=(-H "Connection: close")
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-$(( $(nproc) > 1 ? 1 : 0 ))}
-BENCH_TOOLS=(perf:linux-perf)
+BENCH_TOOLS=(perf:linux-perf h2load:nghttp2-client)
 source benches/lib.sh
-declare -A PORT PID
-for c in switchyard haproxy nginx; do PORT[$c]=$(free_port); done
+declare -A PORT PID LOADED # LOADED: the port loaded (HTTP/2 has its own on HAProxy and nginx)
+for c in switchyard haproxy nginx; do PORT[$c]=$(free_port); LOADED[$c]=${PORT[$c]}; done
+[ "$H2" = 1 ] && LOADED[haproxy]=$(free_port) && LOADED[nginx]=$(free_port)
 
-start_split_proxies
+start_split_proxies "$([ "$H2" = 1 ] && echo "  bind 127.0.0.1:${LOADED[haproxy]} proto h2")"
 mkdir -p "$W/ng"
-nginx_proxy_config "$W/ng" "listen 127.0.0.1:${PORT[nginx]};" "" > "$W/ng/nginx.conf"
+nginx_proxy_config "$W/ng" "listen 127.0.0.1:${PORT[nginx]};$([ "$H2" = 1 ] && echo " listen 127.0.0.1:${LOADED[nginx]} http2;")" "" \
+  > "$W/ng/nginx.conf"
 "${PIN_PROXY[@]}" nginx -c "$W/ng/nginx.conf" -g 'daemon off;' & pids+=($!)
 for c in switchyard haproxy nginx; do wait_up "${PORT[$c]}"; done
 PID[nginx]=$(pgrep -P "$(cat "$W/ng/nginx.pid")" | head -1)
 
-# Runs wrk at contender $1 while `perf stat -e $2` watches its process;
+# Loads contender $1 for DURATION + 2 s (wrk, or h2load with H2=1) and
+# prints the requests it served.
+load() {
+  if [ "$H2" = 1 ]; then
+    "${PIN_LOAD[@]}" h2load -t1 -c10 -m10 -D "$((DURATION + 2))" "http://127.0.0.1:${LOADED[$1]}/" |
+      awk '/^requests:/ {print $8}'
+  else
+    "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d"$((DURATION + 2))s" "http://127.0.0.1:${LOADED[$1]}/" |
+      awk '/requests in/ {print $1}'
+  fi
+}
+
+# Loads contender $1 while `perf stat -e $2` watches its process;
 # prints "requests" then perf's counts as "event count" lines.
 counted() {
   local out
-  "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d"$((DURATION + 2))s" "http://127.0.0.1:${PORT[$1]}/" > "$W/wrk.txt" &
-  local load=$!
+  load "$1" > "$W/served" &
+  local loading=$!
   sleep 1 # let the load settle before counting
   out=$(perf stat -x, -e "$2" -p "${PID[$1]}" -- sleep "$DURATION" 2>&1 >/dev/null)
-  wait "$load"
-  awk '/requests in/ {print $1}' "$W/wrk.txt"
+  wait "$loading"
+  cat "$W/served"
   awk -F, '$1 ~ /^[0-9]+$/ {print $3, $1}' <<<"$out"
 }
 
@@ -69,12 +86,12 @@ done
 
 
 # The profile: self time by symbol, as a share and in µs per request.
-"${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d"$((DURATION + 2))s" "http://127.0.0.1:${PORT[switchyard]}/" > "$W/wrk.txt" &
-load=$!
+load switchyard > "$W/served" &
+loading=$!
 sleep 1 # let the load settle before sampling
 perf record -q -F 4999 -p "${PID[switchyard]}" -o "$W/perf.data" -- sleep "$DURATION" >/dev/null 2>&1
-wait "$load"
-total=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
+wait "$loading"
+total=$(cat "$W/served")
 cpu_s=$(perf report -i "$W/perf.data" --stdio --sort dso 2>/dev/null | awk '/Event count/ {print $NF / 1e9}')
 echo
 echo "switchyard's profile, top 30 by self time (% of samples; µs per request):"
@@ -82,4 +99,4 @@ perf report -i "$W/perf.data" --stdio --no-children --sort dso,symbol -g none 2>
   | awk -v t="$total" -v d="$DURATION" -v c="$cpu_s" '/^ +[0-9.]+%/ && n < 30 {
       n++; pct = $1; sub(/%/, "", pct); sym = ""; for (i = 2; i <= NF; i++) sym = sym " " $i
       printf "%6.2f%% %6.3f us %s\n", pct, pct / 100 * c * 1e6 / (t * d / (d + 2)), substr(sym, 1, 110) }'
-echo "(wrk ${WRK_ARGS[*]} for ${DURATION}s per count; load and upstream on core $LOAD_CPU, each proxy one worker on core $PROXY_CPU)"
+echo "($([ "$H2" = 1 ] && echo "h2load -t1 -c10 -m10" || echo "wrk ${WRK_ARGS[*]}") for ${DURATION}s per count; load and upstream on core $LOAD_CPU, each proxy one worker on core $PROXY_CPU)"
