@@ -27,7 +27,8 @@ WRK_ARGS=(-t1 -c50)
 [ "$CLOSE" = 1 ] && WRK_ARGS+=(-H "Connection: close")
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-$(( $(nproc) > 1 ? 1 : 0 ))}
-BENCH_TOOLS=(perf:linux-perf h2load:nghttp2-client)
+BENCH_TOOLS=(perf:linux-perf)
+[ "$H2" = 1 ] && BENCH_TOOLS+=(h2load:nghttp2-client)
 source benches/lib.sh
 declare -A PORT PID LOADED # LOADED: the port loaded (HTTP/2 has its own on HAProxy and nginx)
 for c in switchyard haproxy nginx; do PORT[$c]=$(free_port); LOADED[$c]=${PORT[$c]}; done
