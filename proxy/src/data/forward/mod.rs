@@ -284,7 +284,7 @@ async fn forward(
         let endpoint = &pool.endpoints[i];
         log.endpoint = Some(endpoint.addr);
         log.group_slot = endpoint.group_slot;
-        let (mut sender, fresh) = match endpoint.checkout(service.connect_timeout).await {
+        let (mut sender, fresh) = match endpoint.checkout(service.connect_timeout, start).await {
             Ok(s) => s,
             Err(e) => {
                 // TLS that cannot work (an unknown CA, a wrong name, no h2) is

@@ -265,12 +265,14 @@ impl Idle {
         None
     }
 
-    /// A ready connection, and whether it was newly dialled.
+    /// A ready connection, and whether it was newly dialled; `arrived`: when
+    /// the request arrived (an idle connection's age is told from it).
     pub(super) async fn checkout(
         &self,
         dialer: &Dialer,
         addr: SocketAddr,
         connect_timeout: Duration,
+        arrived: Instant,
     ) -> Result<(Sender, bool), ConnectError> {
         let Some(queue) = self.queue() else {
             return dialer.connect(addr, connect_timeout).await.map(|s| (s, true));
@@ -294,7 +296,8 @@ impl Idle {
             return Ok((sender, true));
         }
         while let Some((mut sender, since)) = queue.pop() {
-            if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+            // From the request's arrival, not from now: microseconds younger.
+            if sender.is_closed() || arrived.saturating_duration_since(since) > IDLE_TIMEOUT {
                 continue;
             }
             // A connection returned just as its response ended may not have

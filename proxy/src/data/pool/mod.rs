@@ -106,8 +106,9 @@ impl Pool {
     /// Picks an available endpoint, never `exclude`; `None` when none is available.
     pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
         let n = self.endpoints.len();
-        let now = clock_ms();
-        let ok = |i: usize| Some(i) != exclude && self.endpoints[i].is_available(now);
+        // The clock is read only if an endpoint was ever ejected: most never are.
+        let now = std::cell::OnceCell::new();
+        let ok = |i: usize| Some(i) != exclude && self.endpoints[i].available(|| *now.get_or_init(clock_ms));
         let scan_from = |start: usize| (0..n).map(|k| (start + k) % n).find(|&i| ok(i));
         match self.lb {
             LbKind::RoundRobin => scan_from(self.next.fetch_add(1, Relaxed)),
@@ -188,7 +189,17 @@ impl Endpoint {
 
     /// Neither ejected by passive health nor failing active checks.
     pub fn is_available(&self, now_ms: u64) -> bool {
-        self.active_healthy.load(Relaxed) && self.ejected_until.load(Relaxed) <= now_ms
+        self.available(|| now_ms)
+    }
+
+    /// [`Endpoint::is_available`], asking `now_ms` for the time only if the
+    /// endpoint was ever ejected.
+    fn available(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        self.active_healthy.load(Relaxed)
+            && match self.ejected_until.load(Relaxed) {
+                0 => true,
+                until => until <= now_ms(),
+            }
     }
 
     /// Counts a request in flight until the guard drops.
@@ -208,9 +219,10 @@ impl Endpoint {
         }
     }
 
-    /// Connects or reuses an idle connection.
-    pub async fn checkout(&self, connect_timeout: Duration) -> Result<(Sender, bool), ConnectError> {
-        self.idle.checkout(&self.dialer, self.addr, connect_timeout).await
+    /// Connects or reuses an idle connection, for a request that arrived at
+    /// `arrived` (the idle ones' age is told from it, without a clock read).
+    pub async fn checkout(&self, connect_timeout: Duration, arrived: Instant) -> Result<(Sender, bool), ConnectError> {
+        self.idle.checkout(&self.dialer, self.addr, connect_timeout, arrived).await
     }
 
     /// Returns a connection whose exchange ended cleanly to the idle set.
