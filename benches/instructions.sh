@@ -37,8 +37,8 @@ declare -A LOADED # the port loaded: HAProxy takes h2c on a port of its own
 for c in "${names[@]}"; do PORT[$c]=$(free_port); LOADED[$c]=${PORT[$c]}; done
 [ "$H2" = 1 ] && LOADED[haproxy]=$(free_port)
 { echo "server: { workers: 1 }"; switchyard_config "${PORT[switchyard]}"; } > "$W/switchyard.yaml"
-haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}
-  bind 127.0.0.1:${LOADED[haproxy]}$([ "$H2" = 1 ] && echo " proto h2")" > "$W/haproxy.cfg"
+haproxy_config "  bind 127.0.0.1:${PORT[haproxy]}$([ "$H2" = 1 ] && echo "
+  bind 127.0.0.1:${LOADED[haproxy]} proto h2")" > "$W/haproxy.cfg"
 declare -A CMD=(
   [floor]="$FLOOR 127.0.0.1:${PORT[floor]:-0} 127.0.0.1:$S1"
   [switchyard]="$SY serve --config $W/switchyard.yaml --no-access-log"

@@ -452,7 +452,18 @@ impl Control {
     /// Records a write refused before it reached the control path (bad
     /// token, wrong media type, unreadable body), best effort.
     pub fn record_refused(&self, kind: &str, service: Option<&str>, actor: &str, message: String) {
-        let mut ev = event(kind, service, actor, None);
+        self.store_refusal(event(kind, service, actor, None), message);
+    }
+
+    /// Records a refused write (best effort) and returns its error.
+    fn refuse(&self, ev: Event, err: ControlError) -> ControlError {
+        self.store_refusal(ev, err.to_string());
+        tracing::warn!("refused: {err}");
+        err
+    }
+
+    /// Stores `ev` as refused with `message`, best effort.
+    fn store_refusal(&self, mut ev: Event, message: String) {
         ev.outcome = "refused".into();
         ev.message = message;
         if let Some(store) = &self.store {
@@ -460,19 +471,6 @@ impl Control {
                 tracing::error!(error = %e, "cannot record a refused change");
             }
         }
-    }
-
-    /// Records a refused write (best effort) and returns its error.
-    fn refuse(&self, mut ev: Event, err: ControlError) -> ControlError {
-        ev.outcome = "refused".into();
-        ev.message = err.to_string();
-        if let Some(store) = &self.store {
-            if let Err(e) = self.timed_commit(store.as_ref(), &[], Some(ev), &Guard::default()) {
-                tracing::error!(error = %e, "cannot record a refused change");
-            }
-        }
-        tracing::warn!("refused: {err}");
-        err
     }
 }
 
