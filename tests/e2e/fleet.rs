@@ -393,6 +393,20 @@ async fn failures_spread_over_the_replicas_are_judged_together() {
 
 #[tokio::test]
 async fn an_etcd_cluster_losing_its_raft_leader_loses_no_acknowledged_change() {
+    raft_leader_lost(Etcd::kill).await;
+}
+
+/// A hung member (stopped, its sockets open and silent) is worse than a
+/// dead one: calls sent to it wait, and it still accepts connections.
+#[tokio::test]
+async fn an_etcd_cluster_whose_raft_leader_hangs_loses_no_acknowledged_change() {
+    raft_leader_lost(|m| m.freeze()).await;
+}
+
+/// Writes through two replicas, before, across and after the raft leader
+/// of a three-member cluster is `lost`.
+async fn raft_leader_lost(lost: impl FnOnce(&mut Etcd)) {
+    let mut lost = Some(lost);
     let mut members = Etcd::cluster(3);
     let endpoints: Vec<String> = members.iter().map(|m| m.url.clone()).collect();
     let (stable, canary) = (Upstream::text("stable").await, Upstream::text("canary").await);
@@ -405,7 +419,7 @@ async fn an_etcd_cluster_losing_its_raft_leader_loses_no_acknowledged_change() {
     for round in 0..30u32 {
         if round == 10 {
             let leader = members.iter().position(Etcd::is_leader).expect("a raft leader");
-            members[leader].kill();
+            lost.take().unwrap()(&mut members[leader]);
         }
         let body = format!(r#"{{"stable": {}, "canary": 1}}"#, round + 1);
         let writer = &proxies[(round % 2) as usize];

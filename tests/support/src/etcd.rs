@@ -47,7 +47,10 @@ impl Etcd {
         let members: Vec<(String, u16, u16)> = (0..n).map(|i| (format!("m{i}"), free_port(), free_port())).collect();
         let initial: Vec<String> =
             members.iter().map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}")).collect();
-        let token = format!("switchyard-test-{}", std::process::id());
+        // One token per cluster: members of two clusters never join up.
+        static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let cluster = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("switchyard-test-{}-{cluster}", std::process::id());
         let mut out: Vec<Self> = members
             .iter()
             .map(|(name, client, peer)| {
@@ -90,7 +93,7 @@ impl Etcd {
             .arg(format!("--data-dir={}", self.dir.path().join(&self.name).display()))
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.log()).map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()
             .expect("cannot start etcd (is Debian's etcd-server installed? scripts/test.sh installs it)");
         self.child = Some(child);
@@ -103,9 +106,17 @@ impl Etcd {
             if health(self.health) {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "etcd at {} did not become healthy", self.url);
+            if start.elapsed() > Duration::from_secs(20) {
+                let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+                panic!("etcd at {} did not become healthy; it said:\n{log}", self.url);
+            }
             std::thread::sleep(Duration::from_millis(50)); // poll
         }
+    }
+
+    /// Where the member's errors go (beside its data).
+    fn log(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.name))
     }
 
     /// `kill -9` the member (its data stays, for [`Etcd::restart`]).
@@ -113,6 +124,15 @@ impl Etcd {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Freezes the member (`SIGSTOP`): its sockets stay open and silent, as
+    /// a hung machine's or a partitioned one's do. [`Etcd::kill`] ends it.
+    pub fn freeze(&self) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill").args(["-STOP", &c.id().to_string()]).status().unwrap();
+            assert!(ok.success());
         }
     }
 

@@ -2,11 +2,11 @@
 //! this replica's presence and its candidacy in the election (see the
 //! [module above](super) for the key layout and the guarantees).
 
-use super::{unreachable, Published, Reply, Request, WRITE_TIMEOUT};
+use super::{connect, etcd_error, unreachable, Published, Reply, Request};
 use crate::config::FleetConfig;
 use crate::control::state::{self, Applied, Event, FleetView, ReplicaView, Row, StateStore, TABLES};
 use crate::error::Error;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,12 @@ use tokio::sync::{mpsc, watch};
 
 /// How often a replica rewrites its presence key.
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+
+/// The first deadline for joining the fleet (see [`Etcd::session`]).
+const JOIN_PATIENCE: Duration = Duration::from_secs(1);
+
+/// The longest the deadline for joining grows to.
+const MAX_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Starts the etcd thread, with its own current-thread runtime.
 pub(super) fn start(
@@ -37,6 +43,7 @@ pub(super) fn start(
         candidates: BTreeMap::new(),
         fence: None,
         lease: None,
+        patience: JOIN_PATIENCE,
         released,
         leading,
         view,
@@ -88,6 +95,8 @@ struct Etcd {
     fence: Option<(String, i64)>,
     /// The lease of the current (or last) session.
     lease: Option<i64>,
+    /// The deadline for joining the fleet.
+    patience: Duration,
     released: watch::Receiver<bool>,
     leading: watch::Sender<bool>,
     view: Arc<Mutex<FleetView>>,
@@ -164,50 +173,24 @@ impl Etcd {
         (requests, recordings): (&mut mpsc::UnboundedReceiver<Request>, &mut mpsc::UnboundedReceiver<Published>),
         resync: &mut bool,
     ) -> Result<(), Error> {
-        let mut client = self.connect().await?;
         let prefix = format!("{}/", self.config.prefix);
-        if *resync {
-            self.read_all(&mut client, &prefix).await?;
-            *resync = false;
-        }
-        let from = self.local.revision()? + 1;
-        let options = WatchOptions::new().with_prefix().with_start_revision(from).with_progress_notify();
-        let mut stream = client.watch(prefix.clone(), Some(options)).await.map_err(etcd)?;
-        // The watch is read without pause by its own task: a watch left
-        // unread while this loop awaits a write would fill the connection's
-        // HTTP/2 window and hold back that write's answer (until the lease
-        // expired).
-        let (events, mut watched) = mpsc::unbounded_channel();
-        let _reader = AbortOnDrop(tokio::spawn(async move {
-            loop {
-                let message = stream.message().await;
-                let last = !matches!(message, Ok(Some(_)));
-                if events.send(message).is_err() || last {
-                    return;
-                }
+        // A call etcd loses (a proposal forwarded to a leader that just died
+        // or hung) is only answered at its timeout: joining gets a short
+        // deadline, doubled each time it runs out (a slow etcd still gets in).
+        let patience = self.patience;
+        let joined = tokio::time::timeout(patience, self.join(&prefix, resync)).await;
+        let Joined { mut client, mut watched, _reader, lease, mut keeper, mut kept } = match joined {
+            Ok(joined) => joined?,
+            Err(_) => {
+                self.patience = (patience * 2).min(MAX_PATIENCE);
+                return Err(Error::Unavailable(format!(
+                    "fleet: etcd did not let this replica join within {patience:?}"
+                )));
             }
-        }));
-        let ttl = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(3).max(1);
-        let lease = client.lease_grant(ttl, None).await.map_err(etcd)?.id();
-        // The last session's lease may outlive it (etcd extends leases when
-        // it restarts): revoke it, so its presence and candidacy go now and
-        // leadership is settled among this session's candidates at once.
-        if let Some(old) = self.lease.replace(lease) {
-            if let Err(e) = client.lease_revoke(old).await {
-                tracing::debug!(error = %e, "fleet: the last session's lease is gone already");
-            }
-        }
-        let (mut keeper, mut kept) = client.lease_keep_alive(lease).await.map_err(etcd)?;
-        self.presence(&mut client, lease).await?;
-        // Candidacy, as etcd's own election does it: a key under the
-        // election prefix on this session's lease; the lowest create
-        // revision leads (see `fleet_key`). Not etcd's blocking `Campaign`
-        // call: the watch already tells every replica who leads.
-        let candidate = format!("{}/election/{lease:x}", self.config.prefix);
-        let options = etcd_client::PutOptions::new().with_lease(lease);
-        client.put(candidate, self.config.replica.clone(), Some(options)).await.map_err(etcd)?;
+        };
+        self.patience = JOIN_PATIENCE;
         if !self.connected.swap(true, Ordering::Relaxed) {
-            tracing::info!(replica = %self.config.replica, revision = from - 1, "fleet: in step with etcd");
+            tracing::info!(replica = %self.config.replica, revision = self.local.revision()?, "fleet: in step with etcd");
         }
         let mut tick = tokio::time::interval(PRESENCE_EVERY);
         loop {
@@ -220,16 +203,16 @@ impl Etcd {
                     return Err(Error::Unavailable("fleet: handed over to a successor process".into()));
                 },
                 _ = tick.tick() => {
-                    keeper.keep_alive().await.map_err(etcd)?;
+                    keeper.keep_alive().await.map_err(etcd_error)?;
                     self.presence(&mut client, lease).await?;
                 }
                 alive = kept.message() => {
-                    if alive.map_err(etcd)?.is_none_or(|r| r.ttl() <= 0) {
+                    if alive.map_err(etcd_error)?.is_none_or(|r| r.ttl() <= 0) {
                         return Err(Error::Unavailable("fleet: this replica's lease expired".into()));
                     }
                 }
                 message = watched.recv() => {
-                    let Some(resp) = message.transpose().map_err(etcd)?.flatten() else {
+                    let Some(resp) = message.transpose().map_err(etcd_error)?.flatten() else {
                         return Err(Error::Unavailable("fleet: the watch ended".into()));
                     };
                     if resp.compact_revision() > 0 || resp.canceled() {
@@ -251,47 +234,57 @@ impl Etcd {
                 Some((service, figures)) = recordings.recv() => {
                     let key = format!("{}/recordings/{service}/{}", self.config.prefix, self.config.replica);
                     let options = etcd_client::PutOptions::new().with_lease(lease);
-                    client.put(key, figures, Some(options)).await.map_err(etcd)?;
+                    client.put(key, figures, Some(options)).await.map_err(etcd_error)?;
                 }
             }
         }
     }
 
-    async fn connect(&self) -> Result<Client, Error> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(WRITE_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
-        if let Some((user, password)) = &self.config.auth {
-            options = options.with_user(user.clone(), password.clone());
+    /// Connects, catches up, starts the watch and enters the fleet: a new
+    /// lease with this replica's presence and candidacy on it.
+    async fn join(&mut self, prefix: &str, resync: &mut bool) -> Result<Joined, Error> {
+        let mut client = connect::connect(&self.config).await?;
+        if *resync {
+            self.read_all(&mut client, prefix).await?;
+            *resync = false;
         }
-        if let Some(tls) = &self.config.tls {
-            let mut t = etcd_client::TlsOptions::new();
-            if let Some(ca) = &tls.ca {
-                let pem = std::fs::read(ca).map_err(|e| Error::Tls(format!("state.etcd.ca_file: {e}")))?;
-                t = t.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        let from = self.local.revision()? + 1;
+        let options = WatchOptions::new().with_prefix().with_start_revision(from).with_progress_notify();
+        let mut stream = client.watch(prefix, Some(options)).await.map_err(etcd_error)?;
+        // The watch is read without pause by its own task: a watch left
+        // unread while the session awaits a write would fill the
+        // connection's HTTP/2 window and hold back that write's answer
+        // (until the lease expired).
+        let (events, watched) = mpsc::unbounded_channel();
+        let reader = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let message = stream.message().await;
+                let last = !matches!(message, Ok(Some(_)));
+                if events.send(message).is_err() || last {
+                    return;
+                }
             }
-            if let Some((cert, key)) = &tls.identity {
-                let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Tls(format!("state.etcd: {e}")));
-                t = t.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
-            }
-            options = options.with_tls(t);
-        }
-        // Only the members that answer now: a dead member in the balanced
-        // channel would fail every other call until it comes back.
-        let mut live = Vec::new();
-        for ep in &self.config.endpoints {
-            let host = ep.split("://").nth(1).unwrap_or(ep).trim_end_matches('/');
-            let reachable =
-                tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(host)).await;
-            if matches!(reachable, Ok(Ok(_))) {
-                live.push(ep.clone());
+        }));
+        let ttl = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(3).max(1);
+        let lease = client.lease_grant(ttl, None).await.map_err(etcd_error)?.id();
+        // The last session's lease may outlive it (etcd extends leases when
+        // it restarts): revoke it, so its presence and candidacy go now and
+        // leadership is settled among this session's candidates at once.
+        if let Some(old) = self.lease.replace(lease) {
+            if let Err(e) = client.lease_revoke(old).await {
+                tracing::debug!(error = %e, "fleet: the last session's lease is gone already");
             }
         }
-        if live.is_empty() {
-            return Err(Error::Unavailable("fleet: no etcd endpoint answers".into()));
-        }
-        Client::connect(&live, Some(options)).await.map_err(etcd)
+        let (keeper, kept) = client.lease_keep_alive(lease).await.map_err(etcd_error)?;
+        self.presence(&mut client, lease).await?;
+        // Candidacy, as etcd's own election does it: a key under the
+        // election prefix on this session's lease; the lowest create
+        // revision leads (see `fleet_key`). Not etcd's blocking `Campaign`
+        // call: the watch already tells every replica who leads.
+        let candidate = format!("{}/election/{lease:x}", self.config.prefix);
+        let options = etcd_client::PutOptions::new().with_lease(lease);
+        client.put(candidate, self.config.replica.clone(), Some(options)).await.map_err(etcd_error)?;
+        Ok(Joined { client, watched, _reader: reader, lease, keeper, kept })
     }
 
     /// Writes this replica's presence key on `lease`.
@@ -304,7 +297,7 @@ impl Etcd {
         };
         let key = format!("{}/replicas/{}", self.config.prefix, me.replica);
         let value = serde_json::to_vec(&me).map_err(|e| Error::State(e.to_string()))?;
-        client.put(key, value, Some(etcd_client::PutOptions::new().with_lease(lease))).await.map_err(etcd)?;
+        client.put(key, value, Some(etcd_client::PutOptions::new().with_lease(lease))).await.map_err(etcd_error)?;
         Ok(())
     }
 
@@ -358,7 +351,7 @@ impl Etcd {
 
     /// Replaces the local copy with everything under the prefix.
     async fn read_all(&mut self, client: &mut Client, prefix: &str) -> Result<(), Error> {
-        let resp = client.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(etcd)?;
+        let resp = client.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(etcd_error)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         self.present.clear();
         let (mut rows, mut newest) = (Vec::new(), 0);
@@ -477,14 +470,14 @@ impl Etcd {
                 .collect::<Vec<_>>()
         };
         let Some(event) = &r.event else {
-            let resp = client.txn(Txn::new().when(guard).and_then(ops(vec![]))).await.map_err(etcd)?;
+            let resp = client.txn(Txn::new().when(guard).and_then(ops(vec![]))).await.map_err(etcd_error)?;
             if !resp.succeeded() {
                 return Err(stale());
             }
             return Ok((resp.header().map_or(0, |h| h.revision()), None));
         };
         for _ in 0..16 {
-            let got = client.get(seq_key.clone(), None).await.map_err(etcd)?;
+            let got = client.get(seq_key.clone(), None).await.map_err(etcd_error)?;
             let (seq, at) = match got.kvs().first() {
                 None => (0, 0),
                 Some(kv) => match std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse::<u64>().ok()) {
@@ -505,13 +498,13 @@ impl Etcd {
                 .chain(guard.clone())
                 .collect();
             let txn = Txn::new().when(compares).and_then(ops(vec![event_op, seq_op]));
-            let resp = client.txn(txn).await.map_err(etcd)?;
+            let resp = client.txn(txn).await.map_err(etcd_error)?;
             if resp.succeeded() {
                 return Ok((resp.header().map_or(0, |h| h.revision()), Some(event)));
             }
             if !guard.is_empty() {
                 // The guard failed, unless another write took the number.
-                let now = client.get(seq_key.clone(), None).await.map_err(etcd)?;
+                let now = client.get(seq_key.clone(), None).await.map_err(etcd_error)?;
                 if now.kvs().first().map_or(0, |kv| kv.mod_revision()) == at {
                     return Err(stale());
                 }
@@ -547,16 +540,23 @@ fn row(key: &[u8], value: Option<&[u8]>, prefix: &str) -> Option<Row> {
 }
 
 /// Aborts a task when dropped (with the session it serves).
+/// A session's hold on the fleet, from [`Etcd::join`].
+struct Joined {
+    client: Client,
+    /// The watch's messages, from its reader task.
+    watched: mpsc::UnboundedReceiver<Result<Option<etcd_client::WatchResponse>, etcd_client::Error>>,
+    _reader: AbortOnDrop,
+    lease: i64,
+    keeper: etcd_client::LeaseKeeper,
+    kept: etcd_client::LeaseKeepAliveStream,
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn etcd(e: etcd_client::Error) -> Error {
-    Error::Unavailable(format!("fleet: etcd: {e}"))
 }
 
 #[cfg(test)]

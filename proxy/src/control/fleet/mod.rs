@@ -44,6 +44,7 @@
 //! per second of hold, so a new leader resumes at the same step with all
 //! but under a second of the hold already spent.
 
+mod connect;
 mod etcd;
 
 use super::state::{self, Applied, Change, Event, FleetView, Guard, Row, StateStore, Store};
@@ -155,6 +156,11 @@ impl FleetStore {
             wait()?
         }
     }
+}
+
+/// An etcd client error, as the refusal a caller sees.
+fn etcd_error(e: etcd_client::Error) -> Error {
+    Error::Unavailable(format!("fleet: etcd: {e}"))
 }
 
 fn unreachable() -> Error {
