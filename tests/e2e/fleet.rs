@@ -516,4 +516,24 @@ async fn a_replica_reaches_etcd_over_tls_with_the_ca_it_is_given() {
     .await;
     assert!(accepted, "in step over TLS: {}", p.admin("GET", "/v1/fleet", Some(TOKEN), None).await.1);
     assert!(all_serve(std::slice::from_ref(&p), "canary").await);
+
+    // Given another CA, a replica says why it cannot reach etcd (once, not
+    // at every retry) and refuses writes.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let wrong = certs.path().join("other.pem");
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let state = format!(
+        "state: {{ dir: state, etcd: {{ endpoints: [\"{}\"], prefix: /sy/tls, replica: t1, ca_file: \"{}\" }} }}\n",
+        etcd.url,
+        wrong.display()
+    );
+    let q = start_with_admin(&format!("{svc}{state}")).await;
+    let cannot = "fleet: cannot reach etcd; serving the local state, refusing writes, retrying";
+    assert!(until(Duration::from_secs(10), || async { !q.logged(cannot).is_empty() }).await, "it says so");
+    tokio::time::sleep(Duration::from_secs(2)).await; // pace: let it retry a few times
+    let said = q.logged(cannot);
+    assert_eq!(said.len(), 1, "{said:?}");
+    let why = said[0]["error"].as_str().unwrap();
+    assert!(why.contains(&etcd.url) && why.contains("no etcd member answers"), "{why}");
+    assert_eq!(q.admin("PUT", "/v1/services/web/weights", Some(TOKEN), Some(body)).await.0, 503);
 }

@@ -42,12 +42,19 @@ pub(super) async fn connect(config: &FleetConfig) -> Result<Client, Error> {
             let status = tokio::time::timeout(PROBE_TIMEOUT, async {
                 Client::connect([ep.as_str()], Some(options)).await?.status().await
             });
-            matches!(status.await, Ok(Ok(s)) if s.leader() != 0).then_some(ep)
+            match status.await {
+                Ok(Ok(s)) if s.leader() != 0 => Ok(ep),
+                Ok(Ok(_)) => Err(format!("{ep}: no leader")),
+                Ok(Err(e)) => Err(format!("{ep}: {e}")),
+                Err(_) => Err(format!("{ep}: no answer within {PROBE_TIMEOUT:?}")),
+            }
         });
     }
-    let live: Vec<String> = probes.join_all().await.into_iter().flatten().collect();
+    let (live, down): (Vec<_>, Vec<_>) = probes.join_all().await.into_iter().partition(Result::is_ok);
     if live.is_empty() {
-        return Err(Error::Unavailable("fleet: no etcd member answers with a leader".into()));
+        let why: Vec<String> = down.into_iter().filter_map(Result::err).collect();
+        return Err(Error::Unavailable(format!("fleet: no etcd member answers with a leader ({})", why.join("; "))));
     }
+    let live: Vec<String> = live.into_iter().flatten().collect();
     Client::connect(&live, Some(options)).await.map_err(etcd_error)
 }

@@ -110,6 +110,7 @@ impl Etcd {
     ) {
         let mut backoff = Duration::from_millis(100);
         let mut resync = true;
+        let mut first = true;
         loop {
             let was = self.connected.load(Ordering::Relaxed);
             let result = self.session((&mut requests, &mut recordings), &mut resync).await;
@@ -122,11 +123,15 @@ impl Etcd {
                     if was || self.connected.load(Ordering::Relaxed) {
                         backoff = Duration::from_millis(100);
                     }
+                    let first = std::mem::take(&mut first);
                     if *self.released.borrow() {
                         self.connected.store(false, Ordering::Relaxed);
                         tracing::info!("fleet: left the fleet for the successor process");
                     } else if self.connected.swap(false, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "fleet: lost etcd; serving the last applied state, refusing writes");
+                    } else if first {
+                        // Said once: a wrong address, CA or password shows here.
+                        tracing::warn!(error = %e, "fleet: cannot reach etcd; serving the local state, refusing writes, retrying");
                     } else {
                         tracing::debug!(error = %e, "fleet: etcd still unreachable");
                     }
