@@ -303,8 +303,8 @@ impl Idle {
     ///
     /// HTTP/1.1 takes the connection returned last: under many connections
     /// a few stay in use, warm in cache and acked with the next request,
-    /// rather than each of hundreds in turn (which took a TCP segment more
-    /// per request, a lone delayed ACK, and 4 to 10 % more CPU at 1,000
+    /// rather than each of hundreds in turn (which took more TCP segments
+    /// per request, lone delayed ACKs, and a higher p99 at 1,000
     /// connections; README, "Many connections").
     pub(super) async fn checkout(
         &self,
