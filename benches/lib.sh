@@ -176,39 +176,47 @@ run_wrk() { # port -> "rps p50us p99us"
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # Runs ROUNDS rounds over the contenders named in $names (ports in $PORT),
-# rotating the order each round; fills M[name]="rps p50 p99" with medians.
+# rotating the order each round; fills M[name]="rps p50 p99" with medians,
+# and SEG[name] with the median TCP segments sent per request on the
+# machine (`OutSegs` of /proc/net/snmp: client, proxy and upstream).
 # When $PID[name] names the contender's process, also measures its CPU time
 # per request (user + system, all threads): C[name] = median µs/request.
 # CPU per request is steadier than throughput on a shared machine.
-declare -A R M C CPU PID
+declare -A R M C CPU PID SEG SEGS
 WRK_HEADERS=("${WRK_HEADERS[@]}")
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+out_segs() { awk '/^Tcp:/ && $2 ~ /^[0-9]/ {print $12}' /proc/net/snmp; }
 bench_rounds() {
   local n=${#names[@]} tck; tck=$(getconf CLK_TCK)
   for r in $(seq "$ROUNDS"); do
     for k in $(seq 0 $((n - 1))); do
-      local c=${names[$(( (k + r) % n ))]} before="" res cpu=""
+      local c=${names[$(( (k + r) % n ))]} before="" res cpu="" segs0 segs
       [ -n "${PID[$c]:-}" ] && before=$(cpu_ticks "${PID[$c]}")
+      segs0=$(out_segs)
       res=$(run_wrk "${PORT[$c]}")
+      segs=$(awk -v a="$segs0" -v b="$(out_segs)" -v rps="${res%% *}" -v d="$DURATION" \
+        'BEGIN { printf "%.2f", (b - a) / (rps * d) }')
+      SEGS[$c]+="$segs"$'\n'
       if [ -n "$before" ]; then
         cpu=$(awk -v a="$before" -v b="$(cpu_ticks "${PID[$c]}")" -v t="$tck" -v rps="${res%% *}" -v d="$DURATION" \
           'BEGIN { printf "%.2f", (b - a) / t * 1e6 / (rps * d) }')
         CPU[$c]+="$cpu"$'\n'
       fi
       R[$c]+="$res"$'\n'
-      echo "round $r $c: $res (req/s p50_us p99_us)${cpu:+ cpu ${cpu} us/req}"
+      echo "round $r $c: $res (req/s p50_us p99_us)${cpu:+ cpu ${cpu} us/req} segments $segs/req"
     done
   done
   echo
-  printf '%-14s %12s %10s %10s %14s\n' contender "req/s" "p50 (us)" "p99 (us)" "cpu (us/req)"
+  printf '%-14s %12s %10s %10s %14s %14s\n' contender "req/s" "p50 (us)" "p99 (us)" "cpu (us/req)" "segments/req"
   for c in "${names[@]}"; do
     local rps p50 p99 cpu=""
     rps=$(awk 'NF {print $1}' <<<"${R[$c]}" | median)
     p50=$(awk 'NF {print $2}' <<<"${R[$c]}" | median)
     p99=$(awk 'NF {print $3}' <<<"${R[$c]}" | median)
     [ -n "${CPU[$c]:-}" ] && cpu=$(awk 'NF' <<<"${CPU[$c]}" | median) && C[$c]=$cpu
+    SEG[$c]=$(awk 'NF' <<<"${SEGS[$c]}" | median)
     M[$c]="$rps $p50 $p99"
-    printf '%-14s %12.0f %10.0f %10.0f %14s\n' "$c" "$rps" "$p50" "$p99" "${cpu:--}"
+    printf '%-14s %12.0f %10.0f %10.0f %14s %14s\n' "$c" "$rps" "$p50" "$p99" "${cpu:--}" "${SEG[$c]}"
   done
   echo
 }

@@ -229,13 +229,56 @@ impl Dialer {
 /// One worker's idle connections with the time each went idle, oldest first.
 type Stack = VecDeque<(Sender, Instant)>;
 
+/// One worker's stack, used only on that worker's thread, which takes it out
+/// of the cell for the moment of a check-out or check-in: a pointer-sized
+/// atomic swap, no lock (see the test `idle_sets_are_lock_free`).
+#[derive(Default)]
+struct Slot(AtomicCell<Option<Box<Stack>>>);
+
+impl Slot {
+    /// Runs `f` on the stack. `f` must not await (nor could it: it is not async).
+    fn with<R>(&self, f: impl FnOnce(&mut Stack) -> R) -> R {
+        let mut stack = self.0.take().unwrap_or_default();
+        let r = f(&mut stack);
+        self.0.store(Some(stack));
+        r
+    }
+
+    /// The worker's HTTP/2 connection, if it has a live one: a handle on it.
+    fn shared_h2(&self) -> Option<Sender> {
+        self.with(|stack| match stack.back() {
+            Some((Sender::H2(shared), _)) if !shared.is_closed() => Some(Sender::H2(shared.clone())),
+            _ => {
+                stack.clear();
+                None
+            }
+        })
+    }
+
+    /// The most recently returned connection still open and not idle too
+    /// long at `arrived`.
+    fn newest(&self, arrived: Instant) -> Option<Sender> {
+        self.with(|stack| {
+            while let Some((sender, since)) = stack.pop_back() {
+                // From the request's arrival, not from now: microseconds younger.
+                if arrived.saturating_duration_since(since) > IDLE_TIMEOUT {
+                    // The rest went idle earlier still.
+                    stack.clear();
+                    return None;
+                }
+                if !sender.is_closed() {
+                    return Some(sender);
+                }
+            }
+            None
+        })
+    }
+}
+
 /// Connections of one endpoint, a stack per worker: idle HTTP/1.1 ones,
 /// or the one HTTP/2 connection.
 pub(super) struct Idle {
-    /// One per worker, used only on that worker's thread, which takes its
-    /// stack out of the cell for the moment of a check-out or check-in: a
-    /// pointer-sized atomic swap, no lock (see the test `idle_sets_are_lock_free`).
-    per_worker: Box<[AtomicCell<Option<Box<Stack>>>]>,
+    per_worker: Box<[Slot]>,
     /// HTTP/2: held (by one worker's tasks only) while that worker dials,
     /// so requests arriving meanwhile share the new connection rather than
     /// each dialling one. Never taken once the connection is up.
@@ -252,50 +295,15 @@ impl Idle {
     pub(super) fn new(workers: usize, multiplexed: bool) -> Self {
         let dialing = if multiplexed { workers } else { 0 };
         Self {
-            per_worker: (0..workers).map(|_| AtomicCell::new(None)).collect(),
+            per_worker: (0..workers).map(|_| Slot::default()).collect(),
             dialing: (0..dialing).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
-    /// Runs `f` on this worker's stack; `None` off the worker threads. `f`
-    /// must not await (nor could it: it is not async).
-    fn with_stack<R>(&self, f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
-        let cell = worker_index().and_then(|i| self.per_worker.get(i))?;
-        let mut stack = cell.take().unwrap_or_default();
-        let r = f(&mut stack);
-        cell.store(Some(stack));
-        Some(r)
-    }
-
-    /// This worker's HTTP/2 connection, if it has a live one: a handle on
-    /// it (`None` inside: it has none).
-    fn shared_h2(&self) -> Option<Option<Sender>> {
-        self.with_stack(|stack| match stack.back() {
-            Some((Sender::H2(shared), _)) if !shared.is_closed() => Some(Sender::H2(shared.clone())),
-            _ => {
-                stack.clear();
-                None
-            }
-        })
-    }
-
-    /// The most recently returned connection still open and not idle too
-    /// long (`None` inside: none is).
-    fn newest(&self, arrived: Instant) -> Option<Option<Sender>> {
-        self.with_stack(|stack| {
-            while let Some((sender, since)) = stack.pop_back() {
-                // From the request's arrival, not from now: microseconds younger.
-                if arrived.saturating_duration_since(since) > IDLE_TIMEOUT {
-                    // The rest went idle earlier still.
-                    stack.clear();
-                    return None;
-                }
-                if !sender.is_closed() {
-                    return Some(sender);
-                }
-            }
-            None
-        })
+    /// This worker's index and slot; `None` off the worker threads, where
+    /// nothing is pooled.
+    fn slot(&self) -> Option<(usize, &Slot)> {
+        worker_index().and_then(|i| Some((i, self.per_worker.get(i)?)))
     }
 
     /// A ready connection, and whether it was newly dialled; `arrived`: when
@@ -313,39 +321,40 @@ impl Idle {
         connect_timeout: Duration,
         arrived: Instant,
     ) -> Result<(Sender, bool), ConnectError> {
+        let dial = async || dialer.connect(addr, connect_timeout).await.map(|s| (s, true));
+        let Some((i, slot)) = self.slot() else {
+            return dial().await;
+        };
         if dialer.multiplexed() {
-            let Some(shared) = self.shared_h2() else {
-                return dialer.connect(addr, connect_timeout).await.map(|s| (s, true));
-            };
-            if let Some(h) = shared {
+            if let Some(h) = slot.shared_h2() {
                 return Ok((h, false));
             }
-            let Some(dialing) = worker_index().and_then(|i| self.dialing.get(i)) else {
-                return dialer.connect(addr, connect_timeout).await.map(|s| (s, true));
+            let Some(dialing) = self.dialing.get(i) else {
+                return dial().await;
             };
             let _dialing = dialing.lock().await;
             // Dialled by another request of this worker while this one waited.
-            if let Some(Some(h)) = self.shared_h2() {
+            if let Some(h) = slot.shared_h2() {
                 return Ok((h, false));
             }
             let sender = dialer.connect(addr, connect_timeout).await?;
             if let Sender::H2(shared) = &sender {
                 let handle = Sender::H2(shared.clone());
-                self.with_stack(|stack| {
+                slot.with(|stack| {
                     stack.clear();
                     stack.push_back((handle, Instant::now()));
                 });
             }
             return Ok((sender, true));
         }
-        while let Some(Some(mut sender)) = self.newest(arrived) {
+        while let Some(mut sender) = slot.newest(arrived) {
             // A connection returned just as its response ended may not have
             // reported ready yet; this resolves at once either way.
             if sender.ready().await.is_ok() {
                 return Ok((sender, false));
             }
         }
-        dialer.connect(addr, connect_timeout).await.map(|s| (s, true))
+        dial().await
     }
 
     pub(super) fn checkin(&self, sender: Sender) {
@@ -353,8 +362,9 @@ impl Idle {
         if sender.is_closed() || sender.is_h2() {
             return;
         }
+        let Some((_, slot)) = self.slot() else { return };
         let now = Instant::now();
-        self.with_stack(|stack| {
+        slot.with(|stack| {
             // The oldest go first: idle too long, or one over the cap. (A
             // full stack keeps the connections in use, not the idle ones.)
             while stack.front().is_some_and(|(_, since)| now.saturating_duration_since(*since) > IDLE_TIMEOUT)
@@ -436,6 +446,6 @@ mod tests {
         let (mut s, dialled) = idle.checkout(&dialer, addr, limit, late).await.unwrap();
         assert!(dialled);
         assert_eq!(number(&mut s).await, "3");
-        assert_eq!(idle.with_stack(|stack| stack.len()), Some(0), "and they were let go");
+        assert_eq!(idle.slot().map(|(_, slot)| slot.with(|stack| stack.len())), Some(0), "and they were let go");
     }
 }
