@@ -155,7 +155,7 @@ $1}" > "$W/haproxy.cfg"
 # Waits until $1 answers, up to $2 tenths of a second (default 100); prints
 # the logs and exits if it never does.
 wait_up() {
-  for _ in $(seq "${2:-100}"); do curl -sf "http://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done
+  for _ in $(seq "${2:-100}"); do curl -skf "${SCHEME:-http}://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done
   echo "nothing answers on port $1; logs:" >&2
   tail -n 5 "$W"/*.log "$W"/*/error.log >&2 || true
   exit 1
@@ -165,8 +165,9 @@ wait_up() {
 to_us() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v*1000 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000000 } }'; }
 run_wrk() { # port -> "rps p50us p99us"
   local out rps p50 p99
-  # WRK_HEADERS: extra `-H` arguments, as an array, when the caller sets it.
-  out=$("${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${WRK_HEADERS[@]}" "http://127.0.0.1:$1/")
+  # WRK_HEADERS: extra `-H` arguments, as an array, when the caller sets it;
+  # SCHEME: https for a TLS listener.
+  out=$("${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${WRK_HEADERS[@]}" "${SCHEME:-http}://127.0.0.1:$1/")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_us)
   p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_us)

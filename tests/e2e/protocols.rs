@@ -84,11 +84,39 @@ async fn tls_connect(
     name: &str,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_connect_offering(addr, c, name, alpn, None).await
+}
+
+/// A proxy with one TLS listener (the `main` certificate) in front of `up`.
+async fn tls_proxy(c: &Certs, up: &Upstream) -> Proxy {
+    let yaml = format!(
+        "listeners:\n  - name: tls\n    bind: \"127.0.0.1:0\"\n    tls: {{ cert: main.pem, key: main.key }}\nservices:\n{}",
+        service("s", "", &[("p", &[up.addr])], "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["main.pem", "main.key"] {
+        std::fs::copy(c.dir.path().join(f), dir.path().join(f)).unwrap();
+    }
+    Proxy::start_in(dir, &yaml).await
+}
+
+/// As [`tls_connect`], offering only `suites`, in that order, when given.
+async fn tls_connect_offering(
+    addr: std::net::SocketAddr,
+    c: &Certs,
+    name: &str,
+    alpn: &[u8],
+    suites: Option<&[rustls::CipherSuite]>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(c.main.clone()).unwrap();
     roots.add(c.api.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(suites) = suites {
+        let all = std::mem::take(&mut provider.cipher_suites);
+        provider.cipher_suites = suites.iter().map(|want| *all.iter().find(|s| s.suite() == *want).unwrap()).collect();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
@@ -138,6 +166,49 @@ async fn tls_with_alpn_and_sni() {
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "https");
 }
 
+/// The listener picks AES-128-GCM, whose SHA-256 hashing runs in hardware,
+/// over the AES-256-GCM (SHA-384) most clients list first; a client that
+/// lists ChaCha20 first (one without AES in hardware) gets ChaCha20; a
+/// client offering only AES-256-GCM gets it. TLS 1.2 chooses the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_prefers_sha256_suites_unless_the_client_puts_chacha20_first() {
+    use rustls::CipherSuite::*;
+    let up = Upstream::text("ok").await;
+    let c = certs();
+    let proxy = tls_proxy(&c, &up).await;
+    let cases: [(&[rustls::CipherSuite], rustls::CipherSuite); 6] = [
+        (
+            &[TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256],
+            TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            &[TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256],
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (&[TLS13_AES_256_GCM_SHA384], TLS13_AES_256_GCM_SHA384),
+        (&[TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256], TLS13_CHACHA20_POLY1305_SHA256),
+        (
+            &[TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256],
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            &[TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256],
+            TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ];
+    for (offered, chosen) in cases {
+        let tls = tls_connect_offering(proxy.addr, &c, "shop.test", b"http/1.1", Some(offered)).await;
+        let got = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(got, chosen, "offered {offered:?}");
+        // The connection serves requests whichever config it got.
+        let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let resp =
+            h1.send_request(Request::get("/").header("host", "shop.test").body(full("")).unwrap()).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok", "offered {offered:?}");
+    }
+}
+
 /// A TLS client that finished its handshake just before a drain began, and
 /// sends its first request only then, is served (with `Connection: close`),
 /// not closed unanswered.
@@ -145,15 +216,7 @@ async fn tls_with_alpn_and_sni() {
 async fn a_tls_connection_made_before_a_drain_is_served_its_first_request() {
     let up = Upstream::text("served").await;
     let c = certs();
-    let yaml = format!(
-        "listeners:\n  - name: tls\n    bind: \"127.0.0.1:0\"\n    tls: {{ cert: main.pem, key: main.key }}\nservices:\n{}",
-        service("s", "", &[("p", &[up.addr])], "")
-    );
-    let dir = tempfile::tempdir().unwrap();
-    for f in ["main.pem", "main.key"] {
-        std::fs::copy(c.dir.path().join(f), dir.path().join(f)).unwrap();
-    }
-    let mut proxy = Proxy::start_in(dir, &yaml).await;
+    let mut proxy = tls_proxy(&c, &up).await;
     let tls = tls_connect(proxy.addr, &c, "shop.test", b"http/1.1").await;
     tokio::time::sleep(Duration::from_millis(200)).await; // delay: the proxy finishes its side of the handshake
     proxy.signal("TERM");

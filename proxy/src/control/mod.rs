@@ -509,7 +509,7 @@ pub fn check(config: &Config) -> Result<(), crate::Error> {
     }
     for l in &config.listeners {
         if let Some(t) = &l.tls {
-            crate::data::tls::server_config(t).map_err(|e| crate::Error::Tls(format!("listener `{}`: {e}", l.name)))?;
+            crate::data::tls::server_tls(t).map_err(|e| crate::Error::Tls(format!("listener `{}`: {e}", l.name)))?;
         }
     }
     for s in &config.services {

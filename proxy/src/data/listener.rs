@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::task::TaskTracker;
 
 /// A bound listener: one socket per worker, ready to serve.
@@ -48,7 +48,7 @@ pub struct BoundListener {
     /// The address actually bound (the real port when the config said 0).
     pub local_addr: SocketAddr,
     sockets: Vec<std::net::TcpListener>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<tls::ServerTls>>,
     permits: Arc<Semaphore>,
     trust_forwarded: bool,
     set_forwarded: bool,
@@ -58,7 +58,7 @@ pub struct BoundListener {
 pub struct Acceptor {
     name: String,
     socket: std::net::TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<tls::ServerTls>>,
     permits: Arc<Semaphore>,
     trust_forwarded: bool,
     set_forwarded: bool,
@@ -73,7 +73,7 @@ pub fn bind(
     inherited: Option<Vec<std::net::TcpListener>>,
 ) -> Result<BoundListener, Error> {
     let tls = match &cfg.tls {
-        Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
+        Some(t) => Some(Arc::new(tls::server_tls(t)?)),
         None => None,
     };
     let bind_err = |error| Error::Bind { name: cfg.name.clone(), addr: cfg.bind, error };
@@ -242,12 +242,18 @@ impl Acceptor {
                     // Boxed: a task is as large as the largest future it may
                     // await, and the TLS one (handshake, TLS state) is twice the
                     // plain one; unboxed, every plain connection carried it.
-                    Some(acceptor) => {
+                    Some(tls) => {
                         if tokio::time::timeout(first_within, stream.readable()).await.is_err() {
                             return;
                         }
                         Box::pin(async move {
-                            let handshake = acceptor.accept(client_io(stream, write_timeout));
+                            // The ClientHello first: it tells which config serves the client.
+                            let handshake = async {
+                                let io = client_io(stream, write_timeout);
+                                let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+                                let config = tls.config_for(&hello.client_hello());
+                                hello.into_stream(config).await
+                            };
                             match tokio::time::timeout(tls_timeout, handshake).await {
                                 Ok(Ok(tls_stream)) => {
                                     // HTTP/2 over TLS is by ALPN only (RFC 9113 §3.2).

@@ -1,4 +1,4 @@
-//! TLS with rustls (ring provider). For listeners: ALPN `h2` and
+//! TLS with rustls (aws-lc-rs provider). For listeners: ALPN `h2` and
 //! `http/1.1`, and a certificate chosen by SNI — an exact name first, then
 //! the longest `*.` wildcard, then the listener's default certificate. To
 //! upstreams: a client per pool (so sessions resume across its
@@ -7,17 +7,60 @@
 
 use crate::config::{CertFiles, Protocol, TlsConfig, UpstreamTls};
 use crate::error::Error;
+use rustls::crypto::hash::HashAlgorithm;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{CipherSuite, ServerConfig, SupportedCipherSuite};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-/// Builds the rustls server config of a listener, loading every certificate.
-pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The cryptography of every TLS connection the proxy makes or accepts:
+/// aws-lc-rs, rustls's default. Against ring, its X25519 halves the key
+/// exchange's share of a full handshake (see the README's TLS figures).
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())).clone()
+}
+
+/// A listener's TLS: which rustls config serves a client, chosen from its
+/// `ClientHello` (see [`ServerTls::config_for`]).
+#[derive(Debug)]
+pub struct ServerTls {
+    /// Suites that hash with SHA-256 first (AES-128-GCM, then ChaCha20).
+    ours: Arc<ServerConfig>,
+    /// The client's order.
+    theirs: Arc<ServerConfig>,
+}
+
+impl ServerTls {
+    /// The config for a client: ours, which picks AES-128-GCM over the
+    /// AES-256-GCM most clients list first, unless the client lists
+    /// ChaCha20 first (a client without AES in hardware says so that way),
+    /// which it then gets. AES-128 and ChaCha20 hash with SHA-256, which
+    /// current x86 and ARM CPUs run in hardware; AES-256's SHA-384 runs in
+    /// software on AMD CPUs (aws-lc and ring use their vector code for it on
+    /// Intel only), and a TLS 1.3 handshake hashes enough to feel it. As
+    /// BoringSSL's equal-preference groups do, without them in rustls.
+    pub fn config_for(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
+        let known = self.ours.crypto_provider().cipher_suites.iter().map(|s| s.suite()).collect::<Vec<_>>();
+        let first = hello.cipher_suites().iter().find(|s| known.contains(s));
+        match first {
+            Some(
+                CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                | CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ) => self.theirs.clone(),
+            _ => self.ours.clone(),
+        }
+    }
+}
+
+/// Builds a listener's TLS, loading every certificate.
+pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, Error> {
+    let provider = provider();
     let mut resolver =
         SniResolver { default: load(&cfg.default, &provider)?, exact: HashMap::new(), wildcard: Vec::new() };
     for (names, files) in &cfg.sni {
@@ -32,13 +75,32 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Error
         }
     }
     resolver.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(format!("tls: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    let resolver = Arc::new(resolver);
+    let build = |provider: Arc<CryptoProvider>| -> Result<ServerConfig, Error> {
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(format!("tls: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    };
+    let theirs = build(provider.clone())?;
+    let mut sha256_first = (*provider).clone();
+    // A stable sort: AES-128-GCM stays ahead of ChaCha20, as the provider lists them.
+    sha256_first.cipher_suites.sort_by_key(|s| hash_of(s) != HashAlgorithm::SHA256);
+    let mut ours = build(Arc::new(sha256_first))?;
+    ours.ignore_client_order = true;
+    // One session cache: a client resumes whichever config served it.
+    ours.session_storage = theirs.session_storage.clone();
+    Ok(ServerTls { ours: Arc::new(ours), theirs: Arc::new(theirs) })
+}
+
+fn hash_of(suite: &SupportedCipherSuite) -> HashAlgorithm {
+    match suite {
+        SupportedCipherSuite::Tls12(s) => s.common.hash_provider.algorithm(),
+        SupportedCipherSuite::Tls13(s) => s.common.hash_provider.algorithm(),
+    }
 }
 
 /// The TLS client of a pool's endpoints.
@@ -47,8 +109,7 @@ pub fn upstream_client(t: &UpstreamTls, protocol: Protocol) -> Result<Arc<rustls
         Some(ca) => Arc::new(roots_from(ca).map_err(|e| Error::Tls(format!("tls.ca: {e}")))?),
         None => system_roots(),
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(format!("tls: {e}")))?
         .with_root_certificates(roots);

@@ -106,8 +106,7 @@ fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String>
         Some(ca) => Arc::new(crate::data::tls::roots_from(ca).map_err(|e| format!("webhooks.ca_file {e}"))?),
         None => crate::data::tls::system_roots(),
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(crate::data::tls::provider())
         .with_safe_default_protocol_versions()
         .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
         .map_err(|e| e.to_string())
