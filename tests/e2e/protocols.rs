@@ -209,6 +209,56 @@ async fn tls_prefers_sha256_suites_unless_the_client_puts_chacha20_first() {
     }
 }
 
+/// Browsers begin their list of suites with a GREASE value (RFC 8701): the
+/// choice goes by the first suite the proxy knows. A ClientHello written
+/// byte by byte, as Chrome orders it on a device without AES in hardware
+/// (ChaCha20 first) and with it (AES first); the ServerHello tells the suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grease_value_first_does_not_hide_the_clients_choice() {
+    const GREASE: u16 = 0x0a0a;
+    const AES_128: u16 = 0x1301;
+    const AES_256: u16 = 0x1302;
+    const CHACHA20: u16 = 0x1303;
+    let up = Upstream::text("ok").await;
+    let c = certs();
+    let proxy = tls_proxy(&c, &up).await;
+    for (offered, chosen) in
+        [([GREASE, CHACHA20, AES_128, AES_256], CHACHA20), ([GREASE, AES_128, AES_256, CHACHA20], AES_128)]
+    {
+        assert_eq!(server_hello_suite(proxy.addr, &offered).await, chosen, "offered {offered:04x?}");
+    }
+}
+
+/// Sends a TLS 1.3 ClientHello offering `suites` (X25519, ECDSA P-256) and
+/// returns the suite of the ServerHello.
+async fn server_hello_suite(addr: std::net::SocketAddr, suites: &[u16]) -> u16 {
+    let be = |n: usize| (n as u16).to_be_bytes();
+    let extension = |kind: u16, body: &[u8]| [&kind.to_be_bytes()[..], &be(body.len()), body].concat();
+    let mut key_share = vec![0x00, 0x24, 0x00, 0x1d, 0x00, 0x20, 9];
+    key_share.resize(key_share.len() + 31, 0);
+    let extensions = [
+        extension(0x002b, &[0x02, 0x03, 0x04]),       // supported_versions: TLS 1.3
+        extension(0x000a, &[0x00, 0x02, 0x00, 0x1d]), // supported_groups: x25519
+        extension(0x000d, &[0x00, 0x02, 0x04, 0x03]), // signature_algorithms: ecdsa_secp256r1_sha256
+        extension(0x0033, &key_share),                // key_share: x25519, the base point
+    ]
+    .concat();
+    let suites: Vec<u8> = suites.iter().flat_map(|s| s.to_be_bytes()).collect();
+    let body =
+        [&[0x03, 0x03][..], &[7; 32], &[0], &be(suites.len()), &suites, &[1, 0], &be(extensions.len()), &extensions]
+            .concat();
+    let handshake = [&[1, 0][..], &be(body.len()), &body].concat();
+    let record = [&[0x16, 0x03, 0x01][..], &be(handshake.len()), &handshake].concat();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&record).await.unwrap();
+    // Record header (5), handshake header (4), version (2), random (32), an
+    // empty session id echoed (1), then the suite.
+    let mut head = [0u8; 46];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!((head[0], head[5]), (0x16, 2), "a ServerHello: {head:02x?}");
+    u16::from_be_bytes([head[44], head[45]])
+}
+
 /// A TLS client that finished its handshake just before a drain began, and
 /// sends its first request only then, is served (with `Connection: close`),
 /// not closed unanswered.

@@ -45,8 +45,9 @@ impl ServerTls {
     /// Intel only), and a TLS 1.3 handshake hashes enough to feel it. As
     /// BoringSSL's equal-preference groups do, without them in rustls.
     pub fn config_for(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
-        let known = self.ours.crypto_provider().cipher_suites.iter().map(|s| s.suite()).collect::<Vec<_>>();
-        let first = hello.cipher_suites().iter().find(|s| known.contains(s));
+        // The first the proxy knows: a list may begin with GREASE values.
+        let known = |c: &&CipherSuite| self.ours.crypto_provider().cipher_suites.iter().any(|s| s.suite() == **c);
+        let first = hello.cipher_suites().iter().find(known);
         match first {
             Some(
                 CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
