@@ -108,6 +108,12 @@ async fn tls_connect_offering(
     alpn: &[u8],
     suites: Option<&[rustls::CipherSuite]>,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_connect_with(addr, Arc::new(tls_client(c, alpn, suites)), name).await
+}
+
+/// A client trusting the test certificates, with `alpn`, offering only
+/// `suites` when given.
+fn tls_client(c: &Certs, alpn: &[u8], suites: Option<&[rustls::CipherSuite]>) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(c.main.clone()).unwrap();
     roots.add(c.api.clone()).unwrap();
@@ -122,9 +128,47 @@ async fn tls_connect_offering(
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![alpn.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    cfg
+}
+
+async fn tls_connect_with(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    connector.connect(ServerName::try_from(name.to_owned()).unwrap(), tcp).await.unwrap()
+    tokio_rustls::TlsConnector::from(cfg).connect(ServerName::try_from(name.to_owned()).unwrap(), tcp).await.unwrap()
+}
+
+/// A returning client resumes its TLS session however many other clients
+/// came in between: 300 full handshakes (600 sessions issued) would have
+/// pushed its session out of rustls's default cache of 256; a session
+/// ticket carries it instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_client_resumes_after_many_others() {
+    let up = Upstream::text("ok").await;
+    let c = certs();
+    let proxy = tls_proxy(&c, &up).await;
+    let returning = Arc::new(tls_client(&c, b"http/1.1", None));
+    let mut others = tls_client(&c, b"http/1.1", None);
+    others.resumption = rustls::client::Resumption::disabled();
+    let others = Arc::new(others);
+    let first = tls_connect_with(proxy.addr, returning.clone(), "shop.test").await;
+    assert_eq!(first.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    // A TLS 1.3 server sends its tickets after the handshake: read them.
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(first)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = h1.send_request(Request::get("/").header("host", "shop.test").body(full("")).unwrap()).await.unwrap();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    for _ in 0..300 {
+        let mut tls = tls_connect_with(proxy.addr, others.clone(), "shop.test").await;
+        // Taking the tickets (the server's last handshake flight) before closing.
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+    }
+    let again = tls_connect_with(proxy.addr, returning, "shop.test").await;
+    assert_eq!(again.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,14 +86,20 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, Error> {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     };
-    let theirs = build(provider.clone())?;
+    let mut theirs = build(provider.clone())?;
+    // Stateless session tickets (12 hours' life, keys rotated every 6): a
+    // client resumes on any worker however many clients there are, where
+    // rustls's default cache holds 256 sessions. Both configs take the same
+    // tickets and cache; they are safe to share, as the two authenticate
+    // alike (the same certificates, no client certificates).
+    theirs.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| Error::Tls(format!("tls: {e}")))?;
     let mut sha256_first = (*provider).clone();
     // A stable sort: AES-128-GCM stays ahead of ChaCha20, as the provider lists them.
     sha256_first.cipher_suites.sort_by_key(|s| hash_of(s) != HashAlgorithm::SHA256);
     let mut ours = build(Arc::new(sha256_first))?;
     ours.ignore_client_order = true;
-    // One session cache: a client resumes whichever config served it.
     ours.session_storage = theirs.session_storage.clone();
+    ours.ticketer = theirs.ticketer.clone();
     Ok(ServerTls { ours: Arc::new(ours), theirs: Arc::new(theirs) })
 }
 
