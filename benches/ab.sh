@@ -31,9 +31,7 @@ source benches/lib.sh
 [ "$CLOSE" = 1 ] && WRK_HEADERS=(-H 'Connection: close')
 if [ "$TLS" = 1 ]; then
   SCHEME=https
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=localhost" \
-    -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-  cat "$W/cert.pem" "$W/key.pem" > "$W/both.pem"
+  tls_cert
 fi
 # Switchyard's config for port $1: plain, or its one listener over TLS.
 config_for() {

@@ -39,10 +39,7 @@ BENCH_TOOLS=(h2load:nghttp2-client)
 source benches/lib.sh
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# One certificate for every TLS listener (ECDSA P-256, as most sites serve).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=localhost" \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-cat "$W/cert.pem" "$W/key.pem" > "$W/both.pem"
+tls_cert
 
 # Ports per contender: plain (h1 and h2c), TLS, and h2c where a peer wants its own.
 declare -A PLAIN TLS H2C PID

@@ -41,6 +41,13 @@ build_floor() {
   FLOOR="$ROOT/target/release/hyper_floor"
 }
 
+# One certificate for every TLS listener (ECDSA P-256, as most sites
+# serve): $W/cert.pem and $W/key.pem, and both in $W/both.pem for HAProxy.
+tls_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+  cat "$W/cert.pem" "$W/key.pem" > "$W/both.pem"
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The upstream pools: one nginx answering on three ports (stable ×2, canary),
