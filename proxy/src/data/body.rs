@@ -12,6 +12,7 @@
 //! on the client; and its failures are the client's ([`BodyError::BadBody`],
 //! [`BodyError::ClientClosed`]), never the upstream's.
 
+use crate::data::deadline::Deadline;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// A boxed error, as hyper accepts for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -83,7 +84,7 @@ enum Kind<L> {
 struct Stream<L> {
     inner: Incoming,
     idle: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Option<Deadline>,
     /// The idle timer runs (there was a pause since the last frame).
     armed: bool,
     /// Bytes still allowed, when capped.
@@ -211,16 +212,17 @@ impl<L: Release> Stream<L> {
         let Poll::Ready(frame) = polled else {
             // The idle period starts at the first pause after progress (not
             // when the reader last polled: a slow reader is not an idle body).
-            let idle = self.idle;
-            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
             if !self.armed {
-                sleep.as_mut().reset(Instant::now() + idle);
+                let at = Instant::now() + self.idle;
+                self.sleep.get_or_insert_with(|| Deadline::at(at)).reset(at);
                 self.armed = true;
                 if let Some(u) = &self.upload {
                     u.waiting.store(true, Ordering::Relaxed);
                 }
             }
-            ready!(sleep.as_mut().poll(cx));
+            // Armed above, so present; the body itself will wake this task too.
+            let Some(sleep) = &mut self.sleep else { return Poll::Pending };
+            ready!(Pin::new(sleep).poll(cx));
             self.fail();
             return Poll::Ready(Some(Err(BodyError::IdleTimeout.into())));
         };

@@ -14,6 +14,7 @@
 //! not begun yet (a TLS client just past its handshake, say) gets until the
 //! header timeout to send it, and is served.
 
+use super::deadline::{self, WorkerTimer};
 use super::{forward, tls, Shared};
 use crate::config::{ListenerConfig, ServerConfig};
 use crate::data::first_bytes::{self, ClientProtocol, Prefixed};
@@ -24,7 +25,7 @@ use crate::error::Error;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::task::TaskTracker;
@@ -155,14 +157,14 @@ pub struct Servers {
 pub fn servers(server: &ServerConfig) -> Servers {
     let mut http1 = http1::Builder::new();
     http1
-        .timer(TokioTimer::new())
+        .timer(WorkerTimer)
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes)
         .max_headers(server.max_headers)
         .keep_alive(true);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
-        .timer(TokioTimer::new())
+        .timer(WorkerTimer)
         .max_concurrent_streams(server.h2_max_concurrent_streams)
         .initial_stream_window_size(64 * 1024)
         .initial_connection_window_size(1024 * 1024)
@@ -232,7 +234,7 @@ impl Acceptor {
                 match tls {
                     None => {
                         let Ok(Some((protocol, first))) =
-                            tokio::time::timeout(first_within, first_bytes::read(&mut stream)).await
+                            deadline::within(Instant::now() + first_within, first_bytes::read(&mut stream)).await
                         else {
                             return;
                         };
@@ -243,7 +245,7 @@ impl Acceptor {
                     // await, and the TLS one (handshake, TLS state) is twice the
                     // plain one; unboxed, every plain connection carried it.
                     Some(tls) => {
-                        if tokio::time::timeout(first_within, stream.readable()).await.is_err() {
+                        if deadline::within(Instant::now() + first_within, stream.readable()).await.is_err() {
                             return;
                         }
                         Box::pin(async move {
@@ -254,7 +256,7 @@ impl Acceptor {
                                 let config = tls.config_for(&hello.client_hello());
                                 hello.into_stream(config).await
                             };
-                            match tokio::time::timeout(tls_timeout, handshake).await {
+                            match deadline::within(Instant::now() + tls_timeout, handshake).await {
                                 Ok(Ok(tls_stream)) => {
                                     // HTTP/2 over TLS is by ALPN only (RFC 9113 §3.2).
                                     let protocol = match tls_stream.get_ref().1.alpn_protocol() {
@@ -386,7 +388,7 @@ async fn drive<C: Future<Output = Result<(), hyper::Error>>>(
                 Poll::Pending if started.load(Ordering::Relaxed) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             });
-            match tokio::time::timeout(first_request_within, first_request).await {
+            match deadline::within(Instant::now() + first_request_within, first_request).await {
                 Ok(Some(ended)) => ended,
                 _ => {
                     finish(connection.as_mut());

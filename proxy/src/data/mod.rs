@@ -11,13 +11,15 @@
 //! - [`split`]: rules, sticky keys and weights;
 //! - [`pool`]: endpoints, load balancing, health, upstream connections;
 //! - [`body`]: the streamed body of both directions;
-//! - [`sends`]: small vectored writes as one `send` on every socket.
+//! - [`sends`]: small vectored writes as one `send` on every socket;
+//! - [`deadline`]: the timeouts of the data path, kept per worker without locks.
 //!
 //! Below it: [`crate::config`], [`crate::parse`], [`crate::flags`],
 //! [`crate::plugin`] (routers) and [`crate::stats`] (each request's outcome
 //! goes to a thread-local recorder). Nothing here imports the control path.
 
 pub mod body;
+pub mod deadline;
 pub mod first_bytes;
 pub mod forward;
 pub mod grpc;

@@ -89,6 +89,7 @@ fn run(
         }
     };
     runtime.block_on(async move {
+        tokio::spawn(super::deadline::install());
         if shared.record_stats {
             tokio::spawn(stats::flush_loop(shared.stats_tx.clone(), shared.stats.tick()));
         }

@@ -24,6 +24,7 @@ use super::ProxyBody;
 use super::Shared;
 use crate::config::Protocol;
 use crate::data::body::{BodyError, Upload};
+use crate::data::deadline::{self, Deadline, Elapsed};
 use crate::data::grpc;
 use crate::data::headers::{self, ClientConn, X_SWITCHYARD_ERROR, X_SWITCHYARD_POOL};
 use crate::data::pool::{ConnectError, Lease, Pool};
@@ -35,8 +36,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Vers
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -332,34 +335,34 @@ async fn forward(
     }
 }
 
-/// The upstream did not answer in time.
-struct Elapsed;
-
 /// Waits for the upstream's response head for `timeout` after the request's
 /// last byte was sent (at `sent` without a body); while the proxy waits on
 /// the client's body, the body's idle timeout applies instead (a slow upload
 /// is not the upstream's).
 /// The exchange comes pinned by its caller, so this future holds only a
-/// pointer to it and a timer.
+/// pointer to it and a deadline.
 async fn upstream_deadline<F: std::future::Future>(
     mut exchange: Pin<&mut F>,
     (sent, timeout): (Instant, Duration),
     upload: Option<&Upload>,
 ) -> Result<F::Output, Elapsed> {
     let Some(upload) = upload else {
-        return tokio::time::timeout_at(sent + timeout, exchange).await.map_err(|_| Elapsed);
+        return deadline::within(sent + timeout, exchange).await;
     };
-    loop {
-        let deadline = upload.deadline(timeout).unwrap_or_else(|| Instant::now() + timeout);
-        tokio::select! {
-            out = exchange.as_mut() => return Ok(out),
-            () = tokio::time::sleep_until(deadline) => {
-                if upload.deadline(timeout).is_some_and(|d| d <= Instant::now()) {
-                    return Err(Elapsed);
-                }
+    let mut deadline = Deadline::at(upload.deadline(timeout).unwrap_or_else(|| Instant::now() + timeout));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        while Pin::new(&mut deadline).poll(cx).is_ready() {
+            match upload.deadline(timeout) {
+                Some(d) if d <= Instant::now() => return Poll::Ready(Err(Elapsed)),
+                d => deadline.reset(d.unwrap_or_else(|| Instant::now() + timeout)),
             }
         }
-    }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Shapes an upstream request for `pool`'s protocol (`has_body`: the
