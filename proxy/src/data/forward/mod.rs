@@ -158,14 +158,17 @@ impl Log {
 async fn proxy(
     shared: &Shared,
     conn: &ClientConn,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     log: &mut Log,
     start: Instant,
 ) -> Result<Response<ProxyBody>, ErrorClass> {
     let version = req.version();
-    let wants_tunnel = req.headers().contains_key(header::UPGRADE) || req.method() == Method::CONNECT;
-    let client_upgrade = wants_tunnel.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    // What `hyper::upgrade::on` takes: the client's connection once
+    // upgraded, which hyper offers only to a request with `Upgrade` or a
+    // CONNECT (a lookup in an empty map for any other).
+    let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+    let wants_tunnel = client_upgrade.is_some();
 
     // 1. check
     let checked = headers::check_request(&parts, shared.server.max_uri_bytes, shared.server.max_header_bytes)?;
@@ -224,8 +227,6 @@ async fn proxy(
     let uri = upstream_uri(&parts.uri, &path);
     drop(path);
     parts.uri = uri;
-    // gRPC asks for trailers: an HTTP/2 upstream hears that too.
-    let te_trailers = parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     headers::to_upstream(&mut parts.headers, flags, authority.as_deref(), conn);
     if flags.h2_connect {
         // The upstream hears the WebSocket handshake as HTTP/1.1 has it.
@@ -234,7 +235,7 @@ async fn proxy(
     }
     // A copy for the mirror, as the upstream hears it (the mirror pool's protocol applied later).
     let copy = copy.map(|c| (c, parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-    for_pool(&mut parts, pool, !body.is_end_stream(), te_trailers);
+    for_pool(&mut parts, pool, !body.is_end_stream(), flags.te_trailers);
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
     // A gRPC caller's deadline, when sooner than the service's timeout.
     let grpc_timeout = grpc::is_grpc(&parts.headers).then(|| grpc::timeout(&parts.headers)).flatten();

@@ -68,6 +68,8 @@ pub struct RequestFlags {
     /// The WebSocket comes over HTTP/2 (RFC 8441): the upstream hears an
     /// HTTP/1.1 upgrade, the client gets 200 and the stream is the tunnel.
     pub h2_connect: bool,
+    /// The client sent `TE: trailers` (gRPC does): an HTTP/2 upstream hears it too.
+    pub te_trailers: bool,
 }
 
 /// Whether `parts` is an HTTP/2 extended CONNECT for a WebSocket (RFC 8441).
@@ -93,13 +95,21 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize, max_header_bytes: usiz
         return Err(ErrorClass::UriTooLong);
     }
 
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let host_header = hosts.next();
-    if hosts.next().is_some() {
+    // One pass over the headers finds what the checks below need, instead
+    // of a lookup each: a lookup hashes the name and probes the map.
+    let mut seen = Seen::default();
+    // As HTTP/1.1 spells the head: the request line, then `name: value\r\n` each.
+    let mut head_bytes = parts.method.as_str().len() + uri_len + 12;
+    for (name, value) in &parts.headers {
+        head_bytes += name.as_str().len() + value.len() + 4;
+        seen.note(name, value);
+    }
+
+    if seen.hosts > 1 {
         return Err(ErrorClass::BadRequest);
     }
     let authority = parts.uri.authority().map(|a| a.as_str());
-    let raw_host = match (host_header, authority) {
+    let raw_host = match (seen.host, authority) {
         (Some(h), Some(a)) => {
             let h = h.to_str().map_err(|_| ErrorClass::BadRequest)?;
             let default = match parts.uri.scheme_str() {
@@ -129,41 +139,76 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize, max_header_bytes: usiz
         Cow::Borrowed(host)
     };
 
-    // `Transfer_Encoding` or `Content_Length`: a framing header in disguise,
-    // which some upstreams read as the real one (nginx ignores such names).
-    let disguised = |name: &[u8]| {
-        let spells = |framing: &str| {
-            name.len() == framing.len()
-                && name.iter().zip(framing.bytes()).all(|(&n, f)| n == f || (n == b'_' && f == b'-'))
-        };
-        name.contains(&b'_') && (spells("transfer-encoding") || spells("content-length"))
-    };
-    // As HTTP/1.1 spells the head: the request line, then `name: value\r\n` each.
-    let mut head_bytes = parts.method.as_str().len() + uri_len + 12;
-    for (name, value) in &parts.headers {
-        if disguised(name.as_str().as_bytes()) {
-            return Err(ErrorClass::BadRequest);
-        }
-        head_bytes += name.as_str().len() + value.len() + 4;
+    if seen.disguised {
+        return Err(ErrorClass::BadRequest);
     }
     if head_bytes > max_header_bytes {
         return Err(ErrorClass::HeadersTooLarge);
     }
 
     let mut close = false;
-    let mut te = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(v) = te.next() {
-        if te.next().is_some() || !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+    if let Some(v) = seen.transfer_encoding {
+        if seen.transfer_encodings > 1 || !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(ErrorClass::BadRequest);
         }
-        close = parts.headers.contains_key(header::CONTENT_LENGTH);
+        close = seen.content_length;
     }
 
     let websocket = h2_connect
         || parts.version == Version::HTTP_11
-            && parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+            && seen.upgrade.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
             && has_token(&parts.headers, header::CONNECTION, b"upgrade");
-    Ok(Checked { host, flags: RequestFlags { close, websocket, h2_connect } })
+    let flags = RequestFlags {
+        close,
+        websocket,
+        h2_connect,
+        te_trailers: seen.te.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")),
+    };
+    Ok(Checked { host, flags })
+}
+
+/// What [`check_request`]'s pass over the headers found.
+#[derive(Default)]
+struct Seen<'a> {
+    host: Option<&'a HeaderValue>,
+    hosts: usize,
+    transfer_encoding: Option<&'a HeaderValue>,
+    transfer_encodings: usize,
+    content_length: bool,
+    upgrade: Option<&'a HeaderValue>,
+    te: Option<&'a HeaderValue>,
+    /// A name such as `Transfer_Encoding` or `Content_Length`: a framing
+    /// header in disguise, which some upstreams read as the real one
+    /// (nginx ignores such names).
+    disguised: bool,
+}
+
+impl<'a> Seen<'a> {
+    fn note(&mut self, name: &HeaderName, value: &'a HeaderValue) {
+        let first = |slot: &mut Option<&'a HeaderValue>| {
+            slot.get_or_insert(value);
+        };
+        if *name == header::HOST {
+            self.hosts += 1;
+            first(&mut self.host);
+        } else if *name == header::TRANSFER_ENCODING {
+            self.transfer_encodings += 1;
+            first(&mut self.transfer_encoding);
+        } else if *name == header::CONTENT_LENGTH {
+            self.content_length = true;
+        } else if *name == header::UPGRADE {
+            first(&mut self.upgrade);
+        } else if *name == header::TE {
+            first(&mut self.te);
+        } else {
+            let name = name.as_str().as_bytes();
+            let spells = |framing: &str| {
+                name.len() == framing.len()
+                    && name.iter().zip(framing.bytes()).all(|(&n, f)| n == f || (n == b'_' && f == b'-'))
+            };
+            self.disguised |= name.contains(&b'_') && (spells("transfer-encoding") || spells("content-length"));
+        }
+    }
 }
 
 /// A `Host` value as RFC 9110 allows (`uri-host [ ":" port ]`), kept to what
@@ -392,184 +437,4 @@ pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool, h2_connect:
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::Request;
-
-    fn parts(build: http::request::Builder) -> Parts {
-        build.body(()).unwrap().into_parts().0
-    }
-
-    /// `check_request` with the default limits.
-    fn check(p: &Parts) -> Result<Checked<'_>, ErrorClass> {
-        check_request(p, 8192, 64 * 1024)
-    }
-
-    #[test]
-    fn host_rules() {
-        let p = parts(Request::get("/").header("host", "Shop.Example.com:8080"));
-        assert_eq!(check(&p).unwrap().host, "shop.example.com");
-        let p = parts(Request::get("/"));
-        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest);
-        let p = parts(Request::get("/").header("host", "a").header("host", "a"));
-        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest);
-        let p = parts(Request::get("http://a.com/x").header("host", "b.com"));
-        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest);
-        let p = parts(Request::get("http://a.com/x").header("host", "A.com"));
-        assert_eq!(check(&p).unwrap().host, "a.com");
-        let p = parts(Request::get("/").version(Version::HTTP_10));
-        assert_eq!(check(&p).unwrap().host, "");
-        let p = parts(Request::get("/").header("host", "[::1]:80"));
-        assert_eq!(check(&p).unwrap().host, "[::1]");
-        for bad in [
-            "a.local:abc",
-            "a.local/foo",
-            "a.local evil",
-            "a.local, b.local",
-            "a.local:1:2",
-            "a.local:",
-            "a@b",
-            "[::1",
-            "[zz]:80",
-            "a.local:70000",
-            ":80",
-        ] {
-            let p = parts(Request::get("/").header("host", bad));
-            assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest, "{bad}");
-        }
-        for good in ["a.local", "a.local:8080", "10.0.0.1:80", "[2001:db8::1]:443", "my_host.internal"] {
-            let p = parts(Request::get("/").header("host", good));
-            assert!(check(&p).is_ok(), "{good}");
-        }
-        let p = parts(Request::get("http://a.com:8080/x").header("host", "a.com"));
-        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest, "the URI's port differs from Host's");
-        let p = parts(Request::get("http://a.com:80/x").header("host", "a.com"));
-        assert!(check(&p).is_ok(), "80 is http's own port");
-    }
-
-    #[test]
-    fn limits_and_methods() {
-        let p = parts(Request::connect("a.com:443").header("host", "a.com:443"));
-        assert_eq!(check(&p).unwrap_err(), ErrorClass::MethodNotAllowed);
-        let long = format!("/{}", "a".repeat(9000));
-        let p = parts(Request::get(long.as_str()).header("host", "a"));
-        assert_eq!(check(&p).unwrap_err(), ErrorClass::UriTooLong);
-        let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "chunked, chunked"));
-        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest);
-        let p = parts(Request::post("/").header("host", "a").header("transfer-encoding", "Chunked"));
-        assert!(check(&p).is_ok());
-        let p = parts(Request::post("/").header("host", "a").header("transfer_encoding", "chunked"));
-        assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest, "a framing header in disguise");
-        let p = parts(Request::post("/").header("host", "a").header("x_custom", "ok"));
-        assert!(check(&p).is_ok(), "other underscores are fine");
-        // The head as HTTP/1.1 spells it: "GET / HTTP/1.1\r\n" (16), "host: a\r\n" (9), "x-big: …\r\n".
-        let head = |n: usize| parts(Request::get("/").header("host", "a").header("x-big", "b".repeat(n)));
-        let max = 16 + 9 + 9 + 1000;
-        assert!(check_request(&head(1000), 8192, max).is_ok(), "a head of exactly the limit");
-        assert_eq!(check_request(&head(1001), 8192, max).unwrap_err(), ErrorClass::HeadersTooLarge);
-        assert_eq!(ErrorClass::HeadersTooLarge.status(), 431);
-    }
-
-    #[test]
-    fn upstream_headers() {
-        let mut p = parts(
-            Request::get("/")
-                .header("host", "a.com")
-                .header("connection", "keep-alive, x-secret")
-                .header("x-secret", "1")
-                .header("keep-alive", "timeout=5")
-                .header("te", "trailers")
-                .header("proxy-authorization", "Basic x")
-                .header("x-switchyard-pool", "canary")
-                .header("x-forwarded-for", "6.6.6.6")
-                .header("forwarded", "for=6.6.6.6")
-                .header("x-real-ip", "6.6.6.6")
-                .header("x-keep", "yes"),
-        );
-        let flags = RequestFlags::default();
-        let conn = ClientConn {
-            peer: std::net::IpAddr::from([10, 0, 0, 1]),
-            peer_ip: HeaderValue::from_static("10.0.0.1"),
-            tls: false,
-            trust_forwarded: false,
-            set_forwarded: false,
-        };
-        to_upstream(&mut p.headers, flags, None, &conn);
-        let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
-        for gone in [
-            "connection",
-            "x-secret",
-            "keep-alive",
-            "te",
-            "proxy-authorization",
-            "x-switchyard-pool",
-            "forwarded",
-            "x-real-ip",
-        ] {
-            assert!(!names.contains(&gone), "{gone} in {names:?}");
-        }
-        assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
-        assert_eq!(p.headers["x-forwarded-proto"], "http");
-        assert_eq!(p.headers["x-forwarded-host"], "a.com");
-        assert_eq!(p.headers["x-keep"], "yes");
-
-        let mut p = parts(
-            Request::post("/")
-                .header("host", "a.com")
-                .header("connection", "host, content-length")
-                .header("content-length", "010"),
-        );
-        to_upstream(&mut p.headers, flags, None, &conn);
-        assert_eq!(
-            (&p.headers["host"], &p.headers["content-length"]),
-            (&HeaderValue::from_static("a.com"), &HeaderValue::from(10)),
-            "Connection cannot drop them; the length is canonical"
-        );
-
-        let mut p = parts(Request::get("/").header("x-forwarded-for", "1.1.1.1").header("x-forwarded-for", "2.2.2.2"));
-        let trusted = ClientConn { trust_forwarded: true, tls: true, set_forwarded: true, ..conn };
-        p.headers.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
-        p.headers.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
-        to_upstream(&mut p.headers, flags, Some("b.com"), &trusted);
-        assert_eq!(
-            p.headers["forwarded"], "for=1.1.1.1, for=10.0.0.1;proto=https;host=\"b.com\"",
-            "appended, from a trusted hop"
-        );
-        assert_eq!(p.headers["x-real-ip"], "1.1.1.1", "kept from a trusted hop");
-        assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
-        assert_eq!(p.headers["x-forwarded-proto"], "https");
-        assert_eq!(p.headers["host"], "b.com");
-    }
-
-    #[test]
-    fn client_headers() {
-        let response = |pairs: &[(&'static str, &'static str)]| {
-            let mut h = HeaderMap::new();
-            for (n, v) in pairs {
-                h.append(*n, HeaderValue::from_static(v));
-            }
-            h
-        };
-        let names = |h: &HeaderMap| h.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
-        let mut h = response(&[("connection", "keep-alive"), ("keep-alive", "timeout=5"), ("x-a", "1")]);
-        to_client(&mut h, false, false);
-        assert_eq!(names(&h), ["x-a"]);
-        let mut h = response(&[
-            ("connection", "Close, X-Secret"),
-            ("connection", "x-other"),
-            ("x-secret", "1"),
-            ("x-other", "1"),
-            ("proxy-authenticate", "Basic"),
-            ("x-a", "1"),
-        ]);
-        to_client(&mut h, false, false);
-        assert_eq!(names(&h), ["x-a"], "listed, in any case and in any Connection header");
-        let handshake = [("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-accept", "k")];
-        let mut h = response(&handshake);
-        to_client(&mut h, true, false);
-        assert_eq!(names(&h), ["sec-websocket-accept", "upgrade", "connection"], "an HTTP/1.1 upgrade keeps its own");
-        let mut h = response(&handshake);
-        to_client(&mut h, true, true);
-        assert!(h.is_empty(), "an HTTP/2 WebSocket gets none of them: {h:?}");
-    }
-}
+mod tests;
