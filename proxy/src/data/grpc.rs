@@ -8,15 +8,15 @@
 //! arrive (see [`Outcome`]).
 
 use crate::error::ErrorClass;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-/// Whether `headers` (a request's or a response's) are gRPC's.
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+/// Whether a `Content-Type` (a request's or a response's) is gRPC's.
+pub fn is_content_type(value: &HeaderValue) -> bool {
+    value.as_bytes().starts_with(b"application/grpc")
 }
 
 /// The `grpc-status` in `headers`, if one.

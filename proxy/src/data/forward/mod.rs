@@ -172,6 +172,7 @@ async fn proxy(
 
     // 1. check
     let checked = headers::check_request(&parts, shared.server.max_uri_bytes, shared.server.max_header_bytes)?;
+    let flags = checked.flags;
     let path = crate::parse::path::normalize(parts.uri.path()).map_err(|_| ErrorClass::BadRequest)?;
     if shared.access_log {
         log.host = Some(checked.host.to_string());
@@ -207,27 +208,26 @@ async fn proxy(
     log.pool = Some(pool_index);
     log.assigned_by = Some(by);
     log.stats_slot = Some(pool.stats_slot);
-    if let (Some(cap), Some(len)) = (service.max_request_body, content_length(&parts.headers)) {
+    if let (Some(cap), Some(len)) = (service.max_request_body, flags.content_length) {
         if len > cap {
             return Err(ErrorClass::PayloadTooLarge);
         }
     }
     let copy = match &service.mirror {
         Some(m) if !wants_tunnel => {
-            let len = if body.is_end_stream() { Some(0) } else { content_length(&parts.headers) };
+            let len = if body.is_end_stream() { Some(0) } else { flags.content_length };
             m.copy(pool_index, &parts.method, &parts.headers, len)
         }
         _ => None,
     };
 
     // The upstream request: origin-form URI with the normalised path, cleaned headers.
-    let flags = checked.flags;
-    drop(checked);
+    let host = checked.host_header;
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     let uri = upstream_uri(&parts.uri, &path);
     drop(path);
     parts.uri = uri;
-    headers::to_upstream(&mut parts.headers, flags, authority.as_deref(), conn);
+    headers::to_upstream(&mut parts.headers, (flags, host), authority.as_deref(), conn);
     if flags.h2_connect {
         // The upstream hears the WebSocket handshake as HTTP/1.1 has it.
         parts.method = Method::GET;
@@ -238,7 +238,7 @@ async fn proxy(
     for_pool(&mut parts, pool, !body.is_end_stream(), flags.te_trailers);
     let retry_connect = body.is_end_stream() && is_idempotent(&parts.method);
     // A gRPC caller's deadline, when sooner than the service's timeout.
-    let grpc_timeout = grpc::is_grpc(&parts.headers).then(|| grpc::timeout(&parts.headers)).flatten();
+    let grpc_timeout = flags.grpc.then(|| grpc::timeout(&parts.headers)).flatten();
     let timeout = grpc_timeout.map_or(service.timeout, |t| t.min(service.timeout));
     let (mut body, upload) = ProxyBody::request(body, shared.server.body_idle_timeout, service.max_request_body);
     log.upload = upload.clone();
@@ -426,7 +426,7 @@ fn respond(
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
-    headers::to_client(&mut parts.headers, switching && r.flags.websocket, r.flags.h2_connect);
+    let found = headers::to_client(&mut parts.headers, switching && r.flags.websocket, r.flags.h2_connect);
     parts.version = r.version;
     if switching && r.flags.h2_connect {
         // RFC 8441: the extended CONNECT's stream is the tunnel once answered 200.
@@ -447,7 +447,7 @@ fn respond(
         ProxyBody::empty()
     } else {
         let mut outcome = None;
-        if grpc::is_grpc(&parts.headers) {
+        if found.grpc {
             match grpc::status(&parts.headers) {
                 Some(code) => log.grpc_status = Some(grpc::as_http(code)),
                 None if shared.record_stats => {
@@ -501,10 +501,6 @@ fn upstream_uri(uri: &Uri, path: &str) -> Uri {
         None => path.to_owned(),
     };
     Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -15,6 +15,7 @@
 //!   `X-Real-IP` survive only from a trusted hop, like `X-Forwarded-*`.
 //! - [`to_client`] strips hop-by-hop headers from the upstream's response.
 
+use crate::data::grpc;
 use crate::error::ErrorClass;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -52,6 +53,8 @@ pub struct ClientConn {
 pub struct Checked<'a> {
     /// Routing host: lower case, no port, no trailing dot.
     pub host: Cow<'a, str>,
+    /// The client's `Host` header as it came, for [`to_upstream`].
+    pub host_header: Option<HeaderValue>,
     /// What the rest of the path needs to know.
     pub flags: RequestFlags,
 }
@@ -70,6 +73,19 @@ pub struct RequestFlags {
     pub h2_connect: bool,
     /// The client sent `TE: trailers` (gRPC does): an HTTP/2 upstream hears it too.
     pub te_trailers: bool,
+    /// A gRPC call (its `Content-Type`).
+    pub grpc: bool,
+    /// The body's length as `Content-Length` gives it.
+    pub content_length: Option<u64>,
+    /// A `Content-Length` not in canonical form (`010`): the upstream hears it rewritten.
+    pub rewrite_length: bool,
+}
+
+/// Facts found in the upstream's response headers while [`to_client`] cleans them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResponseFlags {
+    /// A gRPC answer (its `Content-Type`).
+    pub grpc: bool,
 }
 
 /// Whether `parts` is an HTTP/2 extended CONNECT for a WebSocket (RFC 8441).
@@ -151,7 +167,7 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize, max_header_bytes: usiz
         if seen.transfer_encodings > 1 || !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(ErrorClass::BadRequest);
         }
-        close = seen.content_length;
+        close = seen.content_length.is_some();
     }
 
     let websocket = h2_connect
@@ -163,8 +179,15 @@ pub fn check_request(parts: &Parts, max_uri_bytes: usize, max_header_bytes: usiz
         websocket,
         h2_connect,
         te_trailers: seen.te.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")),
+        grpc: seen.content_type.is_some_and(grpc::is_content_type),
+        // hyper has checked the length is a number.
+        content_length: seen.content_length.and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+        rewrite_length: seen.content_length.is_some_and(|v| {
+            let raw = v.as_bytes();
+            !(raw.iter().all(u8::is_ascii_digit) && (raw.len() == 1 || raw.first() != Some(&b'0')))
+        }),
     };
-    Ok(Checked { host, flags })
+    Ok(Checked { host, host_header: seen.host.cloned(), flags })
 }
 
 /// What [`check_request`]'s pass over the headers found.
@@ -174,7 +197,8 @@ struct Seen<'a> {
     hosts: usize,
     transfer_encoding: Option<&'a HeaderValue>,
     transfer_encodings: usize,
-    content_length: bool,
+    content_length: Option<&'a HeaderValue>,
+    content_type: Option<&'a HeaderValue>,
     upgrade: Option<&'a HeaderValue>,
     te: Option<&'a HeaderValue>,
     /// A name such as `Transfer_Encoding` or `Content_Length`: a framing
@@ -195,7 +219,9 @@ impl<'a> Seen<'a> {
             self.transfer_encodings += 1;
             first(&mut self.transfer_encoding);
         } else if *name == header::CONTENT_LENGTH {
-            self.content_length = true;
+            first(&mut self.content_length);
+        } else if *name == header::CONTENT_TYPE {
+            first(&mut self.content_type);
         } else if *name == header::UPGRADE {
             first(&mut self.upgrade);
         } else if *name == header::TE {
@@ -281,16 +307,22 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
 /// Removes hop-by-hop headers: the fixed set and any the message's own
 /// `Connection` headers list, except those in `keep` (what must reach the
 /// other side whatever the sender says), and every header `withheld` names
-/// (what this direction never passes on). One pass over the names first, so
-/// only what is present is removed: most messages carry none, or only
-/// `Connection: keep-alive`, and a lookup per name costs more than the pass.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep: &[&HeaderName], withheld: impl Fn(&HeaderName) -> bool) {
+/// (what this direction never passes on; it sees every other header, so a
+/// caller can note what it needs in the same pass). One pass over the
+/// headers first, so only what is present is removed: most messages carry
+/// none, or only `Connection: keep-alive`, and a lookup per name costs more
+/// than the pass.
+fn strip_hop_by_hop(
+    headers: &mut HeaderMap,
+    keep: &[&HeaderName],
+    mut withheld: impl FnMut(&HeaderName, &HeaderValue) -> bool,
+) {
     let mut present = [false; HOP_BY_HOP.len()];
-    let mut dropped = Vec::new();
-    for k in headers.keys() {
+    let mut dropped: Vec<HeaderName> = Vec::new();
+    for (k, v) in headers.iter() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == k) {
             present[i] = true;
-        } else if withheld(k) {
+        } else if withheld(k, v) && !dropped.contains(k) {
             dropped.push(k.clone());
         }
     }
@@ -331,27 +363,29 @@ fn is_withheld(name: &HeaderName, trust_forwarded: bool) -> bool {
         || name.as_str().starts_with("x-switchyard-")
 }
 
-/// Rewrites the client's headers into what the upstream receives.
-pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Option<&str>, conn: &ClientConn) {
-    strip_hop_by_hop(headers, &[&header::HOST, &header::CONTENT_LENGTH], |k| is_withheld(k, conn.trust_forwarded));
+/// Rewrites the client's headers into what the upstream receives; `flags`
+/// and `host` (the client's `Host` header) are what [`check_request`] found
+/// in them, `authority` the URI's (the `Host` when the client sent none).
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    (flags, host): (RequestFlags, Option<HeaderValue>),
+    authority: Option<&str>,
+    conn: &ClientConn,
+) {
+    strip_hop_by_hop(headers, &[&header::HOST, &header::CONTENT_LENGTH], |k, _| is_withheld(k, conn.trust_forwarded));
     // A body framed by Transfer-Encoding travels chunked; a stray length must not.
     if flags.close {
         headers.remove(header::CONTENT_LENGTH);
-    } else if let Some(v) = headers.get(header::CONTENT_LENGTH) {
-        // `010` reaches the upstream as `10`: one reading of the length
-        // (hyper has already checked it is a number; most need no rewrite).
-        let raw = v.as_bytes();
-        let canonical = raw.iter().all(u8::is_ascii_digit) && (raw.len() == 1 || raw.first() != Some(&b'0'));
-        if let Some(n) = (!canonical).then(|| v.to_str().ok()?.trim().parse::<u64>().ok()).flatten() {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
+    } else if let (true, Some(n)) = (flags.rewrite_length, flags.content_length) {
+        // `010` reaches the upstream as `10`: one reading of the length.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
 
-    if !headers.contains_key(header::HOST) {
-        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.insert(header::HOST, v);
-        }
-    }
+    let host = host.or_else(|| {
+        let v = HeaderValue::from_str(authority?).ok()?;
+        headers.insert(header::HOST, v.clone());
+        Some(v)
+    });
 
     // Every client-address header follows one policy: from an untrusted
     // client none survives (it could claim any address; see `is_withheld`).
@@ -360,7 +394,7 @@ pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Opti
         let node = if conn.peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
         let proto = if conn.tls { "https" } else { "http" };
         let mut element = format!("for={node};proto={proto}");
-        if let Some(h) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
             element.push_str(&format!(";host=\"{h}\""));
         }
         let value = match joined(headers, &header::FORWARDED) {
@@ -386,7 +420,7 @@ pub fn to_upstream(headers: &mut HeaderMap, flags: RequestFlags, authority: Opti
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(conn.trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
-        match headers.get(header::HOST).cloned() {
+        match host {
             Some(h) => headers.insert(&X_FORWARDED_HOST, h),
             None => headers.remove(&X_FORWARDED_HOST),
         };
@@ -425,15 +459,18 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 /// A `101 Switching Protocols` keeps its `Upgrade` and `Connection: upgrade`
 /// for an HTTP/1.1 client; an HTTP/2 one (`h2_connect`) gets neither, nor
 /// the accept key its request never carried.
-pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool, h2_connect: bool) {
+pub fn to_client(headers: &mut HeaderMap, switching_protocols: bool, h2_connect: bool) -> ResponseFlags {
     let upgrade = if switching_protocols && !h2_connect { headers.get(header::UPGRADE).cloned() } else { None };
-    strip_hop_by_hop(headers, &[], |k| {
+    let mut flags = ResponseFlags::default();
+    strip_hop_by_hop(headers, &[], |k, v| {
+        flags.grpc |= *k == header::CONTENT_TYPE && grpc::is_content_type(v);
         *k == header::PROXY_AUTHENTICATE || (h2_connect && k.as_str() == "sec-websocket-accept")
     });
     if let Some(u) = upgrade {
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    flags
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@ fn check(p: &Parts) -> Result<Checked<'_>, ErrorClass> {
     check_request(p, 8192, 64 * 1024)
 }
 
+/// What the request path does: `check_request`, then `to_upstream` with what it found.
+fn upstream(p: &mut Parts, authority: Option<&str>, conn: &ClientConn) {
+    let found = check(p).map(|c| (c.flags, c.host_header)).unwrap_or_default();
+    to_upstream(&mut p.headers, found, authority, conn);
+}
+
 #[test]
 fn host_rules() {
     let p = parts(Request::get("/").header("host", "Shop.Example.com:8080"));
@@ -77,6 +83,17 @@ fn limits_and_methods() {
     assert!(check(&p).unwrap().flags.te_trailers);
     let p = parts(Request::post("/").header("host", "a").header("te", "gzip"));
     assert!(!check(&p).unwrap().flags.te_trailers);
+    let p = parts(Request::post("/").header("host", "a").header("content-type", "application/grpc+proto"));
+    let c = check(&p).unwrap();
+    assert!(c.flags.grpc && c.flags.content_length.is_none() && !c.flags.rewrite_length);
+    assert_eq!(c.host_header, Some(HeaderValue::from_static("a")), "the Host as it came");
+    let p = parts(Request::post("/").header("host", "a").header("content-type", "text/plain"));
+    assert!(!check(&p).unwrap().flags.grpc);
+    for (length, rewrite) in [("0", false), ("10", false), ("010", true), ("00", true)] {
+        let p = parts(Request::post("/").header("host", "a").header("content-length", length));
+        let flags = check(&p).unwrap().flags;
+        assert_eq!((flags.content_length, flags.rewrite_length), (length.parse().ok(), rewrite), "{length}");
+    }
     let p = parts(Request::post("/").header("host", "a").header("transfer_encoding", "chunked"));
     assert_eq!(check(&p).unwrap_err(), ErrorClass::BadRequest, "a framing header in disguise");
     let p = parts(Request::post("/").header("host", "a").header("x_custom", "ok"));
@@ -105,7 +122,6 @@ fn upstream_headers() {
             .header("x-real-ip", "6.6.6.6")
             .header("x-keep", "yes"),
     );
-    let flags = RequestFlags::default();
     let conn = ClientConn {
         peer: std::net::IpAddr::from([10, 0, 0, 1]),
         peer_ip: HeaderValue::from_static("10.0.0.1"),
@@ -113,7 +129,7 @@ fn upstream_headers() {
         trust_forwarded: false,
         set_forwarded: false,
     };
-    to_upstream(&mut p.headers, flags, None, &conn);
+    upstream(&mut p, None, &conn);
     let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
     for gone in [
         "connection",
@@ -138,7 +154,7 @@ fn upstream_headers() {
             .header("connection", "host, content-length")
             .header("content-length", "010"),
     );
-    to_upstream(&mut p.headers, flags, None, &conn);
+    upstream(&mut p, None, &conn);
     assert_eq!(
         (&p.headers["host"], &p.headers["content-length"]),
         (&HeaderValue::from_static("a.com"), &HeaderValue::from(10)),
@@ -149,7 +165,7 @@ fn upstream_headers() {
     let trusted = ClientConn { trust_forwarded: true, tls: true, set_forwarded: true, ..conn };
     p.headers.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
     p.headers.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
-    to_upstream(&mut p.headers, flags, Some("b.com"), &trusted);
+    upstream(&mut p, Some("b.com"), &trusted);
     assert_eq!(
         p.headers["forwarded"], "for=1.1.1.1, for=10.0.0.1;proto=https;host=\"b.com\"",
         "appended, from a trusted hop"
@@ -183,6 +199,11 @@ fn client_headers() {
     ]);
     to_client(&mut h, false, false);
     assert_eq!(names(&h), ["x-a"], "listed, in any case and in any Connection header");
+    let mut h = response(&[("content-type", "application/grpc"), ("connection", "keep-alive")]);
+    assert!(to_client(&mut h, false, false).grpc, "a gRPC answer, noted in the same pass");
+    assert_eq!(names(&h), ["content-type"]);
+    let mut h = response(&[("content-type", "text/html")]);
+    assert!(!to_client(&mut h, false, false).grpc);
     let handshake = [("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-accept", "k")];
     let mut h = response(&handshake);
     to_client(&mut h, true, false);
