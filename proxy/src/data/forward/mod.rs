@@ -44,24 +44,36 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Serves one client request; never fails (errors become responses).
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let mut exchange = Exchange {
-        shared: &shared,
-        start: Instant::now(),
-        method: req.method().clone(),
-        log: Log::default(),
-        done: false,
-    };
-    let version = req.version();
-    let resp = match proxy(&shared, &conn, req, &mut exchange.log, exchange.start).await {
-        Ok(resp) => resp,
-        Err(class) => {
-            exchange.log.error = Some(class);
-            error_response(class, version)
-        }
-    };
-    exchange.end(resp.status().as_u16());
-    resp
+///
+/// Not an `async fn`: one keeps each argument twice in its future (as given
+/// and as a local), which costs a copy of the request per call; the async
+/// block uses the captured ones in place. The same goes for [`proxy`] and
+/// [`forward`].
+#[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice (see `handle`)")]
+pub fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ClientConn>,
+    req: Request<Incoming>,
+) -> impl std::future::Future<Output = Response<ProxyBody>> {
+    async move {
+        let mut exchange = Exchange {
+            shared: &shared,
+            start: Instant::now(),
+            method: req.method().clone(),
+            log: Log::default(),
+            done: false,
+        };
+        let version = req.version();
+        let resp = match proxy(&shared, &conn, req, &mut exchange.log, exchange.start).await {
+            Ok(resp) => resp,
+            Err(class) => {
+                exchange.log.error = Some(class);
+                error_response(class, version)
+            }
+        };
+        exchange.end(resp.status().as_u16());
+        resp
+    }
 }
 
 /// One request until its response head: recorded and logged once, also when
@@ -155,14 +167,55 @@ impl Log {
 }
 
 /// The phases in order; an error is the class of the proxy's own answer.
-async fn proxy(
+#[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice (see `handle`)")]
+fn proxy<'a>(
+    shared: &'a Shared,
+    conn: &'a ClientConn,
+    req: Request<Incoming>,
+    log: &'a mut Log,
+    start: Instant,
+) -> impl std::future::Future<Output = Result<Response<ProxyBody>, ErrorClass>> + 'a {
+    async move {
+        let version = req.version();
+        let snapshot = shared.snapshot.load_full();
+        let Prepared { service, pool_index, flags, client_upgrade, upstream, retry, upload } =
+            prepare(shared, conn, &snapshot, req, log, start)?;
+
+        // 4. forward
+        let pool = &service.pools[pool_index];
+        let (endpoint_index, resp, sender) = forward(service, pool, upstream, retry, upload.as_deref(), log).await?;
+
+        // 5. respond
+        let reply = Reply { service, pool_index, endpoint_index, flags, version, client_upgrade };
+        respond(shared, reply, resp, sender, (log, start))
+    }
+}
+
+/// What phases 1 to 3 leave for the rest.
+struct Prepared<'s> {
+    service: &'s Arc<Service>,
+    pool_index: usize,
+    flags: headers::RequestFlags,
+    client_upgrade: Option<OnUpgrade>,
+    /// The request the upstream receives.
+    upstream: Request<ProxyBody>,
+    /// What [`forward`] takes: whether a failed connect may be retried, the
+    /// timeout, and when the request arrived.
+    retry: (bool, Duration, Instant),
+    upload: Option<Arc<Upload>>,
+}
+
+/// Phases 1 to 3 and the upstream request. They await nothing: outside
+/// [`proxy`]'s async block, their locals are not part of its future, which
+/// keeps only what they return across the upstream exchange.
+fn prepare<'s>(
     shared: &Shared,
     conn: &ClientConn,
+    snapshot: &'s super::snapshot::Snapshot,
     req: Request<Incoming>,
     log: &mut Log,
     start: Instant,
-) -> Result<Response<ProxyBody>, ErrorClass> {
-    let version = req.version();
+) -> Result<Prepared<'s>, ErrorClass> {
     let (mut parts, body) = req.into_parts();
     // What `hyper::upgrade::on` takes: the client's connection once
     // upgraded, which hyper offers only to a request with `Upgrade` or a
@@ -180,7 +233,6 @@ async fn proxy(
     }
 
     // 2. match
-    let snapshot = shared.snapshot.load_full();
     let service = snapshot.find(&checked.host, &path).ok_or(ErrorClass::NoService)?;
     if service.strict_paths && crate::parse::path::is_suspicious(parts.uri.path()) {
         return Err(ErrorClass::BadRequest);
@@ -249,89 +301,92 @@ async fn proxy(
         let copy = mirror::Copy { copying, method, uri, headers, body: copied, primary: answered };
         mirror::send(service.clone(), copy, shared.server.body_idle_timeout, shared.record_stats);
     }
-
-    // 4. forward
-    let (endpoint_index, resp, sender) = forward(
+    let upstream = Request::from_parts(parts, body);
+    Ok(Prepared {
         service,
-        pool,
-        Request::from_parts(parts, body),
-        (retry_connect, timeout, start),
-        upload.as_deref(),
-        log,
-    )
-    .await?;
-
-    // 5. respond
-    let reply = Reply { service, pool_index, endpoint_index, flags, version, client_upgrade };
-    respond(shared, reply, resp, sender, (log, start))
+        pool_index,
+        flags,
+        client_upgrade,
+        upstream,
+        retry: (retry_connect, timeout, start),
+        upload,
+    })
 }
 
 /// Phase 4: picks an endpoint and sends, retrying once on another endpoint
 /// after a connect failure (`retry_connect`: idempotent, no body) and on a
 /// fresh connection when a pooled one closed before the request was written.
 /// `start`: when the request arrived.
-async fn forward(
-    service: &Service,
-    pool: &Pool,
+#[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice (see `handle`)")]
+fn forward<'a>(
+    service: &'a Service,
+    pool: &'a Pool,
     mut req: Request<ProxyBody>,
     (retry_connect, timeout, start): (bool, Duration, Instant),
-    upload: Option<&Upload>,
-    log: &mut Log,
-) -> Result<(usize, Response<Incoming>, crate::data::pool::Sender), ErrorClass> {
-    let mut exclude = None;
-    let mut retry_connect_left = retry_connect;
-    let mut stale_left = 3;
-    loop {
-        let Some(i) = pool.pick(exclude) else {
-            return Err(if exclude.is_some() { ErrorClass::UpstreamConnect } else { ErrorClass::NoHealthyEndpoint });
-        };
-        let endpoint = &pool.endpoints[i];
-        log.endpoint = Some(endpoint.addr);
-        log.group_slot = endpoint.group_slot;
-        let (mut sender, fresh) = match endpoint.checkout(service.connect_timeout, start).await {
-            Ok(s) => s,
-            Err(e) => {
-                // TLS that cannot work (an unknown CA, a wrong name, no h2) is
-                // a setup problem worth a warning; refused connects are not.
-                if matches!(e, ConnectError::Tls(..) | ConnectError::NoH2(..)) {
-                    tracing::warn!(service = %service.name, pool = %pool.name, error = %e, "upstream TLS failed");
+    upload: Option<&'a Upload>,
+    log: &'a mut Log,
+) -> impl std::future::Future<Output = Result<(usize, Response<Incoming>, crate::data::pool::Sender), ErrorClass>> + 'a
+{
+    async move {
+        let mut exclude = None;
+        let mut retry_connect_left = retry_connect;
+        let mut stale_left = 3;
+        loop {
+            let Some(i) = pool.pick(exclude) else {
+                return Err(if exclude.is_some() {
+                    ErrorClass::UpstreamConnect
                 } else {
-                    tracing::debug!(error = %e, "upstream connect failed");
-                }
-                pool.report(i, false);
-                if retry_connect_left && pool.endpoints.len() > 1 {
-                    retry_connect_left = false;
-                    exclude = Some(i);
-                    continue;
-                }
-                return Err(ErrorClass::UpstreamConnect);
-            }
-        };
-        // On a pooled connection the request goes out as it arrived: the
-        // clock need not be read again.
-        let sent = if fresh { Instant::now() } else { start };
-        let exchange = std::pin::pin!(sender.try_send_request(req));
-        match upstream_deadline(exchange, (sent, timeout), upload).await {
-            Ok(Ok(resp)) => return Ok((i, resp, sender)),
-            Err(Elapsed) => {
-                pool.report(i, false);
-                return Err(ErrorClass::UpstreamTimeout);
-            }
-            Ok(Err(mut e)) => match e.take_message() {
-                // Never written: safe to send again on another connection.
-                Some(back) if !fresh && stale_left > 0 => {
-                    stale_left -= 1;
-                    req = back;
-                }
-                _ => {
-                    let class = classify(e.error());
-                    if class.is_endpoint_failure() {
-                        pool.report(i, false);
+                    ErrorClass::NoHealthyEndpoint
+                });
+            };
+            let endpoint = &pool.endpoints[i];
+            log.endpoint = Some(endpoint.addr);
+            log.group_slot = endpoint.group_slot;
+            let (mut sender, fresh) = match endpoint.checkout(service.connect_timeout, start).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // TLS that cannot work (an unknown CA, a wrong name, no h2) is
+                    // a setup problem worth a warning; refused connects are not.
+                    if matches!(e, ConnectError::Tls(..) | ConnectError::NoH2(..)) {
+                        tracing::warn!(service = %service.name, pool = %pool.name, error = %e, "upstream TLS failed");
+                    } else {
+                        tracing::debug!(error = %e, "upstream connect failed");
                     }
-                    tracing::debug!(error = %e.error(), "upstream exchange failed");
-                    return Err(class);
+                    pool.report(i, false);
+                    if retry_connect_left && pool.endpoints.len() > 1 {
+                        retry_connect_left = false;
+                        exclude = Some(i);
+                        continue;
+                    }
+                    return Err(ErrorClass::UpstreamConnect);
                 }
-            },
+            };
+            // On a pooled connection the request goes out as it arrived: the
+            // clock need not be read again.
+            let sent = if fresh { Instant::now() } else { start };
+            let exchange = std::pin::pin!(sender.try_send_request(req));
+            match upstream_deadline(exchange, (sent, timeout), upload).await {
+                Ok(Ok(resp)) => return Ok((i, resp, sender)),
+                Err(Elapsed) => {
+                    pool.report(i, false);
+                    return Err(ErrorClass::UpstreamTimeout);
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Never written: safe to send again on another connection.
+                    Some(back) if !fresh && stale_left > 0 => {
+                        stale_left -= 1;
+                        req = back;
+                    }
+                    _ => {
+                        let class = classify(e.error());
+                        if class.is_endpoint_failure() {
+                            pool.report(i, false);
+                        }
+                        tracing::debug!(error = %e.error(), "upstream exchange failed");
+                        return Err(class);
+                    }
+                },
+            }
         }
     }
 }
