@@ -12,6 +12,8 @@
 #
 #   bash benches/compare.sh                          # all, 5 rounds x 10 s
 #   WORKLOADS="split close" ROUNDS=3 DURATION=5 bash benches/compare.sh
+#   FORWARDED=1 bash benches/compare.sh              # the peers also set
+#     X-Forwarded-For, -Proto and -Host, as Switchyard always does
 #
 # Fairness: the load generator and the upstream (one nginx worker) share
 # core LOAD_CPU (0); each proxy runs one worker pinned to core PROXY_CPU (1):

@@ -10,6 +10,8 @@
 #   REQUESTS=50000 TOP=40 bash benches/instructions.sh
 #   OUT=/tmp/cg bash benches/instructions.sh   # keeps the profiles, for
 #     callgrind_annotate --tree=caller /tmp/cg/switchyard.out (who calls what)
+#   FORWARDED=1 bash benches/instructions.sh   # HAProxy also sets
+#     X-Forwarded-For, -Proto and -Host, as Switchyard always does
 #   H2=1 bash benches/instructions.sh          # HTTP/2 (h2c) from the client, as
 #     compare.sh's `h2` (10 connections x 10 streams); Switchyard and HAProxy
 #     only (the floor speaks HTTP/1.1)

@@ -94,6 +94,10 @@ services:
 YAML
 }
 
+# FORWARDED=1: the peers also set X-Forwarded-For, -Proto and -Host, as
+# Switchyard always does. Off by default, as the setup has them.
+FORWARDED=${FORWARDED:-0}
+
 # HAProxy (one thread) as the same 90/10 split with the x-canary override;
 # $1: its frontend's `bind` lines.
 haproxy_config() {
@@ -109,6 +113,9 @@ defaults
   http-reuse always
 frontend bench
 $1
+$([ "$FORWARDED" = 1 ] && printf '%s\n' "  option forwardfor" \
+  "  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]" \
+  "  http-request set-header X-Forwarded-Host %[req.hdr(host)]")
   use_backend canary if { req.hdr(x-canary) -m str always }
   use_backend canary if { rand(100) lt 10 }
   default_backend stable
@@ -139,7 +146,10 @@ http {
   map \$http_x_canary \$pool { always canary; default \$weighted; }
   server {
     $2
-    location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / {
+      proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection "";
+      $([ "$FORWARDED" = 1 ] && echo 'proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host;')
+    }
   }
 }
 CFG
