@@ -28,6 +28,7 @@ pub fn request_head(data: &[u8]) {
     let host = checked.host.into_owned();
     assert!(!host.bytes().any(|b| b.is_ascii_uppercase() || b" ,/\\@?#".contains(&b)), "routing host {host:?}");
     let flags = checked.flags;
+    let host_header = checked.host_header;
 
     let path = parts.uri.path().to_owned();
     if let Ok(normal) = switchyard::parse::path::normalize(&path) {
@@ -45,7 +46,7 @@ pub fn request_head(data: &[u8]) {
         trust_forwarded: data.first().is_some_and(|b| b & 1 == 1),
         set_forwarded: data.first().is_some_and(|b| b & 2 == 2),
     };
-    headers::to_upstream(&mut parts.headers, flags, Some(&host), &conn);
+    headers::to_upstream(&mut parts.headers, (flags, host_header), Some(&host), &conn);
     for hop in ["keep-alive", "proxy-connection", "transfer-encoding", "x-switchyard-pool"] {
         assert!(!parts.headers.contains_key(hop), "{hop} reached the upstream");
     }
