@@ -147,7 +147,7 @@ async fn a_refused_connection_is_the_upstreams_failure() {
 
 #[test]
 fn the_upstream_uri_is_origin_form_with_the_normalised_path_and_the_query() {
-    let uri: Uri = "http://web.test/a/./b?x=1&y=2".parse().unwrap();
-    assert_eq!(upstream_uri(&uri, "/a/b").to_string(), "/a/b?x=1&y=2");
-    assert_eq!(upstream_uri(&"/".parse().unwrap(), "/").to_string(), "/");
+    let uri: http::Uri = "http://web.test/a/./b?x=1&y=2".parse().unwrap();
+    assert_eq!(prepare::upstream_uri(&uri, "/a/b").to_string(), "/a/b?x=1&y=2");
+    assert_eq!(prepare::upstream_uri(&"/".parse().unwrap(), "/").to_string(), "/");
 }
